@@ -1,0 +1,34 @@
+//! Typed errors of the calibration crate.
+
+use std::path::PathBuf;
+
+/// What can go wrong while calibrating or reading a calibration file.
+#[derive(Debug, thiserror::Error)]
+pub enum CalibError {
+    /// No sample to calibrate on.
+    #[error("the calibration set is empty: ask for at least one sample (--calib-samples)")]
+    Empty,
+    /// The split holds fewer images than requested.
+    #[error(
+        "asked for {requested} calibration samples but the {split} split holds only {available}"
+    )]
+    NotEnoughSamples {
+        requested: usize,
+        available: usize,
+        split: String,
+    },
+    /// An activation was NaN or infinite: the float model is broken.
+    #[error(
+        "activation `{tap}` holds NaN or infinite values: the float model is corrupt or diverged"
+    )]
+    NonFinite { tap: &'static str },
+    /// A batch size of zero.
+    #[error("the calibration batch size must be at least 1")]
+    ZeroBatch,
+    /// The calibration file could not be read, parsed or written.
+    #[error("{path}: {message}")]
+    File { path: PathBuf, message: String },
+    /// The calibration file is readable but inconsistent.
+    #[error("{path}: invalid calibration: {message}")]
+    Invalid { path: PathBuf, message: String },
+}

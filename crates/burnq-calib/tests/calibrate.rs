@@ -1,0 +1,88 @@
+//! Calibration over real MNIST images with a freshly initialized network.
+
+use burn::module::Param;
+use burn::prelude::*;
+use burnq_calib::{CalibError, CalibrationMethod, CalibrationSettings, TAP_NAMES, calibrate};
+use burnq_data::locate::test_locator;
+use burnq_data::{DatasetKind, ImageSet, Split};
+use burnq_model::{Net, NetConfig};
+
+fn setup() -> (Net, ImageSet, Device) {
+    let d = Device::flex();
+    d.seed(11);
+    let mut set = ImageSet::load(&test_locator(), DatasetKind::Mnist, Split::Test).unwrap();
+    set.truncate(300);
+    (NetConfig::new().init(&d), set, d)
+}
+
+fn settings(samples: usize, batch_size: usize) -> CalibrationSettings {
+    CalibrationSettings {
+        samples,
+        batch_size,
+        method: CalibrationMethod::MeanMinmax,
+    }
+}
+
+#[test]
+fn records_every_tap_with_consistent_ranges() {
+    let (net, set, d) = setup();
+    let cal = calibrate(&net, &set, settings(250, 64), &d).unwrap();
+    assert_eq!(
+        (cal.samples, cal.batch_size, cal.split.as_str()),
+        (250, 64, "test")
+    );
+    let names: Vec<_> = cal.taps.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, TAP_NAMES);
+    for (name, s) in &cal.taps {
+        assert_eq!(s.batches, 4, "{name}");
+        assert!(
+            s.min <= s.mean_min && s.mean_min <= s.mean_max && s.mean_max <= s.max,
+            "{name}: {s:?}"
+        );
+    }
+    // The input range is exactly the normalized pixel range of the first 250 images.
+    let norm = DatasetKind::Mnist.normalization();
+    let pixels = &set.pixels[..250 * 784];
+    let lo = norm.apply(*pixels.iter().min().unwrap());
+    let hi = norm.apply(*pixels.iter().max().unwrap());
+    let input = cal.tap("conv1_in").unwrap();
+    assert_eq!((input.min, input.max), (lo, hi));
+    // After ReLU and max-pool nothing is negative.
+    assert!(cal.tap("conv2_in").unwrap().min >= 0.0);
+    assert!(cal.tap("fc2_in").unwrap().min >= 0.0);
+    assert!(cal.tap("logits").unwrap().min < 0.0 || cal.tap("logits").unwrap().max > 0.0);
+    cal.validate(std::path::Path::new("in-memory")).unwrap();
+}
+
+#[test]
+fn refuses_empty_short_and_non_finite_calibration() {
+    let (mut net, set, d) = setup();
+    assert!(matches!(
+        calibrate(&net, &set, settings(0, 64), &d),
+        Err(CalibError::Empty)
+    ));
+    assert!(matches!(
+        calibrate(&net, &set, settings(10, 0), &d),
+        Err(CalibError::ZeroBatch)
+    ));
+    let err = calibrate(&net, &set, settings(1000, 64), &d).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CalibError::NotEnoughSamples {
+                requested: 1000,
+                available: 300,
+                ..
+            }
+        ),
+        "{err}"
+    );
+
+    let shape = net.fc2.weight.val().dims();
+    net.fc2.weight = Param::from_tensor(Tensor::full(shape, f32::NAN, &d));
+    let err = calibrate(&net, &set, settings(10, 10), &d).unwrap_err();
+    assert!(
+        matches!(err, CalibError::NonFinite { tap: "logits" }),
+        "{err}"
+    );
+}

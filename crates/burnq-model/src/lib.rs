@@ -1,0 +1,30 @@
+//! The float world of burnq: the tutorial's MNIST network in Burn 0.22.
+//!
+//! - [`model`]: the network ([`Net`]), its forward pass, and the per-layer taps the
+//!   calibration crate observes;
+//! - [`data`]: Burn [`Dataset`](burn::data::dataset::Dataset) and batcher over the raw
+//!   `u8` images of `burnq-data`, with the normalization in one place;
+//! - [`training`]: the tutorial's SGD loop, deterministic for a given seed and backend;
+//! - [`eval`]: test loss and accuracy;
+//! - [`export`]: weights and biases as plain `f32` arrays (the integer engine never sees Burn);
+//! - [`backend`]: the run-time choice of device (flex, ndarray, wgpu);
+//! - [`checkpoint`]: atomic save and checked load of the model record.
+//!
+//! Backends are chosen at run time through Burn's `Device`; ndarray and wgpu are cargo
+//! features of this crate because each costs many minutes of compile time.
+
+pub mod backend;
+pub mod checkpoint;
+pub mod data;
+pub mod error;
+pub mod eval;
+pub mod export;
+pub mod model;
+pub mod training;
+
+pub use backend::BackendChoice;
+pub use error::ModelError;
+pub use model::{Net, NetConfig, Taps};
+
+/// The Burn release this crate is built against (recorded in artifacts).
+pub const BURN_VERSION: &str = "0.22.0";

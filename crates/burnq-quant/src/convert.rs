@@ -1,0 +1,291 @@
+//! Offline conversion of the float network into a [`QuantModel`]: all the floating-point math
+//! of the pipeline lives here, none at inference.
+//!
+//! Steps (Jacob et al. 2018, §2–3):
+//! 1. Fold the input normalization `x = (p/255 − mean)/std` into conv1 (valid convolution, so
+//!    every output sees every kernel tap): `w' = w/std`, `b' = b − (mean/std)·Σ_k w[o,k]`.
+//!    The raw pixel bytes are then conv1's quantized input, scale 1/255, zero point 0, 8 bits
+//!    whatever `bits` is (the image is 8-bit data; only weights and computed activations use
+//!    `bits`).
+//! 2. Weights: per tensor, asymmetric, `bits` bits, from their `[min, max]` widened to contain 0.
+//! 3. Bias: `q_b = round(b / (S_in·S_w))` (half away from zero), zero point 0, saturated to `i32`.
+//! 4. Outputs: conv1 → conv2-input range, conv2 → fc1-input range, fc1 → fc2-input range (with
+//!    ReLU folded into the clamp, `act_min = Z_out`), fc2 → logit range (clamp `[0, qmax]`).
+//! 5. Requantization: `M = S_in·S_w/S_out` (`f64`), as `(m0, shift)` by [`quantize_multiplier`].
+//! 6. Validation, including the worst-case accumulator bound.
+
+use crate::{
+    ActivationRanges, FloatLayer, FloatNetwork, InputNormalization, LayerKind, QuantError,
+    QuantLayer, QuantModel, QuantParams, fixedpoint::quantize_multiplier, params::qmax,
+};
+
+/// Folds `norm` into a convolution that was trained on normalized input, so that it takes
+/// `p/255` directly: `w' = w/std`, `b' = b − (mean/std)·Σ_k w[o,k]` (sums in `f64`).
+///
+/// Exact in real arithmetic for a valid (unpadded) convolution, whose outputs all see every
+/// kernel tap; with zero padding the border outputs would differ.
+pub fn fold_input_normalization(
+    conv: &FloatLayer,
+    norm: InputNormalization,
+) -> Result<FloatLayer, QuantError> {
+    norm.check()?;
+    if !matches!(conv.kind, LayerKind::Conv2d { .. }) {
+        return Err(QuantError::InvalidValue {
+            what: "normalization folding".into(),
+            reason: format!("{:?} is not a convolution", conv.kind),
+        });
+    }
+    conv.check("folded conv")?;
+    let (mean, std) = (f64::from(norm.mean), f64::from(norm.std));
+    let fan_in = conv.kind.fan_in().max(1);
+    let weights = conv
+        .weights
+        .iter()
+        .map(|&w| (f64::from(w) / std) as f32)
+        .collect();
+    let bias = conv
+        .bias
+        .iter()
+        .zip(conv.weights.chunks(fan_in))
+        .map(|(&b, row)| {
+            let sum: f64 = row.iter().map(|&w| f64::from(w)).sum();
+            (f64::from(b) - mean / std * sum) as f32
+        })
+        .collect();
+    Ok(FloatLayer {
+        kind: conv.kind,
+        weights,
+        bias,
+    })
+}
+
+/// `round(bias / bias_scale)`, half away from zero, saturated to `[i32::MIN, i32::MAX]`.
+/// `bias_scale = S_in·S_w` is the accumulator's scale.
+pub fn quantize_bias(bias: f32, bias_scale: f64) -> i32 {
+    (f64::from(bias) / bias_scale)
+        .round()
+        .clamp(f64::from(i32::MIN), f64::from(i32::MAX)) as i32
+}
+
+/// Quantizes `network` with `bits`-bit weights and activations (see the module docs for the
+/// steps). Errors on invalid bits, normalization or ranges, and on a layer whose accumulator
+/// could overflow `i32` ([`QuantError::AccumulatorOverflow`]).
+pub fn convert(
+    network: &FloatNetwork,
+    ranges: &ActivationRanges,
+    norm: InputNormalization,
+    bits: u8,
+) -> Result<QuantModel, QuantError> {
+    qmax(bits)?;
+    let [conv1, conv2, fc1, fc2] = network.layers();
+    let folded = fold_input_normalization(conv1, norm)?;
+    let params = |(min, max)| QuantParams::from_range(min, max, bits);
+    let conv2_in = params(ranges.conv2_input)?;
+    let fc1_in = params(ranges.fc1_input)?;
+    let fc2_in = params(ranges.fc2_input)?;
+    let logits = params(ranges.logits)?;
+    let layers = [
+        quantize_layer(
+            "conv1",
+            &folded,
+            QuantParams::RAW_PIXELS,
+            conv2_in,
+            true,
+            bits,
+        )?,
+        quantize_layer("conv2", conv2, conv2_in, fc1_in, true, bits)?,
+        quantize_layer("fc1", fc1, fc1_in, fc2_in, true, bits)?,
+        quantize_layer("fc2", fc2, fc2_in, logits, false, bits)?,
+    ];
+    QuantModel::new(bits, layers, Some(norm))
+}
+
+/// One layer: per-tensor weights, bias at scale `S_in·S_w`, `(m0, shift)` for
+/// `M = S_in·S_w/S_out`, clamp `[Z_out or 0, qmax]`.
+fn quantize_layer(
+    name: &str,
+    float: &FloatLayer,
+    input: QuantParams,
+    output: QuantParams,
+    relu: bool,
+    bits: u8,
+) -> Result<QuantLayer, QuantError> {
+    float.check(name)?;
+    let (min, max) = float
+        .weights
+        .iter()
+        .fold((0.0f32, 0.0f32), |(lo, hi), &w| (lo.min(w), hi.max(w)));
+    let wp = QuantParams::from_range(min, max, bits)?;
+    let bias_scale = f64::from(input.scale()) * f64::from(wp.scale());
+    let (m0, shift) = quantize_multiplier(bias_scale / f64::from(output.scale()))?;
+    let out = float.kind.out_channels();
+    Ok(QuantLayer {
+        name: name.to_owned(),
+        kind: float.kind,
+        weights: float.weights.iter().map(|&w| wp.quantize(w)).collect(),
+        weight_zero_points: vec![wp.zero_point(); out],
+        weight_scales: vec![wp.scale(); out],
+        bias: float
+            .bias
+            .iter()
+            .map(|&b| quantize_bias(b, bias_scale))
+            .collect(),
+        input,
+        output,
+        m0: vec![m0; out],
+        shift: vec![shift; out],
+        act_min: if relu { output.zero_point() as u8 } else { 0 },
+        act_max: output.qmax() as u8,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::{pattern_network, pattern_ranges};
+
+    /// Valid stride-1 float convolution of one single-channel `side × side` image.
+    fn float_conv(layer: &FloatLayer, image: &[f32], side: usize) -> Vec<f32> {
+        let LayerKind::Conv2d {
+            out_channels,
+            kernel,
+            ..
+        } = layer.kind
+        else {
+            unreachable!("test layers are convolutions")
+        };
+        let out_side = side - kernel + 1;
+        let mut out = Vec::new();
+        for o in 0..out_channels {
+            for y in 0..out_side {
+                for x in 0..out_side {
+                    let mut sum = layer.bias[o];
+                    for ky in 0..kernel {
+                        for kx in 0..kernel {
+                            sum += layer.weights[(o * kernel + ky) * kernel + kx]
+                                * image[(y + ky) * side + x + kx];
+                        }
+                    }
+                    out.push(sum);
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn folding_matches_normalized_input() {
+        let conv = FloatLayer {
+            kind: LayerKind::Conv2d {
+                in_channels: 1,
+                out_channels: 2,
+                kernel: 3,
+            },
+            weights: (0..18).map(|i| ((i * 7) % 11) as f32 / 5.0 - 1.0).collect(),
+            bias: vec![0.3, -0.7],
+        };
+        let pixels: Vec<u8> = (0..25).map(|i| ((i * 37) % 256) as u8).collect();
+        let norm = InputNormalization::MNIST;
+        let normalized: Vec<f32> = pixels
+            .iter()
+            .map(|&p| (f32::from(p) / 255.0 - norm.mean) / norm.std)
+            .collect();
+        let raw: Vec<f32> = pixels.iter().map(|&p| f32::from(p) / 255.0).collect();
+        let folded = fold_input_normalization(&conv, norm).unwrap();
+        let expected = float_conv(&conv, &normalized, 5);
+        let got = float_conv(&folded, &raw, 5);
+        assert_eq!(expected.len(), 18);
+        for (e, g) in expected.iter().zip(&got) {
+            assert!((e - g).abs() <= 1e-5 * (1.0 + e.abs()), "{e} vs {g}");
+        }
+    }
+
+    #[test]
+    fn folding_rejects_bad_input() {
+        let net = pattern_network();
+        let [conv, _, linear, _] = net.layers();
+        let bad = InputNormalization {
+            mean: 0.1,
+            std: 0.0,
+        };
+        assert!(matches!(
+            fold_input_normalization(conv, bad),
+            Err(QuantError::InvalidValue { .. })
+        ));
+        assert!(matches!(
+            fold_input_normalization(linear, InputNormalization::MNIST),
+            Err(QuantError::InvalidValue { .. })
+        ));
+    }
+
+    #[test]
+    fn bias_rounds_and_saturates() {
+        assert_eq!(quantize_bias(2.5, 1.0), 3);
+        assert_eq!(quantize_bias(-2.5, 1.0), -3);
+        assert_eq!(quantize_bias(1.0, 0.25), 4);
+        assert_eq!(quantize_bias(1e30, 1e-6), i32::MAX);
+        assert_eq!(quantize_bias(-1e30, 1e-6), i32::MIN);
+        assert_eq!(quantize_bias(f32::MAX, 1e-300), i32::MAX);
+    }
+
+    #[test]
+    fn converted_model_is_consistent() {
+        for bits in [2, 4, 8] {
+            let net = pattern_network();
+            let model = convert(&net, &pattern_ranges(), InputNormalization::MNIST, bits).unwrap();
+            assert_eq!(model.bits(), bits);
+            assert_eq!(model.input_params(), QuantParams::RAW_PIXELS);
+            assert_eq!(model.input_normalization(), Some(InputNormalization::MNIST));
+            let [conv1, conv2, fc1, fc2] = model.layers();
+            let qmax = (1 << bits) - 1;
+            for layer in [conv1, conv2, fc1] {
+                assert_eq!(i32::from(layer.act_min), layer.output.zero_point());
+                assert_eq!(i32::from(layer.act_max), qmax);
+            }
+            assert_eq!((fc2.act_min, i32::from(fc2.act_max)), (0, qmax));
+            // Every non-folded weight is within half a step of its float value.
+            for (float, quant) in net.layers()[1..].iter().zip(&model.layers()[1..]) {
+                let deq = quant.dequantize_weights().unwrap();
+                let half_step = quant.weight_scales[0] / 2.0 * (1.0 + 1e-5);
+                for (w, d) in float.weights.iter().zip(&deq) {
+                    assert!((w - d).abs() <= half_step, "{}: {w} vs {d}", quant.name);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn huge_bias_is_refused_as_overflow() {
+        let [conv1, conv2, fc1, mut fc2] = pattern_network().layers().clone();
+        fc2.bias[3] = 1e30;
+        let net = FloatNetwork::new([conv1, conv2, fc1, fc2]).unwrap();
+        let err = convert(&net, &pattern_ranges(), InputNormalization::MNIST, 8).unwrap_err();
+        match err {
+            QuantError::AccumulatorOverflow {
+                layer,
+                channel,
+                magnitude,
+            } => {
+                assert_eq!((layer.as_str(), channel), ("fc2", 3));
+                assert!(magnitude > i64::from(i32::MAX));
+            }
+            other => panic!("expected AccumulatorOverflow, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn invalid_inputs_are_errors() {
+        let net = pattern_network();
+        let norm = InputNormalization::MNIST;
+        assert!(matches!(
+            convert(&net, &pattern_ranges(), norm, 1),
+            Err(QuantError::InvalidBits { bits: 1 })
+        ));
+        let mut ranges = pattern_ranges();
+        ranges.fc1_input = (0.0, f32::NAN);
+        assert!(matches!(
+            convert(&net, &ranges, norm, 8),
+            Err(QuantError::InvalidRange { .. })
+        ));
+    }
+}

@@ -1,0 +1,262 @@
+//! The model file: safetensors with tensors `conv1.weight` (u8, OIHW), `conv1.bias` (i32),
+//! …, `fc2.weight` (u8, out × in), `fc2.bias` (i32), and a `__metadata__` string map:
+//!
+//! - `format` = `"burnq-int"`, `version` = `"1"`;
+//! - `meta`: a JSON document with the bit width, the layers in order with their
+//!   kind and shapes, per layer input/output scale and zero point, per-channel weight scales
+//!   and zero points, `m0` and `shift`, clamp bounds, the logit parameters and the folded
+//!   input normalization;
+//! - `checksum`: lowercase hex SHA-256 of the tensor data in layer order, weight then bias,
+//!   exactly as stored (little endian).
+//!
+//! [`save`] writes a temporary file in the destination folder and renames it, so the
+//! destination is never half-written. [`load`] validates everything and names the file in
+//! every error.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+
+use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+use sha2::{Digest, Sha256};
+
+use crate::{InputNormalization, QuantError, QuantLayer, QuantModel};
+
+mod meta;
+
+use meta::{Meta, NormalizationMeta, ParamsMeta, build_layer, layer_meta};
+
+/// The `format` metadata value.
+pub const FORMAT_NAME: &str = "burnq-int";
+/// The `version` metadata value written, and the only one read.
+pub const FORMAT_VERSION: &str = "1";
+
+/// Writes `model` to `path` atomically (temporary file in the same folder, then rename).
+pub fn save(model: &QuantModel, path: impl AsRef<Path>) -> Result<(), QuantError> {
+    let path = path.as_ref();
+    let io = |source| QuantError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let data: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = model
+        .layers()
+        .iter()
+        .flat_map(|l| {
+            let bias = l.bias.iter().flat_map(|b| b.to_le_bytes()).collect();
+            [
+                (
+                    format!("{}.weight", l.name),
+                    Dtype::U8,
+                    l.kind.weight_shape(),
+                    l.weights.clone(),
+                ),
+                (
+                    format!("{}.bias", l.name),
+                    Dtype::I32,
+                    vec![l.bias.len()],
+                    bias,
+                ),
+            ]
+        })
+        .collect();
+    let meta = Meta {
+        bits: model.bits(),
+        layers: model.layers().iter().map(layer_meta).collect(),
+        logits: model.logit_params().into(),
+        input_normalization_folded: model.input_normalization().is_some(),
+        input_normalization: model.input_normalization().map(|n| NormalizationMeta {
+            mean: n.mean,
+            std: n.std,
+        }),
+    };
+    let meta_json = serde_json::to_string(&meta).map_err(|e| QuantError::BadMetadata {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })?;
+    let metadata = HashMap::from([
+        ("format".to_owned(), FORMAT_NAME.to_owned()),
+        ("version".to_owned(), FORMAT_VERSION.to_owned()),
+        ("meta".to_owned(), meta_json),
+        (
+            "checksum".to_owned(),
+            checksum(data.iter().map(|t| t.3.as_slice())),
+        ),
+    ]);
+    let file_bytes = data
+        .iter()
+        .map(|(name, dtype, shape, bytes)| {
+            TensorView::new(*dtype, shape.clone(), bytes).map(|v| (name.as_str(), v))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .and_then(|views| safetensors::serialize(views, &Some(metadata)))
+        .map_err(|source| QuantError::Safetensors {
+            path: path.to_owned(),
+            source,
+        })?;
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
+    tmp.write_all(&file_bytes).map_err(io)?;
+    tmp.as_file().sync_all().map_err(io)?;
+    tmp.persist(path).map_err(|e| io(e.error))?;
+    Ok(())
+}
+
+/// Lowercase hex SHA-256 of the concatenated `parts`.
+fn checksum<'a>(parts: impl Iterator<Item = &'a [u8]>) -> String {
+    let mut hasher = Sha256::new();
+    for part in parts {
+        hasher.update(part);
+    }
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Reads and fully validates a model file: safetensors structure, format name, version,
+/// metadata, tensor dtypes and shapes, checksum, parameter ranges and the accumulator bound.
+pub fn load(path: impl AsRef<Path>) -> Result<QuantModel, QuantError> {
+    let path = path.as_ref();
+    let bytes = std::fs::read(path).map_err(|source| QuantError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    let parse = |source| QuantError::Safetensors {
+        path: path.to_owned(),
+        source,
+    };
+    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(parse)?;
+    let tensors = SafeTensors::deserialize(&bytes).map_err(parse)?;
+    let entries = header.metadata().clone().unwrap_or_default();
+    let entry = |key: &'static str| {
+        entries.get(key).ok_or_else(|| QuantError::MissingMetadata {
+            path: path.to_owned(),
+            key,
+        })
+    };
+    let format = entry("format")?;
+    if format != FORMAT_NAME {
+        return Err(QuantError::WrongFormat {
+            path: path.to_owned(),
+            found: format.clone(),
+        });
+    }
+    let version = entry("version")?;
+    if version != FORMAT_VERSION {
+        return Err(QuantError::UnsupportedVersion {
+            path: path.to_owned(),
+            found: version.clone(),
+        });
+    }
+    let bad = |reason: String| QuantError::BadMetadata {
+        path: path.to_owned(),
+        reason,
+    };
+    let meta: Meta = serde_json::from_str(entry("meta")?).map_err(|e| bad(e.to_string()))?;
+    let expected_checksum = entry("checksum")?;
+    let expected_names = 2 * meta.layers.len();
+    if tensors.len() != expected_names {
+        return Err(bad(format!(
+            "{} tensors in the file, the metadata describes {expected_names}",
+            tensors.len()
+        )));
+    }
+    let mut raw = Vec::with_capacity(meta.layers.len());
+    for l in &meta.layers {
+        let weight = tensor(
+            path,
+            &tensors,
+            &format!("{}.weight", l.name),
+            Dtype::U8,
+            &l.weight_shape,
+        )?;
+        let bias = tensor(
+            path,
+            &tensors,
+            &format!("{}.bias", l.name),
+            Dtype::I32,
+            &l.bias_shape,
+        )?;
+        raw.push((weight, bias));
+    }
+    let actual = checksum(raw.iter().flat_map(|(w, b)| [*w, *b]));
+    if &actual != expected_checksum {
+        return Err(QuantError::ChecksumMismatch {
+            path: path.to_owned(),
+            expected: expected_checksum.clone(),
+            actual,
+        });
+    }
+    let invalid = |source| QuantError::InvalidModel {
+        path: path.to_owned(),
+        source: Box::new(source),
+    };
+    let layers: Vec<QuantLayer> = meta
+        .layers
+        .iter()
+        .zip(&raw)
+        .map(|(l, (w, b))| build_layer(l, w, b))
+        .collect::<Result<_, _>>()
+        .map_err(invalid)?;
+    let layers: [QuantLayer; 4] = layers
+        .try_into()
+        .map_err(|v: Vec<_>| bad(format!("{} layers, expected 4", v.len())))?;
+    let normalization = match (meta.input_normalization_folded, meta.input_normalization) {
+        (true, Some(n)) => Some(InputNormalization {
+            mean: n.mean,
+            std: n.std,
+        }),
+        (false, None) => None,
+        (folded, _) => {
+            return Err(bad(format!(
+                "input_normalization_folded is {folded} but input_normalization is {}",
+                if folded { "absent" } else { "present" }
+            )));
+        }
+    };
+    let model = QuantModel::new(meta.bits, layers, normalization).map_err(invalid)?;
+    if ParamsMeta::from(model.logit_params()) != meta.logits {
+        return Err(bad(format!(
+            "logit parameters {:?} differ from fc2's output parameters",
+            meta.logits
+        )));
+    }
+    Ok(model)
+}
+
+/// The bytes of tensor `name`, checked to have `dtype` and `shape`.
+fn tensor<'a>(
+    path: &Path,
+    tensors: &SafeTensors<'a>,
+    name: &str,
+    dtype: Dtype,
+    shape: &[usize],
+) -> Result<&'a [u8], QuantError> {
+    let view = tensors
+        .tensor(name)
+        .map_err(|_| QuantError::MissingTensor {
+            path: path.to_owned(),
+            tensor: name.to_owned(),
+        })?;
+    if view.dtype() != dtype {
+        return Err(QuantError::WrongDtype {
+            path: path.to_owned(),
+            tensor: name.to_owned(),
+            expected: format!("{dtype:?}"),
+            found: format!("{:?}", view.dtype()),
+        });
+    }
+    if view.shape() != shape {
+        return Err(QuantError::WrongShape {
+            path: path.to_owned(),
+            tensor: name.to_owned(),
+            expected: shape.to_vec(),
+            found: view.shape().to_vec(),
+        });
+    }
+    Ok(view.data())
+}

@@ -1,0 +1,61 @@
+//! Integer-only inference for the MNIST tutorial network, after Jacob et al. 2018,
+//! "Quantization and Training of Neural Networks for Efficient Integer-Arithmetic-Only
+//! Inference" (arXiv 1712.05877), with gemmlowp/TFLite rounding. This crate knows nothing of
+//! Burn: it takes plain `f32` weights and calibrated ranges, and runs on `u8`/`i32` only.
+//!
+//! # Scheme
+//!
+//! Every tensor is quantized asymmetrically, `r = S·(q − Z)` ([`QuantParams`]), with `q` in
+//! `[0, 2^bits − 1]` stored as `u8` (`bits` in 2..=8), `S` a positive `f32` and `Z` an integer
+//! code, so real 0 is exact. A layer computes the `i32` accumulator
+//! `acc[o] = q_b[o] + Σ_k (q_x[k] − Z_in)·(q_w[o,k] − Z_w[o])` (bias at scale `S_in·S_w`, zero
+//! point 0), then requantizes it ([`Requant`]):
+//! `q_out = clamp(Z_out + MultiplyByQuantizedMultiplier(acc, m0, shift), act_min, act_max)`
+//! where `M = S_in·S_w/S_out ≈ m0·2^(shift − 31)`, `m0` in `[2^30, 2^31)`; ReLU is the clamp's
+//! lower bound `act_min = Z_out`. Max-pooling runs on codes. The input normalization is folded
+//! into conv1, so the raw pixel bytes are the quantized input (`S = 1/255`, `Z = 0`).
+//!
+//! Offline: [`convert()`] (float → [`QuantModel`]), [`save`] / [`load`] (safetensors file).
+//! Online: [`QuantModel::forward_reference`] runs the [`reference`](mod@reference) engine, the bit-exact
+//! definition that any faster kernel must reproduce.
+//!
+//! # Rounding contract
+//!
+//! These rules are part of the output: changing one changes results.
+//!
+//! | Where | Rule | Hand-computed ties |
+//! |---|---|---|
+//! | [`QuantParams::quantize`], [`convert::quantize_bias`], [`QuantParams::from_range`]'s `Z` | nearest, ties away from zero, then clamp/saturate | `2.5 → 3`, `−2.5 → −3` |
+//! | [`quantize_multiplier`] | `m0 = round(q·2^31)` ties away, `q` in `[0.5, 1)`; `2^31` → `2^30`, `shift + 1` | `1 − 2^−40 → (2^30, 1)` |
+//! | [`saturating_rounding_doubling_high_mul`] `(a·b + nudge) / 2^31`, truncating | ties toward +∞ | `a·b = 2^30`: `0.5 → 1`; `−2^30`: `−0.5 → 0`; `3·2^30`: `1.5 → 2`; `−3·2^30`: `−1.5 → −1`; `(i32::MIN, i32::MIN) → i32::MAX` |
+//! | [`rounding_divide_by_pot`] | ties away from zero | `(5, 1) → 3`, `(−5, 1) → −3`, `(3, 1) → 2`, `(−3, 1) → −2`, `(1, 1) → 1`, `(−1, 1) → −1` |
+//! | [`multiply_by_quantized_multiplier`] | the two above in sequence (double rounding, as TFLite); `acc·2^left` saturates | `M = 0.25` (`m0 = 2^30`, `shift = −1`): `1 → 1` (not 0), `−1 → 0`; `M = 0.5`: `3 → 2`, `−3 → −1` |
+//! | [`Requant`] offset | `y + Z_out` saturating, then clamp to `[act_min, act_max]` | — |
+//! | [`reference::max_pool_2x2`] | exact (max commutes with the increasing map `q ↦ S·(q − Z)`) | — |
+//! | [`reference::argmax`] | lowest index on ties | `[3, 7, 7] → 1` |
+
+pub mod convert;
+mod error;
+pub mod fixedpoint;
+mod float;
+pub mod format;
+mod layer;
+mod model;
+mod params;
+pub mod reference;
+mod requant;
+#[cfg(test)]
+mod test_support;
+
+pub use convert::convert;
+pub use error::QuantError;
+pub use fixedpoint::{
+    multiply_by_quantized_multiplier, quantize_multiplier, rounding_divide_by_pot,
+    saturating_rounding_doubling_high_mul,
+};
+pub use float::{ActivationRanges, FloatLayer, FloatNetwork, InputNormalization};
+pub use format::{load, save};
+pub use layer::{LayerKind, QuantLayer};
+pub use model::{ARCHITECTURE, IMAGE_PIXELS, IMAGE_SIDE, NUM_CLASSES, Output, QuantModel, Taps};
+pub use params::{MAX_BITS, MIN_BITS, QuantParams, qmax};
+pub use requant::Requant;

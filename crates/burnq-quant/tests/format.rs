@@ -1,0 +1,323 @@
+//! The model file: round trip, atomic save, and one test per way a file can be wrong, each
+//! asserting the specific error variant and that the message names the file.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use burnq_quant::{
+    ActivationRanges, IMAGE_PIXELS, InputNormalization, QuantError, QuantModel, convert, load, save,
+};
+use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+use sha2::{Digest, Sha256};
+
+fn model(bits: u8) -> QuantModel {
+    let ranges = ActivationRanges {
+        conv2_input: (0.0, 3.0),
+        fc1_input: (0.0, 6.0),
+        fc2_input: (0.0, 6.0),
+        logits: (-10.0, 10.0),
+    };
+    convert(
+        &common::random_network(1),
+        &ranges,
+        InputNormalization::MNIST,
+        bits,
+    )
+    .unwrap()
+}
+
+/// A saved 8-bit model in a fresh folder (kept alive by the returned guard).
+fn saved() -> (tempfile::TempDir, PathBuf, QuantModel) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.safetensors");
+    let model = model(8);
+    save(&model, &path).unwrap();
+    (dir, path, model)
+}
+
+type Tensors = Vec<(String, Dtype, Vec<usize>, Vec<u8>)>;
+
+/// Rewrites a model file through `edit`, which sees the tensors and the metadata map.
+fn rewrite(path: &Path, edit: impl FnOnce(&mut Tensors, &mut HashMap<String, String>)) {
+    let bytes = std::fs::read(path).unwrap();
+    let (_, header) = SafeTensors::read_metadata(&bytes).unwrap();
+    let mut metadata = header.metadata().clone().unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let mut tensors: Tensors = st
+        .tensors()
+        .into_iter()
+        .map(|(name, v)| (name, v.dtype(), v.shape().to_vec(), v.data().to_vec()))
+        .collect();
+    edit(&mut tensors, &mut metadata);
+    let views = tensors
+        .iter()
+        .map(|(n, d, s, b)| (n.as_str(), TensorView::new(*d, s.clone(), b).unwrap()));
+    let out = safetensors::serialize(views, &Some(metadata)).unwrap();
+    std::fs::write(path, out).unwrap();
+}
+
+fn tensor<'a>(
+    tensors: &'a mut Tensors,
+    name: &str,
+) -> &'a mut (String, Dtype, Vec<usize>, Vec<u8>) {
+    tensors.iter_mut().find(|t| t.0 == name).unwrap()
+}
+
+/// The checksum `save` writes: SHA-256 over weight then bias of each layer, in order.
+fn recompute_checksum(tensors: &Tensors, metadata: &mut HashMap<String, String>) {
+    let mut hasher = Sha256::new();
+    for layer in ["conv1", "conv2", "fc1", "fc2"] {
+        for part in ["weight", "bias"] {
+            let name = format!("{layer}.{part}");
+            hasher.update(&tensors.iter().find(|t| t.0 == name).unwrap().3);
+        }
+    }
+    let hex = hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    metadata.insert("checksum".into(), hex);
+}
+
+fn load_err(path: &Path) -> QuantError {
+    let err = load(path).unwrap_err();
+    assert!(
+        err.to_string().contains(&path.display().to_string()),
+        "message does not name the file: {err}"
+    );
+    err
+}
+
+#[test]
+fn round_trip_keeps_model_and_outputs() {
+    let images: Vec<u8> = (0..4 * IMAGE_PIXELS).map(|i| (i * 7 % 256) as u8).collect();
+    for bits in [8, 5, 2] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.safetensors");
+        let model = model(bits);
+        save(&model, &path).unwrap();
+        let loaded = load(&path).unwrap();
+        assert_eq!(loaded, model);
+        assert_eq!(
+            loaded.forward_reference(&images, 4).unwrap(),
+            model.forward_reference(&images, 4).unwrap()
+        );
+    }
+}
+
+#[test]
+fn save_is_atomic_and_overwrites() {
+    let (dir, path, model) = saved();
+    save(&model, &path).unwrap();
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, vec![path.file_name().unwrap().to_owned()]);
+    let missing_dir = dir.path().join("absent").join("m.safetensors");
+    assert!(matches!(
+        save(&model, &missing_dir),
+        Err(QuantError::Io { path, .. }) if path == missing_dir
+    ));
+}
+
+#[test]
+fn metadata_is_documented_json() {
+    let (_dir, path, model) = saved();
+    let bytes = std::fs::read(&path).unwrap();
+    let (_, header) = SafeTensors::read_metadata(&bytes).unwrap();
+    let metadata = header.metadata().clone().unwrap();
+    assert_eq!(metadata["format"], "burnq-int");
+    assert_eq!(metadata["version"], "1");
+    assert_eq!(metadata["checksum"].len(), 64);
+    let meta: serde_json::Value = serde_json::from_str(&metadata["meta"]).unwrap();
+    assert_eq!(meta["bits"], 8);
+    assert_eq!(meta["input_normalization_folded"], true);
+    assert_eq!(meta["layers"][1]["name"], "conv2");
+    assert_eq!(
+        meta["layers"][1]["weight_shape"],
+        serde_json::json!([50, 20, 5, 5])
+    );
+    assert_eq!(meta["layers"][3]["kind"], "linear");
+    let z = model.logit_params().zero_point();
+    assert_eq!(meta["logits"]["zero_point"], z);
+}
+
+#[test]
+fn nonexistent_file_is_io_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nope.safetensors");
+    match load_err(&path) {
+        QuantError::Io { path: p, source } => {
+            assert_eq!(p, path);
+            assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
+        }
+        other => panic!("expected Io, got {other:?}"),
+    }
+}
+
+#[test]
+fn truncated_file_is_parse_error() {
+    let (_dir, path, _) = saved();
+    let bytes = std::fs::read(&path).unwrap();
+    for keep in [bytes.len() - 1, bytes.len() / 2, 100, 4, 0] {
+        std::fs::write(&path, &bytes[..keep]).unwrap();
+        assert!(
+            matches!(load_err(&path), QuantError::Safetensors { .. }),
+            "truncated to {keep}"
+        );
+    }
+}
+
+#[test]
+fn flipped_tensor_bit_is_checksum_error() {
+    let (_dir, path, _) = saved();
+    let mut bytes = std::fs::read(&path).unwrap();
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    for offset in [8 + header_len, bytes.len() - 1, bytes.len() - 20_000] {
+        bytes[offset] ^= 0x10;
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(matches!(
+            load_err(&path),
+            QuantError::ChecksumMismatch { .. }
+        ));
+        bytes[offset] ^= 0x10;
+    }
+    std::fs::write(&path, &bytes).unwrap();
+    assert!(load(&path).is_ok());
+}
+
+#[test]
+fn wrong_format_name() {
+    let (_dir, path, _) = saved();
+    rewrite(&path, |_, m| {
+        m.insert("format".into(), "gguf".into());
+    });
+    assert!(matches!(load_err(&path), QuantError::WrongFormat { found, .. } if found == "gguf"));
+}
+
+#[test]
+fn wrong_version() {
+    let (_dir, path, _) = saved();
+    rewrite(&path, |_, m| {
+        m.insert("version".into(), "2".into());
+    });
+    assert!(
+        matches!(load_err(&path), QuantError::UnsupportedVersion { found, .. } if found == "2")
+    );
+}
+
+#[test]
+fn missing_metadata_entry() {
+    let (_dir, path, _) = saved();
+    rewrite(&path, |_, m| {
+        m.remove("checksum");
+    });
+    assert!(matches!(
+        load_err(&path),
+        QuantError::MissingMetadata {
+            key: "checksum",
+            ..
+        }
+    ));
+}
+
+#[test]
+fn malformed_meta_json() {
+    let (_dir, path, _) = saved();
+    rewrite(&path, |_, m| {
+        let meta = m.get_mut("meta").unwrap();
+        *meta = meta.replace("\"bits\":8", "\"bits\":\"eight\"");
+    });
+    assert!(matches!(load_err(&path), QuantError::BadMetadata { .. }));
+}
+
+#[test]
+fn wrong_dtype() {
+    let (_dir, path, _) = saved();
+    rewrite(&path, |t, m| {
+        let bias = tensor(t, "conv2.bias");
+        bias.1 = Dtype::U32;
+        recompute_checksum(t, m);
+    });
+    assert!(matches!(
+        load_err(&path),
+        QuantError::WrongDtype { tensor, .. } if tensor == "conv2.bias"
+    ));
+}
+
+#[test]
+fn wrong_shape() {
+    let (_dir, path, _) = saved();
+    rewrite(&path, |t, m| {
+        tensor(t, "conv1.weight").2 = vec![20, 25];
+        recompute_checksum(t, m);
+    });
+    match load_err(&path) {
+        QuantError::WrongShape {
+            tensor,
+            expected,
+            found,
+            ..
+        } => {
+            assert_eq!(tensor, "conv1.weight");
+            assert_eq!((expected, found), (vec![20, 1, 5, 5], vec![20, 25]));
+        }
+        other => panic!("expected WrongShape, got {other:?}"),
+    }
+}
+
+#[test]
+fn missing_tensor() {
+    let (_dir, path, _) = saved();
+    rewrite(&path, |t, _| tensor(t, "fc1.bias").0 = "fc1.b".into());
+    assert!(matches!(
+        load_err(&path),
+        QuantError::MissingTensor { tensor, .. } if tensor == "fc1.bias"
+    ));
+}
+
+#[test]
+fn out_of_range_values_are_invalid_model() {
+    let (_dir, path, _) = saved();
+    let original = std::fs::read(&path).unwrap();
+    rewrite(&path, |_, m| {
+        let meta = m.get_mut("meta").unwrap();
+        let mut json: serde_json::Value = serde_json::from_str(meta).unwrap();
+        json["layers"][2]["weight_zero_points"][7] = 256.into();
+        *meta = json.to_string();
+    });
+    assert!(matches!(
+        load_err(&path),
+        QuantError::InvalidModel { source, .. } if matches!(*source, QuantError::InvalidValue { .. })
+    ));
+
+    std::fs::write(&path, &original).unwrap();
+    rewrite(&path, |_, m| {
+        let meta = m.get_mut("meta").unwrap();
+        let mut json: serde_json::Value = serde_json::from_str(meta).unwrap();
+        json["layers"][0]["output"]["scale"] = (-1.0).into();
+        *meta = json.to_string();
+    });
+    assert!(matches!(
+        load_err(&path),
+        QuantError::InvalidModel { source, .. } if matches!(*source, QuantError::InvalidScale { .. })
+    ));
+}
+
+#[test]
+fn overflowing_bias_is_refused_at_load() {
+    let (_dir, path, _) = saved();
+    rewrite(&path, |t, m| {
+        tensor(t, "fc2.bias").3[..4].copy_from_slice(&i32::MAX.to_le_bytes());
+        recompute_checksum(t, m);
+    });
+    assert!(matches!(
+        load_err(&path),
+        QuantError::InvalidModel { source, .. }
+            if matches!(*source, QuantError::AccumulatorOverflow { ref layer, channel: 0, .. } if layer == "fc2")
+    ));
+}

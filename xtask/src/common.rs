@@ -1,0 +1,74 @@
+//! Flags and paths shared by the subcommands.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use burnq_data::{DataLocator, DatasetKind, ImageSet, Split};
+
+/// Where the data comes from and which data set.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DataArgs {
+    /// Data set: mnist or fashion-mnist.
+    #[arg(long, default_value = "mnist", value_parser = parse_dataset)]
+    pub dataset: DatasetKind,
+    /// Folder holding mnist/ and fashion-mnist/ (else $BURNQ_DATA_DIR, then artifacts/data/, then a download).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Never download missing data files.
+    #[arg(long)]
+    pub offline: bool,
+}
+
+fn parse_dataset(s: &str) -> Result<DatasetKind, String> {
+    DatasetKind::from_name(s).ok_or_else(|| format!("unknown data set `{s}` (mnist or fashion-mnist)"))
+}
+
+impl DataArgs {
+    /// The locator for these flags, caching downloads under `artifacts/data/`.
+    pub fn locator(&self) -> DataLocator {
+        DataLocator::new(
+            self.data_dir.clone(),
+            project_root().join("artifacts").join("data"),
+            !self.offline,
+        )
+    }
+
+    /// Loads one split of the chosen data set.
+    pub fn load(&self, split: Split) -> anyhow::Result<ImageSet> {
+        ImageSet::load(&self.locator(), self.dataset, split)
+            .with_context(|| format!("loading the {} {} split", self.dataset, split.name()))
+    }
+}
+
+/// The workspace root (the parent of `xtask/`).
+pub fn project_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the workspace root")
+        .to_path_buf()
+}
+
+/// `artifacts/<dataset>/` unless `--out` says otherwise.
+pub fn dataset_dir(out: Option<&Path>, dataset: DatasetKind) -> PathBuf {
+    out.map(Path::to_path_buf)
+        .unwrap_or_else(|| project_root().join("artifacts").join(dataset.dir_name()))
+}
+
+/// A path relative to the project root when it lies inside it (for messages).
+pub fn display_path(path: &Path) -> String {
+    path.strip_prefix(project_root())
+        .unwrap_or(path)
+        .display()
+        .to_string()
+}
+
+/// A progress bar on stderr, hidden when stderr is not a terminal.
+pub fn progress_bar(len: u64, template: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(template)
+            .expect("progress template is valid")
+            .progress_chars("=> "),
+    );
+    bar
+}

@@ -1,0 +1,34 @@
+//! `cargo xtask`: burnq's command line. It orchestrates the library crates and writes
+//! reports; the math lives in `burnq-model`, `burnq-calib` and `burnq-quant`.
+
+mod common;
+mod plot;
+mod quantize;
+mod table;
+mod train;
+
+use clap::{Parser, Subcommand};
+
+/// burnq: train the tutorial MNIST network with Burn, calibrate it, and run it with
+/// integer-only arithmetic (u8 weights and activations, i32 accumulators).
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Train the float model (the tutorial's recipe by default) into artifacts/<dataset>/float/.
+    Train(train::TrainArgs),
+    /// Calibrate the float model, convert it to integers, and compare float and integer accuracy.
+    Quantize(quantize::QuantizeArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Train(args) => train::run(args),
+        Command::Quantize(args) => quantize::run(args),
+    }
+}

@@ -1,0 +1,167 @@
+//! Small hand-written SVG charts (no plotting dependency): line panels side by side.
+
+use std::fmt::Write;
+
+/// One line of a chart.
+#[derive(Debug, Clone)]
+pub struct Series {
+    pub name: String,
+    pub color: &'static str,
+    pub points: Vec<(f64, f64)>,
+}
+
+/// One chart panel: a y axis and the lines drawn against it.
+#[derive(Debug, Clone)]
+pub struct Panel {
+    pub y_label: String,
+    pub series: Vec<Series>,
+}
+
+const PANEL_W: f64 = 420.0;
+const PANEL_H: f64 = 280.0;
+const MARGIN: f64 = 56.0;
+
+/// Renders `panels` side by side under `title`, sharing the x label.
+pub fn line_panels(title: &str, x_label: &str, panels: &[Panel]) -> String {
+    let width = panels.len() as f64 * (PANEL_W + MARGIN) + MARGIN;
+    let height = PANEL_H + 2.5 * MARGIN;
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" \
+         font-family=\"sans-serif\" font-size=\"12\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <text x=\"{}\" y=\"22\" text-anchor=\"middle\" font-size=\"16\">{}</text>\n",
+        width / 2.0,
+        escape(title)
+    );
+    for (i, panel) in panels.iter().enumerate() {
+        let left = MARGIN + i as f64 * (PANEL_W + MARGIN);
+        draw_panel(&mut svg, panel, left, 1.2 * MARGIN, x_label);
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
+
+fn draw_panel(svg: &mut String, panel: &Panel, left: f64, top: f64, x_label: &str) {
+    let points = panel.series.iter().flat_map(|s| s.points.iter());
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+    for &(x, y) in points {
+        (x0, x1, y0, y1) = (x0.min(x), x1.max(x), y0.min(y), y1.max(y));
+    }
+    if x0 > x1 {
+        return;
+    }
+    let pad = ((y1 - y0) * 0.08).max(1e-9);
+    let (y0, y1) = (y0 - pad, y1 + pad);
+    let x1 = if x1 > x0 { x1 } else { x0 + 1.0 };
+    let sx = |x: f64| left + (x - x0) / (x1 - x0) * PANEL_W;
+    let sy = |y: f64| top + PANEL_H - (y - y0) / (y1 - y0) * PANEL_H;
+    let _ = writeln!(
+        svg,
+        "<rect x=\"{left}\" y=\"{top}\" width=\"{PANEL_W}\" height=\"{PANEL_H}\" fill=\"none\" stroke=\"#999\"/>"
+    );
+    for k in 0..=4 {
+        let y = y0 + (y1 - y0) * f64::from(k) / 4.0;
+        let _ = writeln!(
+            svg,
+            "<line x1=\"{left}\" x2=\"{}\" y1=\"{py}\" y2=\"{py}\" stroke=\"#eee\"/>\
+             <text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>",
+            left + PANEL_W,
+            left - 4.0,
+            sy(y) + 4.0,
+            format_tick(y),
+            py = sy(y)
+        );
+        let x = x0 + (x1 - x0) * f64::from(k) / 4.0;
+        let _ = writeln!(
+            svg,
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{}</text>",
+            sx(x),
+            top + PANEL_H + 16.0,
+            format_tick(x)
+        );
+    }
+    let _ = writeln!(
+        svg,
+        "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{}</text>\
+         <text x=\"{}\" y=\"{}\" text-anchor=\"middle\" transform=\"rotate(-90 {} {})\">{}</text>",
+        left + PANEL_W / 2.0,
+        top + PANEL_H + 34.0,
+        escape(x_label),
+        left - 44.0,
+        top + PANEL_H / 2.0,
+        left - 44.0,
+        top + PANEL_H / 2.0,
+        escape(&panel.y_label)
+    );
+    for (j, s) in panel.series.iter().enumerate() {
+        let path: Vec<String> = s
+            .points
+            .iter()
+            .map(|&(x, y)| format!("{:.1},{:.1}", sx(x), sy(y)))
+            .collect();
+        let _ = writeln!(
+            svg,
+            "<polyline fill=\"none\" stroke=\"{c}\" stroke-width=\"2\" points=\"{}\"/>",
+            path.join(" "),
+            c = s.color
+        );
+        for &(x, y) in &s.points {
+            let _ = writeln!(
+                svg,
+                "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"{}\"/>",
+                sx(x),
+                sy(y),
+                s.color
+            );
+        }
+        let ly = top + 16.0 + 16.0 * j as f64;
+        let _ = writeln!(
+            svg,
+            "<rect x=\"{}\" y=\"{}\" width=\"12\" height=\"3\" fill=\"{c}\"/>\
+             <text x=\"{}\" y=\"{}\">{}</text>",
+            left + PANEL_W - 150.0,
+            ly - 4.0,
+            left + PANEL_W - 134.0,
+            ly,
+            escape(&s.name),
+            c = s.color
+        );
+    }
+}
+
+fn format_tick(v: f64) -> String {
+    if v.abs() >= 100.0 || v == v.trunc() {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn draws_every_series_and_label() {
+        let svg = line_panels(
+            "t <1>",
+            "epoch",
+            &[Panel {
+                y_label: "loss".into(),
+                series: vec![Series {
+                    name: "train".into(),
+                    color: "#1f77b4",
+                    points: vec![(1.0, 0.5), (2.0, 0.25)],
+                }],
+            }],
+        );
+        assert!(svg.starts_with("<svg") && svg.ends_with("</svg>\n"));
+        assert_eq!(svg.matches("<polyline").count(), 1);
+        assert_eq!(svg.matches("<circle").count(), 2);
+        assert!(svg.contains("t &lt;1&gt;") && svg.contains(">loss<") && svg.contains(">train<"));
+    }
+}

@@ -1,0 +1,222 @@
+//! `cargo xtask train`: the tutorial's training run, written to `artifacts/<dataset>/float/`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use burnq_data::Split;
+use burnq_model::checkpoint::{save_model, write_json_atomic};
+use burnq_model::training::{train, EpochRecord, TrainEvent, TrainingConfig};
+use burnq_model::{BackendChoice, NetConfig, BURN_VERSION};
+use serde::Serialize;
+
+use crate::common::{dataset_dir, display_path, progress_bar, DataArgs};
+use crate::plot::{line_panels, Panel, Series};
+use crate::table::markdown;
+
+/// Flags of `cargo xtask train`; the defaults reproduce the tutorial.
+#[derive(Debug, clap::Args)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Passes over the training set.
+    #[arg(long, default_value_t = 10)]
+    pub epochs: usize,
+    /// Images per SGD step.
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    /// SGD learning rate.
+    #[arg(long, default_value_t = 0.01)]
+    pub lr: f64,
+    /// SGD momentum (dampening 0, as in PyTorch).
+    #[arg(long, default_value_t = 0.5)]
+    pub momentum: f64,
+    /// Seed of the initialization and of the shuffling.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Burn backend: flex (default CPU), ndarray (feature `ndarray`) or wgpu (feature `wgpu`).
+    #[arg(long, default_value = "flex", value_parser = BackendChoice::parse)]
+    pub backend: BackendChoice,
+    /// Train on the first N training images only (quick runs).
+    #[arg(long)]
+    pub train_limit: Option<usize>,
+    /// Evaluate on the first N test images only (quick runs).
+    #[arg(long)]
+    pub test_limit: Option<usize>,
+    /// Output folder (default artifacts/<dataset>); the model goes to <out>/float/.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// `train.json`: what was trained, how, and how well.
+#[derive(Debug, Serialize)]
+struct TrainReport {
+    dataset: String,
+    backend: String,
+    epochs: usize,
+    seed: u64,
+    batch_size: usize,
+    lr: f64,
+    momentum: f64,
+    train_images: usize,
+    test_images: usize,
+    test_accuracy: f64,
+    test_loss: f64,
+    total_seconds: f64,
+    burn_version: &'static str,
+    history: Vec<EpochRecord>,
+}
+
+pub fn run(args: TrainArgs) -> anyhow::Result<()> {
+    let device = args.backend.device()?;
+    let mut train_set = args.data.load(Split::Train)?;
+    let mut test_set = args.data.load(Split::Test)?;
+    if let Some(n) = args.train_limit {
+        train_set.truncate(n);
+    }
+    if let Some(n) = args.test_limit {
+        test_set.truncate(n);
+    }
+    let out = dataset_dir(args.out.as_deref(), args.data.dataset).join("float");
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let config = TrainingConfig::new(NetConfig::new())
+        .with_epochs(args.epochs)
+        .with_batch_size(args.batch_size)
+        .with_lr(args.lr)
+        .with_momentum(args.momentum)
+        .with_seed(args.seed);
+    let model_path = out.join("model.bpk");
+    write_json_atomic(&config, &out.join("config.json"))?;
+    eprintln!(
+        "training on {} ({} train / {} test images of {}), {} epochs",
+        args.backend.name(),
+        train_set.len(),
+        test_set.len(),
+        args.data.dataset,
+        args.epochs
+    );
+
+    let bar = progress_bar(0, "epoch {prefix} [{bar:30}] {pos}/{len} {msg}");
+    let mut on_event = |event: TrainEvent| match event {
+        TrainEvent::EpochStart { epoch, batches } => {
+            bar.reset();
+            bar.set_length(batches as u64);
+            bar.set_prefix(format!("{epoch}/{}", args.epochs));
+        }
+        TrainEvent::Batch {
+            loss,
+            images_per_second,
+            ..
+        } => {
+            bar.inc(1);
+            bar.set_message(format!("loss {loss:.4}  {images_per_second:.0} img/s"));
+        }
+        TrainEvent::EpochEnd(r) => bar.println(format!(
+            "epoch {}: train loss {:.4}, test loss {:.4}, test accuracy {}/{} ({:.2}%), {:.1} s, {:.0} img/s",
+            r.epoch,
+            r.train_loss,
+            r.test.loss,
+            (r.test.accuracy * r.test.images as f64).round(),
+            r.test.images,
+            100.0 * r.test.accuracy,
+            r.train_seconds,
+            r.train_images_per_second
+        )),
+    };
+    let mut on_epoch = |model: &burnq_model::Net, _: &EpochRecord| save_model(model, &model_path);
+    let start = Instant::now();
+    let n_train = train_set.len();
+    let (_, history) = train(
+        &config,
+        Arc::new(train_set),
+        &test_set,
+        &device,
+        &mut on_event,
+        &mut on_epoch,
+    )?;
+    bar.finish_and_clear();
+    let last = history.last().context("no epoch was run (--epochs 0?)")?;
+    let report = TrainReport {
+        dataset: args.data.dataset.dir_name().into(),
+        backend: args.backend.name().into(),
+        epochs: args.epochs,
+        seed: args.seed,
+        batch_size: args.batch_size,
+        lr: args.lr,
+        momentum: args.momentum,
+        train_images: n_train,
+        test_images: test_set.len(),
+        test_accuracy: last.test.accuracy,
+        test_loss: last.test.loss,
+        total_seconds: start.elapsed().as_secs_f64(),
+        burn_version: BURN_VERSION,
+        history: history.clone(),
+    };
+    write_json_atomic(&report, &out.join("train.json"))?;
+    let svg = training_plot(&report);
+    burnq_model::checkpoint::write_atomic(&out.join("training.svg"), svg.as_bytes())
+        .context("writing training.svg")?;
+    print_summary(&report, &out);
+    Ok(())
+}
+
+fn training_plot(report: &TrainReport) -> String {
+    let pts = |f: &dyn Fn(&EpochRecord) -> f64| {
+        report.history.iter().map(|r| (r.epoch as f64, f(r))).collect()
+    };
+    line_panels(
+        &format!("{} on {} ({} backend)", "Training", report.dataset, report.backend),
+        "epoch",
+        &[
+            Panel {
+                y_label: "loss (NLL)".into(),
+                series: vec![
+                    Series { name: "train".into(), color: "#1f77b4", points: pts(&|r| r.train_loss) },
+                    Series { name: "test".into(), color: "#d62728", points: pts(&|r| r.test.loss) },
+                ],
+            },
+            Panel {
+                y_label: "test accuracy (%)".into(),
+                series: vec![Series {
+                    name: "test accuracy".into(),
+                    color: "#2ca02c",
+                    points: pts(&|r| 100.0 * r.test.accuracy),
+                }],
+            },
+        ],
+    )
+}
+
+fn print_summary(report: &TrainReport, out: &std::path::Path) {
+    let rows: Vec<Vec<String>> = report
+        .history
+        .iter()
+        .map(|r| {
+            vec![
+                r.epoch.to_string(),
+                format!("{:.4}", r.train_loss),
+                format!("{:.4}", r.test.loss),
+                format!("{:.2}%", 100.0 * r.test.accuracy),
+                format!("{:.1}", r.train_seconds),
+                format!("{:.0}", r.train_images_per_second),
+            ]
+        })
+        .collect();
+    println!(
+        "\n{}",
+        markdown(&["epoch", "train loss", "test loss", "test acc", "seconds", "img/s"], &rows)
+    );
+    println!(
+        "{} on {}: test accuracy {:.2}% after {} epochs ({:.0} s in all)",
+        report.dataset,
+        report.backend,
+        100.0 * report.test_accuracy,
+        report.epochs,
+        report.total_seconds
+    );
+    println!("wrote:");
+    for f in ["model.bpk", "config.json", "train.json", "training.svg"] {
+        println!("  {}", display_path(&out.join(f)));
+    }
+}
