@@ -20,7 +20,8 @@ pub struct DataArgs {
 }
 
 fn parse_dataset(s: &str) -> Result<DatasetKind, String> {
-    DatasetKind::from_name(s).ok_or_else(|| format!("unknown data set `{s}` (mnist or fashion-mnist)"))
+    DatasetKind::from_name(s)
+        .ok_or_else(|| format!("unknown data set `{s}` (mnist or fashion-mnist)"))
 }
 
 impl DataArgs {

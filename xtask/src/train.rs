@@ -7,12 +7,12 @@ use std::time::Instant;
 use anyhow::Context;
 use burnq_data::Split;
 use burnq_model::checkpoint::{save_model, write_json_atomic};
-use burnq_model::training::{train, EpochRecord, TrainEvent, TrainingConfig};
-use burnq_model::{BackendChoice, NetConfig, BURN_VERSION};
+use burnq_model::training::{EpochRecord, TrainEvent, TrainingConfig, train};
+use burnq_model::{BURN_VERSION, BackendChoice, NetConfig};
 use serde::Serialize;
 
-use crate::common::{dataset_dir, display_path, progress_bar, DataArgs};
-use crate::plot::{line_panels, Panel, Series};
+use crate::common::{DataArgs, dataset_dir, display_path, progress_bar};
+use crate::plot::{Panel, Series, line_panels};
 use crate::table::markdown;
 
 /// Flags of `cargo xtask train`; the defaults reproduce the tutorial.
@@ -112,17 +112,20 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             bar.inc(1);
             bar.set_message(format!("loss {loss:.4}  {images_per_second:.0} img/s"));
         }
-        TrainEvent::EpochEnd(r) => bar.println(format!(
-            "epoch {}: train loss {:.4}, test loss {:.4}, test accuracy {}/{} ({:.2}%), {:.1} s, {:.0} img/s",
-            r.epoch,
-            r.train_loss,
-            r.test.loss,
-            (r.test.accuracy * r.test.images as f64).round(),
-            r.test.images,
-            100.0 * r.test.accuracy,
-            r.train_seconds,
-            r.train_images_per_second
-        )),
+        TrainEvent::EpochEnd(r) => println_above(
+            &bar,
+            format!(
+                "epoch {}: train loss {:.4}, test loss {:.4}, test accuracy {}/{} ({:.2}%), {:.1} s, {:.0} img/s",
+                r.epoch,
+                r.train_loss,
+                r.test.loss,
+                (r.test.accuracy * r.test.images as f64).round(),
+                r.test.images,
+                100.0 * r.test.accuracy,
+                r.train_seconds,
+                r.train_images_per_second
+            ),
+        ),
     };
     let mut on_epoch = |model: &burnq_model::Net, _: &EpochRecord| save_model(model, &model_path);
     let start = Instant::now();
@@ -161,19 +164,43 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Prints a line above the progress bar, or plainly when the bar is hidden (no terminal).
+fn println_above(bar: &indicatif::ProgressBar, line: String) {
+    if bar.is_hidden() {
+        eprintln!("{line}");
+    } else {
+        bar.println(line);
+    }
+}
+
 fn training_plot(report: &TrainReport) -> String {
     let pts = |f: &dyn Fn(&EpochRecord) -> f64| {
-        report.history.iter().map(|r| (r.epoch as f64, f(r))).collect()
+        report
+            .history
+            .iter()
+            .map(|r| (r.epoch as f64, f(r)))
+            .collect()
     };
     line_panels(
-        &format!("{} on {} ({} backend)", "Training", report.dataset, report.backend),
+        &format!(
+            "{} on {} ({} backend)",
+            "Training", report.dataset, report.backend
+        ),
         "epoch",
         &[
             Panel {
                 y_label: "loss (NLL)".into(),
                 series: vec![
-                    Series { name: "train".into(), color: "#1f77b4", points: pts(&|r| r.train_loss) },
-                    Series { name: "test".into(), color: "#d62728", points: pts(&|r| r.test.loss) },
+                    Series {
+                        name: "train".into(),
+                        color: "#1f77b4",
+                        points: pts(&|r| r.train_loss),
+                    },
+                    Series {
+                        name: "test".into(),
+                        color: "#d62728",
+                        points: pts(&|r| r.test.loss),
+                    },
                 ],
             },
             Panel {
@@ -205,7 +232,17 @@ fn print_summary(report: &TrainReport, out: &std::path::Path) {
         .collect();
     println!(
         "\n{}",
-        markdown(&["epoch", "train loss", "test loss", "test acc", "seconds", "img/s"], &rows)
+        markdown(
+            &[
+                "epoch",
+                "train loss",
+                "test loss",
+                "test acc",
+                "seconds",
+                "img/s"
+            ],
+            &rows
+        )
     );
     println!(
         "{} on {}: test accuracy {:.2}% after {} epochs ({:.0} s in all)",

@@ -30,7 +30,11 @@ impl DataLocator {
         let env = std::env::var_os(DATA_DIR_ENV)
             .filter(|v| !v.is_empty())
             .map(PathBuf::from);
-        let mut roots: Vec<PathBuf> = data_dir.into_iter().chain(env).collect();
+        Self::from_roots(data_dir.into_iter().chain(env).collect(), cache, download)
+    }
+
+    /// A locator searching exactly `roots`, then `cache` (no environment lookup).
+    pub fn from_roots(mut roots: Vec<PathBuf>, cache: PathBuf, download: bool) -> Self {
         roots.push(cache.clone());
         Self {
             roots,
@@ -115,11 +119,7 @@ pub fn test_data_dir() -> PathBuf {
 
 /// A locator for tests: [`test_data_dir`] only, no cache, no download.
 pub fn test_locator() -> DataLocator {
-    DataLocator {
-        roots: vec![test_data_dir()],
-        cache: test_data_dir(),
-        download: false,
-    }
+    DataLocator::from_roots(Vec::new(), test_data_dir(), false)
 }
 
 /// The folder of `kind` inside a root folder.
@@ -139,13 +139,13 @@ mod tests {
             std::fs::create_dir_all(root.join("mnist")).unwrap();
             std::fs::write(root.join("mnist/t10k-labels-idx1-ubyte"), b"x").unwrap();
         }
-        let loc = DataLocator::new(Some(a.path().into()), cache.path().into(), false);
+        let loc = DataLocator::from_roots(vec![a.path().into()], cache.path().into(), false);
         assert_eq!(
             loc.find(DatasetKind::Mnist, "t10k-labels-idx1-ubyte")
                 .unwrap(),
             a.path().join("mnist/t10k-labels-idx1-ubyte")
         );
-        let loc = DataLocator::new(None, cache.path().into(), false);
+        let loc = DataLocator::from_roots(Vec::new(), cache.path().into(), false);
         assert!(loc.roots().last().unwrap() == cache.path());
         assert!(
             loc.find(DatasetKind::Mnist, "t10k-labels-idx1-ubyte")
@@ -156,7 +156,7 @@ mod tests {
     #[test]
     fn missing_file_names_the_three_ways() {
         let cache = tempfile::tempdir().unwrap();
-        let loc = DataLocator::new(Some("/nonexistent".into()), cache.path().into(), false);
+        let loc = DataLocator::from_roots(vec!["/nonexistent".into()], cache.path().into(), false);
         let err = loc
             .find(DatasetKind::FashionMnist, "train-images-idx3-ubyte")
             .unwrap_err();

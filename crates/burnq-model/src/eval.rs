@@ -68,3 +68,26 @@ pub fn evaluate(
         predictions,
     )
 }
+
+/// The logits (fc2 outputs, before log-softmax) of every image of `set`, `[n × classes]`
+/// row-major, computed in batches of `batch_size`.
+pub fn logits(
+    model: &Net,
+    set: &ImageSet,
+    batcher: &ImageBatcher,
+    batch_size: usize,
+    device: &Device,
+) -> Vec<f32> {
+    let mut out = Vec::with_capacity(set.len() * 10);
+    for chunk in set.pixels.chunks(batch_size.max(1) * IMAGE_PIXELS) {
+        let logits = model.forward_taps(batcher.images(chunk, device)).logits;
+        out.extend(
+            logits
+                .into_data()
+                .convert::<f32>()
+                .try_into_vec::<f32>()
+                .expect("f32 data converts to f32"),
+        );
+    }
+    out
+}

@@ -8,7 +8,8 @@
 //! - [`eval`]: test loss and accuracy;
 //! - [`export`]: weights and biases as plain `f32` arrays (the integer engine never sees Burn);
 //! - [`backend`]: the run-time choice of device (flex, ndarray, wgpu);
-//! - [`checkpoint`]: atomic save and checked load of the model record.
+//! - [`checkpoint`]: atomic save and checked load of the model record;
+//! - [`simulated`]: the tutorial's float simulation of quantization, for comparison.
 //!
 //! Backends are chosen at run time through Burn's `Device`; ndarray and wgpu are cargo
 //! features of this crate because each costs many minutes of compile time.
@@ -20,6 +21,7 @@ pub mod error;
 pub mod eval;
 pub mod export;
 pub mod model;
+pub mod simulated;
 pub mod training;
 
 pub use backend::BackendChoice;

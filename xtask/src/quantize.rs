@@ -1,0 +1,331 @@
+//! `cargo xtask quantize`: calibrate the float model, convert it to the integer engine's
+//! model file, and compare float, simulated (tutorial) and integer accuracy on the test set.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use burnq_calib::{Calibration, CalibrationMethod, CalibrationSettings, calibrate};
+use burnq_data::{IMAGE_PIXELS, ImageSet, Split};
+use burnq_model::checkpoint::{load_model, write_json_atomic};
+use burnq_model::data::ImageBatcher;
+use burnq_model::eval::{evaluate, logits};
+use burnq_model::simulated::simulated_predictions;
+use burnq_model::{BackendChoice, Net, NetConfig};
+use burnq_quant::{
+    ARCHITECTURE, ActivationRanges, FloatLayer, FloatNetwork, InputNormalization, QuantModel,
+};
+use serde::Serialize;
+
+use crate::common::{DataArgs, dataset_dir, display_path, progress_bar};
+use crate::table::markdown;
+
+/// Flags of `cargo xtask quantize`.
+#[derive(Debug, clap::Args)]
+pub struct QuantizeArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Bits of weights and activations (2..=8).
+    #[arg(long, default_value_t = 8)]
+    pub bits: u8,
+    /// Range estimate feeding quantization: minmax (global) or mean-minmax (the tutorial's mean of batch min/max).
+    #[arg(long, default_value = "mean-minmax", value_parser = parse_method)]
+    pub calibration: CalibrationMethod,
+    /// Number of calibration images (the first N of the split).
+    #[arg(long, default_value_t = 1000)]
+    pub calib_samples: usize,
+    /// Calibration batch size (the mean-of-batch estimate depends on it).
+    #[arg(long, default_value_t = 64)]
+    pub calib_batch: usize,
+    /// Split the calibration images come from. The tutorial calibrated on its test loader;
+    /// calibrating on training images keeps the test set unseen.
+    #[arg(long, default_value = "train", value_parser = parse_split)]
+    pub calib_split: Split,
+    /// Artifacts folder of the data set (default artifacts/<dataset>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Evaluate on the first N test images only (quick runs).
+    #[arg(long)]
+    pub test_limit: Option<usize>,
+}
+
+fn parse_method(s: &str) -> Result<CalibrationMethod, String> {
+    match s {
+        "minmax" => Ok(CalibrationMethod::Minmax),
+        "mean-minmax" => Ok(CalibrationMethod::MeanMinmax),
+        _ => Err(format!("unknown calibration `{s}` (minmax or mean-minmax)")),
+    }
+}
+
+fn parse_split(s: &str) -> Result<Split, String> {
+    match s {
+        "train" => Ok(Split::Train),
+        "test" => Ok(Split::Test),
+        _ => Err(format!("unknown split `{s}` (train or test)")),
+    }
+}
+
+/// One row of the comparison: an engine and its test-set results.
+#[derive(Debug, Serialize)]
+struct EngineResult {
+    engine: String,
+    accuracy: f64,
+    /// Fraction of test images on which the prediction equals the float model's.
+    agreement_with_float: f64,
+}
+
+/// `quantize.json`.
+#[derive(Debug, Serialize)]
+struct QuantizeReport {
+    dataset: String,
+    bits: u8,
+    calibration: String,
+    calib_split: String,
+    calib_samples: usize,
+    test_images: usize,
+    float_model_bytes: u64,
+    int_model_bytes: u64,
+    /// Mean |dequantized u8 logit − float logit| over the test set, in logit units.
+    logit_mean_abs_error: f64,
+    results: Vec<EngineResult>,
+}
+
+pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
+    let device = BackendChoice::Flex.device()?;
+    let dir = dataset_dir(args.out.as_deref(), args.data.dataset);
+    let float_path = dir.join("float").join("model.bpk");
+    let model = load_model(&NetConfig::new(), &float_path, &device)?;
+    let mut test_set = args.data.load(Split::Test)?;
+    if let Some(n) = args.test_limit {
+        test_set.truncate(n);
+    }
+    let calib_set = args.data.load(args.calib_split)?;
+
+    let settings = CalibrationSettings {
+        samples: args.calib_samples,
+        batch_size: args.calib_batch,
+        method: args.calibration,
+    };
+    let calibration = calibrate(&model, &calib_set, settings, &device)
+        .with_context(|| format!("calibrating {}", display_path(&float_path)))?;
+    let norm = args.data.dataset.normalization();
+    let network = float_network(&model)?;
+
+    let batcher = ImageBatcher::new(norm);
+    let (float_eval, float_pred) = evaluate(&model, &test_set, &batcher, 1000, &device);
+    let float_logits = logits(&model, &test_set, &batcher, 1000, &device);
+    let mut results = vec![EngineResult {
+        engine: "float (Burn, flex)".into(),
+        accuracy: float_eval.accuracy,
+        agreement_with_float: 1.0,
+    }];
+    let mut chosen = None;
+    for method in [CalibrationMethod::Minmax, CalibrationMethod::MeanMinmax] {
+        let ranges = tap_ranges(&calibration, method);
+        let inputs = [ranges[0], ranges[1], ranges[2], ranges[3]];
+        let simulated = simulated_predictions(
+            &model,
+            &test_set,
+            inputs,
+            u32::from(args.bits),
+            1000,
+            &device,
+        );
+        results.push(engine_result(
+            format!("simulated {}-bit, {} (tutorial)", args.bits, method.name()),
+            &simulated,
+            &test_set,
+            &float_pred,
+        ));
+        let quant = burnq_quant::convert(
+            &network,
+            &activation_ranges(ranges),
+            InputNormalization {
+                mean: norm.mean,
+                std: norm.std,
+            },
+            args.bits,
+        )
+        .context("converting the float model to integers")?;
+        let (pred, logits_u8) = integer_predictions(&quant, &test_set)?;
+        results.push(engine_result(
+            format!("integer {}-bit, {}", args.bits, method.name()),
+            &pred,
+            &test_set,
+            &float_pred,
+        ));
+        if method == args.calibration {
+            chosen = Some((quant, logits_u8));
+        }
+    }
+    let (quant, logits_u8) = chosen.expect("the chosen method is one of the two evaluated");
+    let dequantized = quant.dequantize_logits(&logits_u8);
+    let logit_mae = dequantized
+        .iter()
+        .zip(&float_logits)
+        .map(|(a, b)| f64::from((a - b).abs()))
+        .sum::<f64>()
+        / dequantized.len().max(1) as f64;
+
+    let quant_path = dir.join("quant").join("model.safetensors");
+    std::fs::create_dir_all(quant_path.parent().expect("has a parent"))?;
+    burnq_quant::save(&quant, &quant_path)?;
+    let calib_path = dir.join("calibration.json");
+    write_json_atomic(&calibration, &calib_path)?;
+    let report = QuantizeReport {
+        dataset: args.data.dataset.dir_name().into(),
+        bits: args.bits,
+        calibration: args.calibration.name().into(),
+        calib_split: args.calib_split.name().into(),
+        calib_samples: args.calib_samples,
+        test_images: test_set.len(),
+        float_model_bytes: file_size(&float_path)?,
+        int_model_bytes: file_size(&quant_path)?,
+        logit_mean_abs_error: logit_mae,
+        results,
+    };
+    let report_path = dir.join("quant").join("quantize.json");
+    write_json_atomic(&report, &report_path)?;
+    print_summary(&report, &[quant_path, calib_path, report_path]);
+    Ok(())
+}
+
+/// The float model's four layers as plain arrays for the integer converter.
+fn float_network(model: &Net) -> anyhow::Result<FloatNetwork> {
+    let layers = model.export_weights();
+    let mut float_layers = Vec::new();
+    for (layer, (name, kind)) in layers.into_iter().zip(ARCHITECTURE) {
+        anyhow::ensure!(
+            layer.name == name,
+            "layer order: got {} where {name} was expected",
+            layer.name
+        );
+        float_layers.push(FloatLayer {
+            kind,
+            weights: layer.weight,
+            bias: layer.bias,
+        });
+    }
+    let layers: [FloatLayer; 4] = float_layers
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("expected 4 layers"))?;
+    Ok(FloatNetwork::new(layers)?)
+}
+
+/// Calibrated `(min, max)` of the inputs of conv1, conv2, fc1, fc2 and of the logits.
+fn tap_ranges(cal: &Calibration, method: CalibrationMethod) -> [(f32, f32); 5] {
+    let mut out = [(0.0, 0.0); 5];
+    for (slot, (_, stats)) in out.iter_mut().zip(&cal.taps) {
+        *slot = stats.range(method);
+    }
+    out
+}
+
+fn activation_ranges(r: [(f32, f32); 5]) -> ActivationRanges {
+    ActivationRanges {
+        conv2_input: r[1],
+        fc1_input: r[2],
+        fc2_input: r[3],
+        logits: r[4],
+    }
+}
+
+fn engine_result(engine: String, pred: &[u8], set: &ImageSet, float_pred: &[u8]) -> EngineResult {
+    let frac = |other: &[u8]| {
+        pred.iter().zip(other).filter(|(a, b)| a == b).count() as f64 / set.len().max(1) as f64
+    };
+    EngineResult {
+        engine,
+        accuracy: frac(&set.labels),
+        agreement_with_float: frac(float_pred),
+    }
+}
+
+/// Predictions and u8 logits of the integer reference engine, on all cores.
+fn integer_predictions(model: &QuantModel, set: &ImageSet) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let chunk_images = 250;
+    let chunks: Vec<&[u8]> = set.pixels.chunks(chunk_images * IMAGE_PIXELS).collect();
+    let bar = progress_bar(
+        chunks.len() as u64,
+        "integer engine [{bar:30}] {pos}/{len} chunks",
+    );
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<std::sync::Mutex<Option<burnq_quant::Output>>> =
+        chunks.iter().map(|_| Default::default()).collect();
+    std::thread::scope(|s| -> anyhow::Result<()> {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| -> anyhow::Result<()> {
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(chunk) = chunks.get(i) else {
+                            return Ok(());
+                        };
+                        let out = model.forward_reference(chunk, chunk.len() / IMAGE_PIXELS)?;
+                        *results[i].lock().expect("no poisoned lock") = Some(out);
+                        bar.inc(1);
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().expect("worker thread panicked")?;
+        }
+        Ok(())
+    })?;
+    bar.finish_and_clear();
+    let (mut pred, mut logits) = (
+        Vec::with_capacity(set.len()),
+        Vec::with_capacity(set.len() * 10),
+    );
+    for r in results {
+        let out = r
+            .into_inner()
+            .expect("no poisoned lock")
+            .expect("every chunk ran");
+        pred.extend(out.predictions.iter().map(|&p| p as u8));
+        logits.extend(out.logits_u8);
+    }
+    Ok((pred, logits))
+}
+
+fn file_size(path: &Path) -> anyhow::Result<u64> {
+    Ok(std::fs::metadata(path)
+        .with_context(|| format!("reading the size of {}", path.display()))?
+        .len())
+}
+
+fn print_summary(report: &QuantizeReport, written: &[PathBuf]) {
+    let rows: Vec<Vec<String>> = report
+        .results
+        .iter()
+        .map(|r| {
+            vec![
+                r.engine.clone(),
+                format!("{:.2}%", 100.0 * r.accuracy),
+                format!("{:.2}%", 100.0 * r.agreement_with_float),
+            ]
+        })
+        .collect();
+    println!(
+        "\n{}",
+        markdown(&["engine", "test accuracy", "agrees with float"], &rows)
+    );
+    println!(
+        "{} test images; calibration: {} over {} {} images (saved model uses {}); \
+         model file {} bytes (float record {} bytes, {:.1}x smaller); mean |logit error| {:.4}",
+        report.test_images,
+        report.calibration,
+        report.calib_samples,
+        report.calib_split,
+        report.calibration,
+        report.int_model_bytes,
+        report.float_model_bytes,
+        report.float_model_bytes as f64 / report.int_model_bytes.max(1) as f64,
+        report.logit_mean_abs_error
+    );
+    println!("wrote:");
+    for p in written {
+        println!("  {}", display_path(p));
+    }
+}
