@@ -25,7 +25,7 @@ pub struct QuantizeArgs {
     #[command(flatten)]
     pub data: DataArgs,
     /// Bits of weights and activations (2..=8).
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u8).range(2..=8))]
     pub bits: u8,
     /// Range estimate feeding quantization: minmax (global) or mean-minmax (the tutorial's mean of batch min/max).
     #[arg(long, default_value = "mean-minmax", value_parser = parse_method)]

@@ -1,0 +1,169 @@
+//! End to end through the binary: a tiny `train`, then `quantize`, then the error paths.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn xtask(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(args)
+        .env("BURNQ_DATA_DIR", burnq_data::locate::test_data_dir())
+        .output()
+        .expect("the xtask binary runs")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn json(path: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap()
+}
+
+#[test]
+fn train_then_quantize_writes_every_artifact() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().to_str().unwrap();
+    let train = xtask(&[
+        "train",
+        "--epochs",
+        "1",
+        "--train-limit",
+        "1280",
+        "--test-limit",
+        "300",
+        "--offline",
+        "--out",
+        out,
+    ]);
+    assert!(train.status.success(), "{}", text(&train));
+    for f in ["model.bpk", "config.json", "train.json", "training.svg"] {
+        assert!(
+            dir.path().join("float").join(f).is_file(),
+            "float/{f} missing"
+        );
+    }
+    let report = json(&dir.path().join("float/train.json"));
+    assert_eq!(report["dataset"], "mnist");
+    assert_eq!(report["backend"], "flex");
+    assert_eq!(report["epochs"], 1);
+    assert_eq!(report["seed"], 1);
+    assert_eq!(report["train_images"], 1280);
+    assert_eq!(report["history"].as_array().unwrap().len(), 1);
+    let acc = report["test_accuracy"].as_f64().unwrap();
+    assert!(acc > 0.3 && acc <= 1.0, "accuracy {acc}");
+    assert!(
+        text(&train).contains("| epoch"),
+        "no summary table:\n{}",
+        text(&train)
+    );
+
+    let quant = xtask(&[
+        "quantize",
+        "--calib-samples",
+        "200",
+        "--test-limit",
+        "300",
+        "--offline",
+        "--out",
+        out,
+    ]);
+    assert!(quant.status.success(), "{}", text(&quant));
+    assert!(dir.path().join("quant/model.safetensors").is_file());
+    let cal = json(&dir.path().join("calibration.json"));
+    assert_eq!(cal["samples"], 200);
+    assert_eq!(cal["split"], "train");
+    assert_eq!(cal["taps"].as_array().unwrap().len(), 5);
+    let q = json(&dir.path().join("quant/quantize.json"));
+    assert_eq!(q["bits"], 8);
+    let results = q["results"].as_array().unwrap();
+    assert_eq!(results.len(), 5, "float + 2 simulated + 2 integer rows");
+    let float_acc = results[0]["accuracy"].as_f64().unwrap();
+    for r in results {
+        let a = r["accuracy"].as_f64().unwrap();
+        assert!(
+            (a - float_acc).abs() < 0.05,
+            "{} at {a} vs float {float_acc}",
+            r["engine"]
+        );
+    }
+    assert!(q["int_model_bytes"].as_u64().unwrap() * 3 < q["float_model_bytes"].as_u64().unwrap());
+
+    // A failing run leaves the previous artifacts as they were.
+    let model = std::fs::read(dir.path().join("quant/model.safetensors")).unwrap();
+    let empty = xtask(&[
+        "quantize",
+        "--calib-samples",
+        "0",
+        "--offline",
+        "--out",
+        out,
+    ]);
+    assert!(!empty.status.success());
+    assert!(
+        text(&empty).contains("calibration set is empty"),
+        "{}",
+        text(&empty)
+    );
+    let too_many = xtask(&[
+        "quantize",
+        "--calib-samples",
+        "70000",
+        "--offline",
+        "--out",
+        out,
+    ]);
+    assert!(
+        text(&too_many).contains("holds only 60000"),
+        "{}",
+        text(&too_many)
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("quant/model.safetensors")).unwrap(),
+        model
+    );
+}
+
+#[test]
+fn errors_name_the_problem_and_write_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().to_str().unwrap();
+    let missing = xtask(&["quantize", "--offline", "--out", out]);
+    assert!(!missing.status.success());
+    assert!(
+        text(&missing).contains("cargo xtask train"),
+        "{}",
+        text(&missing)
+    );
+
+    let no_data = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args([
+            "train",
+            "--offline",
+            "--data-dir",
+            "/nonexistent",
+            "--out",
+            out,
+        ])
+        .env_remove("BURNQ_DATA_DIR")
+        .output()
+        .unwrap();
+    assert!(!no_data.status.success());
+    let msg = text(&no_data);
+    assert!(
+        msg.contains("--data-dir") && msg.contains("BURNQ_DATA_DIR"),
+        "{msg}"
+    );
+
+    let bad_bits = xtask(&["quantize", "--bits", "9", "--offline", "--out", out]);
+    assert!(!bad_bits.status.success());
+    assert!(text(&bad_bits).contains("--bits"), "{}", text(&bad_bits));
+    assert!(
+        !dir.path().join("quant").exists(),
+        "nothing may be written on failure"
+    );
+}
