@@ -8,6 +8,7 @@
 //! - [`eval`]: test loss and accuracy;
 //! - [`export`]: weights and biases as plain `f32` arrays (the integer engine never sees Burn);
 //! - [`backend`]: the run-time choice of device (flex, ndarray, wgpu);
+//! - [`predict`]: a float model ready to run on raw pixels (also with Burn's own 8-bit weights);
 //! - [`checkpoint`]: atomic save and checked load of the model record;
 //! - [`simulated`]: the tutorial's float simulation of quantization, for comparison.
 //!
@@ -21,6 +22,7 @@ pub mod error;
 pub mod eval;
 pub mod export;
 pub mod model;
+pub mod predict;
 pub mod simulated;
 pub mod training;
 

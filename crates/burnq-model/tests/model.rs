@@ -177,3 +177,20 @@ fn batcher_normalizes_with_the_data_set_constants() {
     let t: Vec<i64> = batch.targets.into_data().iter::<i64>().collect();
     assert_eq!(t, vec![7]);
 }
+
+#[test]
+fn predictor_matches_evaluate_and_burn_q8_mostly_agrees() {
+    use burnq_data::{ImageSet, Split, locate::test_locator};
+    use burnq_model::eval::evaluate;
+    use burnq_model::predict::Predictor;
+    let mut set = ImageSet::load(&test_locator(), DatasetKind::Mnist, Split::Test).unwrap();
+    set.truncate(200);
+    let net = model(12);
+    let norm = DatasetKind::Mnist.normalization();
+    let (_, want) = evaluate(&net, &set, &ImageBatcher::new(norm), 64, &device());
+    let predictor = Predictor::new(&net, device(), norm);
+    assert_eq!(predictor.predict(&set.pixels), want);
+    let q8 = predictor.burn_q8_weights().predict(&set.pixels);
+    let agree = q8.iter().zip(&want).filter(|(a, b)| a == b).count();
+    assert!(agree >= 180, "Burn Q8 agrees with float on {agree}/200");
+}
