@@ -129,6 +129,57 @@ fn draw_panel(svg: &mut String, panel: &Panel, left: f64, top: f64, x_label: &st
     }
 }
 
+/// A horizontal bar chart: one bar per `(label, value)`, value printed at the bar's end.
+pub fn bar_chart(title: &str, unit: &str, bars: &[(String, f64)]) -> String {
+    let label_w = 330.0;
+    let bar_w = 420.0;
+    let row_h = 30.0;
+    let top = 48.0;
+    let width = label_w + bar_w + 140.0;
+    let height = top + row_h * bars.len() as f64 + 40.0;
+    let max = bars.iter().map(|b| b.1).fold(0.0, f64::max).max(1e-12);
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" \
+         font-family=\"sans-serif\" font-size=\"13\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <text x=\"{}\" y=\"26\" text-anchor=\"middle\" font-size=\"16\">{}</text>\n",
+        width / 2.0,
+        escape(title)
+    );
+    for (i, (label, value)) in bars.iter().enumerate() {
+        let y = top + row_h * i as f64;
+        let w = (value / max * bar_w).max(1.0);
+        let _ = writeln!(
+            svg,
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>\
+             <rect x=\"{label_w}\" y=\"{}\" width=\"{w:.1}\" height=\"{}\" fill=\"{}\"/>\
+             <text x=\"{}\" y=\"{}\">{} {}</text>",
+            label_w - 8.0,
+            y + row_h * 0.62,
+            escape(label),
+            y + 4.0,
+            row_h - 8.0,
+            PALETTE[i % PALETTE.len()],
+            label_w + w + 6.0,
+            y + row_h * 0.62,
+            format_tick(*value),
+            escape(unit)
+        );
+    }
+    let _ = writeln!(
+        svg,
+        "<line x1=\"{label_w}\" x2=\"{label_w}\" y1=\"{}\" y2=\"{}\" stroke=\"#333\"/>",
+        top - 4.0,
+        top + row_h * bars.len() as f64
+    );
+    svg.push_str("</svg>\n");
+    svg
+}
+
+const PALETTE: [&str; 6] = [
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
+];
+
 fn format_tick(v: f64) -> String {
     if v.abs() >= 100.0 || v == v.trunc() {
         format!("{v:.0}")
@@ -146,6 +197,16 @@ fn escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bar_chart_scales_bars_to_the_largest() {
+        let svg = bar_chart("speed", "img/s", &[("a".into(), 50.0), ("b".into(), 100.0)]);
+        assert!(
+            svg.contains("width=\"210.0\"") && svg.contains("width=\"420.0\""),
+            "{svg}"
+        );
+        assert!(svg.contains(">100 img/s<") && svg.contains(">a<"));
+    }
 
     #[test]
     fn draws_every_series_and_label() {
