@@ -33,6 +33,18 @@ pub fn evaluate(
     batch_size: usize,
     device: &Device,
 ) -> (EvalResult, Vec<u8>) {
+    evaluate_with(&|x| model.forward(x), set, batcher, batch_size, device)
+}
+
+/// Like [`evaluate`], with any function from normalized images `[n, 1, 28, 28]` to
+/// log-probabilities `[n, classes]`.
+pub fn evaluate_with(
+    forward: &dyn Fn(Tensor<4>) -> Tensor<2>,
+    set: &ImageSet,
+    batcher: &ImageBatcher,
+    batch_size: usize,
+    device: &Device,
+) -> (EvalResult, Vec<u8>) {
     let mut loss_sum = 0.0f64;
     let mut predictions = Vec::with_capacity(set.len());
     let batch_size = batch_size.max(1);
@@ -47,7 +59,7 @@ pub fn evaluate(
             .map(|&l| i64::from(l))
             .collect();
         let targets = Tensor::<1, Int>::from_data(TensorData::new(labels, [end - start]), device);
-        let logp = model.forward(images);
+        let logp = forward(images);
         let batch_loss = nll_loss(logp.clone(), targets).into_scalar::<f32>();
         loss_sum += f64::from(batch_loss) * (end - start) as f64;
         let pred = logp.argmax(1).into_data();

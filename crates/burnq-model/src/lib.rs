@@ -10,7 +10,8 @@
 //! - [`backend`]: the run-time choice of device (flex, ndarray, wgpu);
 //! - [`predict`]: a float model ready to run on raw pixels (also with Burn's own 8-bit weights);
 //! - [`checkpoint`]: atomic save and checked load of the model record;
-//! - [`simulated`]: the tutorial's float simulation of quantization, for comparison.
+//! - [`simulated`]: the tutorial's float simulation of quantization, for comparison;
+//! - [`qat`]: quantization-aware training (fake quantization with straight-through gradients).
 //!
 //! Backends are chosen at run time through Burn's `Device`; ndarray and wgpu are cargo
 //! features of this crate because each costs many minutes of compile time.
@@ -23,6 +24,7 @@ pub mod eval;
 pub mod export;
 pub mod model;
 pub mod predict;
+pub mod qat;
 pub mod simulated;
 pub mod training;
 

@@ -81,6 +81,12 @@ impl NetConfig {
 }
 
 impl Net {
+    /// A copy of this network with fresh, trainable parameters on `device` (use the
+    /// autodiff device to fine-tune), detached from any previous computation graph.
+    pub fn fresh_copy(&self, config: &NetConfig, device: &Device) -> Net {
+        config.init(device).load_record(self.valid().into_record())
+    }
+
     /// Log-probabilities of each class.
     ///
     /// # Shapes

@@ -16,7 +16,7 @@ use burnq_data::ImageSet;
 use serde::{Deserialize, Serialize};
 
 use crate::data::{ImageBatcher, ImageDataset};
-use crate::eval::{EvalResult, evaluate, nll_loss};
+use crate::eval::{EvalResult, evaluate_with, nll_loss};
 use crate::{ModelError, Net, NetConfig};
 
 /// Hyper-parameters; defaults reproduce the tutorial.
@@ -75,12 +75,58 @@ pub enum TrainEvent {
     EpochEnd(EpochRecord),
 }
 
+/// How the network computes log-probabilities while it is trained and evaluated: plain
+/// float ([`FloatForward`]) or with simulated quantization (`qat::QatForward`).
+pub trait ForwardMode {
+    /// The training forward pass; may update statistics (e.g. activation ranges).
+    fn train_forward(&mut self, model: &Net, images: Tensor<4>) -> Tensor<2>;
+    /// The evaluation forward pass; updates nothing.
+    fn eval_forward(&self, model: &Net, images: Tensor<4>) -> Tensor<2>;
+}
+
+/// The plain float network.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FloatForward;
+
+impl ForwardMode for FloatForward {
+    fn train_forward(&mut self, model: &Net, images: Tensor<4>) -> Tensor<2> {
+        model.forward(images)
+    }
+
+    fn eval_forward(&self, model: &Net, images: Tensor<4>) -> Tensor<2> {
+        model.forward(images)
+    }
+}
+
 /// Trains a fresh network on `train_set`, evaluating on `test_set` after every epoch.
 ///
 /// `on_event` receives progress; `on_epoch` is handed the model after each epoch (to save a
 /// checkpoint) and may stop training with an error.
 pub fn train(
     config: &TrainingConfig,
+    train_set: Arc<ImageSet>,
+    test_set: &ImageSet,
+    device: &Device,
+    on_event: &mut dyn FnMut(TrainEvent),
+    on_epoch: &mut dyn FnMut(&Net, &EpochRecord) -> Result<(), ModelError>,
+) -> Result<(Net, Vec<EpochRecord>), ModelError> {
+    let model = config
+        .net
+        .init_seeded(config.seed, &device.clone().autodiff());
+    let mut mode = FloatForward;
+    fit(
+        config, model, &mut mode, train_set, test_set, device, on_event, on_epoch,
+    )
+}
+
+/// Trains `model` (its parameters on `device`'s autodiff twin) with `mode`'s forward pass:
+/// SGD with the config's learning rate and momentum, the training set shuffled with the
+/// config's seed, the test set evaluated with `mode` after each epoch.
+#[allow(clippy::too_many_arguments)]
+pub fn fit(
+    config: &TrainingConfig,
+    mut model: Net,
+    mode: &mut dyn ForwardMode,
     train_set: Arc<ImageSet>,
     test_set: &ImageSet,
     device: &Device,
@@ -94,7 +140,6 @@ pub fn train(
     }
     let batcher = ImageBatcher::new(train_set.kind.normalization());
     let ad_device = device.clone().autodiff();
-    let mut model = config.net.init_seeded(config.seed, &ad_device);
     let mut optim = SgdConfig::new()
         .with_momentum(Some(MomentumConfig {
             momentum: config.momentum,
@@ -117,7 +162,7 @@ pub fn train(
         for (batch_index, batch) in loader.iter().enumerate() {
             let batch = batch.map_err(|e| ModelError::Data(e.to_string()))?;
             let n = batch.targets.dims()[0];
-            let loss = nll_loss(model.forward(batch.images), batch.targets);
+            let loss = nll_loss(mode.train_forward(&model, batch.images), batch.targets);
             let loss_value = loss.clone().into_scalar::<f32>();
             if !loss_value.is_finite() {
                 return Err(ModelError::Diverged {
@@ -140,7 +185,13 @@ pub fn train(
         }
         let train_seconds = start.elapsed().as_secs_f64();
         let valid = model.valid();
-        let (test, _) = evaluate(&valid, test_set, &batcher, config.test_batch_size, device);
+        let (test, _) = evaluate_with(
+            &|x| mode.eval_forward(&valid, x),
+            test_set,
+            &batcher,
+            config.test_batch_size,
+            device,
+        );
         let record = EpochRecord {
             epoch,
             train_loss: loss_sum / n_batches.max(1) as f64,

@@ -17,7 +17,9 @@
 //!
 //! Offline: [`convert()`] (float → [`QuantModel`]), [`save`] / [`load`] (safetensors file).
 //! Online: [`QuantModel::forward_reference`] runs the [`reference`](mod@reference) engine, the bit-exact
-//! definition that any faster kernel must reproduce.
+//! definition that any faster kernel must reproduce; [`Engine`] runs the same arithmetic with
+//! the packed, SIMD [`kernels`] (portable or AVX2, chosen by [`kernels::KernelChoice`]),
+//! batch-parallel, and reproduces it bit for bit.
 //!
 //! # Rounding contract
 //!
@@ -35,10 +37,12 @@
 //! | [`reference::argmax`] | lowest index on ties | `[3, 7, 7] → 1` |
 
 pub mod convert;
+mod engine;
 mod error;
 pub mod fixedpoint;
 mod float;
 pub mod format;
+pub mod kernels;
 mod layer;
 mod model;
 mod params;
@@ -48,6 +52,7 @@ mod requant;
 mod test_support;
 
 pub use convert::convert;
+pub use engine::{Engine, Workspace};
 pub use error::QuantError;
 pub use fixedpoint::{
     multiply_by_quantized_multiplier, quantize_multiplier, rounding_divide_by_pot,

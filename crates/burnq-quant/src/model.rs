@@ -20,7 +20,7 @@ pub const NUM_CLASSES: usize = 10;
 
 const KERNEL: usize = 5;
 const CONV1_SIDE: usize = IMAGE_SIDE - KERNEL + 1; // 24
-const POOL1_SIDE: usize = CONV1_SIDE / 2; // 12
+pub(crate) const POOL1_SIDE: usize = CONV1_SIDE / 2; // 12
 const CONV2_SIDE: usize = POOL1_SIDE - KERNEL + 1; // 8
 const POOL2_SIDE: usize = CONV2_SIDE / 2; // 4
 
@@ -191,24 +191,7 @@ impl QuantModel {
     /// [`QuantModel::forward_reference`], keeping every intermediate tensor.
     pub fn forward_reference_taps(&self, images: &[u8], n: usize) -> Result<Taps, QuantError> {
         let [conv1, conv2, fc1, fc2] = &self.layers;
-        let expected = n.checked_mul(IMAGE_PIXELS);
-        if expected != Some(images.len()) {
-            return Err(QuantError::ShapeMismatch {
-                what: format!("input images [{n}, 1, {IMAGE_SIDE}, {IMAGE_SIDE}]"),
-                expected: expected.unwrap_or(usize::MAX),
-                found: images.len(),
-            });
-        }
-        let qmax_in = conv1.input.qmax();
-        if let Some(&q) = images.iter().find(|&&q| i32::from(q) > qmax_in) {
-            return Err(QuantError::InvalidValue {
-                what: "input images".into(),
-                reason: format!(
-                    "code {q} exceeds {qmax_in} for {}-bit input",
-                    conv1.input.bits()
-                ),
-            });
-        }
+        check_images(conv1.input, images, n)?;
         let conv1_acc = reference::conv2d(conv1, images, n, IMAGE_SIDE, IMAGE_SIDE)?;
         let conv1_out = reference::requantize(conv1, &conv1_acc, CONV1_SIDE * CONV1_SIDE)?;
         let pool1_out = reference::max_pool_2x2(&conv1_out, n * 20, CONV1_SIDE, CONV1_SIDE)?;
@@ -245,6 +228,27 @@ impl QuantModel {
         let p = self.logit_params();
         logits.iter().map(|&q| p.dequantize(q)).collect()
     }
+}
+
+/// Checks that `images` holds `n` images of 28×28 codes, each at most `input`'s `qmax`: the
+/// precondition of every engine's forward pass.
+pub(crate) fn check_images(input: QuantParams, images: &[u8], n: usize) -> Result<(), QuantError> {
+    let expected = n.checked_mul(IMAGE_PIXELS);
+    if expected != Some(images.len()) {
+        return Err(QuantError::ShapeMismatch {
+            what: format!("input images [{n}, 1, {IMAGE_SIDE}, {IMAGE_SIDE}]"),
+            expected: expected.unwrap_or(usize::MAX),
+            found: images.len(),
+        });
+    }
+    let qmax_in = input.qmax();
+    if let Some(&q) = images.iter().find(|&&q| i32::from(q) > qmax_in) {
+        return Err(QuantError::InvalidValue {
+            what: "input images".into(),
+            reason: format!("code {q} exceeds {qmax_in} for {}-bit input", input.bits()),
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]

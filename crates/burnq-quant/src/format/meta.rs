@@ -115,7 +115,7 @@ pub(super) fn layer_meta(l: &QuantLayer) -> LayerMeta {
 }
 
 /// A [`QuantLayer`] from its metadata and tensor bytes (whose dtypes and shapes are checked).
-/// Value ranges are left to [`QuantModel::new`].
+/// Value ranges are left to [`QuantModel::new`](crate::QuantModel::new).
 pub(super) fn build_layer(
     l: &LayerMeta,
     weights: &[u8],

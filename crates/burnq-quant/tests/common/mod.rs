@@ -1,5 +1,12 @@
-//! Fixtures shared by the integration tests: a small deterministic random generator and a
-//! randomly initialized float network of the tutorial architecture.
+//! Fixtures shared by the integration tests (and the benchmarks): a small deterministic random
+//! generator, a randomly initialized float network of the tutorial architecture, the golden
+//! vectors ([`golden`]) and the kernel implementations this CPU runs ([`kernels`]). Each test
+//! crate compiles this module and uses a different part of it, hence `allow(dead_code)`.
+
+#![allow(dead_code)]
+
+pub mod golden;
+pub mod kernels;
 
 use burnq_quant::{ARCHITECTURE, FloatLayer, FloatNetwork};
 

@@ -1,0 +1,217 @@
+//! Quantization-aware training (Jacob et al. 2018, §3): the forward pass rounds weights and
+//! activations to their integer grids exactly where the integer engine will, and the
+//! backward pass lets gradients through the rounding (straight-through estimator).
+//!
+//! - Weights are fake-quantized before each conv/linear with their *current* min/max,
+//!   per tensor or per output channel, at `weight_bits`.
+//! - Activations are fake-quantized at `act_bits` where inference requantizes them: after
+//!   conv1 + ReLU (+ pool), conv2 + ReLU (+ pool), fc1 + ReLU. Their ranges are exponential
+//!   moving averages of batch min/max (`r ← decay·r + (1 − decay)·batch`), and quantization
+//!   starts after `act_delay` training steps (before that, ranges are only observed).
+//! - The logits' range is tracked as well (the integer model's u8 logits use it) but not
+//!   quantized: the prediction comes from fc2's i32 accumulators.
+//! - Gradient: `y = clip(x) + detach(fq(clip(x)) − clip(x))`, so ∂y/∂x = 1 inside the range
+//!   and 0 where `x` was clipped. Biases stay float; they become i32 at export.
+//!
+//! The input needs no fake quantization: raw pixel bytes are exact at 8 bits and the
+//! normalization is folded into conv1 at export.
+
+use burn::nn::Linear;
+use burn::nn::conv::Conv2d;
+use burn::prelude::*;
+use burn::tensor::activation::{log_softmax, relu};
+use serde::{Deserialize, Serialize};
+
+use crate::Net;
+use crate::simulated::fake_quantize;
+use crate::training::ForwardMode;
+
+/// Settings of quantization-aware training.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct QatSettings {
+    /// Bits of the weight codes (2..=8).
+    pub weight_bits: u32,
+    /// Bits of the activation codes (2..=8).
+    pub act_bits: u32,
+    /// One scale and zero point per output channel instead of per tensor.
+    pub per_channel: bool,
+    /// EMA decay of the activation ranges.
+    pub ema_decay: f32,
+    /// Training steps before activations are quantized.
+    pub act_delay: usize,
+}
+
+/// An exponential moving average of a tensor's batch minimum and maximum.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct EmaRange {
+    /// Current estimate of the minimum.
+    pub min: f32,
+    /// Current estimate of the maximum.
+    pub max: f32,
+    /// Batches observed.
+    pub updates: usize,
+}
+
+impl EmaRange {
+    /// Folds one batch's `(min, max)` in: the first batch sets the range, later ones move it
+    /// by `1 − decay` of the difference.
+    pub fn update(&mut self, batch_min: f32, batch_max: f32, decay: f32) {
+        if self.updates == 0 {
+            (self.min, self.max) = (batch_min, batch_max);
+        } else {
+            self.min = decay * self.min + (1.0 - decay) * batch_min;
+            self.max = decay * self.max + (1.0 - decay) * batch_max;
+        }
+        self.updates += 1;
+    }
+}
+
+/// The QAT forward pass and its activation-range state.
+#[derive(Debug, Clone)]
+pub struct QatForward {
+    settings: QatSettings,
+    /// Ranges of conv2's input, fc1's input, fc2's input and the logits.
+    ranges: [EmaRange; 4],
+    steps: usize,
+}
+
+impl QatForward {
+    /// A fresh QAT state (no range observed yet).
+    pub fn new(settings: QatSettings) -> Self {
+        Self {
+            settings,
+            ranges: Default::default(),
+            steps: 0,
+        }
+    }
+
+    /// A QAT state whose ranges start from calibrated ones (conv2_in, fc1_in, fc2_in, logits).
+    pub fn with_ranges(settings: QatSettings, ranges: [(f32, f32); 4]) -> Self {
+        let mut s = Self::new(settings);
+        for (r, (lo, hi)) in s.ranges.iter_mut().zip(ranges) {
+            r.update(lo, hi, 0.0);
+        }
+        s
+    }
+
+    /// The tracked `(min, max)` of conv2's input, fc1's input, fc2's input and the logits.
+    pub fn ranges(&self) -> [(f32, f32); 4] {
+        self.ranges.map(|r| (r.min, r.max))
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> QatSettings {
+        self.settings
+    }
+
+    fn forward(&mut self, model: &Net, images: Tensor<4>, observe: bool) -> Tensor<2> {
+        let quantize_acts = !observe || self.steps >= self.settings.act_delay;
+        let x = model.pool.forward(relu(self.conv(&model.conv1, images)));
+        let x = self.activation(x, 0, observe, quantize_acts);
+        let x = model.pool.forward(relu(self.conv(&model.conv2, x)));
+        let x = self.activation(x, 1, observe, quantize_acts);
+        let x = relu(self.linear(&model.fc1, x.flatten(1, 3)));
+        let x = self.activation(x, 2, observe, quantize_acts);
+        let logits = self.linear(&model.fc2, x);
+        if observe {
+            let (lo, hi) = batch_range(&logits);
+            self.ranges[3].update(lo, hi, self.settings.ema_decay);
+            self.steps += 1;
+        }
+        log_softmax(logits, 1)
+    }
+
+    fn activation<const D: usize>(
+        &mut self,
+        x: Tensor<D>,
+        slot: usize,
+        observe: bool,
+        quantize: bool,
+    ) -> Tensor<D> {
+        if observe {
+            let (lo, hi) = batch_range(&x);
+            self.ranges[slot].update(lo, hi, self.settings.ema_decay);
+        }
+        let r = self.ranges[slot];
+        if quantize && r.updates > 0 {
+            fake_quantize_ste(x, r.min, r.max, self.settings.act_bits)
+        } else {
+            x
+        }
+    }
+
+    fn conv(&self, conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+        let mut conv = conv.clone();
+        conv.weight = conv.weight.map(|w| self.weights(w));
+        conv.forward(x)
+    }
+
+    fn linear(&self, linear: &Linear, x: Tensor<2>) -> Tensor<2> {
+        // Burn stores [in, out]: output channels are the columns, so transpose for
+        // per-channel ranges and back.
+        let mut linear = linear.clone();
+        linear.weight = linear
+            .weight
+            .map(|w| self.weights(w.transpose()).transpose());
+        linear.forward(x)
+    }
+
+    /// Fake-quantized weights with a straight-through gradient; output channels on dim 0.
+    fn weights<const D: usize>(&self, w: Tensor<D>) -> Tensor<D> {
+        let bits = self.settings.weight_bits;
+        if self.settings.per_channel {
+            let q = fake_quantize_per_channel(w.clone().detach(), bits);
+            w.clone() + (q - w).detach()
+        } else {
+            let (lo, hi) = batch_range(&w);
+            let q = fake_quantize(w.clone().detach(), lo, hi, bits);
+            w.clone() + (q - w).detach()
+        }
+    }
+}
+
+impl ForwardMode for QatForward {
+    fn train_forward(&mut self, model: &Net, images: Tensor<4>) -> Tensor<2> {
+        self.forward(model, images, true)
+    }
+
+    fn eval_forward(&self, model: &Net, images: Tensor<4>) -> Tensor<2> {
+        self.clone().forward(model, images, false)
+    }
+}
+
+/// `(min, max)` of a tensor, as plain floats.
+fn batch_range<const D: usize>(x: &Tensor<D>) -> (f32, f32) {
+    let x = x.clone().detach();
+    (
+        x.clone().min().into_scalar::<f32>(),
+        x.max().into_scalar::<f32>(),
+    )
+}
+
+/// Fake quantization with a straight-through gradient that is zero where `x` is clipped.
+pub fn fake_quantize_ste<const D: usize>(x: Tensor<D>, min: f32, max: f32, bits: u32) -> Tensor<D> {
+    let (lo, hi) = (min.min(0.0), max.max(0.0));
+    let clipped = x.clamp(lo, hi);
+    let q = fake_quantize(clipped.clone().detach(), lo, hi, bits);
+    clipped.clone() + (q - clipped).detach()
+}
+
+/// Fake quantization with one range per slice along dim 0 (an output channel): each
+/// channel's own min/max, widened to contain 0, on a `bits`-bit affine grid.
+pub fn fake_quantize_per_channel<const D: usize>(w: Tensor<D>, bits: u32) -> Tensor<D> {
+    let dims: Vec<usize> = (1..D).collect();
+    let lo = w.clone().min_dims(&dims).clamp_max(0.0);
+    let hi = w.clone().max_dims(&dims).clamp_min(0.0);
+    let qmax = ((1u32 << bits) - 1) as f32;
+    let scale = (hi - lo.clone())
+        .div_scalar(qmax)
+        .clamp_min(f32::MIN_POSITIVE);
+    let zero_point = lo.neg().div(scale.clone()).round();
+    w.div(scale.clone())
+        .round()
+        .add(zero_point.clone())
+        .clamp(0.0, qmax)
+        .sub(zero_point)
+        .mul(scale)
+}

@@ -1,0 +1,144 @@
+//! Quantization-aware training: fake quantization, its gradient, EMA ranges, and a short
+//! fine-tune at 2 bits.
+
+use std::sync::Arc;
+
+use burn::prelude::*;
+use burnq_data::locate::test_locator;
+use burnq_data::{DatasetKind, ImageSet, Split};
+use burnq_model::NetConfig;
+use burnq_model::data::ImageBatcher;
+use burnq_model::eval::evaluate_with;
+use burnq_model::qat::{
+    EmaRange, QatForward, QatSettings, fake_quantize_per_channel, fake_quantize_ste,
+};
+use burnq_model::simulated::fake_quantize;
+use burnq_model::training::{TrainingConfig, fit, train};
+use burnq_quant::QuantParams;
+
+fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data().convert::<f32>().try_into_vec().unwrap()
+}
+
+#[test]
+fn fake_quantize_equals_quantize_then_dequantize() {
+    let d = Device::flex();
+    d.seed(21);
+    let x = Tensor::<1>::random([4000], burn::tensor::Distribution::Uniform(-3.0, 5.0), &d);
+    let xs = values(x.clone());
+    for bits in 2..=8u8 {
+        let (lo, hi) = (-2.0f32, 4.0f32);
+        let got = values(fake_quantize(x.clone(), lo, hi, u32::from(bits)));
+        let p = QuantParams::from_range(lo, hi, bits).unwrap();
+        for (v, g) in xs.iter().zip(&got) {
+            let want = p.dequantize(p.quantize(*v));
+            assert!(
+                (g - want).abs() <= 1e-5 * want.abs().max(1.0),
+                "bits {bits}: x {v} -> {g}, want {want}"
+            );
+        }
+    }
+}
+
+#[test]
+fn straight_through_gradient_is_one_in_range_and_zero_where_clipped() {
+    let d = Device::flex().autodiff();
+    let x = Tensor::<1>::from_floats([-3.0, -0.9, -0.2, 0.0, 0.33, 0.8, 1.7], &d).require_grad();
+    let y = fake_quantize_ste(x.clone(), -1.0, 1.0, 3);
+    let grads = y.sum().backward();
+    let g = values(x.grad(&grads).unwrap());
+    assert_eq!(g, vec![0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0]);
+}
+
+#[test]
+fn per_channel_fake_quantization_uses_each_channels_range() {
+    let d = Device::flex();
+    let w = Tensor::<2>::from_floats([[0.0, 1.0, 3.0], [-0.5, 0.0, 0.25]], &d);
+    let q = values(fake_quantize_per_channel(w, 2));
+    // Row 0: [0, 3], S = 1 → exact. Row 1: [−0.5, 0.25], S = 0.25, Z = 2 → exact.
+    assert_eq!(q, vec![0.0, 1.0, 3.0, -0.5, 0.0, 0.25]);
+}
+
+#[test]
+fn ema_ranges_converge_on_a_stationary_input() {
+    let mut r = EmaRange::default();
+    r.update(-10.0, 10.0, 0.9);
+    for _ in 0..200 {
+        r.update(-1.0, 2.0, 0.9);
+    }
+    assert!(
+        (r.min + 1.0).abs() < 1e-4 && (r.max - 2.0).abs() < 1e-4,
+        "{r:?}"
+    );
+    assert_eq!(r.updates, 201);
+}
+
+#[test]
+fn a_short_qat_run_at_2_bits_beats_post_training_2_bits() {
+    let load = |split, n| {
+        let mut s = ImageSet::load(&test_locator(), DatasetKind::Mnist, split).unwrap();
+        s.truncate(n);
+        s
+    };
+    let (train_set, test_set) = (Arc::new(load(Split::Train, 6000)), load(Split::Test, 1000));
+    let device = Device::flex();
+    let config = TrainingConfig::new(NetConfig::new()).with_epochs(2);
+    let (float, _) = train(
+        &config,
+        train_set.clone(),
+        &test_set,
+        &device,
+        &mut |_| {},
+        &mut |_, _| Ok(()),
+    )
+    .unwrap();
+    let settings = QatSettings {
+        weight_bits: 2,
+        act_bits: 2,
+        per_channel: false,
+        ema_decay: 0.99,
+        act_delay: 0,
+    };
+    let batcher = ImageBatcher::new(DatasetKind::Mnist.normalization());
+    // Post-training: ranges observed on the float model, then fake-quantized evaluation.
+    let mut ptq = QatForward::new(settings);
+    for chunk in train_set.pixels.chunks(500 * 784).take(2) {
+        let _ = burnq_model::training::ForwardMode::train_forward(
+            &mut ptq,
+            &float,
+            batcher.images(chunk, &device),
+        );
+    }
+    let frozen = QatForward::with_ranges(settings, ptq.ranges());
+    let (ptq_eval, _) = evaluate_with(
+        &|x| burnq_model::training::ForwardMode::eval_forward(&frozen, &float, x),
+        &test_set,
+        &batcher,
+        500,
+        &device,
+    );
+    let mut qat = QatForward::with_ranges(settings, ptq.ranges());
+    let start = float.fresh_copy(&NetConfig::new(), &device.clone().autodiff());
+    let qat_config = config.with_epochs(1);
+    let (_, history) = fit(
+        &qat_config,
+        start,
+        &mut qat,
+        train_set,
+        &test_set,
+        &device,
+        &mut |_| {},
+        &mut |_, _| Ok(()),
+    )
+    .unwrap();
+    let qat_acc = history[0].test.accuracy;
+    eprintln!(
+        "2-bit on 1000 test images: PTQ {:.4}, QAT {qat_acc:.4}",
+        ptq_eval.accuracy
+    );
+    assert!(
+        qat_acc > ptq_eval.accuracy + 0.02,
+        "QAT {qat_acc} vs PTQ {}",
+        ptq_eval.accuracy
+    );
+}

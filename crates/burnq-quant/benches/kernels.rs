@@ -1,0 +1,196 @@
+//! Criterion benchmarks of the integer kernels at the tutorial network's real shapes, the
+//! reference engine against each fast kernel this CPU runs, in multiply-accumulates per second
+//! (`Throughput::Elements(MACs)`), of the requantization, and of the whole network (batch 64
+//! and 10 000, 1 and 2 threads; batch 1 latency). Run with `cargo bench -p burnq-quant`; about
+//! a minute and a half.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::time::Duration;
+
+use burnq_quant::kernels::{self, KernelChoice, PackedLayer};
+use burnq_quant::{
+    ActivationRanges, Engine, IMAGE_PIXELS, InputNormalization, LayerKind, QuantLayer, QuantModel,
+    Workspace, convert, reference,
+};
+use criterion::{BenchmarkGroup, Criterion, Throughput, measurement::WallTime};
+use std::hint::black_box;
+
+/// Batch of the linear layers and of the whole-network runs.
+const BATCH: usize = 64;
+/// A large batch, run with the selected kernel only.
+const LARGE: usize = 10_000;
+
+fn model() -> QuantModel {
+    let ranges = ActivationRanges {
+        conv2_input: (0.0, 4.0),
+        fc1_input: (0.0, 6.0),
+        fc2_input: (0.0, 6.0),
+        logits: (-8.0, 8.0),
+    };
+    convert(
+        &common::random_network(1),
+        &ranges,
+        InputNormalization::MNIST,
+        8,
+    )
+    .unwrap()
+}
+
+/// `len` pseudo-random codes.
+fn codes(seed: u64, len: usize) -> Vec<u8> {
+    let mut rng = common::Rng::new(seed);
+    (0..len).map(|_| rng.next_u64() as u8).collect()
+}
+
+fn available() -> Vec<KernelChoice> {
+    KernelChoice::ALL
+        .into_iter()
+        .filter(|k| k.is_available())
+        .collect()
+}
+
+/// One layer's accumulators: the reference and every fast kernel, `n` inputs of `side²`
+/// pixels per channel (`side = 0` for a linear layer).
+fn layer(c: &mut Criterion, layer: &QuantLayer, n: usize, side: usize) {
+    let (in_per_item, macs) = match layer.kind {
+        LayerKind::Conv2d {
+            in_channels,
+            out_channels,
+            kernel,
+        } => {
+            let out_side = side - kernel + 1;
+            let macs = out_channels * out_side * out_side * in_channels * kernel * kernel;
+            (in_channels * side * side, macs)
+        }
+        LayerKind::Linear {
+            in_features,
+            out_features,
+        } => (in_features, in_features * out_features),
+    };
+    let input = codes(2, n * in_per_item);
+    let packed = PackedLayer::new(layer).unwrap();
+    let run = |kernel| match layer.kind {
+        LayerKind::Conv2d { .. } => kernels::conv2d(kernel, &packed, &input, n, side, side),
+        LayerKind::Linear { .. } => kernels::linear(kernel, &packed, &input, n),
+    };
+    let reference = || match layer.kind {
+        LayerKind::Conv2d { .. } => reference::conv2d(layer, &input, n, side, side),
+        LayerKind::Linear { .. } => reference::linear(layer, &input, n),
+    };
+    let mut group = c.benchmark_group(format!("{} n={n}", layer.name));
+    group.throughput(Throughput::Elements((n * macs) as u64));
+    group.bench_function("reference", |b| b.iter(|| black_box(reference().unwrap())));
+    for kernel in available() {
+        assert_eq!(run(kernel).unwrap(), reference().unwrap());
+        group.bench_function(kernel.name(), |b| {
+            b.iter(|| black_box(run(kernel).unwrap()))
+        });
+    }
+    group.finish();
+}
+
+/// Requantization of one image's conv1 accumulators (20 × 576 values), scalar and SIMD.
+fn requantize(c: &mut Criterion, conv1: &QuantLayer) {
+    let input = codes(4, IMAGE_PIXELS);
+    let acc = reference::conv2d(conv1, &input, 1, 28, 28).unwrap();
+    let packed = PackedLayer::new(conv1).unwrap();
+    let mut group = c.benchmark_group("requantize conv1 n=1");
+    group.throughput(Throughput::Elements(acc.len() as u64));
+    group.bench_function("reference", |b| {
+        b.iter(|| black_box(reference::requantize(conv1, &acc, 576).unwrap()))
+    });
+    for kernel in available() {
+        group.bench_function(kernel.name(), |b| {
+            b.iter(|| black_box(kernels::requantize(kernel, &packed, &acc, 576).unwrap()))
+        });
+    }
+    group.finish();
+}
+
+fn layers(c: &mut Criterion) {
+    let model = model();
+    let [conv1, conv2, fc1, fc2] = model.layers();
+    layer(c, conv1, 1, 28);
+    layer(c, conv2, 1, 12);
+    layer(c, fc1, BATCH, 0);
+    layer(c, fc1, 1, 0);
+    layer(c, fc2, BATCH, 0);
+    requantize(c, conv1);
+}
+
+/// The whole network on `n` images with `engine`, `threads` threads (1: `forward_into`).
+fn bench_engine(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    name: &str,
+    engine: &Engine,
+    n: usize,
+    threads: usize,
+) {
+    let images = codes(3, n * IMAGE_PIXELS);
+    let mut workspace = Workspace::new();
+    let mut out = engine.forward(&mut workspace, &images, n).unwrap();
+    group.bench_function(name, |b| {
+        b.iter(|| {
+            if threads == 1 {
+                engine
+                    .forward_into(&mut workspace, &images, n, &mut out)
+                    .unwrap();
+            } else {
+                out = engine.forward_parallel(&images, n, threads).unwrap();
+            }
+            black_box(&out);
+        })
+    });
+}
+
+fn network(c: &mut Criterion) {
+    let model = model();
+    let macs: usize = model
+        .layers()
+        .iter()
+        .zip([24 * 24, 8 * 8, 1, 1])
+        .map(|(l, positions)| l.weights.len() * positions)
+        .sum();
+    let images = codes(3, BATCH * IMAGE_PIXELS);
+    let mut group = c.benchmark_group(format!("network n={BATCH}"));
+    group.throughput(Throughput::Elements((BATCH * macs) as u64));
+    group.bench_function("reference", |b| {
+        b.iter(|| black_box(model.forward_reference(&images, BATCH).unwrap()))
+    });
+    for kernel in available() {
+        let engine = Engine::with_kernel(&model, kernel).unwrap();
+        for threads in [1, 2] {
+            let name = format!("{kernel} {threads} thread(s)");
+            bench_engine(&mut group, &name, &engine, BATCH, threads);
+        }
+    }
+    group.finish();
+    let best = Engine::new(&model).unwrap();
+    let mut group = c.benchmark_group(format!("network n={LARGE}"));
+    group.throughput(Throughput::Elements((LARGE * macs) as u64));
+    for threads in [1, 2] {
+        let name = format!("{} {threads} thread(s)", best.kernel());
+        bench_engine(&mut group, &name, &best, LARGE, threads);
+    }
+    group.finish();
+    let mut group = c.benchmark_group("network n=1");
+    group.throughput(Throughput::Elements(macs as u64));
+    for kernel in available() {
+        let engine = Engine::with_kernel(&model, kernel).unwrap();
+        bench_engine(&mut group, kernel.name(), &engine, 1, 1);
+    }
+    group.finish();
+}
+
+fn main() {
+    let mut c = Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(2))
+        .configure_from_args();
+    layers(&mut c);
+    network(&mut c);
+    c.final_summary();
+}

@@ -1,0 +1,73 @@
+//! The [`Isa`] trait: the few primitives whose code differs per instruction set. The layer
+//! algorithms (`ops`) are written once over it and monomorphized per implementation, so the
+//! loops, the packing and the shape logic are shared by every kernel.
+
+use super::pack::NR;
+use super::requant::LayerRequant;
+
+/// The initial value of a tile's accumulators: the bias, along rows or along columns.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum TileBias<'a> {
+    /// One bias per row (a convolution's output channels), one value per row of the tile.
+    Rows(&'a [i32]),
+    /// One bias per column (a linear layer's output features).
+    Cols(&'a [i32; NR]),
+}
+
+/// Where a tile's results go: a slice starting at the tile's first element, rows `ld` apart,
+/// of which the first `cols ≤ NR` columns are written.
+#[derive(Debug)]
+pub(crate) enum TileOut<'a> {
+    /// The `i32` accumulators: `c[r·ld + j] = acc[r][j]`.
+    Acc {
+        /// Destination.
+        c: &'a mut [i32],
+        /// Row stride.
+        ld: usize,
+        /// Columns written.
+        cols: usize,
+    },
+    /// Requantized per column: `out[r·ld + j] = requant_{col0 + j}(acc[r][j])`.
+    Requant {
+        /// Destination.
+        out: &'a mut [u8],
+        /// Row stride.
+        ld: usize,
+        /// Columns written.
+        cols: usize,
+        /// The layer's requantization, one channel per column.
+        requant: &'a LayerRequant,
+        /// The channel of the tile's first column, a multiple of `NR`.
+        col0: usize,
+    },
+}
+
+/// The primitives of one instruction set. Every method computes exactly what the portable
+/// implementation ([`super::generic::Generic`]) computes; slices must have the lengths stated.
+pub(crate) trait Isa: Copy {
+    /// One GEMM tile: `acc[r][c] = bias + Σ_p (A[r][2p]·B[2p][c] + A[r][2p+1]·B[2p+1][c])` for
+    /// `r < rows` (`1..=MR`) and `c < NR`, in wrapping `i32`, then written to `out`. `a` is one
+    /// row panel (`⌈K/2⌉·MR` pairs), `b` one column panel (`⌈K/2⌉·2·NR` offsets).
+    fn tile(self, rows: usize, a: &[i32], b: &[i16], bias: TileBias<'_>, out: TileOut<'_>);
+
+    /// [`super::pack::im2col_panel`].
+    fn im2col_panel(self, input: &[u8], k_off: &[usize], cols: &[usize], z: i32, out: &mut [i16]);
+
+    /// `out[j] = requant_o(acc[j])`: values of the one channel `o`.
+    fn requant_channel(self, acc: &[i32], requant: &LayerRequant, o: usize, out: &mut [u8]);
+
+    /// `out[c] = requant_c(acc[c])` over the channels `0..acc.len()` of `requant`.
+    fn requant_channels(self, acc: &[i32], requant: &LayerRequant, out: &mut [u8]);
+
+    /// `out[x] = max(top[x], bottom[x])`.
+    fn max_rows(self, top: &[i32], bottom: &[i32], out: &mut [i32]);
+
+    /// `out[j] = requant_o(max(rows[2j], rows[2j + 1]))` for the one channel `o`,
+    /// `rows.len() = 2·out.len()`: the horizontal half of a 2×2 max-pool, then requantization
+    /// (exact because requantization is non-decreasing).
+    fn pool_pairs_requant(self, rows: &[i32], requant: &LayerRequant, o: usize, out: &mut [u8]);
+
+    /// `out[j] = max(top[2j], top[2j + 1], bottom[2j], bottom[2j + 1])`, `top` and `bottom`
+    /// at least `2·out.len()` long.
+    fn max_pool_row(self, top: &[u8], bottom: &[u8], out: &mut [u8]);
+}

@@ -1,0 +1,327 @@
+//! Layer algorithms written once over [`Isa`] (the drivers the engine runs), and the public
+//! kernel entry points, which check every length, allocate their outputs and compute exactly
+//! what the [`reference`](crate::reference) functions of the same names compute.
+//!
+//! A convolution is a GEMM per image: A = the packed weights (`out × in·k²`), B = the im2col
+//! matrix (`in·k² × positions`), packed one column panel at a time right before the tiles that
+//! read it, so it is used from L1. The accumulators of one image (`out × positions`, at most
+//! 46 KB for conv1) are then max-pooled and requantized in one pass; pooling first is exact
+//! because requantization is non-decreasing, and it requantizes four times fewer values.
+//! A linear layer is a GEMM with A = the input rows and B = the packed weights, requantized in
+//! the tile's epilogue.
+
+use super::isa::{Isa, TileBias, TileOut};
+use super::layer::PackedLayer;
+use super::pack::{self, Im2col, MR, NR, offset, pairs};
+use super::{KernelChoice, with_isa};
+use crate::QuantError;
+
+/// The accumulators of one image: `c[o·positions + pos]` for every output channel `o` and
+/// output position `pos = y·out_w + x`, bias included. `panel` is scratch of
+/// [`PackedLayer::panel_len`] offsets.
+pub(crate) fn conv_image<K: Isa>(
+    isa: K,
+    layer: &PackedLayer,
+    plan: &Im2col,
+    image: &[u8],
+    panel: &mut [i16],
+    c: &mut [i32],
+) {
+    let ld = plan.positions();
+    let out = layer.out_channels();
+    let panel = &mut panel[..layer.panel_len()];
+    let z = layer.input().zero_point();
+    for (j, cols) in plan.panels().enumerate() {
+        isa.im2col_panel(image, plan.k_offsets(), cols, z, panel);
+        for i in 0..out.div_ceil(MR) {
+            let rows = (out - i * MR).min(MR);
+            let bias = TileBias::Rows(&layer.bias()[i * MR..][..rows]);
+            let dst = TileOut::Acc {
+                c: &mut c[i * MR * ld + j * NR..],
+                ld,
+                cols: cols.len(),
+            };
+            isa.tile(rows, layer.row_panel(i), panel, bias, dst);
+        }
+    }
+}
+
+/// `out[o][py][px] = requant_o(max of the 2×2 window at (2py, 2px) of channel o)` from the
+/// accumulators [`conv_image`] leaves in `c`; `rows` is scratch of `positions / 2` values.
+pub(crate) fn pool_requant_image<K: Isa>(
+    isa: K,
+    layer: &PackedLayer,
+    plan: &Im2col,
+    c: &[i32],
+    rows: &mut [i32],
+    out: &mut [u8],
+) {
+    let (ph, pw, ow) = (plan.out_h / 2, plan.out_w / 2, plan.out_w);
+    if ph * pw == 0 {
+        return;
+    }
+    // Vertical maxima, the odd last column dropped: pairs (2j, 2j + 1) are then the windows.
+    let rows = &mut rows[..ph * 2 * pw];
+    let requant = layer.requant();
+    let planes = c
+        .chunks_exact(plan.positions())
+        .zip(out.chunks_exact_mut(ph * pw));
+    for (o, (plane, pooled)) in planes.take(layer.out_channels()).enumerate() {
+        for (py, vertical) in rows.chunks_exact_mut(2 * pw).enumerate() {
+            let top = &plane[2 * py * ow..][..2 * pw];
+            let bottom = &plane[(2 * py + 1) * ow..][..2 * pw];
+            isa.max_rows(top, bottom, vertical);
+        }
+        isa.pool_pairs_requant(rows, requant, o, pooled);
+    }
+}
+
+/// Where a linear layer's results go, `[n, out]`.
+#[derive(Debug)]
+pub(crate) enum LinearOut<'a> {
+    /// The accumulators, bias included.
+    Acc(&'a mut [i32]),
+    /// The requantized codes.
+    Requant(&'a mut [u8]),
+}
+
+/// A linear layer on `n` rows of `input` (`[n, in]`); `packed` is reusable scratch for the
+/// rows as A.
+pub(crate) fn linear_rows<K: Isa>(
+    isa: K,
+    layer: &PackedLayer,
+    input: &[u8],
+    n: usize,
+    packed: &mut Vec<i32>,
+    mut out: LinearOut<'_>,
+) {
+    let (k, m) = (layer.fan_in(), layer.out_channels());
+    let z = layer.input().zero_point();
+    pack::pack_rows(n, k, |r, i| offset(input[r * k + i], z), packed);
+    let a_len = pairs(k) * MR;
+    let requant = layer.requant();
+    for j in 0..m.div_ceil(NR) {
+        let cols = (m - j * NR).min(NR);
+        let b = layer.col_panel(j);
+        let bias = TileBias::Cols(layer.bias()[j * NR..][..NR].try_into().unwrap());
+        for i in 0..n.div_ceil(MR) {
+            let rows = (n - i * MR).min(MR);
+            let at = i * MR * m + j * NR;
+            let dst = match &mut out {
+                LinearOut::Acc(c) => TileOut::Acc {
+                    c: &mut c[at..],
+                    ld: m,
+                    cols,
+                },
+                LinearOut::Requant(q) => TileOut::Requant {
+                    out: &mut q[at..],
+                    ld: m,
+                    cols,
+                    requant,
+                    col0: j * NR,
+                },
+            };
+            isa.tile(rows, &packed[i * a_len..][..a_len], b, bias, dst);
+        }
+    }
+}
+
+/// Checks that `input` has `dims` elements, each a code `≤ qmax` of the layer's input.
+fn check_input(layer: &PackedLayer, input: &[u8], dims: &[usize]) -> Result<(), QuantError> {
+    let expected = dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
+    if expected != Some(input.len()) {
+        return Err(QuantError::ShapeMismatch {
+            what: format!("{} input {dims:?}", layer.name()),
+            expected: expected.unwrap_or(usize::MAX),
+            found: input.len(),
+        });
+    }
+    let qmax = layer.input().qmax();
+    match input.iter().find(|&&q| i32::from(q) > qmax) {
+        Some(q) => Err(QuantError::InvalidValue {
+            what: format!("{} input", layer.name()),
+            reason: format!("code {q} exceeds {qmax}"),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The convolution of `n` NCHW images of `height × width` codes (each `≤ qmax_in`): the
+/// accumulators `[n, out, height − k + 1, width − k + 1]`, as [`crate::reference::conv2d`].
+pub fn conv2d(
+    kernel: KernelChoice,
+    layer: &PackedLayer,
+    input: &[u8],
+    n: usize,
+    height: usize,
+    width: usize,
+) -> Result<Vec<i32>, QuantError> {
+    let plan = layer.conv_plan(height, width)?;
+    check_input(layer, input, &[n, plan.image_len])?;
+    let plane = layer.out_channels() * plan.positions();
+    let mut acc = vec![0; n * plane];
+    let mut panel = vec![0; layer.panel_len()];
+    let images = input
+        .chunks_exact(plan.image_len)
+        .zip(acc.chunks_exact_mut(plane));
+    with_isa!(kernel, |isa| {
+        for (image, c) in images {
+            conv_image(isa, layer, &plan, image, &mut panel, c);
+        }
+    });
+    Ok(acc)
+}
+
+/// The convolution, requantization (with its ReLU clamp) and 2×2 max-pool of `n` images, fused:
+/// `[n, out, ⌊(height − k + 1)/2⌋, ⌊(width − k + 1)/2⌋]` codes, as [`crate::reference::max_pool_2x2`]
+/// of [`crate::reference::requantize`] of [`crate::reference::conv2d`].
+pub fn conv2d_requant_pool(
+    kernel: KernelChoice,
+    layer: &PackedLayer,
+    input: &[u8],
+    n: usize,
+    height: usize,
+    width: usize,
+) -> Result<Vec<u8>, QuantError> {
+    let plan = layer.conv_plan(height, width)?;
+    check_input(layer, input, &[n, plan.image_len])?;
+    let out = layer.out_channels();
+    let pooled = out * (plan.out_h / 2) * (plan.out_w / 2);
+    let mut codes = vec![0; n * pooled];
+    let mut panel = vec![0; layer.panel_len()];
+    let mut c = vec![0; out * plan.positions()];
+    let mut rows = vec![0; plan.positions() / 2];
+    with_isa!(kernel, |isa| {
+        for (i, image) in input.chunks_exact(plan.image_len).enumerate() {
+            conv_image(isa, layer, &plan, image, &mut panel, &mut c);
+            let dst = &mut codes[i * pooled..][..pooled];
+            pool_requant_image(isa, layer, &plan, &c, &mut rows, dst);
+        }
+    });
+    Ok(codes)
+}
+
+/// The linear layer on `n` rows of codes (each `≤ qmax_in`): accumulators `[n, out]`, as
+/// [`crate::reference::linear`].
+pub fn linear(
+    kernel: KernelChoice,
+    layer: &PackedLayer,
+    input: &[u8],
+    n: usize,
+) -> Result<Vec<i32>, QuantError> {
+    layer.check_linear()?;
+    check_input(layer, input, &[n, layer.fan_in()])?;
+    let mut acc = vec![0; n * layer.out_channels()];
+    let out = LinearOut::Acc(&mut acc);
+    with_isa!(kernel, |isa| linear_rows(
+        isa,
+        layer,
+        input,
+        n,
+        &mut Vec::new(),
+        out
+    ));
+    Ok(acc)
+}
+
+/// The linear layer and its requantization, fused: `[n, out]` codes, as
+/// [`crate::reference::requantize`] of [`crate::reference::linear`].
+pub fn linear_requant(
+    kernel: KernelChoice,
+    layer: &PackedLayer,
+    input: &[u8],
+    n: usize,
+) -> Result<Vec<u8>, QuantError> {
+    layer.check_linear()?;
+    check_input(layer, input, &[n, layer.fan_in()])?;
+    let mut codes = vec![0; n * layer.out_channels()];
+    let out = LinearOut::Requant(&mut codes);
+    with_isa!(kernel, |isa| linear_rows(
+        isa,
+        layer,
+        input,
+        n,
+        &mut Vec::new(),
+        out
+    ));
+    Ok(codes)
+}
+
+/// Requantizes accumulators laid out `[batch, out, spatial]` with each channel's stage, as
+/// [`crate::reference::requantize`]: one channel at a time for `spatial > 1`, across channels for a
+/// linear layer's rows (`spatial = 1`).
+pub fn requantize(
+    kernel: KernelChoice,
+    layer: &PackedLayer,
+    acc: &[i32],
+    spatial: usize,
+) -> Result<Vec<u8>, QuantError> {
+    let out = layer.out_channels();
+    let plane = out.checked_mul(spatial).unwrap_or(0);
+    if plane == 0 || !acc.len().is_multiple_of(plane) {
+        return Err(QuantError::ShapeMismatch {
+            what: format!(
+                "{} accumulators per batch item [{out}, {spatial}]",
+                layer.name()
+            ),
+            expected: plane,
+            found: acc.len(),
+        });
+    }
+    let mut codes = vec![0; acc.len()];
+    let requant = layer.requant();
+    with_isa!(kernel, |isa| {
+        for (acc, codes) in acc.chunks_exact(plane).zip(codes.chunks_exact_mut(plane)) {
+            if spatial == 1 {
+                isa.requant_channels(acc, requant, codes);
+                continue;
+            }
+            let channels = acc
+                .chunks_exact(spatial)
+                .zip(codes.chunks_exact_mut(spatial));
+            for (o, (acc, codes)) in channels.enumerate() {
+                isa.requant_channel(acc, requant, o, codes);
+            }
+        }
+    });
+    Ok(codes)
+}
+
+/// 2×2 max-pool with stride 2 of `planes` planes of `height × width` codes, as
+/// [`crate::reference::max_pool_2x2`].
+pub fn max_pool_2x2(
+    kernel: KernelChoice,
+    input: &[u8],
+    planes: usize,
+    height: usize,
+    width: usize,
+) -> Result<Vec<u8>, QuantError> {
+    let expected = planes
+        .checked_mul(height)
+        .and_then(|v| v.checked_mul(width));
+    if expected != Some(input.len()) {
+        return Err(QuantError::ShapeMismatch {
+            what: format!("max-pool input [{planes}, {height}, {width}]"),
+            expected: expected.unwrap_or(usize::MAX),
+            found: input.len(),
+        });
+    }
+    let (ph, pw) = (height / 2, width / 2);
+    let mut out = vec![0; planes * ph * pw];
+    if ph * pw == 0 {
+        return Ok(out);
+    }
+    let planes = input
+        .chunks_exact(height * width)
+        .zip(out.chunks_exact_mut(ph * pw));
+    with_isa!(kernel, |isa| {
+        for (plane, pooled) in planes {
+            for (py, row) in pooled.chunks_exact_mut(pw).enumerate() {
+                let top = &plane[2 * py * width..][..2 * pw];
+                let bottom = &plane[(2 * py + 1) * width..][..2 * pw];
+                isa.max_pool_row(top, bottom, row);
+            }
+        }
+    });
+    Ok(out)
+}

@@ -1,0 +1,664 @@
+//! Conformance of every fast kernel with the reference, bit for bit (`assert_eq!`): proptest
+//! over random shapes (sizes 1..=10, 15..=17, 31..=33), zero points (0, mid-range, `qmax`,
+//! random), bit widths 2..=8, extreme codes (all 0, all `qmax`), extreme biases and
+//! multipliers (`M ≥ 1`, tiny, exact powers of two, zero).
+//!
+//! `kernel_tests!` generates the suite once per kernel implementation. On a CPU without AVX2
+//! the AVX2 tests print `SKIPPED: no AVX2`, or fail if `BURNQ_REQUIRE_AVX2=1`.
+
+mod common;
+
+use std::fmt::Debug;
+
+use burnq_quant::kernels::{self, KernelChoice, PackedLayer};
+use burnq_quant::{LayerKind, QuantError, QuantLayer, QuantParams, reference};
+use common::{Rng, kernels::available};
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestCaseError, TestRunner};
+
+/// Random cases per property.
+const CASES: u32 = 256;
+/// Cap on a convolution case's multiply-accumulates, to bound the reference's run time.
+const MAX_CONV_MACS: usize = 3_000_000;
+
+/// Runs `test` on `CASES` values of `strategy` with `kernel`, if this CPU runs it.
+fn check<S: Strategy>(
+    kernel: KernelChoice,
+    strategy: S,
+    test: fn(KernelChoice, S::Value) -> Result<(), TestCaseError>,
+) where
+    S::Value: Debug,
+{
+    let Some(kernel) = available(kernel) else {
+        return;
+    };
+    let config = Config {
+        cases: CASES,
+        failure_persistence: None,
+        ..Config::default()
+    };
+    if let Err(e) = TestRunner::new(config).run(&strategy, |case| test(kernel, case)) {
+        panic!("{kernel} kernel: {e}");
+    }
+}
+
+fn below(rng: &mut Rng, n: u64) -> u64 {
+    rng.next_u64() % n
+}
+
+/// A dimension: small, around 16 or around 32 (the vector and tile edges).
+fn dim() -> impl Strategy<Value = usize> {
+    prop_oneof![1..=10usize, 15..=17usize, 31..=33usize]
+}
+
+/// How codes are drawn.
+#[derive(Debug, Clone, Copy)]
+enum Fill {
+    Random,
+    Zero,
+    Max,
+}
+
+impl Fill {
+    fn code(self, qmax: i32, rng: &mut Rng) -> u8 {
+        match self {
+            Self::Random => below(rng, qmax as u64 + 1) as u8,
+            Self::Zero => 0,
+            Self::Max => qmax as u8,
+        }
+    }
+}
+
+/// A zero point for a bit width: 0, mid-range (128 at 8 bits), `qmax`, or random (per channel
+/// for weights).
+#[derive(Debug, Clone, Copy)]
+enum Zero {
+    Min,
+    Mid,
+    Max,
+    Random,
+}
+
+impl Zero {
+    fn value(self, qmax: i32, rng: &mut Rng) -> i32 {
+        match self {
+            Self::Min => 0,
+            Self::Mid => (qmax + 1) / 2,
+            Self::Max => qmax,
+            Self::Random => below(rng, qmax as u64 + 1) as i32,
+        }
+    }
+}
+
+/// How each channel's multiplier `M = m0·2^(shift − 31)` is drawn.
+#[derive(Debug, Clone, Copy)]
+enum Multiplier {
+    /// Any valid `(m0, shift)`.
+    Random,
+    /// `M ≥ 1` (`shift ≥ 1`): the saturating left shift.
+    Large,
+    /// `shift` in `[−31, −15]`: large right shifts.
+    Small,
+    /// `m0 = 2^30`: exact powers of two, every rounding hits its ties.
+    PowerOfTwo,
+    /// `M = 0`.
+    Zero,
+}
+
+impl Multiplier {
+    fn draw(self, rng: &mut Rng) -> (i32, i32) {
+        let m0 = (1 << 30) + below(rng, 1 << 30) as i32;
+        let shift = |rng: &mut Rng, lo: i32, hi: i32| lo + below(rng, (hi - lo + 1) as u64) as i32;
+        match self {
+            Self::Random => (m0, shift(rng, -31, 30)),
+            Self::Large => (m0, shift(rng, 1, 30)),
+            Self::Small => (m0, shift(rng, -31, -15)),
+            Self::PowerOfTwo => (1 << 30, shift(rng, -31, 30)),
+            Self::Zero => (0, 0),
+        }
+    }
+}
+
+/// Everything about a layer but its geometry.
+#[derive(Debug, Clone)]
+struct Params {
+    /// Weight and output bit width.
+    bits: u8,
+    input_bits: u8,
+    z_in: Zero,
+    z_w: Zero,
+    z_out: Zero,
+    relu: bool,
+    weights: Fill,
+    input: Fill,
+    multiplier: Multiplier,
+    /// Biases as large as the accumulator bound allows, instead of small ones.
+    extreme_bias: bool,
+    seed: u64,
+}
+
+fn params() -> impl Strategy<Value = Params> {
+    let fill = || prop_oneof![6 => Just(Fill::Random), 1 => Just(Fill::Zero), 1 => Just(Fill::Max)];
+    let zero = || {
+        prop_oneof![
+            Just(Zero::Min),
+            Just(Zero::Mid),
+            Just(Zero::Max),
+            Just(Zero::Random)
+        ]
+    };
+    let multiplier = prop_oneof![
+        3 => Just(Multiplier::Random),
+        1 => Just(Multiplier::Large),
+        1 => Just(Multiplier::Small),
+        1 => Just(Multiplier::PowerOfTwo),
+        1 => Just(Multiplier::Zero),
+    ];
+    (
+        (2..=8u8, 2..=8u8, zero(), zero(), zero()),
+        (any::<bool>(), fill(), fill(), multiplier),
+        (prop::bool::weighted(0.25), any::<u64>()),
+    )
+        .prop_map(
+            |(
+                (bits, input_bits, z_in, z_w, z_out),
+                (relu, weights, input, multiplier),
+                (extreme_bias, seed),
+            )| Params {
+                bits,
+                input_bits,
+                z_in,
+                z_w,
+                z_out,
+                relu,
+                weights,
+                input,
+                multiplier,
+                extreme_bias,
+                seed,
+            },
+        )
+}
+
+impl Params {
+    /// 8-bit codes and random everything else.
+    fn random(seed: u64) -> Self {
+        Self {
+            bits: 8,
+            input_bits: 8,
+            z_in: Zero::Random,
+            z_w: Zero::Random,
+            z_out: Zero::Random,
+            relu: true,
+            weights: Fill::Random,
+            input: Fill::Random,
+            multiplier: Multiplier::Random,
+            extreme_bias: false,
+            seed,
+        }
+    }
+
+    /// A layer of geometry `kind` within the accumulator bound (unit scales: the kernels read
+    /// only the integer fields).
+    fn layer(&self, kind: LayerKind) -> QuantLayer {
+        let mut rng = Rng::new(self.seed);
+        let qmax = (1 << self.bits) - 1;
+        let (out, fan_in) = (kind.out_channels(), kind.fan_in());
+        let input = QuantParams::new(1.0, 0, self.input_bits).unwrap();
+        let input = QuantParams::new(
+            1.0,
+            self.z_in.value(input.qmax(), &mut rng),
+            self.input_bits,
+        )
+        .unwrap();
+        let z_out = self.z_out.value(qmax, &mut rng);
+        let weight_zero_points: Vec<i32> =
+            (0..out).map(|_| self.z_w.value(qmax, &mut rng)).collect();
+        let weights: Vec<u8> = (0..out * fan_in)
+            .map(|_| self.weights.code(qmax, &mut rng))
+            .collect();
+        let max_x = i64::from(input.max_abs_offset());
+        let bias = weights
+            .chunks(fan_in)
+            .zip(&weight_zero_points)
+            .map(|(row, &z)| {
+                let sum: i64 = row
+                    .iter()
+                    .map(|&w| (i64::from(w) - i64::from(z)).abs())
+                    .sum();
+                let room = i64::from(i32::MAX) - max_x * sum;
+                let magnitude = if self.extreme_bias {
+                    room
+                } else {
+                    below(&mut rng, room.min(100_000) as u64 + 1) as i64
+                };
+                (if rng.next_u64().is_multiple_of(2) {
+                    magnitude
+                } else {
+                    -magnitude
+                }) as i32
+            })
+            .collect();
+        let (m0, shift) = (0..out).map(|_| self.multiplier.draw(&mut rng)).unzip();
+        QuantLayer {
+            name: "test".into(),
+            kind,
+            weights,
+            weight_zero_points,
+            weight_scales: vec![1.0; out],
+            bias,
+            input,
+            output: QuantParams::new(1.0, z_out, self.bits).unwrap(),
+            m0,
+            shift,
+            act_min: if self.relu { z_out as u8 } else { 0 },
+            act_max: qmax as u8,
+        }
+    }
+
+    /// `len` input codes for `layer`.
+    fn input(&self, layer: &QuantLayer, len: usize) -> Vec<u8> {
+        let mut rng = Rng::new(self.seed ^ 0x5eed);
+        let qmax = layer.input.qmax();
+        (0..len).map(|_| self.input.code(qmax, &mut rng)).collect()
+    }
+}
+
+#[derive(Debug, Clone)]
+struct ConvCase {
+    params: Params,
+    kind: LayerKind,
+    n: usize,
+    height: usize,
+    width: usize,
+}
+
+fn conv_case() -> impl Strategy<Value = ConvCase> {
+    (params(), dim(), dim(), 1..=5usize, dim(), dim(), 1..=2usize).prop_map(
+        |(params, in_channels, out_channels, kernel, height, width, n)| {
+            let (height, width) = (height.max(kernel), width.max(kernel));
+            let per_input_channel =
+                n * out_channels * (height - kernel + 1) * (width - kernel + 1) * kernel * kernel;
+            let in_channels = in_channels.min(MAX_CONV_MACS / per_input_channel).max(1);
+            ConvCase {
+                params,
+                kind: LayerKind::Conv2d {
+                    in_channels,
+                    out_channels,
+                    kernel,
+                },
+                n,
+                height,
+                width,
+            }
+        },
+    )
+}
+
+impl ConvCase {
+    fn setup(&self) -> (QuantLayer, PackedLayer, Vec<u8>) {
+        let layer = self.params.layer(self.kind);
+        let LayerKind::Conv2d { in_channels, .. } = self.kind else {
+            unreachable!("conv cases are convolutions")
+        };
+        let input = self
+            .params
+            .input(&layer, self.n * in_channels * self.height * self.width);
+        let packed = PackedLayer::new(&layer).unwrap();
+        (layer, packed, input)
+    }
+
+    fn out_side(&self) -> (usize, usize) {
+        let LayerKind::Conv2d { kernel, .. } = self.kind else {
+            unreachable!("conv cases are convolutions")
+        };
+        (self.height - kernel + 1, self.width - kernel + 1)
+    }
+}
+
+fn conv2d(kernel: KernelChoice, case: ConvCase) -> Result<(), TestCaseError> {
+    let (layer, packed, input) = case.setup();
+    let (n, h, w) = (case.n, case.height, case.width);
+    let expected = reference::conv2d(&layer, &input, n, h, w).unwrap();
+    prop_assert_eq!(
+        kernels::conv2d(kernel, &packed, &input, n, h, w).unwrap(),
+        expected
+    );
+    Ok(())
+}
+
+fn conv2d_requant_pool(kernel: KernelChoice, case: ConvCase) -> Result<(), TestCaseError> {
+    let (layer, packed, input) = case.setup();
+    let (n, h, w) = (case.n, case.height, case.width);
+    let (oh, ow) = case.out_side();
+    let acc = reference::conv2d(&layer, &input, n, h, w).unwrap();
+    let codes = reference::requantize(&layer, &acc, oh * ow).unwrap();
+    let planes = n * layer.kind.out_channels();
+    let expected = reference::max_pool_2x2(&codes, planes, oh, ow).unwrap();
+    let fused = kernels::conv2d_requant_pool(kernel, &packed, &input, n, h, w).unwrap();
+    prop_assert_eq!(fused, expected);
+    Ok(())
+}
+
+#[derive(Debug, Clone)]
+struct LinearCase {
+    params: Params,
+    kind: LayerKind,
+    n: usize,
+}
+
+fn linear_case() -> impl Strategy<Value = LinearCase> {
+    (params(), dim(), dim(), dim()).prop_map(|(params, in_features, out_features, n)| LinearCase {
+        params,
+        kind: LayerKind::Linear {
+            in_features,
+            out_features,
+        },
+        n,
+    })
+}
+
+impl LinearCase {
+    fn setup(&self) -> (QuantLayer, PackedLayer, Vec<u8>) {
+        let layer = self.params.layer(self.kind);
+        let input = self.params.input(&layer, self.n * self.kind.fan_in());
+        let packed = PackedLayer::new(&layer).unwrap();
+        (layer, packed, input)
+    }
+}
+
+fn linear(kernel: KernelChoice, case: LinearCase) -> Result<(), TestCaseError> {
+    let (layer, packed, input) = case.setup();
+    let expected = reference::linear(&layer, &input, case.n).unwrap();
+    prop_assert_eq!(
+        kernels::linear(kernel, &packed, &input, case.n).unwrap(),
+        expected
+    );
+    Ok(())
+}
+
+fn linear_requant(kernel: KernelChoice, case: LinearCase) -> Result<(), TestCaseError> {
+    let (layer, packed, input) = case.setup();
+    let acc = reference::linear(&layer, &input, case.n).unwrap();
+    let expected = reference::requantize(&layer, &acc, 1).unwrap();
+    let fused = kernels::linear_requant(kernel, &packed, &input, case.n).unwrap();
+    prop_assert_eq!(fused, expected);
+    Ok(())
+}
+
+#[derive(Debug, Clone)]
+struct RequantCase {
+    params: Params,
+    channels: usize,
+    spatial: usize,
+    batch: usize,
+}
+
+fn requant_case() -> impl Strategy<Value = RequantCase> {
+    let spatial = prop_oneof![Just(1usize), dim()];
+    (params(), dim(), spatial, 1..=3usize).prop_map(|(params, channels, spatial, batch)| {
+        RequantCase {
+            params,
+            channels,
+            spatial,
+            batch,
+        }
+    })
+}
+
+/// Accumulators of every magnitude, with the `i32` extremes and values around 0 mixed in.
+fn accumulators(seed: u64, len: usize) -> Vec<i32> {
+    let mut rng = Rng::new(seed);
+    const EDGES: [i32; 7] = [i32::MIN, i32::MIN + 1, -1, 0, 1, i32::MAX - 1, i32::MAX];
+    (0..len)
+        .map(|_| match below(&mut rng, 8) {
+            0 => rng.next_u64() as i32,
+            1 => EDGES[below(&mut rng, EDGES.len() as u64) as usize],
+            _ => (rng.next_u64() as i32) >> below(&mut rng, 32),
+        })
+        .collect()
+}
+
+fn requantize(kernel: KernelChoice, case: RequantCase) -> Result<(), TestCaseError> {
+    let kind = LayerKind::Linear {
+        in_features: 1,
+        out_features: case.channels,
+    };
+    let layer = case.params.layer(kind);
+    let packed = PackedLayer::new(&layer).unwrap();
+    let acc = accumulators(case.params.seed, case.batch * case.channels * case.spatial);
+    let expected = reference::requantize(&layer, &acc, case.spatial).unwrap();
+    prop_assert_eq!(
+        kernels::requantize(kernel, &packed, &acc, case.spatial).unwrap(),
+        expected
+    );
+    Ok(())
+}
+
+#[derive(Debug, Clone)]
+struct PoolCase {
+    planes: usize,
+    height: usize,
+    width: usize,
+    fill: Fill,
+    seed: u64,
+}
+
+fn pool_case() -> impl Strategy<Value = PoolCase> {
+    let fill = prop_oneof![4 => Just(Fill::Random), 1 => Just(Fill::Zero), 1 => Just(Fill::Max)];
+    (1..=5usize, dim(), dim(), fill, any::<u64>()).prop_map(
+        |(planes, height, width, fill, seed)| PoolCase {
+            planes,
+            height,
+            width,
+            fill,
+            seed,
+        },
+    )
+}
+
+fn max_pool(kernel: KernelChoice, case: PoolCase) -> Result<(), TestCaseError> {
+    let mut rng = Rng::new(case.seed);
+    let (p, h, w) = (case.planes, case.height, case.width);
+    let input: Vec<u8> = (0..p * h * w)
+        .map(|_| case.fill.code(255, &mut rng))
+        .collect();
+    let expected = reference::max_pool_2x2(&input, p, h, w).unwrap();
+    prop_assert_eq!(
+        kernels::max_pool_2x2(kernel, &input, p, h, w).unwrap(),
+        expected
+    );
+    Ok(())
+}
+
+/// The tutorial network's four layers at their real shapes, with random parameters.
+fn real_shapes(kernel: KernelChoice) {
+    let Some(kernel) = available(kernel) else {
+        return;
+    };
+    for (i, (name, kind)) in burnq_quant::ARCHITECTURE.into_iter().enumerate() {
+        let params = Params::random(i as u64);
+        let layer = params.layer(kind);
+        let packed = PackedLayer::new(&layer).unwrap();
+        let n = 3 + i;
+        match kind {
+            LayerKind::Conv2d { in_channels, .. } => {
+                let side = if i == 0 { 28 } else { 12 };
+                let input = params.input(&layer, n * in_channels * side * side);
+                let expected = reference::conv2d(&layer, &input, n, side, side).unwrap();
+                let got = kernels::conv2d(kernel, &packed, &input, n, side, side).unwrap();
+                assert_eq!(got, expected, "{name}");
+            }
+            LayerKind::Linear { in_features, .. } => {
+                let input = params.input(&layer, n * in_features);
+                let expected = reference::linear(&layer, &input, n).unwrap();
+                let got = kernels::linear(kernel, &packed, &input, n).unwrap();
+                assert_eq!(got, expected, "{name}");
+            }
+        }
+    }
+}
+
+/// Lengths, kinds and codes are checked before any kernel runs.
+fn bad_arguments(kernel: KernelChoice) {
+    let Some(kernel) = available(kernel) else {
+        return;
+    };
+    let params = Params {
+        input_bits: 4,
+        ..Params::random(1)
+    };
+    let conv = params.layer(LayerKind::Conv2d {
+        in_channels: 2,
+        out_channels: 3,
+        kernel: 3,
+    });
+    let fc = params.layer(LayerKind::Linear {
+        in_features: 4,
+        out_features: 2,
+    });
+    let (conv, fc) = (
+        PackedLayer::new(&conv).unwrap(),
+        PackedLayer::new(&fc).unwrap(),
+    );
+    let shape =
+        |r: Result<Vec<i32>, QuantError>| matches!(r, Err(QuantError::ShapeMismatch { .. }));
+    let value = |r: Result<Vec<i32>, QuantError>| matches!(r, Err(QuantError::InvalidValue { .. }));
+    assert!(shape(kernels::conv2d(kernel, &conv, &[0; 49], 1, 5, 5)));
+    assert!(value(kernels::conv2d(kernel, &conv, &[0; 8], 1, 2, 2)));
+    assert!(value(kernels::conv2d(kernel, &fc, &[0; 50], 1, 5, 5)));
+    assert!(value(kernels::conv2d(kernel, &conv, &[16; 50], 1, 5, 5)));
+    assert!(shape(kernels::linear(kernel, &fc, &[0; 7], 2)));
+    assert!(value(kernels::linear(kernel, &conv, &[0; 18], 1)));
+    assert!(value(kernels::linear(kernel, &fc, &[0, 0, 16, 0], 1)));
+    assert!(matches!(
+        kernels::linear_requant(kernel, &fc, &[0; 3], 1),
+        Err(QuantError::ShapeMismatch { .. })
+    ));
+    assert!(matches!(
+        kernels::conv2d_requant_pool(kernel, &conv, &[0; 51], 1, 5, 5),
+        Err(QuantError::ShapeMismatch { .. })
+    ));
+    assert!(matches!(
+        kernels::requantize(kernel, &fc, &[0; 3], 1),
+        Err(QuantError::ShapeMismatch { .. })
+    ));
+    assert!(matches!(
+        kernels::requantize(kernel, &fc, &[0; 4], 0),
+        Err(QuantError::ShapeMismatch { .. })
+    ));
+    assert!(matches!(
+        kernels::max_pool_2x2(kernel, &[0; 15], 1, 4, 4),
+        Err(QuantError::ShapeMismatch { .. })
+    ));
+    assert!(
+        kernels::conv2d(kernel, &conv, &[], 0, 5, 5)
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        kernels::max_pool_2x2(kernel, &[7], 1, 1, 1)
+            .unwrap()
+            .is_empty()
+    );
+}
+
+macro_rules! kernel_tests {
+    ($($name:ident: $kernel:expr;)*) => {$(
+        mod $name {
+            use super::*;
+
+            const KERNEL: KernelChoice = $kernel;
+
+            #[test]
+            fn conv2d_matches_reference() {
+                check(KERNEL, conv_case(), conv2d);
+            }
+
+            #[test]
+            fn conv2d_requant_pool_matches_reference() {
+                check(KERNEL, conv_case(), conv2d_requant_pool);
+            }
+
+            #[test]
+            fn linear_matches_reference() {
+                check(KERNEL, linear_case(), linear);
+            }
+
+            #[test]
+            fn linear_requant_matches_reference() {
+                check(KERNEL, linear_case(), linear_requant);
+            }
+
+            #[test]
+            fn requantize_matches_reference() {
+                check(KERNEL, requant_case(), requantize);
+            }
+
+            #[test]
+            fn max_pool_matches_reference() {
+                check(KERNEL, pool_case(), max_pool);
+            }
+
+            #[test]
+            fn real_layer_shapes_match_reference() {
+                real_shapes(KERNEL);
+            }
+
+            #[test]
+            fn bad_arguments_are_errors() {
+                bad_arguments(KERNEL);
+            }
+        }
+    )*};
+}
+
+kernel_tests! {
+    generic: KernelChoice::Generic;
+    avx2: KernelChoice::Avx2;
+}
+
+#[test]
+fn packing_refuses_what_the_kernels_cannot_run_exactly() {
+    let params = Params::random(2);
+    let good = params.layer(LayerKind::Linear {
+        in_features: 3,
+        out_features: 2,
+    });
+    assert!(PackedLayer::new(&good).is_ok());
+    let edit = |f: fn(&mut QuantLayer)| {
+        let mut layer = good.clone();
+        f(&mut layer);
+        PackedLayer::new(&layer)
+    };
+    assert!(matches!(
+        edit(|l| l.bias[1] = i32::MAX),
+        Err(QuantError::AccumulatorOverflow { channel: 1, .. })
+    ));
+    assert!(matches!(
+        edit(|l| l.m0[0] = -1),
+        Err(QuantError::InvalidValue { .. })
+    ));
+    assert!(matches!(
+        edit(|l| l.shift[0] = -32),
+        Err(QuantError::InvalidValue { .. })
+    ));
+    assert!(matches!(
+        edit(|l| l.weight_zero_points[0] = 256),
+        Err(QuantError::InvalidValue { .. })
+    ));
+    assert!(matches!(
+        edit(|l| l.bias.pop().map_or((), drop)),
+        Err(QuantError::ShapeMismatch { .. })
+    ));
+    assert!(matches!(
+        edit(|l| {
+            l.kind = LayerKind::Linear {
+                in_features: 0,
+                out_features: 2,
+            };
+            l.weights.clear();
+        }),
+        Err(QuantError::InvalidValue { .. })
+    ));
+}
