@@ -1,7 +1,9 @@
 //! `cargo xtask`: burnq's command line. It orchestrates the library crates and writes
 //! reports; the math lives in `burnq-model`, `burnq-calib` and `burnq-quant`.
 
+mod bench;
 mod common;
+mod machine;
 mod plot;
 mod quantize;
 mod table;
@@ -24,11 +26,14 @@ enum Command {
     Train(train::TrainArgs),
     /// Calibrate the float model, convert it to integers, and compare float and integer accuracy.
     Quantize(quantize::QuantizeArgs),
+    /// Verify, then time every engine (Burn float, Burn Q8, integer reference and fast) on the test set.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Train(args) => train::run(args),
         Command::Quantize(args) => quantize::run(args),
+        Command::Bench(args) => bench::run(args),
     }
 }

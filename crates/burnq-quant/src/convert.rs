@@ -1,23 +1,76 @@
 //! Offline conversion of the float network into a [`QuantModel`]: all the floating-point math
 //! of the pipeline lives here, none at inference.
 //!
-//! Steps (Jacob et al. 2018, §2–3):
+//! Steps (Jacob et al. 2018, §2–3), with the [`ConvertOptions`] `weight_bits`, `act_bits` and
+//! `per_channel`:
 //! 1. Fold the input normalization `x = (p/255 − mean)/std` into conv1 (valid convolution, so
 //!    every output sees every kernel tap): `w' = w/std`, `b' = b − (mean/std)·Σ_k w[o,k]`.
 //!    The raw pixel bytes are then conv1's quantized input, scale 1/255, zero point 0, 8 bits
-//!    whatever `bits` is (the image is 8-bit data; only weights and computed activations use
-//!    `bits`).
-//! 2. Weights: per tensor, asymmetric, `bits` bits, from their `[min, max]` widened to contain 0.
-//! 3. Bias: `q_b = round(b / (S_in·S_w))` (half away from zero), zero point 0, saturated to `i32`.
-//! 4. Outputs: conv1 → conv2-input range, conv2 → fc1-input range, fc1 → fc2-input range (with
-//!    ReLU folded into the clamp, `act_min = Z_out`), fc2 → logit range (clamp `[0, qmax]`).
-//! 5. Requantization: `M = S_in·S_w/S_out` (`f64`), as `(m0, shift)` by [`quantize_multiplier`].
+//!    whatever the options (the image is 8-bit data).
+//! 2. Weights: asymmetric, `weight_bits` bits, from their `[min, max]` widened to contain 0:
+//!    one range for the whole tensor (per tensor), or one per output channel, from that
+//!    channel's own weights (`per_channel`).
+//! 3. Bias: `q_b[o] = round(b[o] / (S_in·S_w[o]))` (half away from zero), zero point 0,
+//!    saturated to `i32`.
+//! 4. Outputs, `act_bits` bits: conv1 → conv2-input range, conv2 → fc1-input range, fc1 →
+//!    fc2-input range (with ReLU folded into the clamp, `act_min = Z_out`), fc2 → logit range
+//!    (clamp `[0, qmax]`).
+//! 5. Requantization per output channel: `M[o] = S_in·S_w[o]/S_out` (`f64`), as
+//!    `(m0[o], shift[o])` by [`quantize_multiplier`].
 //! 6. Validation, including the worst-case accumulator bound.
 
 use crate::{
     ActivationRanges, FloatLayer, FloatNetwork, InputNormalization, LayerKind, QuantError,
-    QuantLayer, QuantModel, QuantParams, fixedpoint::quantize_multiplier, params::qmax,
+    QuantLayer, QuantModel, QuantParams, fixedpoint::quantize_multiplier, params::qmax, range,
 };
+
+/// How a network is quantized: bit widths and weight granularity. A [`QuantModel`] keeps the
+/// options it follows ([`QuantModel::options`]).
+///
+/// `From<u8>` gives the per-tensor scheme with one width for weights and activations
+/// ([`ConvertOptions::uniform`]), so `convert(…, 8)` still reads as before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConvertOptions {
+    /// Bit width of the weight codes, 2..=8: codes in `[0, 2^weight_bits − 1]`.
+    pub weight_bits: u8,
+    /// Bit width of the computed activations (the outputs of conv1, conv2, fc1 and the
+    /// logits), 2..=8. conv1's input stays the 8-bit pixels.
+    pub act_bits: u8,
+    /// One weight scale and zero point (hence one requantization multiplier) per output
+    /// channel, instead of one per layer.
+    pub per_channel: bool,
+}
+
+impl ConvertOptions {
+    /// Per-tensor weights, `bits` bits for weights and activations: the scheme of format
+    /// version 1.
+    pub const fn uniform(bits: u8) -> Self {
+        Self {
+            weight_bits: bits,
+            act_bits: bits,
+            per_channel: false,
+        }
+    }
+
+    /// Errors with [`QuantError::InvalidBits`] unless both widths are in `2..=8`.
+    pub fn check(&self) -> Result<(), QuantError> {
+        qmax(self.weight_bits)?;
+        qmax(self.act_bits)?;
+        Ok(())
+    }
+}
+
+impl From<u8> for ConvertOptions {
+    fn from(bits: u8) -> Self {
+        Self::uniform(bits)
+    }
+}
+
+impl From<&ConvertOptions> for ConvertOptions {
+    fn from(options: &ConvertOptions) -> Self {
+        *options
+    }
+}
 
 /// Folds `norm` into a convolution that was trained on normalized input, so that it takes
 /// `p/255` directly: `w' = w/std`, `b' = b − (mean/std)·Σ_k w[o,k]` (sums in `f64`).
@@ -67,73 +120,93 @@ pub fn quantize_bias(bias: f32, bias_scale: f64) -> i32 {
         .clamp(f64::from(i32::MIN), f64::from(i32::MAX)) as i32
 }
 
-/// Quantizes `network` with `bits`-bit weights and activations (see the module docs for the
-/// steps). Errors on invalid bits, normalization or ranges, and on a layer whose accumulator
-/// could overflow `i32` ([`QuantError::AccumulatorOverflow`]).
+/// Quantizes `network` as `options` say (see the module docs for the steps); `options` is a
+/// [`ConvertOptions`] (or a reference to one), or a bit width `u8` for
+/// [`ConvertOptions::uniform`]. Errors on invalid bits, normalization or ranges, and on a layer
+/// whose accumulator could overflow `i32` ([`QuantError::AccumulatorOverflow`]).
 pub fn convert(
     network: &FloatNetwork,
     ranges: &ActivationRanges,
     norm: InputNormalization,
-    bits: u8,
+    options: impl Into<ConvertOptions>,
 ) -> Result<QuantModel, QuantError> {
-    qmax(bits)?;
+    let options = options.into();
+    options.check()?;
     let [conv1, conv2, fc1, fc2] = network.layers();
     let folded = fold_input_normalization(conv1, norm)?;
-    let params = |(min, max)| QuantParams::from_range(min, max, bits);
+    let params = |(min, max)| QuantParams::from_range(min, max, options.act_bits);
     let conv2_in = params(ranges.conv2_input)?;
     let fc1_in = params(ranges.fc1_input)?;
     let fc2_in = params(ranges.fc2_input)?;
     let logits = params(ranges.logits)?;
+    let layer = |name, float, input, output, relu| {
+        quantize_layer(name, float, (input, output), relu, &options)
+    };
     let layers = [
-        quantize_layer(
-            "conv1",
-            &folded,
-            QuantParams::RAW_PIXELS,
-            conv2_in,
-            true,
-            bits,
-        )?,
-        quantize_layer("conv2", conv2, conv2_in, fc1_in, true, bits)?,
-        quantize_layer("fc1", fc1, fc1_in, fc2_in, true, bits)?,
-        quantize_layer("fc2", fc2, fc2_in, logits, false, bits)?,
+        layer("conv1", &folded, QuantParams::RAW_PIXELS, conv2_in, true)?,
+        layer("conv2", conv2, conv2_in, fc1_in, true)?,
+        layer("fc1", fc1, fc1_in, fc2_in, true)?,
+        layer("fc2", fc2, fc2_in, logits, false)?,
     ];
-    QuantModel::new(bits, layers, Some(norm))
+    QuantModel::new(options, layers, Some(norm))
 }
 
-/// One layer: per-tensor weights, bias at scale `S_in·S_w`, `(m0, shift)` for
-/// `M = S_in·S_w/S_out`, clamp `[Z_out or 0, qmax]`.
+/// One layer: weights per tensor or per channel, bias at scale `S_in·S_w[o]`,
+/// `(m0[o], shift[o])` for `M[o] = S_in·S_w[o]/S_out`, clamp `[Z_out or 0, qmax]`.
 fn quantize_layer(
     name: &str,
     float: &FloatLayer,
-    input: QuantParams,
-    output: QuantParams,
+    (input, output): (QuantParams, QuantParams),
     relu: bool,
-    bits: u8,
+    options: &ConvertOptions,
 ) -> Result<QuantLayer, QuantError> {
     float.check(name)?;
-    let (min, max) = float
-        .weights
-        .iter()
-        .fold((0.0f32, 0.0f32), |(lo, hi), &w| (lo.min(w), hi.max(w)));
-    let wp = QuantParams::from_range(min, max, bits)?;
-    let bias_scale = f64::from(input.scale()) * f64::from(wp.scale());
-    let (m0, shift) = quantize_multiplier(bias_scale / f64::from(output.scale()))?;
     let out = float.kind.out_channels();
+    let fan_in = float.kind.fan_in().max(1);
+    let weight_params = |values: &[f32]| {
+        let (min, max) = range::min_max(values);
+        QuantParams::from_range(min, max, options.weight_bits)
+    };
+    let per_channel: Vec<QuantParams> = if options.per_channel {
+        float
+            .weights
+            .chunks(fan_in)
+            .map(weight_params)
+            .collect::<Result<_, _>>()?
+    } else {
+        vec![weight_params(&float.weights)?; out]
+    };
+    let bias_scales: Vec<f64> = per_channel
+        .iter()
+        .map(|wp| f64::from(input.scale()) * f64::from(wp.scale()))
+        .collect();
+    let (m0, shift) = bias_scales
+        .iter()
+        .map(|&s| quantize_multiplier(s / f64::from(output.scale())))
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .unzip();
     Ok(QuantLayer {
         name: name.to_owned(),
         kind: float.kind,
-        weights: float.weights.iter().map(|&w| wp.quantize(w)).collect(),
-        weight_zero_points: vec![wp.zero_point(); out],
-        weight_scales: vec![wp.scale(); out],
+        weights: float
+            .weights
+            .chunks(fan_in)
+            .zip(&per_channel)
+            .flat_map(|(row, wp)| row.iter().map(|&w| wp.quantize(w)))
+            .collect(),
+        weight_zero_points: per_channel.iter().map(QuantParams::zero_point).collect(),
+        weight_scales: per_channel.iter().map(QuantParams::scale).collect(),
         bias: float
             .bias
             .iter()
-            .map(|&b| quantize_bias(b, bias_scale))
+            .zip(&bias_scales)
+            .map(|(&b, &s)| quantize_bias(b, s))
             .collect(),
         input,
         output,
-        m0: vec![m0; out],
-        shift: vec![shift; out],
+        m0,
+        shift,
         act_min: if relu { output.zero_point() as u8 } else { 0 },
         act_max: output.qmax() as u8,
     })

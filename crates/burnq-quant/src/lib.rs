@@ -37,6 +37,7 @@
 //! | [`reference::argmax`] | lowest index on ties | `[3, 7, 7] → 1` |
 
 pub mod convert;
+mod cost;
 mod engine;
 mod error;
 pub mod fixedpoint;
@@ -52,6 +53,7 @@ mod requant;
 mod test_support;
 
 pub use convert::convert;
+pub use cost::macs_per_image;
 pub use engine::{Engine, Workspace};
 pub use error::QuantError;
 pub use fixedpoint::{
