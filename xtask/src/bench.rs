@@ -47,6 +47,9 @@ pub struct BenchArgs {
 /// The predictions (and, for integer engines, fc2 accumulators) of one call.
 type RunOutput = (Vec<u8>, Option<Vec<i32>>);
 
+/// A function from `n × 784` raw pixels to [`RunOutput`].
+type RunFn<'a> = Box<dyn FnMut(&[u8]) -> anyhow::Result<RunOutput> + 'a>;
+
 /// One engine under test.
 struct Candidate<'a> {
     name: String,
@@ -55,7 +58,7 @@ struct Candidate<'a> {
     chunk: usize,
     /// A slow engine is timed on fewer images and calls.
     slow: bool,
-    run: Box<dyn FnMut(&[u8]) -> anyhow::Result<RunOutput> + 'a>,
+    run: RunFn<'a>,
 }
 
 /// One row of the report.
@@ -129,11 +132,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
         match choice.device() {
             Ok(device) => extra_float.push((choice, Predictor::new(&flex, device, norm))),
-            Err(e) => notes.push(
-                format!("{} row skipped: {e}", choice.name())
-                    .replace(" --backend ndarray", "")
-                    .replace(" --backend wgpu", ""),
-            ),
+            Err(_) => notes.push(format!(
+                "{0} row skipped: not compiled in (run `cargo run -p xtask --features {0} -- bench`)",
+                choice.name()
+            )),
         }
     }
     let mut candidates = vec![float_candidate("Burn f32 (flex)", &flex_predictor)];

@@ -301,29 +301,122 @@ mod tests {
         assert_eq!(quantize_bias(f32::MAX, 1e-300), i32::MAX);
     }
 
+    /// Every combination the tests below convert with.
+    const OPTIONS: [ConvertOptions; 5] = [
+        ConvertOptions::uniform(8),
+        ConvertOptions::uniform(2),
+        ConvertOptions {
+            weight_bits: 4,
+            act_bits: 8,
+            per_channel: true,
+        },
+        ConvertOptions {
+            weight_bits: 8,
+            act_bits: 3,
+            per_channel: false,
+        },
+        ConvertOptions {
+            weight_bits: 2,
+            act_bits: 6,
+            per_channel: true,
+        },
+    ];
+
     #[test]
     fn converted_model_is_consistent() {
-        for bits in [2, 4, 8] {
-            let net = pattern_network();
-            let model = convert(&net, &pattern_ranges(), InputNormalization::MNIST, bits).unwrap();
-            assert_eq!(model.bits(), bits);
+        let net = pattern_network();
+        for options in OPTIONS {
+            let model =
+                convert(&net, &pattern_ranges(), InputNormalization::MNIST, options).unwrap();
+            assert_eq!(model.options(), options);
+            assert_eq!(
+                (model.weight_bits(), model.act_bits()),
+                (options.weight_bits, options.act_bits)
+            );
             assert_eq!(model.input_params(), QuantParams::RAW_PIXELS);
             assert_eq!(model.input_normalization(), Some(InputNormalization::MNIST));
+            let (w_qmax, a_qmax) = (
+                qmax(options.weight_bits).unwrap(),
+                qmax(options.act_bits).unwrap(),
+            );
             let [conv1, conv2, fc1, fc2] = model.layers();
-            let qmax = (1 << bits) - 1;
             for layer in [conv1, conv2, fc1] {
                 assert_eq!(i32::from(layer.act_min), layer.output.zero_point());
-                assert_eq!(i32::from(layer.act_max), qmax);
+                assert_eq!(i32::from(layer.act_max), a_qmax);
             }
-            assert_eq!((fc2.act_min, i32::from(fc2.act_max)), (0, qmax));
-            // Every non-folded weight is within half a step of its float value.
+            assert_eq!((fc2.act_min, i32::from(fc2.act_max)), (0, a_qmax));
             for (float, quant) in net.layers()[1..].iter().zip(&model.layers()[1..]) {
+                assert_eq!(quant.output.bits(), options.act_bits);
+                assert!(quant.weights.iter().all(|&w| i32::from(w) <= w_qmax));
+                assert_eq!(
+                    quant.is_per_tensor(),
+                    !options.per_channel,
+                    "{}",
+                    quant.name
+                );
+                // Every non-folded weight is within half a step of its float value.
                 let deq = quant.dequantize_weights().unwrap();
-                let half_step = quant.weight_scales[0] / 2.0 * (1.0 + 1e-5);
-                for (w, d) in float.weights.iter().zip(&deq) {
+                let fan_in = quant.kind.fan_in();
+                for (i, (w, d)) in float.weights.iter().zip(&deq).enumerate() {
+                    let half_step = quant.weight_scales[i / fan_in] / 2.0 * (1.0 + 1e-5);
                     assert!((w - d).abs() <= half_step, "{}: {w} vs {d}", quant.name);
                 }
             }
+        }
+    }
+
+    #[test]
+    fn per_channel_params_follow_each_channel() {
+        let net = pattern_network();
+        let options = ConvertOptions {
+            weight_bits: 4,
+            act_bits: 8,
+            per_channel: true,
+        };
+        let model = convert(&net, &pattern_ranges(), InputNormalization::MNIST, options).unwrap();
+        let per_tensor = convert(&net, &pattern_ranges(), InputNormalization::MNIST, 4).unwrap();
+        let fc1 = &model.layers()[2];
+        let float = &net.layers()[2];
+        let fan_in = fc1.kind.fan_in();
+        for o in 0..fc1.kind.out_channels() {
+            let row = &float.weights[o * fan_in..(o + 1) * fan_in];
+            let (min, max) = range::min_max(row);
+            let wp = QuantParams::from_range(min, max, 4).unwrap();
+            assert_eq!(fc1.weight_scales[o], wp.scale());
+            assert_eq!(fc1.weight_zero_points[o], wp.zero_point());
+            let bias_scale = f64::from(fc1.input.scale()) * f64::from(wp.scale());
+            assert_eq!(fc1.bias[o], quantize_bias(float.bias[o], bias_scale));
+            let m = bias_scale / f64::from(fc1.output.scale());
+            assert_eq!((fc1.m0[o], fc1.shift[o]), quantize_multiplier(m).unwrap());
+        }
+        // Channels differ, and each channel's own range never quantizes worse than the
+        // layer's: the total squared weight error drops.
+        assert!(fc1.weight_scales.iter().any(|&s| s != fc1.weight_scales[0]));
+        let error = |quant: &QuantLayer| -> f64 {
+            let deq = quant.dequantize_weights().unwrap();
+            float
+                .weights
+                .iter()
+                .zip(&deq)
+                .map(|(&w, &d)| f64::from(w - d).powi(2))
+                .sum()
+        };
+        assert!(error(fc1) < error(&per_tensor.layers()[2]));
+    }
+
+    #[test]
+    fn options_convert_from_bits() {
+        assert_eq!(ConvertOptions::from(5), ConvertOptions::uniform(5));
+        let options = ConvertOptions::uniform(5);
+        assert_eq!(ConvertOptions::from(&options), options);
+        assert!(options.check().is_ok());
+        for (weight_bits, act_bits) in [(1, 8), (8, 9), (0, 0)] {
+            let bad = ConvertOptions {
+                weight_bits,
+                act_bits,
+                per_channel: false,
+            };
+            assert!(matches!(bad.check(), Err(QuantError::InvalidBits { .. })));
         }
     }
 
@@ -353,6 +446,14 @@ mod tests {
         assert!(matches!(
             convert(&net, &pattern_ranges(), norm, 1),
             Err(QuantError::InvalidBits { bits: 1 })
+        ));
+        let wide_weights = ConvertOptions {
+            weight_bits: 9,
+            ..ConvertOptions::uniform(8)
+        };
+        assert!(matches!(
+            convert(&net, &pattern_ranges(), norm, wide_weights),
+            Err(QuantError::InvalidBits { bits: 9 })
         ));
         let mut ranges = pattern_ranges();
         ranges.fc1_input = (0.0, f32::NAN);
