@@ -4,7 +4,9 @@
 mod bench;
 mod common;
 mod machine;
+mod pipeline;
 mod plot;
+mod qat;
 mod quantize;
 mod table;
 mod train;
@@ -26,6 +28,8 @@ enum Command {
     Train(train::TrainArgs),
     /// Calibrate the float model, convert it to integers, and compare float and integer accuracy.
     Quantize(quantize::QuantizeArgs),
+    /// Quantization-aware fine-tuning of the float model, exported to the integer engine.
+    Qat(qat::QatArgs),
     /// Verify, then time every engine (Burn float, Burn Q8, integer reference and fast) on the test set.
     Bench(bench::BenchArgs),
 }
@@ -35,5 +39,6 @@ fn main() -> anyhow::Result<()> {
         Command::Train(args) => train::run(args),
         Command::Quantize(args) => quantize::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Qat(args) => qat::run(args),
     }
 }

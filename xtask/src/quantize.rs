@@ -5,18 +5,17 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use burnq_calib::{Calibration, CalibrationMethod, CalibrationSettings, calibrate};
-use burnq_data::{IMAGE_PIXELS, ImageSet, Split};
+use burnq_data::{ImageSet, Split};
 use burnq_model::checkpoint::{load_model, write_json_atomic};
 use burnq_model::data::ImageBatcher;
 use burnq_model::eval::{evaluate, logits};
 use burnq_model::simulated::simulated_predictions;
-use burnq_model::{BackendChoice, Net, NetConfig};
-use burnq_quant::{
-    ARCHITECTURE, ActivationRanges, FloatLayer, FloatNetwork, InputNormalization, QuantModel,
-};
+use burnq_model::{BackendChoice, NetConfig};
+use burnq_quant::{ActivationRanges, InputNormalization};
 use serde::Serialize;
 
-use crate::common::{DataArgs, dataset_dir, display_path, progress_bar};
+use crate::common::{DataArgs, dataset_dir, display_path};
+use crate::pipeline::{agreement, classes, float_network, run_integer};
 use crate::table::markdown;
 
 /// Flags of `cargo xtask quantize`.
@@ -146,7 +145,8 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
             args.bits,
         )
         .context("converting the float model to integers")?;
-        let (pred, logits_u8) = integer_predictions(&quant, &test_set)?;
+        let out = run_integer(&quant, &test_set)?;
+        let (pred, logits_u8) = (classes(&out), out.logits_u8);
         results.push(engine_result(
             format!("integer {}-bit, {}", args.bits, method.name()),
             &pred,
@@ -189,28 +189,6 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The float model's four layers as plain arrays for the integer converter.
-fn float_network(model: &Net) -> anyhow::Result<FloatNetwork> {
-    let layers = model.export_weights();
-    let mut float_layers = Vec::new();
-    for (layer, (name, kind)) in layers.into_iter().zip(ARCHITECTURE) {
-        anyhow::ensure!(
-            layer.name == name,
-            "layer order: got {} where {name} was expected",
-            layer.name
-        );
-        float_layers.push(FloatLayer {
-            kind,
-            weights: layer.weight,
-            bias: layer.bias,
-        });
-    }
-    let layers: [FloatLayer; 4] = float_layers
-        .try_into()
-        .map_err(|_| anyhow::anyhow!("expected 4 layers"))?;
-    Ok(FloatNetwork::new(layers)?)
-}
-
 /// Calibrated `(min, max)` of the inputs of conv1, conv2, fc1, fc2 and of the logits.
 fn tap_ranges(cal: &Calibration, method: CalibrationMethod) -> [(f32, f32); 5] {
     let mut out = [(0.0, 0.0); 5];
@@ -230,63 +208,11 @@ fn activation_ranges(r: [(f32, f32); 5]) -> ActivationRanges {
 }
 
 fn engine_result(engine: String, pred: &[u8], set: &ImageSet, float_pred: &[u8]) -> EngineResult {
-    let frac = |other: &[u8]| {
-        pred.iter().zip(other).filter(|(a, b)| a == b).count() as f64 / set.len().max(1) as f64
-    };
     EngineResult {
         engine,
-        accuracy: frac(&set.labels),
-        agreement_with_float: frac(float_pred),
+        accuracy: agreement(pred, &set.labels),
+        agreement_with_float: agreement(pred, float_pred),
     }
-}
-
-/// Predictions and u8 logits of the integer reference engine, on all cores.
-fn integer_predictions(model: &QuantModel, set: &ImageSet) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let chunk_images = 250;
-    let chunks: Vec<&[u8]> = set.pixels.chunks(chunk_images * IMAGE_PIXELS).collect();
-    let bar = progress_bar(
-        chunks.len() as u64,
-        "integer engine [{bar:30}] {pos}/{len} chunks",
-    );
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let results: Vec<std::sync::Mutex<Option<burnq_quant::Output>>> =
-        chunks.iter().map(|_| Default::default()).collect();
-    std::thread::scope(|s| -> anyhow::Result<()> {
-        let workers: Vec<_> = (0..threads)
-            .map(|_| {
-                s.spawn(|| -> anyhow::Result<()> {
-                    loop {
-                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(chunk) = chunks.get(i) else {
-                            return Ok(());
-                        };
-                        let out = model.forward_reference(chunk, chunk.len() / IMAGE_PIXELS)?;
-                        *results[i].lock().expect("no poisoned lock") = Some(out);
-                        bar.inc(1);
-                    }
-                })
-            })
-            .collect();
-        for w in workers {
-            w.join().expect("worker thread panicked")?;
-        }
-        Ok(())
-    })?;
-    bar.finish_and_clear();
-    let (mut pred, mut logits) = (
-        Vec::with_capacity(set.len()),
-        Vec::with_capacity(set.len() * 10),
-    );
-    for r in results {
-        let out = r
-            .into_inner()
-            .expect("no poisoned lock")
-            .expect("every chunk ran");
-        pred.extend(out.predictions.iter().map(|&p| p as u8));
-        logits.extend(out.logits_u8);
-    }
-    Ok((pred, logits))
 }
 
 fn file_size(path: &Path) -> anyhow::Result<u64> {

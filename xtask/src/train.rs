@@ -97,36 +97,8 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         args.epochs
     );
 
-    let bar = progress_bar(0, "epoch {prefix} [{bar:30}] {pos}/{len} {msg}");
-    let mut on_event = |event: TrainEvent| match event {
-        TrainEvent::EpochStart { epoch, batches } => {
-            bar.reset();
-            bar.set_length(batches as u64);
-            bar.set_prefix(format!("{epoch}/{}", args.epochs));
-        }
-        TrainEvent::Batch {
-            loss,
-            images_per_second,
-            ..
-        } => {
-            bar.inc(1);
-            bar.set_message(format!("loss {loss:.4}  {images_per_second:.0} img/s"));
-        }
-        TrainEvent::EpochEnd(r) => println_above(
-            &bar,
-            format!(
-                "epoch {}: train loss {:.4}, test loss {:.4}, test accuracy {}/{} ({:.2}%), {:.1} s, {:.0} img/s",
-                r.epoch,
-                r.train_loss,
-                r.test.loss,
-                (r.test.accuracy * r.test.images as f64).round(),
-                r.test.images,
-                100.0 * r.test.accuracy,
-                r.train_seconds,
-                r.train_images_per_second
-            ),
-        ),
-    };
+    let progress = TrainProgress::new(args.epochs);
+    let mut on_event = |event| progress.on_event(event);
     let mut on_epoch = |model: &burnq_model::Net, _: &EpochRecord| save_model(model, &model_path);
     let start = Instant::now();
     let n_train = train_set.len();
@@ -138,7 +110,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         &mut on_event,
         &mut on_epoch,
     )?;
-    bar.finish_and_clear();
+    progress.finish();
     let last = history.last().context("no epoch was run (--epochs 0?)")?;
     let report = TrainReport {
         dataset: args.data.dataset.dir_name().into(),
@@ -164,12 +136,63 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Prints a line above the progress bar, or plainly when the bar is hidden (no terminal).
-fn println_above(bar: &indicatif::ProgressBar, line: String) {
-    if bar.is_hidden() {
-        eprintln!("{line}");
-    } else {
-        bar.println(line);
+/// A progress bar over the batches of each epoch, and one line per finished epoch.
+pub struct TrainProgress {
+    bar: indicatif::ProgressBar,
+    epochs: usize,
+}
+
+impl TrainProgress {
+    /// A progress display for `epochs` epochs.
+    pub fn new(epochs: usize) -> Self {
+        Self {
+            bar: progress_bar(0, "epoch {prefix} [{bar:30}] {pos}/{len} {msg}"),
+            epochs,
+        }
+    }
+
+    /// Shows one training event.
+    pub fn on_event(&self, event: TrainEvent) {
+        let bar = &self.bar;
+        match event {
+            TrainEvent::EpochStart { epoch, batches } => {
+                bar.reset();
+                bar.set_length(batches as u64);
+                bar.set_prefix(format!("{epoch}/{}", self.epochs));
+            }
+            TrainEvent::Batch {
+                loss,
+                images_per_second,
+                ..
+            } => {
+                bar.inc(1);
+                bar.set_message(format!("loss {loss:.4}  {images_per_second:.0} img/s"));
+            }
+            TrainEvent::EpochEnd(r) => {
+                let line = format!(
+                    "epoch {}: train loss {:.4}, test loss {:.4}, test accuracy {}/{} ({:.2}%), {:.1} s, {:.0} img/s",
+                    r.epoch,
+                    r.train_loss,
+                    r.test.loss,
+                    (r.test.accuracy * r.test.images as f64).round(),
+                    r.test.images,
+                    100.0 * r.test.accuracy,
+                    r.train_seconds,
+                    r.train_images_per_second
+                );
+                // A hidden bar (no terminal) would swallow the line: print it plainly then.
+                if bar.is_hidden() {
+                    eprintln!("{line}");
+                } else {
+                    bar.println(line);
+                }
+            }
+        }
+    }
+
+    /// Removes the bar.
+    pub fn finish(&self) {
+        self.bar.finish_and_clear();
     }
 }
 

@@ -23,6 +23,10 @@ use burn::tensor::activation::{log_softmax, relu};
 use serde::{Deserialize, Serialize};
 
 use crate::Net;
+use burnq_data::ImageSet;
+
+use crate::data::ImageBatcher;
+use crate::eval::{EvalResult, evaluate_with};
 use crate::simulated::fake_quantize;
 use crate::training::ForwardMode;
 
@@ -102,6 +106,25 @@ impl QatForward {
     /// The settings.
     pub fn settings(&self) -> QatSettings {
         self.settings
+    }
+
+    /// Loss, accuracy and per-image predictions of the fake-quantized network on `set`
+    /// (ranges frozen).
+    pub fn evaluate(
+        &self,
+        model: &Net,
+        set: &ImageSet,
+        batch_size: usize,
+        device: &Device,
+    ) -> (EvalResult, Vec<u8>) {
+        let batcher = ImageBatcher::new(set.kind.normalization());
+        evaluate_with(
+            &|x| self.eval_forward(model, x),
+            set,
+            &batcher,
+            batch_size,
+            device,
+        )
     }
 
     fn forward(&mut self, model: &Net, images: Tensor<4>, observe: bool) -> Tensor<2> {

@@ -2,7 +2,7 @@
 //! scales, `i32` bias, input and output parameters and the per-channel requantization, plus
 //! its validation and the worst-case accumulator bound that rules out `i32` overflow.
 
-use crate::{QuantError, QuantParams, Requant, params::qmax};
+use crate::{ConvertOptions, QuantError, QuantParams, Requant, params::qmax};
 
 /// Geometry of a layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,7 +69,7 @@ impl LayerKind {
 ///
 /// The integer fields define the arithmetic; the scales are kept to dequantize and to check
 /// that `(m0, shift)` matches `M = S_in·S_w/S_out`. Per-tensor weight quantization is the case
-/// where all per-channel entries are equal. Fields are public: [`QuantLayer::validate`] (run by
+/// where all per-channel entries are equal ([`QuantLayer::is_per_tensor`]). Fields are public: [`QuantLayer::validate`] (run by
 /// [`crate::QuantModel::new`]) checks them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QuantLayer {
@@ -131,33 +131,40 @@ impl QuantLayer {
         Ok(())
     }
 
-    /// Full validation for a model of `bits`-bit weights and outputs: shapes, weight codes
-    /// `≤ 2^bits − 1`, weight zero points in `[0, 2^bits − 1]`, weight scales finite and > 0,
-    /// output bit width, `m0` in `[2^30, 2^31)` (or `m0 = shift = 0`), `shift` in `[−31, 30]`,
-    /// `(m0, shift)` within `10^−6` (relative) of `S_in·S_w/S_out`,
-    /// `act_min ≤ act_max ≤ 2^bits − 1`, and the accumulator bound
+    /// Full validation for a model quantized as `options` says: shapes, weight codes
+    /// `≤ 2^weight_bits − 1`, weight zero points in `[0, 2^weight_bits − 1]`, weight scales
+    /// finite and > 0, output parameters of `act_bits` bits, `m0` in `[2^30, 2^31)` (or
+    /// `m0 = shift = 0`), `shift` in `[−31, 30]`, `(m0[o], shift[o])` within `10^−6`
+    /// (relative) of `S_in·S_w[o]/S_out`, `act_min ≤ act_max ≤ 2^act_bits − 1`, without
+    /// `per_channel` one weight scale, zero point and multiplier for every channel
+    /// ([`QuantLayer::is_per_tensor`]), and the accumulator bound
     /// ([`QuantLayer::check_accumulator_bound`]). The input may have any valid bit width.
-    pub fn validate(&self, bits: u8) -> Result<(), QuantError> {
-        let qmax = qmax(bits)?;
+    pub fn validate(&self, options: ConvertOptions) -> Result<(), QuantError> {
+        let w_qmax = qmax(options.weight_bits)?;
+        let a_qmax = qmax(options.act_bits)?;
         self.check_shapes()?;
         let invalid = |what: &str, reason: String| QuantError::InvalidValue {
             what: format!("{} {what}", self.name),
             reason,
         };
-        if self.output.bits() != bits {
+        if self.output.bits() != options.act_bits {
             return Err(invalid(
                 "output parameters",
-                format!("{} bits, model has {bits}", self.output.bits()),
+                format!(
+                    "{} bits, the model's activations have {}",
+                    self.output.bits(),
+                    options.act_bits
+                ),
             ));
         }
-        if let Some(&w) = self.weights.iter().find(|&&w| i32::from(w) > qmax) {
-            return Err(invalid("weights", format!("code {w} exceeds {qmax}")));
+        if let Some(&w) = self.weights.iter().find(|&&w| i32::from(w) > w_qmax) {
+            return Err(invalid("weights", format!("code {w} exceeds {w_qmax}")));
         }
         for (o, &z) in self.weight_zero_points.iter().enumerate() {
-            if !(0..=qmax).contains(&z) {
+            if !(0..=w_qmax).contains(&z) {
                 return Err(invalid(
                     "weight zero points",
-                    format!("channel {o}: {z} outside [0, {qmax}]"),
+                    format!("channel {o}: {z} outside [0, {w_qmax}]"),
                 ));
             }
         }
@@ -169,20 +176,38 @@ impl QuantLayer {
                 ));
             }
         }
+        if !options.per_channel && !self.is_per_tensor() {
+            return Err(invalid(
+                "weight parameters",
+                "channels differ in scale, zero point or multiplier, but the model is per tensor"
+                    .into(),
+            ));
+        }
         for (o, r) in self.requants().enumerate() {
             self.check_multiplier(o, r.m0, r.shift)
                 .map_err(|reason| invalid("requantization", format!("channel {o}: {reason}")))?;
         }
-        if self.act_min > self.act_max || i32::from(self.act_max) > qmax {
+        if self.act_min > self.act_max || i32::from(self.act_max) > a_qmax {
             return Err(invalid(
                 "clamp",
                 format!(
-                    "[{}, {}] not within [0, {qmax}]",
+                    "[{}, {}] not within [0, {a_qmax}]",
                     self.act_min, self.act_max
                 ),
             ));
         }
         self.check_accumulator_bound()
+    }
+
+    /// Whether every output channel has the same weight scale, weight zero point, `m0` and
+    /// `shift`: per-tensor weight quantization.
+    pub fn is_per_tensor(&self) -> bool {
+        per_tensor(
+            &self.weight_scales,
+            &self.weight_zero_points,
+            &self.m0,
+            &self.shift,
+        )
     }
 
     fn check_multiplier(&self, o: usize, m0: i32, shift: i32) -> Result<(), String> {
@@ -275,6 +300,15 @@ impl QuantLayer {
     }
 }
 
+/// Whether the per-channel arrays of a layer each hold one repeated value
+/// ([`QuantLayer::is_per_tensor`]).
+pub(crate) fn per_tensor(scales: &[f32], zero_points: &[i32], m0: &[i32], shift: &[i32]) -> bool {
+    fn uniform<T: PartialEq>(v: &[T]) -> bool {
+        v.windows(2).all(|w| w[0] == w[1])
+    }
+    uniform(scales) && uniform(zero_points) && uniform(m0) && uniform(shift)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -316,14 +350,14 @@ mod tests {
             layer.worst_case_accumulators().unwrap(),
             vec![100 + 245 * 7]
         );
-        assert!(layer.validate(8).is_ok());
+        assert!(layer.validate(ConvertOptions::uniform(8)).is_ok());
     }
 
     #[test]
     fn huge_layer_is_refused() {
         // 40000 · 255 · 255 = 2_601_000_000 > i32::MAX.
         let layer = unit_layer(linear(40_000), vec![255; 40_000], 0, vec![0], 0);
-        match layer.validate(8) {
+        match layer.validate(ConvertOptions::uniform(8)) {
             Err(QuantError::AccumulatorOverflow {
                 channel, magnitude, ..
             }) => assert_eq!((channel, magnitude), (0, 2_601_000_000)),
@@ -340,55 +374,84 @@ mod tests {
         ));
     }
 
+    /// `weight_bits`-bit weights, `act_bits`-bit activations, per tensor.
+    fn bits(weight_bits: u8, act_bits: u8) -> ConvertOptions {
+        ConvertOptions {
+            weight_bits,
+            act_bits,
+            per_channel: false,
+        }
+    }
+
     #[test]
     fn validate_rejects_each_bad_field() {
         let good = unit_layer(linear(2), vec![1, 2], 1, vec![0], 0);
-        assert!(good.validate(8).is_ok());
-        let check = |edit: fn(&mut QuantLayer), bits: u8, needle: &str| {
+        let eight = ConvertOptions::uniform(8);
+        assert!(good.validate(eight).is_ok());
+        let check = |edit: fn(&mut QuantLayer), options: ConvertOptions, needle: &str| {
             let mut layer = good.clone();
             edit(&mut layer);
-            let err = layer.validate(bits).unwrap_err();
+            let err = layer.validate(options).unwrap_err();
             assert!(reason_mentions(err, needle), "{needle}");
         };
         let four_bit = QuantParams::new(1.0, 0, 4).unwrap();
         check(
             |l| l.output = QuantParams::new(1.0, 0, 4).unwrap(),
-            8,
+            eight,
             "output parameters",
         );
+        // Weights of 2 bits: code 3 at most; the 8-bit outputs are fine.
+        check(|l| l.weights[0] = 4, bits(2, 8), "weights");
         check(
-            |l| {
-                l.output = QuantParams::new(1.0, 0, 4).unwrap();
-                l.act_max = 15;
-                l.weights[0] = 16;
-            },
-            4,
-            "weights",
+            |l| l.weight_zero_points[0] = 4,
+            bits(2, 8),
+            "weight zero points",
         );
-        check(|l| l.weight_zero_points[0] = 256, 8, "weight zero points");
-        check(|l| l.weight_zero_points[0] = -1, 8, "weight zero points");
-        check(|l| l.weight_scales[0] = 0.0, 8, "weight scales");
-        check(|l| l.weight_scales[0] = f32::INFINITY, 8, "weight scales");
-        check(|l| l.m0[0] = 5, 8, "requantization");
-        check(|l| l.shift[0] = 2, 8, "requantization");
-        check(|l| l.m0[0] = (1 << 30) + 4096, 8, "requantization");
+        check(
+            |l| l.weight_zero_points[0] = 256,
+            eight,
+            "weight zero points",
+        );
+        check(
+            |l| l.weight_zero_points[0] = -1,
+            eight,
+            "weight zero points",
+        );
+        check(|l| l.weight_scales[0] = 0.0, eight, "weight scales");
+        check(
+            |l| l.weight_scales[0] = f32::INFINITY,
+            eight,
+            "weight scales",
+        );
+        check(|l| l.m0[0] = 5, eight, "requantization");
+        check(|l| l.shift[0] = 2, eight, "requantization");
+        check(|l| l.m0[0] = (1 << 30) + 4096, eight, "requantization");
         check(
             |l| {
                 l.act_min = 5;
                 l.act_max = 4;
             },
-            8,
+            eight,
             "clamp",
         );
+        // Weights of 8 bits with 4-bit activations: the clamp must fit 4 bits.
         let mut layer = good.clone();
         layer.output = four_bit;
-        assert!(reason_mentions(layer.validate(4).unwrap_err(), "clamp"));
+        layer.weights[0] = 200;
+        assert!(reason_mentions(
+            layer.validate(bits(8, 4)).unwrap_err(),
+            "clamp"
+        ));
         layer.act_max = 15;
-        assert!(layer.validate(4).is_ok());
+        assert!(layer.validate(bits(8, 4)).is_ok());
+        assert!(reason_mentions(
+            layer.validate(bits(4, 4)).unwrap_err(),
+            "weights"
+        ));
         let mut layer = good.clone();
         layer.shift.push(1);
         assert!(matches!(
-            layer.validate(8),
+            layer.validate(eight),
             Err(QuantError::ShapeMismatch {
                 expected: 1,
                 found: 2,
@@ -396,9 +459,49 @@ mod tests {
             })
         ));
         assert!(matches!(
-            good.validate(9),
+            good.validate(bits(9, 8)),
             Err(QuantError::InvalidBits { bits: 9 })
         ));
+        assert!(matches!(
+            good.validate(bits(8, 1)),
+            Err(QuantError::InvalidBits { bits: 1 })
+        ));
+    }
+
+    #[test]
+    fn per_tensor_models_need_uniform_channels() {
+        let kind = LayerKind::Linear {
+            in_features: 2,
+            out_features: 3,
+        };
+        let good = unit_layer(kind, vec![1, 2, 3, 4, 5, 6], 1, vec![0; 3], 0);
+        assert!(good.is_per_tensor());
+        let per_channel = ConvertOptions {
+            per_channel: true,
+            ..ConvertOptions::uniform(8)
+        };
+        let edits: [fn(&mut QuantLayer); 4] = [
+            |l| l.weight_zero_points[2] = 7,
+            |l| {
+                // M halves with S_w: (2^30, 0) represents 0.5.
+                l.weight_scales[1] = 0.5;
+                l.shift[1] = 0;
+            },
+            // A multiplier one unit off, still within the tolerance of M = 1.
+            |l| l.m0[0] = (1 << 30) + 1,
+            |l| {
+                l.weight_scales[2] = 2.0;
+                l.shift[2] = 2;
+            },
+        ];
+        for edit in edits {
+            let mut layer = good.clone();
+            edit(&mut layer);
+            assert!(!layer.is_per_tensor());
+            assert!(layer.validate(per_channel).is_ok());
+            let err = layer.validate(ConvertOptions::uniform(8)).unwrap_err();
+            assert!(reason_mentions(err, "weight parameters"));
+        }
     }
 
     #[test]

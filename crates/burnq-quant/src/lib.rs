@@ -7,19 +7,25 @@
 //!
 //! Every tensor is quantized asymmetrically, `r = S·(q − Z)` ([`QuantParams`]), with `q` in
 //! `[0, 2^bits − 1]` stored as `u8` (`bits` in 2..=8), `S` a positive `f32` and `Z` an integer
-//! code, so real 0 is exact. A layer computes the `i32` accumulator
-//! `acc[o] = q_b[o] + Σ_k (q_x[k] − Z_in)·(q_w[o,k] − Z_w[o])` (bias at scale `S_in·S_w`, zero
-//! point 0), then requantizes it ([`Requant`]):
-//! `q_out = clamp(Z_out + MultiplyByQuantizedMultiplier(acc, m0, shift), act_min, act_max)`
-//! where `M = S_in·S_w/S_out ≈ m0·2^(shift − 31)`, `m0` in `[2^30, 2^31)`; ReLU is the clamp's
-//! lower bound `act_min = Z_out`. Max-pooling runs on codes. The input normalization is folded
-//! into conv1, so the raw pixel bytes are the quantized input (`S = 1/255`, `Z = 0`).
+//! code, so real 0 is exact. Weights and activations have their own widths
+//! ([`ConvertOptions`]): weight codes have `weight_bits` bits; the activations each layer
+//! computes (conv1, conv2 and fc1 outputs, the logits) have `act_bits` bits. Weights are
+//! quantized per tensor (one `S_w`, `Z_w` per layer) or per output channel (`S_w[o]`, `Z_w[o]`
+//! from channel `o`'s own range). A layer computes the `i32` accumulator
+//! `acc[o] = q_b[o] + Σ_k (q_x[k] − Z_in)·(q_w[o,k] − Z_w[o])` (bias at scale `S_in·S_w[o]`,
+//! zero point 0), then requantizes it ([`Requant`]):
+//! `q_out = clamp(Z_out + MultiplyByQuantizedMultiplier(acc, m0[o], shift[o]), act_min, act_max)`
+//! where `M[o] = S_in·S_w[o]/S_out ≈ m0[o]·2^(shift[o] − 31)`, `m0` in `[2^30, 2^31)`; ReLU is
+//! the clamp's lower bound `act_min = Z_out`. Max-pooling runs on codes. The input
+//! normalization is folded into conv1, so the raw pixel bytes are the quantized input
+//! (`S = 1/255`, `Z = 0`, 8 bits whatever `act_bits` is).
 //!
-//! Offline: [`convert()`] (float → [`QuantModel`]), [`save`] / [`load`] (safetensors file).
+//! Offline: [`convert()`] (float → [`QuantModel`]), [`save`] / [`load`] (safetensors file),
+//! and [`range`](mod@range) (clipping ranges for calibration: percentile and MSE search, SQNR).
 //! Online: [`QuantModel::forward_reference`] runs the [`reference`](mod@reference) engine, the bit-exact
 //! definition that any faster kernel must reproduce; [`Engine`] runs the same arithmetic with
 //! the packed, SIMD [`kernels`] (portable or AVX2, chosen by [`kernels::KernelChoice`]),
-//! batch-parallel, and reproduces it bit for bit.
+//! batch-parallel, and reproduces it bit for bit, for every bit width and granularity.
 //!
 //! # Rounding contract
 //!
@@ -47,12 +53,13 @@ pub mod kernels;
 mod layer;
 mod model;
 mod params;
+pub mod range;
 pub mod reference;
 mod requant;
 #[cfg(test)]
 mod test_support;
 
-pub use convert::convert;
+pub use convert::{ConvertOptions, convert};
 pub use cost::macs_per_image;
 pub use engine::{Engine, Workspace};
 pub use error::QuantError;

@@ -6,9 +6,13 @@
 //! the parameters of its input, so layer `i + 1`'s input parameters equal layer `i`'s output
 //! parameters. fc2's output parameters are the logit parameters: they only turn the fc2
 //! accumulators into `u8` logits; predictions are the argmax of the accumulators themselves.
+//!
+//! Weights have `weight_bits` bits and every layer's output `act_bits` bits (the
+//! [`ConvertOptions`] the model keeps), so every layer input but conv1's has `act_bits` bits;
+//! conv1 reads the 8-bit pixels when the normalization is folded, any valid width otherwise.
 
 use crate::{
-    InputNormalization, LayerKind, QuantError, QuantLayer, QuantParams, params::qmax, reference,
+    ConvertOptions, InputNormalization, LayerKind, QuantError, QuantLayer, QuantParams, reference,
 };
 
 /// Side of an input image, in pixels.
@@ -92,11 +96,11 @@ pub struct Taps {
     pub output: Output,
 }
 
-/// The validated quantized network: `bits`-bit weights and activations, layers
-/// `[conv1, conv2, fc1, fc2]`.
+/// The validated quantized network: layers `[conv1, conv2, fc1, fc2]` quantized as its
+/// [`ConvertOptions`] say (weight and activation bit widths, per-tensor or per-channel weights).
 #[derive(Debug, Clone, PartialEq)]
 pub struct QuantModel {
-    bits: u8,
+    options: ConvertOptions,
     layers: [QuantLayer; 4],
     input_normalization: Option<InputNormalization>,
 }
@@ -106,15 +110,16 @@ impl QuantModel {
     ///
     /// `input_normalization` is `Some` when that normalization was folded into conv1, whose
     /// input must then be [`QuantParams::RAW_PIXELS`]; with `None` conv1 takes any input
-    /// parameters. Checks: names and geometries of [`ARCHITECTURE`], every
-    /// [`QuantLayer::validate`] (which includes the accumulator overflow bound), and that each
-    /// layer's input parameters equal the previous layer's output parameters.
+    /// parameters. Checks: valid `options`, names and geometries of [`ARCHITECTURE`], every
+    /// [`QuantLayer::validate`] under `options` (bit widths, per-tensor uniformity, the
+    /// accumulator overflow bound), and that each layer's input parameters equal the previous
+    /// layer's output parameters.
     pub fn new(
-        bits: u8,
+        options: ConvertOptions,
         layers: [QuantLayer; 4],
         input_normalization: Option<InputNormalization>,
     ) -> Result<Self, QuantError> {
-        qmax(bits)?;
+        options.check()?;
         for (layer, (name, kind)) in layers.iter().zip(ARCHITECTURE) {
             if layer.name != name || layer.kind != kind {
                 return Err(QuantError::InvalidValue {
@@ -148,18 +153,33 @@ impl QuantModel {
             }
         }
         for layer in &layers {
-            layer.validate(bits)?;
+            layer.validate(options)?;
         }
         Ok(Self {
-            bits,
+            options,
             layers,
             input_normalization,
         })
     }
 
-    /// Bit width of weights and activations.
-    pub fn bits(&self) -> u8 {
-        self.bits
+    /// The scheme the layers follow: bit widths and weight granularity.
+    pub fn options(&self) -> ConvertOptions {
+        self.options
+    }
+
+    /// Bit width of the weight codes.
+    pub fn weight_bits(&self) -> u8 {
+        self.options.weight_bits
+    }
+
+    /// Bit width of the activation codes (every layer's output, the logits included).
+    pub fn act_bits(&self) -> u8 {
+        self.options.act_bits
+    }
+
+    /// Whether each output channel has its own weight scale, zero point and multiplier.
+    pub fn per_channel(&self) -> bool {
+        self.options.per_channel
     }
 
     /// The layers, `[conv1, conv2, fc1, fc2]`.
@@ -338,7 +358,8 @@ mod tests {
         let (m0, shift) = quantize_multiplier(m).unwrap();
         conv1.m0.fill(m0);
         conv1.shift.fill(shift);
-        let four_bit_input = QuantModel::new(8, [conv1, conv2, fc1, fc2], None).unwrap();
+        let four_bit_input =
+            QuantModel::new(model.options(), [conv1, conv2, fc1, fc2], None).unwrap();
         let dark = vec![15; IMAGE_PIXELS];
         assert!(four_bit_input.forward_reference(&dark, 1).is_ok());
         assert!(matches!(
@@ -354,7 +375,7 @@ mod tests {
         let rebuild = |edit: fn(&mut [QuantLayer; 4])| {
             let mut layers = model.layers().clone();
             edit(&mut layers);
-            QuantModel::new(8, layers, norm)
+            QuantModel::new(model.options(), layers, norm)
         };
         assert_eq!(rebuild(|_| ()).unwrap(), model);
         assert!(matches!(
@@ -376,16 +397,63 @@ mod tests {
         let mut layers = model.layers().clone();
         layers[0].input = QuantParams::new(1.0 / 255.0, 1, 8).unwrap();
         assert!(matches!(
-            QuantModel::new(8, layers, norm),
+            QuantModel::new(model.options(), layers, norm),
             Err(QuantError::InvalidValue { what, .. }) if what.contains("conv1 input")
         ));
+        let with = |options| QuantModel::new(options, model.layers().clone(), norm);
         assert!(matches!(
-            QuantModel::new(4, model.layers().clone(), norm),
+            with(ConvertOptions::uniform(4)),
             Err(QuantError::InvalidValue { .. })
         ));
         assert!(matches!(
-            QuantModel::new(1, model.layers().clone(), norm),
+            with(ConvertOptions::uniform(1)),
             Err(QuantError::InvalidBits { bits: 1 })
         ));
+        // Per-tensor layers are valid per-channel models too.
+        let per_channel = ConvertOptions {
+            per_channel: true,
+            ..model.options()
+        };
+        assert_eq!(with(per_channel).unwrap().options(), per_channel);
+    }
+
+    #[test]
+    fn independent_bit_widths() {
+        let options = ConvertOptions {
+            weight_bits: 3,
+            act_bits: 7,
+            per_channel: true,
+        };
+        let model = convert(
+            &pattern_network(),
+            &pattern_ranges(),
+            InputNormalization::MNIST,
+            options,
+        )
+        .unwrap();
+        assert_eq!((model.weight_bits(), model.act_bits()), (3, 7));
+        assert!(model.per_channel());
+        assert_eq!(model.input_params().bits(), 8);
+        for layer in &model.layers()[1..] {
+            assert_eq!((layer.input.bits(), layer.output.bits()), (7, 7));
+        }
+        let taps = model.forward_reference_taps(&images(2), 2).unwrap();
+        for codes in [&taps.conv1_out, &taps.fc1_out, &taps.output.logits_u8] {
+            assert!(codes.iter().all(|&q| q <= 127));
+        }
+        // The widths are not interchangeable.
+        let swapped = ConvertOptions {
+            weight_bits: 7,
+            act_bits: 3,
+            ..options
+        };
+        assert!(
+            QuantModel::new(
+                swapped,
+                model.layers().clone(),
+                Some(InputNormalization::MNIST)
+            )
+            .is_err()
+        );
     }
 }

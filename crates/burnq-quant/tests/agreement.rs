@@ -5,8 +5,8 @@
 mod common;
 
 use burnq_quant::{
-    ActivationRanges, FloatLayer, FloatNetwork, IMAGE_PIXELS, IMAGE_SIDE, InputNormalization,
-    LayerKind, convert,
+    ActivationRanges, ConvertOptions, FloatLayer, FloatNetwork, IMAGE_PIXELS, IMAGE_SIDE,
+    InputNormalization, LayerKind, convert,
 };
 use common::{Rng, random_network};
 
@@ -143,20 +143,52 @@ fn integer_engine_agrees_with_float_network() {
         .iter()
         .map(|image| float_forward(&net, norm, image)[3].clone())
         .collect();
-    // Measured with these seeds: 252, 251 and 246 of 256 predictions agree at 8, 7 and 6 bits;
-    // in-range logit errors average about half a step and stay under 3 steps.
-    for (bits, min_agreement) in [(8, 0.95), (7, 0.95), (6, 0.9)] {
-        let model = convert(&net, &ranges, norm, bits).unwrap();
+    let mixed = |weight_bits, act_bits, per_channel| ConvertOptions {
+        weight_bits,
+        act_bits,
+        per_channel,
+    };
+    // (options, least agreement, largest mean and max in-range logit error in logit steps).
+    // Measured with these seeds (agreement of 256; mean, max steps): w8a8 252 (0.49, 2.50),
+    // w7a7 251 (0.53, 2.69), w6a6 246 (0.48, 2.15), w8a8 per channel 251 (0.50, 2.56),
+    // w6a8 per channel 251 (1.42, 5.83), w6a8 248 (1.25, 5.46), w8a6 250 (0.39, 1.65),
+    // w4a8 per channel 224 (4.69, 21.4), w4a8 225 (4.10, 17.2). Weights coarser than the
+    // activations dominate the error, so it exceeds half a logit step. The random network's
+    // output channels all have about the same weight range, so per-channel weights gain
+    // little here.
+    let cases = [
+        (ConvertOptions::uniform(8), 0.95, 1.0, 4.0),
+        (ConvertOptions::uniform(7), 0.95, 1.0, 4.0),
+        (ConvertOptions::uniform(6), 0.9, 1.0, 4.0),
+        (mixed(8, 8, true), 0.95, 1.0, 4.0),
+        (mixed(6, 8, true), 0.95, 2.0, 8.0),
+        (mixed(6, 8, false), 0.95, 2.0, 8.0),
+        (mixed(8, 6, false), 0.95, 1.0, 4.0),
+        (mixed(4, 8, true), 0.85, 6.0, 30.0),
+        (mixed(4, 8, false), 0.85, 6.0, 30.0),
+    ];
+    for (options, min_agreement, max_mean, max_error) in cases {
+        let name = format!(
+            "w{}a{}{}",
+            options.weight_bits,
+            options.act_bits,
+            if options.per_channel {
+                " per channel"
+            } else {
+                ""
+            }
+        );
+        let model = convert(&net, &ranges, norm, options).unwrap();
         let out = model.forward_reference(&test.concat(), n).unwrap();
         let agree = float_logits
             .iter()
             .zip(&out.predictions)
             .filter(|(logits, p)| float_argmax(logits) == **p)
             .count();
-        println!("{bits} bits: {agree}/{n} predictions agree");
+        println!("{name}: {agree}/{n} predictions agree");
         assert!(
             agree as f64 >= min_agreement * n as f64,
-            "{bits} bits: {agree}/{n}"
+            "{name}: {agree}/{n}"
         );
 
         // Logits inside the representable range are close to the float ones; those outside
@@ -173,15 +205,15 @@ fn integer_engine_agrees_with_float_network() {
             .collect();
         let mean = errors.iter().sum::<f32>() / errors.len() as f32;
         let max = errors.iter().copied().fold(0.0f32, f32::max);
-        println!("{bits} bits: logit error mean {mean:.2}, max {max:.2} steps");
+        println!("{name}: logit error mean {mean:.2}, max {max:.2} steps");
         assert!(
             errors.len() * 100 >= deq.len() * 99,
             "{} in range",
             errors.len()
         );
         assert!(
-            mean <= 1.0 && max <= 4.0,
-            "{bits} bits: mean {mean}, max {max} steps"
+            mean <= max_mean && max <= max_error,
+            "{name}: mean {mean}, max {max} steps"
         );
     }
 }

@@ -1,13 +1,15 @@
 //! Whole-network conformance of the fast [`Engine`]: for every kernel implementation this CPU
 //! runs and for 1, 2 and 3 threads, its output equals [`QuantModel::forward_reference`] bit for
-//! bit (accumulators, `u8` logits, predictions) on random models and on the golden vectors.
+//! bit (accumulators, `u8` logits, predictions) on random models (converted or drawn, with
+//! independent weight and activation bit widths, per tensor and per channel) and on the golden
+//! vectors.
 
 mod common;
 
 use burnq_quant::kernels::KernelChoice;
 use burnq_quant::{
-    ActivationRanges, Engine, IMAGE_PIXELS, InputNormalization, Output, QuantError, QuantModel,
-    QuantParams, Workspace, convert, quantize_multiplier,
+    ActivationRanges, ConvertOptions, Engine, IMAGE_PIXELS, InputNormalization, Output, QuantError,
+    QuantModel, QuantParams, Workspace, convert, quantize_multiplier,
 };
 use common::{Rng, golden, kernels, random_network};
 
@@ -22,32 +24,43 @@ const RANGES: ActivationRanges = ActivationRanges {
     logits: (-8.0, 8.0),
 };
 
-fn converted(seed: u64, bits: u8) -> QuantModel {
+/// `weight_bits`-bit weights and `act_bits`-bit activations, per channel or per tensor.
+const fn options(weight_bits: u8, act_bits: u8, per_channel: bool) -> ConvertOptions {
+    ConvertOptions {
+        weight_bits,
+        act_bits,
+        per_channel,
+    }
+}
+
+fn converted(seed: u64, options: ConvertOptions) -> QuantModel {
     convert(
         &random_network(seed),
         &RANGES,
         InputNormalization::MNIST,
-        bits,
+        options,
     )
     .unwrap()
 }
 
-/// A valid model with random per-channel weight zero points and scales, random weight codes
-/// and biases, and `input` as conv1's input parameters (no folded normalization).
-fn per_channel(seed: u64, bits: u8, input: QuantParams) -> QuantModel {
+/// A valid per-channel model with random weight zero points and scales per channel (hence
+/// random multipliers), random `weight_bits`-bit weight codes and biases, `act_bits`-bit
+/// activations, and `input` as conv1's input parameters (no folded normalization).
+fn per_channel(seed: u64, weight_bits: u8, act_bits: u8, input: QuantParams) -> QuantModel {
     let mut rng = Rng::new(seed);
     let mut below = |n: i32| (rng.next_u64() % n as u64) as i32;
-    let qmax = (1 << bits) - 1;
-    let mut layers = converted(seed, bits).layers().clone();
+    let w_qmax = (1 << weight_bits) - 1;
+    let options = options(weight_bits, act_bits, true);
+    let mut layers = converted(seed, options).layers().clone();
     layers[0].input = input;
     for layer in &mut layers {
         let out = layer.kind.out_channels();
-        layer.weight_zero_points = (0..out).map(|_| below(qmax + 1)).collect();
+        layer.weight_zero_points = (0..out).map(|_| below(w_qmax + 1)).collect();
         layer.weight_scales = (0..out).map(|_| 1e-3 * (1 + below(50)) as f32).collect();
         layer
             .weights
             .iter_mut()
-            .for_each(|w| *w = below(qmax + 1) as u8);
+            .for_each(|w| *w = below(w_qmax + 1) as u8);
         layer.bias = (0..out).map(|_| below(20_001) - 10_000).collect();
         let (s_in, s_out) = (layer.input.scale(), layer.output.scale());
         let multipliers = layer.weight_scales.iter().map(|&s_w| {
@@ -55,7 +68,9 @@ fn per_channel(seed: u64, bits: u8, input: QuantParams) -> QuantModel {
         });
         (layer.m0, layer.shift) = multipliers.unzip();
     }
-    QuantModel::new(bits, layers, None).unwrap()
+    let model = QuantModel::new(options, layers, None).unwrap();
+    assert!(model.layers().iter().all(|l| !l.is_per_tensor()));
+    model
 }
 
 /// `n` random images of codes `≤ qmax`.
@@ -83,8 +98,21 @@ fn check_all(model: &QuantModel, images: &[u8], n: usize, expected: &Output) {
 
 #[test]
 fn matches_reference_on_converted_models() {
-    for (seed, bits) in [(1, 8), (2, 7), (3, 4), (4, 2)] {
-        let model = converted(seed, bits);
+    let cases = [
+        (1, options(8, 8, false)),
+        (2, options(7, 7, false)),
+        (3, options(4, 4, false)),
+        (4, options(2, 2, false)),
+        (12, options(8, 8, true)),
+        (13, options(4, 8, true)),
+        (14, options(8, 4, false)),
+        (15, options(2, 8, false)),
+        (16, options(8, 2, true)),
+        (17, options(3, 6, true)),
+    ];
+    for (seed, options) in cases {
+        let model = converted(seed, options);
+        assert_eq!(model.options(), options);
         let n = 7;
         let images = images(seed, n, 255);
         let expected = model.forward_reference(&images, n).unwrap();
@@ -94,13 +122,15 @@ fn matches_reference_on_converted_models() {
 
 #[test]
 fn matches_reference_on_per_channel_models() {
-    for (seed, bits, input) in [
-        (5, 8, QuantParams::new(0.02, 128, 8).unwrap()),
-        (6, 8, QuantParams::new(0.01, 255, 8).unwrap()),
-        (7, 5, QuantParams::new(0.1, 3, 4).unwrap()),
-        (8, 3, QuantParams::new(0.5, 1, 2).unwrap()),
+    for (seed, weight_bits, act_bits, input) in [
+        (5, 8, 8, QuantParams::new(0.02, 128, 8).unwrap()),
+        (6, 8, 3, QuantParams::new(0.01, 255, 8).unwrap()),
+        (7, 5, 5, QuantParams::new(0.1, 3, 4).unwrap()),
+        (8, 3, 7, QuantParams::new(0.5, 1, 2).unwrap()),
+        (18, 2, 8, QuantParams::new(0.05, 40, 6).unwrap()),
+        (19, 8, 2, QuantParams::new(0.02, 0, 8).unwrap()),
     ] {
-        let model = per_channel(seed, bits, input);
+        let model = per_channel(seed, weight_bits, act_bits, input);
         let n = 5;
         let images = images(seed, n, input.qmax());
         let expected = model.forward_reference(&images, n).unwrap();
@@ -122,7 +152,7 @@ fn matches_golden_vectors() {
 
 #[test]
 fn batch_sizes_around_the_fc_batch() {
-    let model = converted(9, 8);
+    let model = converted(9, options(8, 8, true));
     let images = images(9, 100, 255);
     for kernel in kernels::all() {
         let engine = Engine::with_kernel(&model, kernel).unwrap();
@@ -153,7 +183,7 @@ fn batch_sizes_around_the_fc_batch() {
 #[test]
 fn bad_input_is_an_error() {
     let four_bit = QuantParams::new(1.0 / 15.0, 0, 4).unwrap();
-    let model = per_channel(10, 8, four_bit);
+    let model = per_channel(10, 8, 8, four_bit);
     let bright = images(10, 2, 255);
     for kernel in kernels::all() {
         let engine = Engine::with_kernel(&model, kernel).unwrap();
@@ -179,7 +209,7 @@ fn bad_input_is_an_error() {
 
 #[test]
 fn kernel_choice() {
-    let model = converted(11, 8);
+    let model = converted(11, ConvertOptions::uniform(8));
     match KernelChoice::selected() {
         Ok(selected) => assert_eq!(Engine::new(&model).unwrap().kernel(), selected),
         Err(_) => assert!(Engine::new(&model).is_err()),

@@ -1,5 +1,6 @@
-//! The model file: round trip, atomic save, and one test per way a file can be wrong, each
-//! asserting the specific error variant and that the message names the file.
+//! The model file: round trip, atomic save, reading version-1 files, and one test per way a
+//! file can be wrong, each asserting the specific error variant and that the message names the
+//! file.
 
 mod common;
 
@@ -7,12 +8,13 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use burnq_quant::{
-    ActivationRanges, IMAGE_PIXELS, InputNormalization, QuantError, QuantModel, convert, load, save,
+    ActivationRanges, ConvertOptions, IMAGE_PIXELS, InputNormalization, QuantError, QuantModel,
+    convert, load, save,
 };
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 use sha2::{Digest, Sha256};
 
-fn model(bits: u8) -> QuantModel {
+fn model(options: impl Into<ConvertOptions>) -> QuantModel {
     let ranges = ActivationRanges {
         conv2_input: (0.0, 3.0),
         fc1_input: (0.0, 6.0),
@@ -23,9 +25,30 @@ fn model(bits: u8) -> QuantModel {
         &common::random_network(1),
         &ranges,
         InputNormalization::MNIST,
-        bits,
+        options,
     )
     .unwrap()
+}
+
+/// Every combination of widths and granularity the round trip covers.
+const OPTIONS: [ConvertOptions; 5] = [
+    ConvertOptions::uniform(8),
+    ConvertOptions::uniform(5),
+    ConvertOptions::uniform(2),
+    ConvertOptions {
+        weight_bits: 4,
+        act_bits: 8,
+        per_channel: true,
+    },
+    ConvertOptions {
+        weight_bits: 8,
+        act_bits: 3,
+        per_channel: true,
+    },
+];
+
+fn images() -> Vec<u8> {
+    (0..4 * IMAGE_PIXELS).map(|i| (i * 7 % 256) as u8).collect()
 }
 
 /// A saved 8-bit model in a fresh folder (kept alive by the returned guard).
@@ -93,19 +116,138 @@ fn load_err(path: &Path) -> QuantError {
 
 #[test]
 fn round_trip_keeps_model_and_outputs() {
-    let images: Vec<u8> = (0..4 * IMAGE_PIXELS).map(|i| (i * 7 % 256) as u8).collect();
-    for bits in [8, 5, 2] {
+    let images = images();
+    for options in OPTIONS {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.safetensors");
-        let model = model(bits);
+        let model = model(options);
         save(&model, &path).unwrap();
         let loaded = load(&path).unwrap();
+        assert_eq!(loaded, model);
+        assert_eq!(loaded.options(), options);
+        assert_eq!(
+            loaded.forward_reference(&images, 4).unwrap(),
+            model.forward_reference(&images, 4).unwrap()
+        );
+    }
+}
+
+/// Rewrites a saved file into the layout the version-1 code wrote: `version` `"1"`, and a
+/// `meta` with one `bits` where version 2 has `weight_bits`, `act_bits` and `per_channel`
+/// (every other key and every tensor are the same in both versions).
+fn downgrade_to_v1(path: &Path, bits: u8) {
+    rewrite(path, |_, m| {
+        m.insert("version".into(), "1".into());
+        let meta = m.get_mut("meta").unwrap();
+        let mut json: serde_json::Value = serde_json::from_str(meta).unwrap();
+        let object = json.as_object_mut().unwrap();
+        for key in ["weight_bits", "act_bits", "per_channel"] {
+            object.remove(key).unwrap();
+        }
+        object.insert("bits".into(), bits.into());
+        let mut keys: Vec<&str> = object.keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            [
+                "bits",
+                "input_normalization",
+                "input_normalization_folded",
+                "layers",
+                "logits"
+            ]
+        );
+        *meta = json.to_string();
+    });
+}
+
+#[test]
+fn version_1_files_still_load() {
+    let images = images();
+    for bits in [8, 4] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v1.safetensors");
+        let model = model(bits);
+        save(&model, &path).unwrap();
+        downgrade_to_v1(&path, bits);
+        let loaded = load(&path).unwrap();
+        assert_eq!(loaded.options(), ConvertOptions::uniform(bits));
         assert_eq!(loaded, model);
         assert_eq!(
             loaded.forward_reference(&images, 4).unwrap(),
             model.forward_reference(&images, 4).unwrap()
         );
     }
+}
+
+#[test]
+fn version_1_files_with_differing_channels_are_per_channel() {
+    // Per-channel 8-bit layers, written in the version-1 layout (which allowed them).
+    let model = model(ConvertOptions {
+        per_channel: true,
+        ..ConvertOptions::uniform(8)
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v1.safetensors");
+    save(&model, &path).unwrap();
+    downgrade_to_v1(&path, 8);
+    let loaded = load(&path).unwrap();
+    assert!(loaded.per_channel());
+    assert_eq!(loaded, model);
+    assert_eq!(
+        loaded.forward_reference(&images(), 4).unwrap(),
+        model.forward_reference(&images(), 4).unwrap()
+    );
+}
+
+#[test]
+fn version_1_meta_keys_are_strict() {
+    // A version-1 file must not carry the version-2 keys, nor lack `bits`.
+    let (_dir, path, _) = saved();
+    let original = std::fs::read(&path).unwrap();
+    rewrite(&path, |_, m| {
+        m.insert("version".into(), "1".into());
+    });
+    assert!(matches!(load_err(&path), QuantError::BadMetadata { .. }));
+    std::fs::write(&path, &original).unwrap();
+    downgrade_to_v1(&path, 8);
+    rewrite(&path, |_, m| {
+        m.insert("version".into(), "2".into());
+    });
+    assert!(matches!(load_err(&path), QuantError::BadMetadata { .. }));
+}
+
+#[test]
+fn per_tensor_file_with_differing_channels_is_invalid() {
+    let model = model(ConvertOptions {
+        per_channel: true,
+        ..ConvertOptions::uniform(8)
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.safetensors");
+    save(&model, &path).unwrap();
+    rewrite(&path, |_, m| {
+        let meta = m.get_mut("meta").unwrap();
+        *meta = meta.replace("\"per_channel\":true", "\"per_channel\":false");
+    });
+    assert!(matches!(
+        load_err(&path),
+        QuantError::InvalidModel { source, .. } if matches!(*source, QuantError::InvalidValue { ref what, .. } if what.contains("weight parameters"))
+    ));
+}
+
+#[test]
+fn weight_codes_must_fit_the_declared_width() {
+    // Declaring 4-bit weights for a file of 8-bit weights: codes above 15 are refused.
+    let (_dir, path, _) = saved();
+    rewrite(&path, |_, m| {
+        let meta = m.get_mut("meta").unwrap();
+        *meta = meta.replace("\"weight_bits\":8", "\"weight_bits\":4");
+    });
+    assert!(matches!(
+        load_err(&path),
+        QuantError::InvalidModel { source, .. } if matches!(*source, QuantError::InvalidValue { .. })
+    ));
 }
 
 #[test]
@@ -131,10 +273,14 @@ fn metadata_is_documented_json() {
     let (_, header) = SafeTensors::read_metadata(&bytes).unwrap();
     let metadata = header.metadata().clone().unwrap();
     assert_eq!(metadata["format"], "burnq-int");
-    assert_eq!(metadata["version"], "1");
+    assert_eq!(metadata["version"], "2");
+    assert_eq!(metadata["version"], burnq_quant::format::FORMAT_VERSION);
     assert_eq!(metadata["checksum"].len(), 64);
     let meta: serde_json::Value = serde_json::from_str(&metadata["meta"]).unwrap();
-    assert_eq!(meta["bits"], 8);
+    assert_eq!(meta["weight_bits"], 8);
+    assert_eq!(meta["act_bits"], 8);
+    assert_eq!(meta["per_channel"], false);
+    assert!(meta.get("bits").is_none());
     assert_eq!(meta["input_normalization_folded"], true);
     assert_eq!(meta["layers"][1]["name"], "conv2");
     assert_eq!(
@@ -202,12 +348,14 @@ fn wrong_format_name() {
 #[test]
 fn wrong_version() {
     let (_dir, path, _) = saved();
-    rewrite(&path, |_, m| {
-        m.insert("version".into(), "2".into());
-    });
-    assert!(
-        matches!(load_err(&path), QuantError::UnsupportedVersion { found, .. } if found == "2")
-    );
+    for version in ["3", "0", "", "2.0"] {
+        rewrite(&path, |_, m| {
+            m.insert("version".into(), version.into());
+        });
+        assert!(
+            matches!(load_err(&path), QuantError::UnsupportedVersion { found, .. } if found == version)
+        );
+    }
 }
 
 #[test]
@@ -230,7 +378,7 @@ fn malformed_meta_json() {
     let (_dir, path, _) = saved();
     rewrite(&path, |_, m| {
         let meta = m.get_mut("meta").unwrap();
-        *meta = meta.replace("\"bits\":8", "\"bits\":\"eight\"");
+        *meta = meta.replace("\"act_bits\":8", "\"act_bits\":\"eight\"");
     });
     assert!(matches!(load_err(&path), QuantError::BadMetadata { .. }));
 }

@@ -1,7 +1,9 @@
 //! Conformance of every fast kernel with the reference, bit for bit (`assert_eq!`): proptest
 //! over random shapes (sizes 1..=10, 15..=17, 31..=33), zero points (0, mid-range, `qmax`,
-//! random), bit widths 2..=8, extreme codes (all 0, all `qmax`), extreme biases and
-//! multipliers (`M ≥ 1`, tiny, exact powers of two, zero).
+//! random per channel), independent bit widths 2..=8 for input, weights and output, extreme
+//! codes (all 0, all `qmax`), extreme biases and multipliers (`M ≥ 1`, tiny, exact powers of
+//! two, zero), drawn per channel, so per-channel layers have different zero points and
+//! multipliers in each channel.
 //!
 //! `kernel_tests!` generates the suite once per kernel implementation. On a CPU without AVX2
 //! the AVX2 tests print `SKIPPED: no AVX2`, or fail if `BURNQ_REQUIRE_AVX2=1`.
@@ -122,8 +124,9 @@ impl Multiplier {
 /// Everything about a layer but its geometry.
 #[derive(Debug, Clone)]
 struct Params {
-    /// Weight and output bit width.
-    bits: u8,
+    weight_bits: u8,
+    /// Output (activation) bit width.
+    act_bits: u8,
     input_bits: u8,
     z_in: Zero,
     z_w: Zero,
@@ -155,17 +158,20 @@ fn params() -> impl Strategy<Value = Params> {
         1 => Just(Multiplier::Zero),
     ];
     (
-        (2..=8u8, 2..=8u8, zero(), zero(), zero()),
+        (2..=8u8, 2..=8u8, 2..=8u8),
+        (zero(), zero(), zero()),
         (any::<bool>(), fill(), fill(), multiplier),
         (prop::bool::weighted(0.25), any::<u64>()),
     )
         .prop_map(
             |(
-                (bits, input_bits, z_in, z_w, z_out),
+                (weight_bits, act_bits, input_bits),
+                (z_in, z_w, z_out),
                 (relu, weights, input, multiplier),
                 (extreme_bias, seed),
             )| Params {
-                bits,
+                weight_bits,
+                act_bits,
                 input_bits,
                 z_in,
                 z_w,
@@ -184,7 +190,8 @@ impl Params {
     /// 8-bit codes and random everything else.
     fn random(seed: u64) -> Self {
         Self {
-            bits: 8,
+            weight_bits: 8,
+            act_bits: 8,
             input_bits: 8,
             z_in: Zero::Random,
             z_w: Zero::Random,
@@ -202,20 +209,20 @@ impl Params {
     /// only the integer fields).
     fn layer(&self, kind: LayerKind) -> QuantLayer {
         let mut rng = Rng::new(self.seed);
-        let qmax = (1 << self.bits) - 1;
+        let qmax = |bits: u8| (1 << bits) - 1;
+        let (w_qmax, a_qmax) = (qmax(self.weight_bits), qmax(self.act_bits));
         let (out, fan_in) = (kind.out_channels(), kind.fan_in());
-        let input = QuantParams::new(1.0, 0, self.input_bits).unwrap();
         let input = QuantParams::new(
             1.0,
-            self.z_in.value(input.qmax(), &mut rng),
+            self.z_in.value(qmax(self.input_bits), &mut rng),
             self.input_bits,
         )
         .unwrap();
-        let z_out = self.z_out.value(qmax, &mut rng);
+        let z_out = self.z_out.value(a_qmax, &mut rng);
         let weight_zero_points: Vec<i32> =
-            (0..out).map(|_| self.z_w.value(qmax, &mut rng)).collect();
+            (0..out).map(|_| self.z_w.value(w_qmax, &mut rng)).collect();
         let weights: Vec<u8> = (0..out * fan_in)
-            .map(|_| self.weights.code(qmax, &mut rng))
+            .map(|_| self.weights.code(w_qmax, &mut rng))
             .collect();
         let max_x = i64::from(input.max_abs_offset());
         let bias = weights
@@ -248,11 +255,11 @@ impl Params {
             weight_scales: vec![1.0; out],
             bias,
             input,
-            output: QuantParams::new(1.0, z_out, self.bits).unwrap(),
+            output: QuantParams::new(1.0, z_out, self.act_bits).unwrap(),
             m0,
             shift,
             act_min: if self.relu { z_out as u8 } else { 0 },
-            act_max: qmax as u8,
+            act_max: a_qmax as u8,
         }
     }
 

@@ -1,16 +1,24 @@
-//! The `meta` JSON document of the model file: its serde types, and the conversions between
-//! them plus the raw tensor bytes and [`QuantLayer`]s.
+//! The `meta` JSON document of the model file: its serde types (the current layout, and
+//! version 1's for reading), and the conversions between them plus the raw tensor bytes and
+//! [`QuantLayer`]s.
 
 use serde::{Deserialize, Serialize};
 
-use crate::{LayerKind, QuantError, QuantLayer, QuantParams};
+use crate::{
+    ConvertOptions, LayerKind, QuantError, QuantLayer, QuantModel, QuantParams, layer::per_tensor,
+};
 
-/// The `meta` JSON document.
+/// The `meta` JSON document, version 2.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Meta {
-    /// Bit width of weights and activations, 2..=8.
-    pub(super) bits: u8,
+    /// Bit width of the weight codes, 2..=8.
+    pub(super) weight_bits: u8,
+    /// Bit width of the activations the layers compute (their outputs), 2..=8.
+    pub(super) act_bits: u8,
+    /// Whether each output channel has its own weight scale, zero point and multiplier;
+    /// `false` requires all channels of a layer to share them.
+    pub(super) per_channel: bool,
     /// The layers in order: conv1, conv2, fc1, fc2.
     pub(super) layers: Vec<LayerMeta>,
     /// The logit parameters (equal to fc2's output parameters).
@@ -19,6 +27,67 @@ pub(super) struct Meta {
     pub(super) input_normalization_folded: bool,
     /// The folded normalization; present exactly when `input_normalization_folded`.
     pub(super) input_normalization: Option<NormalizationMeta>,
+}
+
+impl Meta {
+    /// The metadata of `model` (its layers described by [`layer_meta`]).
+    pub(super) fn new(model: &QuantModel) -> Self {
+        let options = model.options();
+        Self {
+            weight_bits: options.weight_bits,
+            act_bits: options.act_bits,
+            per_channel: options.per_channel,
+            layers: model.layers().iter().map(layer_meta).collect(),
+            logits: model.logit_params().into(),
+            input_normalization_folded: model.input_normalization().is_some(),
+            input_normalization: model.input_normalization().map(|n| NormalizationMeta {
+                mean: n.mean,
+                std: n.std,
+            }),
+        }
+    }
+
+    /// The scheme the model declares.
+    pub(super) fn options(&self) -> ConvertOptions {
+        ConvertOptions {
+            weight_bits: self.weight_bits,
+            act_bits: self.act_bits,
+            per_channel: self.per_channel,
+        }
+    }
+}
+
+/// The `meta` JSON document of version 1, read only: [`Meta`] with one `bits` for weights and
+/// activations, and no `per_channel`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct MetaV1 {
+    /// Bit width of weights and activations, 2..=8.
+    bits: u8,
+    layers: Vec<LayerMeta>,
+    logits: ParamsMeta,
+    input_normalization_folded: bool,
+    input_normalization: Option<NormalizationMeta>,
+}
+
+impl MetaV1 {
+    /// The same model in the version-2 layout: `bits` for both widths; `per_channel` exactly
+    /// when some layer's per-channel arrays (weight scales, zero points, `m0`, `shift`) differ.
+    pub(super) fn upgrade(self) -> Meta {
+        let per_channel = !self
+            .layers
+            .iter()
+            .all(|l| per_tensor(&l.weight_scales, &l.weight_zero_points, &l.m0, &l.shift));
+        Meta {
+            weight_bits: self.bits,
+            act_bits: self.bits,
+            per_channel,
+            layers: self.layers,
+            logits: self.logits,
+            input_normalization_folded: self.input_normalization_folded,
+            input_normalization: self.input_normalization,
+        }
+    }
 }
 
 /// One layer's parameters; its tensors are `<name>.weight` (u8) and `<name>.bias` (i32).
@@ -94,7 +163,7 @@ impl From<QuantParams> for ParamsMeta {
 }
 
 /// The metadata of a layer.
-pub(super) fn layer_meta(l: &QuantLayer) -> LayerMeta {
+fn layer_meta(l: &QuantLayer) -> LayerMeta {
     LayerMeta {
         name: l.name.clone(),
         kind: match l.kind {

@@ -1,13 +1,26 @@
 //! The model file: safetensors with tensors `conv1.weight` (u8, OIHW), `conv1.bias` (i32),
 //! …, `fc2.weight` (u8, out × in), `fc2.bias` (i32), and a `__metadata__` string map:
 //!
-//! - `format` = `"burnq-int"`, `version` = `"1"`;
-//! - `meta`: a JSON document with the bit width, the layers in order with their
-//!   kind and shapes, per layer input/output scale and zero point, per-channel weight scales
-//!   and zero points, `m0` and `shift`, clamp bounds, the logit parameters and the folded
-//!   input normalization;
+//! - `format` = `"burnq-int"`, `version` = `"2"` ([`FORMAT_VERSION`]);
+//! - `meta`: a JSON object (unknown keys are errors) with
+//!   - `weight_bits` (2..=8): bit width of every weight code;
+//!   - `act_bits` (2..=8): bit width of every layer's output, the logits included (so of every
+//!     layer input but conv1's);
+//!   - `per_channel` (bool): whether each output channel has its own weight scale, zero point
+//!     and multiplier; when `false` every layer's per-channel arrays repeat one value;
+//!   - `layers`: conv1, conv2, fc1, fc2 in order, each with `name`, `kind` (`"conv2d"` or
+//!     `"linear"`), `weight_shape`, `bias_shape`, `input` and `output` (`scale`,
+//!     `zero_point`, `bits`), `weight_scales`, `weight_zero_points`, `m0`, `shift` (one per
+//!     output channel), `act_min`, `act_max`;
+//!   - `logits`: the logit parameters (`scale`, `zero_point`, `bits`), equal to fc2's output;
+//!   - `input_normalization_folded` (bool) and `input_normalization` (`{mean, std}`, present
+//!     exactly when folded);
 //! - `checksum`: lowercase hex SHA-256 of the tensor data in layer order, weight then bias,
 //!   exactly as stored (little endian).
+//!
+//! Version `"1"` files are still read: their `meta` has one `bits` (both widths) instead of
+//! `weight_bits`, `act_bits` and `per_channel`, and is read as per channel exactly when some
+//! layer's per-channel arrays differ. Other versions are refused.
 //!
 //! [`save`] writes a temporary file in the destination folder and renames it, so the
 //! destination is never half-written. [`load`] validates everything and names the file in
@@ -24,12 +37,12 @@ use crate::{InputNormalization, QuantError, QuantLayer, QuantModel};
 
 mod meta;
 
-use meta::{Meta, NormalizationMeta, ParamsMeta, build_layer, layer_meta};
+use meta::{Meta, MetaV1, ParamsMeta, build_layer};
 
 /// The `format` metadata value.
 pub const FORMAT_NAME: &str = "burnq-int";
-/// The `version` metadata value written, and the only one read.
-pub const FORMAT_VERSION: &str = "1";
+/// The `version` metadata value written. [`load`] reads it and version `"1"`.
+pub const FORMAT_VERSION: &str = "2";
 
 /// Writes `model` to `path` atomically (temporary file in the same folder, then rename).
 pub fn save(model: &QuantModel, path: impl AsRef<Path>) -> Result<(), QuantError> {
@@ -59,20 +72,11 @@ pub fn save(model: &QuantModel, path: impl AsRef<Path>) -> Result<(), QuantError
             ]
         })
         .collect();
-    let meta = Meta {
-        bits: model.bits(),
-        layers: model.layers().iter().map(layer_meta).collect(),
-        logits: model.logit_params().into(),
-        input_normalization_folded: model.input_normalization().is_some(),
-        input_normalization: model.input_normalization().map(|n| NormalizationMeta {
-            mean: n.mean,
-            std: n.std,
-        }),
-    };
-    let meta_json = serde_json::to_string(&meta).map_err(|e| QuantError::BadMetadata {
-        path: path.to_owned(),
-        reason: e.to_string(),
-    })?;
+    let meta_json =
+        serde_json::to_string(&Meta::new(model)).map_err(|e| QuantError::BadMetadata {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
     let metadata = HashMap::from([
         ("format".to_owned(), FORMAT_NAME.to_owned()),
         ("version".to_owned(), FORMAT_VERSION.to_owned()),
@@ -117,8 +121,9 @@ fn checksum<'a>(parts: impl Iterator<Item = &'a [u8]>) -> String {
         .collect()
 }
 
-/// Reads and fully validates a model file: safetensors structure, format name, version,
-/// metadata, tensor dtypes and shapes, checksum, parameter ranges and the accumulator bound.
+/// Reads and fully validates a model file of version 2 or 1: safetensors structure, format
+/// name, version, metadata, tensor dtypes and shapes, checksum, parameter ranges (against the
+/// declared bit widths and granularity) and the accumulator bound.
 pub fn load(path: impl AsRef<Path>) -> Result<QuantModel, QuantError> {
     let path = path.as_ref();
     let bytes = std::fs::read(path).map_err(|source| QuantError::Io {
@@ -146,17 +151,22 @@ pub fn load(path: impl AsRef<Path>) -> Result<QuantModel, QuantError> {
         });
     }
     let version = entry("version")?;
-    if version != FORMAT_VERSION {
-        return Err(QuantError::UnsupportedVersion {
-            path: path.to_owned(),
-            found: version.clone(),
-        });
-    }
     let bad = |reason: String| QuantError::BadMetadata {
         path: path.to_owned(),
         reason,
     };
-    let meta: Meta = serde_json::from_str(entry("meta")?).map_err(|e| bad(e.to_string()))?;
+    let meta_json = entry("meta")?;
+    let meta = match version.as_str() {
+        FORMAT_VERSION => serde_json::from_str::<Meta>(meta_json),
+        "1" => serde_json::from_str::<MetaV1>(meta_json).map(MetaV1::upgrade),
+        _ => {
+            return Err(QuantError::UnsupportedVersion {
+                path: path.to_owned(),
+                found: version.clone(),
+            });
+        }
+    }
+    .map_err(|e| bad(e.to_string()))?;
     let expected_checksum = entry("checksum")?;
     let expected_names = 2 * meta.layers.len();
     if tensors.len() != expected_names {
@@ -218,7 +228,7 @@ pub fn load(path: impl AsRef<Path>) -> Result<QuantModel, QuantError> {
             )));
         }
     };
-    let model = QuantModel::new(meta.bits, layers, normalization).map_err(invalid)?;
+    let model = QuantModel::new(meta.options(), layers, normalization).map_err(invalid)?;
     if ParamsMeta::from(model.logit_params()) != meta.logits {
         return Err(bad(format!(
             "logit parameters {:?} differ from fc2's output parameters",

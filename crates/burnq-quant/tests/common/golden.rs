@@ -7,7 +7,8 @@
 use std::path::PathBuf;
 
 use burnq_quant::{
-    ARCHITECTURE, LayerKind, QuantLayer, QuantModel, QuantParams, quantize_multiplier,
+    ARCHITECTURE, ConvertOptions, LayerKind, QuantLayer, QuantModel, QuantParams,
+    quantize_multiplier,
 };
 use safetensors::{Dtype, SafeTensors};
 
@@ -112,7 +113,8 @@ impl<'a> Golden<'a> {
         let logit_params = QuantParams::from_range(lo as f32, hi as f32, 8).unwrap();
         let layers = ARCHITECTURE
             .map(|(name, kind)| self.layer(name, kind, (name == "fc2").then_some(logit_params)));
-        QuantModel::new(8, layers, None).expect("golden parameters validate")
+        QuantModel::new(ConvertOptions::uniform(8), layers, None)
+            .expect("golden parameters validate")
     }
 
     /// The golden layer `name`; `logits` supplies the output parameters fc2 lacks there.

@@ -1,0 +1,45 @@
+//! Steps shared by the commands: hand the float weights to the integer converter, run an
+//! integer model over a test set, compare predictions.
+
+use burnq_data::{IMAGE_PIXELS, ImageSet};
+use burnq_model::Net;
+use burnq_quant::{ARCHITECTURE, Engine, FloatLayer, FloatNetwork, Output, QuantModel};
+
+/// The float model's four layers as plain arrays for the integer converter.
+pub fn float_network(model: &Net) -> anyhow::Result<FloatNetwork> {
+    let mut layers = Vec::new();
+    for (layer, (name, kind)) in model.export_weights().into_iter().zip(ARCHITECTURE) {
+        anyhow::ensure!(
+            layer.name == name,
+            "layer order: got {} where {name} was expected",
+            layer.name
+        );
+        layers.push(FloatLayer {
+            kind,
+            weights: layer.weight,
+            bias: layer.bias,
+        });
+    }
+    let layers: [FloatLayer; 4] = layers
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("the float model must have 4 layers"))?;
+    Ok(FloatNetwork::new(layers)?)
+}
+
+/// Runs `model` over every image of `set` with the fast engine on all cores (bit-exact with
+/// the scalar reference, which the test suite and `cargo xtask bench` check).
+pub fn run_integer(model: &QuantModel, set: &ImageSet) -> anyhow::Result<Output> {
+    let engine = Engine::new(model)?;
+    Ok(engine.forward_parallel(&set.pixels, set.pixels.len() / IMAGE_PIXELS, 0)?)
+}
+
+/// Predicted classes of an integer run.
+pub fn classes(out: &Output) -> Vec<u8> {
+    out.predictions.iter().map(|&p| p as u8).collect()
+}
+
+/// Fraction of positions where `a` and `b` agree (e.g. predictions vs labels).
+pub fn agreement(a: &[u8], b: &[u8]) -> f64 {
+    let same = a.iter().zip(b).filter(|(x, y)| x == y).count();
+    same as f64 / a.len().max(1) as f64
+}
