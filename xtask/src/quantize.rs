@@ -5,13 +5,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use burnq_calib::{Calibration, CalibrationMethod, CalibrationSettings, calibrate};
-use burnq_data::{ImageSet, Split};
+use burnq_data::{ImageSet, Normalization, Split};
 use burnq_model::checkpoint::{load_model, write_json_atomic};
 use burnq_model::data::ImageBatcher;
 use burnq_model::eval::{evaluate, logits};
 use burnq_model::simulated::simulated_predictions;
 use burnq_model::{BackendChoice, NetConfig};
-use burnq_quant::{ActivationRanges, InputNormalization};
+use burnq_quant::{ActivationRanges, ConvertOptions, FloatNetwork, InputNormalization, QuantModel};
 use serde::Serialize;
 
 use crate::common::{DataArgs, dataset_dir, display_path};
@@ -26,7 +26,17 @@ pub struct QuantizeArgs {
     /// Bits of weights and activations (2..=8).
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u8).range(2..=8))]
     pub bits: u8,
-    /// Range estimate feeding quantization: minmax (global) or mean-minmax (the tutorial's mean of batch min/max).
+    /// Bits of the weights only (overrides --bits).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(2..=8))]
+    pub weight_bits: Option<u8>,
+    /// Bits of the activations only (overrides --bits).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(2..=8))]
+    pub act_bits: Option<u8>,
+    /// One weight scale and zero point per output channel.
+    #[arg(long)]
+    pub per_channel: bool,
+    /// Range estimate feeding quantization: minmax, mean-minmax (the tutorial's mean of batch
+    /// min/max), ema, percentile (99.99) or mse (error-minimizing search).
     #[arg(long, default_value = "mean-minmax", value_parser = parse_method)]
     pub calibration: CalibrationMethod,
     /// Number of calibration images (the first N of the split).
@@ -48,10 +58,19 @@ pub struct QuantizeArgs {
 }
 
 fn parse_method(s: &str) -> Result<CalibrationMethod, String> {
-    match s {
-        "minmax" => Ok(CalibrationMethod::Minmax),
-        "mean-minmax" => Ok(CalibrationMethod::MeanMinmax),
-        _ => Err(format!("unknown calibration `{s}` (minmax or mean-minmax)")),
+    CalibrationMethod::from_name(s).ok_or_else(|| {
+        format!("unknown calibration `{s}` (minmax, mean-minmax, ema, percentile or mse)")
+    })
+}
+
+impl QuantizeArgs {
+    /// The conversion options these flags ask for.
+    pub fn options(&self) -> ConvertOptions {
+        ConvertOptions {
+            weight_bits: self.weight_bits.unwrap_or(self.bits),
+            act_bits: self.act_bits.unwrap_or(self.bits),
+            per_channel: self.per_channel,
+        }
     }
 }
 
@@ -76,7 +95,9 @@ struct EngineResult {
 #[derive(Debug, Serialize)]
 struct QuantizeReport {
     dataset: String,
-    bits: u8,
+    weight_bits: u8,
+    act_bits: u8,
+    per_channel: bool,
     calibration: String,
     calib_split: String,
     calib_samples: usize,
@@ -89,6 +110,7 @@ struct QuantizeReport {
 }
 
 pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
+    let options = args.options();
     let device = BackendChoice::Flex.device()?;
     let dir = dataset_dir(args.out.as_deref(), args.data.dataset);
     let float_path = dir.join("float").join("model.bpk");
@@ -103,6 +125,7 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
         samples: args.calib_samples,
         batch_size: args.calib_batch,
         method: args.calibration,
+        act_bits: options.act_bits,
     };
     let calibration = calibrate(&model, &calib_set, settings, &device)
         .with_context(|| format!("calibrating {}", display_path(&float_path)))?;
@@ -117,47 +140,45 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
         accuracy: float_eval.accuracy,
         agreement_with_float: 1.0,
     }];
-    let mut chosen = None;
-    for method in [CalibrationMethod::Minmax, CalibrationMethod::MeanMinmax] {
-        let ranges = tap_ranges(&calibration, method);
-        let inputs = [ranges[0], ranges[1], ranges[2], ranges[3]];
+    let label = options_label(&options);
+    if options.weight_bits == options.act_bits && !options.per_channel {
+        // The tutorial's scheme: float layers on fake-quantized tensors, mean of batch min/max.
+        let r = tap_ranges(&calibration, CalibrationMethod::MeanMinmax);
         let simulated = simulated_predictions(
             &model,
             &test_set,
-            inputs,
-            u32::from(args.bits),
+            [r[0], r[1], r[2], r[3]],
+            u32::from(options.act_bits),
             1000,
             &device,
         );
         results.push(engine_result(
-            format!("simulated {}-bit, {} (tutorial)", args.bits, method.name()),
+            format!("simulated {label}, mean-minmax (tutorial)"),
             &simulated,
             &test_set,
             &float_pred,
         ));
-        let quant = burnq_quant::convert(
-            &network,
-            &activation_ranges(ranges),
-            InputNormalization {
-                mean: norm.mean,
-                std: norm.std,
-            },
-            args.bits,
-        )
-        .context("converting the float model to integers")?;
+    }
+    let mut chosen = None;
+    for method in CalibrationMethod::ALL {
+        let quant = convert_with(&network, &calibration, method, norm, options)?;
         let out = run_integer(&quant, &test_set)?;
-        let (pred, logits_u8) = (classes(&out), out.logits_u8);
+        let marker = if method == args.calibration {
+            " (saved)"
+        } else {
+            ""
+        };
         results.push(engine_result(
-            format!("integer {}-bit, {}", args.bits, method.name()),
-            &pred,
+            format!("integer {label}, {}{marker}", method.name()),
+            &classes(&out),
             &test_set,
             &float_pred,
         ));
         if method == args.calibration {
-            chosen = Some((quant, logits_u8));
+            chosen = Some((quant, out.logits_u8));
         }
     }
-    let (quant, logits_u8) = chosen.expect("the chosen method is one of the two evaluated");
+    let (quant, logits_u8) = chosen.expect("the chosen method is one of those evaluated");
     let dequantized = quant.dequantize_logits(&logits_u8);
     let logit_mae = dequantized
         .iter()
@@ -173,7 +194,9 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
     write_json_atomic(&calibration, &calib_path)?;
     let report = QuantizeReport {
         dataset: args.data.dataset.dir_name().into(),
-        bits: args.bits,
+        weight_bits: options.weight_bits,
+        act_bits: options.act_bits,
+        per_channel: options.per_channel,
         calibration: args.calibration.name().into(),
         calib_split: args.calib_split.name().into(),
         calib_samples: args.calib_samples,
@@ -187,6 +210,29 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
     write_json_atomic(&report, &report_path)?;
     print_summary(&report, &[quant_path, calib_path, report_path]);
     Ok(())
+}
+
+/// `w8a8`, `w2a4-pc`, …: weight and activation bits, `-pc` for per-channel weights.
+pub fn options_label(o: &ConvertOptions) -> String {
+    let pc = if o.per_channel { "-pc" } else { "" };
+    format!("w{}a{}{pc}", o.weight_bits, o.act_bits)
+}
+
+/// Converts `network` with the activation ranges `method` estimated in `calibration`.
+pub fn convert_with(
+    network: &FloatNetwork,
+    calibration: &Calibration,
+    method: CalibrationMethod,
+    norm: Normalization,
+    options: ConvertOptions,
+) -> anyhow::Result<QuantModel> {
+    let ranges = activation_ranges(tap_ranges(calibration, method));
+    let norm = InputNormalization {
+        mean: norm.mean,
+        std: norm.std,
+    };
+    burnq_quant::convert(network, &ranges, norm, options)
+        .with_context(|| format!("converting to integers ({})", options_label(&options)))
 }
 
 /// Calibrated `(min, max)` of the inputs of conv1, conv2, fc1, fc2 and of the logits.

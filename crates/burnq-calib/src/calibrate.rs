@@ -17,6 +17,8 @@ pub struct CalibrationSettings {
     pub batch_size: usize,
     /// The estimate recorded as the one to use.
     pub method: CalibrationMethod,
+    /// Activation bit width the MSE ranges are searched for (2..=8).
+    pub act_bits: u8,
 }
 
 impl Default for CalibrationSettings {
@@ -24,7 +26,8 @@ impl Default for CalibrationSettings {
         Self {
             samples: 1000,
             batch_size: 64,
-            method: CalibrationMethod::Minmax,
+            method: CalibrationMethod::MeanMinmax,
+            act_bits: 8,
         }
     }
 }
@@ -58,49 +61,46 @@ pub fn calibrate(
             device,
         );
         let taps = model.forward_taps(images);
-        let ranges = [
-            min_max(taps.conv1_in),
-            min_max(taps.conv2_in),
-            min_max(taps.fc1_in),
-            min_max(taps.fc2_in),
-            min_max(taps.logits),
+        let batch = [
+            values(taps.conv1_in),
+            values(taps.conv2_in),
+            values(taps.fc1_in),
+            values(taps.fc2_in),
+            values(taps.logits),
         ];
-        for ((observer, (lo, hi)), tap) in observers.iter_mut().zip(ranges).zip(TAP_NAMES) {
-            if !lo.is_finite() || !hi.is_finite() {
+        for ((observer, values), tap) in observers.iter_mut().zip(batch).zip(TAP_NAMES) {
+            if values.iter().any(|v| !v.is_finite()) {
                 return Err(CalibError::NonFinite { tap });
             }
-            observer.observe(lo, hi);
+            observer.observe(&values);
         }
     }
-    let taps = TAP_NAMES
-        .iter()
-        .zip(&observers)
-        .map(|(name, o)| {
-            (
-                name.to_string(),
-                o.stats().expect("at least one batch observed"),
-            )
-        })
-        .collect();
+    let mut stats = Vec::with_capacity(TAP_NAMES.len());
+    for (name, observer) in TAP_NAMES.iter().zip(&observers) {
+        let s = observer
+            .stats(settings.act_bits)
+            .map_err(|e| CalibError::Range {
+                tap: name,
+                message: e.to_string(),
+            })?
+            .expect("at least one batch observed");
+        stats.push((name.to_string(), s));
+    }
     Ok(Calibration {
         dataset: set.kind.dir_name().to_owned(),
         split: set.split.name().to_owned(),
         samples: settings.samples,
         batch_size: settings.batch_size,
+        act_bits: settings.act_bits,
         method: settings.method,
-        taps,
+        taps: stats,
     })
 }
 
-/// Minimum and maximum of a tensor. A NaN anywhere makes the result non-finite or NaN,
-/// because the sum is checked as well (min/max kernels may skip NaN).
-fn min_max<const D: usize>(t: Tensor<D>) -> (f32, f32) {
-    let sum = t.clone().sum().into_scalar::<f32>();
-    let lo = t.clone().min().into_scalar::<f32>();
-    let hi = t.max().into_scalar::<f32>();
-    if sum.is_finite() {
-        (lo, hi)
-    } else {
-        (f32::NAN, f32::NAN)
-    }
+/// A tensor's values as plain floats.
+fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("f32 data converts to Vec<f32>")
 }

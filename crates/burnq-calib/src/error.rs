@@ -22,6 +22,9 @@ pub enum CalibError {
         "activation `{tap}` holds NaN or infinite values: the float model is corrupt or diverged"
     )]
     NonFinite { tap: &'static str },
+    /// A range estimate could not be computed.
+    #[error("range estimate of `{tap}` failed: {message}")]
+    Range { tap: &'static str, message: String },
     /// A batch size of zero.
     #[error("the calibration batch size must be at least 1")]
     ZeroBatch,

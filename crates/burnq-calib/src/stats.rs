@@ -17,15 +17,46 @@ pub enum CalibrationMethod {
     Minmax,
     /// Average over batches of each batch's minimum and maximum (the tutorial's).
     MeanMinmax,
+    /// Exponential moving average of batch min/max (decay [`EMA_DECAY`] per batch), as
+    /// TensorFlow's quantization-aware training tracks ranges.
+    Ema,
+    /// The [`PERCENTILE`]-th and (100 − [`PERCENTILE`])-th percentiles of all values:
+    /// clips rare outliers.
+    Percentile,
+    /// The range minimizing the mean squared quantization error at the activation bit
+    /// width (a search over clipped ranges, as TensorRT/ONNX Runtime offer).
+    Mse,
 }
 
+/// Per-batch decay of [`CalibrationMethod::Ema`].
+pub const EMA_DECAY: f32 = 0.9;
+/// Percentile of [`CalibrationMethod::Percentile`].
+pub const PERCENTILE: f64 = 99.99;
+
 impl CalibrationMethod {
+    /// All methods, in a fixed order.
+    pub const ALL: [CalibrationMethod; 5] = [
+        CalibrationMethod::Minmax,
+        CalibrationMethod::MeanMinmax,
+        CalibrationMethod::Ema,
+        CalibrationMethod::Percentile,
+        CalibrationMethod::Mse,
+    ];
+
     /// Command-line name.
     pub fn name(self) -> &'static str {
         match self {
             CalibrationMethod::Minmax => "minmax",
             CalibrationMethod::MeanMinmax => "mean-minmax",
+            CalibrationMethod::Ema => "ema",
+            CalibrationMethod::Percentile => "percentile",
+            CalibrationMethod::Mse => "mse",
         }
+    }
+
+    /// Parses a command-line name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|m| m.name() == name)
     }
 }
 
@@ -40,6 +71,18 @@ pub struct RangeStats {
     pub mean_min: f32,
     /// Mean over batches of the batch maximum.
     pub mean_max: f32,
+    /// Exponential moving average of the batch minimum.
+    pub ema_min: f32,
+    /// Exponential moving average of the batch maximum.
+    pub ema_max: f32,
+    /// Lower [`PERCENTILE`] clip of all values.
+    pub percentile_min: f32,
+    /// Upper [`PERCENTILE`] clip of all values.
+    pub percentile_max: f32,
+    /// Minimum-MSE range at the calibration's `act_bits`.
+    pub mse_min: f32,
+    /// Minimum-MSE range at the calibration's `act_bits`.
+    pub mse_max: f32,
     /// Number of batches observed.
     pub batches: usize,
 }
@@ -51,32 +94,58 @@ pub struct RangeObserver {
     max: f32,
     sum_min: f64,
     sum_max: f64,
+    ema_min: f32,
+    ema_max: f32,
     batches: usize,
+    values: Vec<f32>,
 }
 
 impl RangeObserver {
-    /// Records one batch's minimum and maximum.
-    pub fn observe(&mut self, batch_min: f32, batch_max: f32) {
+    /// Records one batch of values (all of them are kept for the percentile and MSE
+    /// estimates: at most a few million floats per tensor for 1000 images).
+    pub fn observe(&mut self, values: &[f32]) {
+        let (batch_min, batch_max) = values
+            .iter()
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
+                (lo.min(v), hi.max(v))
+            });
+        self.values.extend_from_slice(values);
         if self.batches == 0 {
             (self.min, self.max) = (batch_min, batch_max);
+            (self.ema_min, self.ema_max) = (batch_min, batch_max);
         } else {
             self.min = self.min.min(batch_min);
             self.max = self.max.max(batch_max);
+            self.ema_min = EMA_DECAY * self.ema_min + (1.0 - EMA_DECAY) * batch_min;
+            self.ema_max = EMA_DECAY * self.ema_max + (1.0 - EMA_DECAY) * batch_max;
         }
         self.sum_min += f64::from(batch_min);
         self.sum_max += f64::from(batch_max);
         self.batches += 1;
     }
 
-    /// The statistics so far (`None` before the first batch).
-    pub fn stats(&self) -> Option<RangeStats> {
-        (self.batches > 0).then(|| RangeStats {
+    /// The statistics so far, with the MSE range searched at `act_bits` (`None` before the
+    /// first batch).
+    pub fn stats(&self, act_bits: u8) -> Result<Option<RangeStats>, burnq_quant::QuantError> {
+        if self.batches == 0 {
+            return Ok(None);
+        }
+        let (percentile_min, percentile_max) =
+            burnq_quant::range::percentile(&self.values, PERCENTILE)?;
+        let (mse_min, mse_max) = burnq_quant::range::mse(&self.values, act_bits)?;
+        Ok(Some(RangeStats {
             min: self.min,
             max: self.max,
             mean_min: (self.sum_min / self.batches as f64) as f32,
             mean_max: (self.sum_max / self.batches as f64) as f32,
+            ema_min: self.ema_min,
+            ema_max: self.ema_max,
+            percentile_min,
+            percentile_max,
+            mse_min,
+            mse_max,
             batches: self.batches,
-        })
+        }))
     }
 }
 
@@ -86,6 +155,9 @@ impl RangeStats {
         match method {
             CalibrationMethod::Minmax => (self.min, self.max),
             CalibrationMethod::MeanMinmax => (self.mean_min, self.mean_max),
+            CalibrationMethod::Ema => (self.ema_min, self.ema_max),
+            CalibrationMethod::Percentile => (self.percentile_min, self.percentile_max),
+            CalibrationMethod::Mse => (self.mse_min, self.mse_max),
         }
     }
 }
@@ -99,8 +171,10 @@ pub struct Calibration {
     pub split: String,
     /// Number of images observed (the first `samples` of the split).
     pub samples: usize,
-    /// Images per batch (the mean-of-batch estimate depends on it).
+    /// Images per batch (the mean-of-batch and EMA estimates depend on it).
     pub batch_size: usize,
+    /// Activation bit width the MSE ranges were searched for.
+    pub act_bits: u8,
     /// The method chosen to feed quantization.
     pub method: CalibrationMethod,
     /// Statistics per observed tensor, in the order of [`TAP_NAMES`].
@@ -129,12 +203,23 @@ impl Calibration {
             )));
         }
         for (name, s) in &self.taps {
-            let all = [s.min, s.max, s.mean_min, s.mean_max];
-            if all.iter().any(|v| !v.is_finite()) {
-                return Err(invalid(format!("{name} has a non-finite bound")));
+            for method in CalibrationMethod::ALL {
+                let (lo, hi) = s.range(method);
+                if !lo.is_finite() || !hi.is_finite() {
+                    return Err(invalid(format!(
+                        "{name} has a non-finite {} bound",
+                        method.name()
+                    )));
+                }
+                if lo > hi {
+                    return Err(invalid(format!(
+                        "{name} has an inverted {} range",
+                        method.name()
+                    )));
+                }
             }
-            if s.min > s.max || s.mean_min > s.mean_max || s.batches == 0 {
-                return Err(invalid(format!("{name} has an empty or inverted range")));
+            if s.batches == 0 {
+                return Err(invalid(format!("{name} was observed in no batch")));
             }
         }
         Ok(())
@@ -161,14 +246,25 @@ mod tests {
     #[test]
     fn observer_keeps_global_and_mean_ranges() {
         let mut o = RangeObserver::default();
-        assert!(o.stats().is_none());
-        o.observe(-1.0, 2.0);
-        o.observe(-3.0, 4.0);
-        let s = o.stats().unwrap();
+        assert!(o.stats(8).unwrap().is_none());
+        o.observe(&[-1.0, 0.5, 2.0]);
+        o.observe(&[-3.0, 4.0]);
+        let s = o.stats(8).unwrap().unwrap();
         assert_eq!((s.min, s.max, s.batches), (-3.0, 4.0, 2));
         assert_eq!((s.mean_min, s.mean_max), (-2.0, 3.0));
         assert_eq!(s.range(CalibrationMethod::Minmax), (-3.0, 4.0));
         assert_eq!(s.range(CalibrationMethod::MeanMinmax), (-2.0, 3.0));
+        // EMA: −1 then 0.9·(−1) + 0.1·(−3) = −1.2; 2 then 0.9·2 + 0.1·4 = 2.2.
+        let (lo, hi) = s.range(CalibrationMethod::Ema);
+        assert!((lo + 1.2).abs() < 1e-6 && (hi - 2.2).abs() < 1e-6);
+        // Percentile and MSE ranges lie within the observed range and contain 0.
+        for m in [CalibrationMethod::Percentile, CalibrationMethod::Mse] {
+            let (lo, hi) = s.range(m);
+            assert!(
+                (-3.0..=0.0).contains(&lo) && (0.0..=4.0).contains(&hi),
+                "{m:?}: {lo} {hi}"
+            );
+        }
     }
 
     #[test]
@@ -179,6 +275,12 @@ mod tests {
             max: 1.0,
             mean_min: 0.0,
             mean_max: 1.0,
+            ema_min: 0.0,
+            ema_max: 1.0,
+            percentile_min: 0.0,
+            percentile_max: 1.0,
+            mse_min: 0.0,
+            mse_max: 0.9,
             batches: 1,
         };
         let good = Calibration {
@@ -186,6 +288,7 @@ mod tests {
             split: "train".into(),
             samples: 10,
             batch_size: 10,
+            act_bits: 8,
             method: CalibrationMethod::Minmax,
             taps: TAP_NAMES.iter().map(|n| (n.to_string(), stats)).collect(),
         };

@@ -20,6 +20,7 @@ fn settings(samples: usize, batch_size: usize) -> CalibrationSettings {
         samples,
         batch_size,
         method: CalibrationMethod::MeanMinmax,
+        act_bits: 4,
     }
 }
 
@@ -35,6 +36,14 @@ fn records_every_tap_with_consistent_ranges() {
     assert_eq!(names, TAP_NAMES);
     for (name, s) in &cal.taps {
         assert_eq!(s.batches, 4, "{name}");
+        // Every estimate contains 0 or lies inside the observed range, widened to contain 0.
+        for method in CalibrationMethod::ALL {
+            let (lo, hi) = s.range(method);
+            assert!(
+                lo <= hi && lo >= s.min.min(0.0) && hi <= s.max.max(0.0),
+                "{name} {method:?}: {lo} {hi} vs {s:?}"
+            );
+        }
         assert!(
             s.min <= s.mean_min && s.mean_min <= s.mean_max && s.mean_max <= s.max,
             "{name}: {s:?}"
