@@ -8,6 +8,7 @@ mod pipeline;
 mod plot;
 mod qat;
 mod quantize;
+mod sweep;
 mod table;
 mod train;
 
@@ -30,6 +31,8 @@ enum Command {
     Quantize(quantize::QuantizeArgs),
     /// Quantization-aware fine-tuning of the float model, exported to the integer engine.
     Qat(qat::QatArgs),
+    /// Integer accuracy for each bit width × {PTQ per tensor, PTQ per channel, QAT}.
+    Sweep(sweep::SweepArgs),
     /// Verify, then time every engine (Burn float, Burn Q8, integer reference and fast) on the test set.
     Bench(bench::BenchArgs),
 }
@@ -40,5 +43,6 @@ fn main() -> anyhow::Result<()> {
         Command::Quantize(args) => quantize::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Qat(args) => qat::run(args),
+        Command::Sweep(args) => sweep::run(args),
     }
 }

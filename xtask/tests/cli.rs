@@ -79,9 +79,16 @@ fn train_then_quantize_writes_every_artifact() {
     assert_eq!(cal["split"], "train");
     assert_eq!(cal["taps"].as_array().unwrap().len(), 5);
     let q = json(&dir.path().join("quant/quantize.json"));
-    assert_eq!((q["weight_bits"].as_u64(), q["act_bits"].as_u64()), (Some(8), Some(8)));
+    assert_eq!(
+        (q["weight_bits"].as_u64(), q["act_bits"].as_u64()),
+        (Some(8), Some(8))
+    );
     let results = q["results"].as_array().unwrap();
-    assert_eq!(results.len(), 7, "float + simulated + 5 integer rows (one per calibration method)");
+    assert_eq!(
+        results.len(),
+        7,
+        "float + simulated + 5 integer rows (one per calibration method)"
+    );
     let float_acc = results[0]["accuracy"].as_f64().unwrap();
     for r in results {
         let a = r["accuracy"].as_f64().unwrap();

@@ -1,0 +1,237 @@
+//! `cargo xtask sweep`: test-set accuracy of the integer engine for each bit width ×
+//! {post-training per tensor, post-training per channel (each calibration method),
+//! quantization-aware training}, as `artifacts/<dataset>/sweep.{md,json,svg}`.
+
+use std::path::PathBuf;
+
+use burnq_calib::{CalibrationMethod, CalibrationSettings, calibrate};
+use burnq_data::Split;
+use burnq_model::checkpoint::{load_model, write_atomic, write_json_atomic};
+use burnq_model::data::ImageBatcher;
+use burnq_model::eval::evaluate;
+use burnq_model::{BackendChoice, NetConfig};
+use burnq_quant::ConvertOptions;
+use serde::Serialize;
+
+use crate::common::{DataArgs, dataset_dir, display_path, progress_bar};
+use crate::pipeline::{agreement, classes, float_network, run_integer};
+use crate::plot::{Panel, Series, line_panels};
+use crate::qat::{QatArgs, run_qat};
+use crate::quantize::convert_with;
+use crate::table::markdown;
+
+/// Flags of `cargo xtask sweep`.
+#[derive(Debug, clap::Args)]
+pub struct SweepArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Bit widths to sweep (weights and activations alike), comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "2,3,4,5,6,7,8")]
+    pub bits: Vec<u8>,
+    /// Epochs of quantization-aware fine-tuning per bit width (0 skips QAT).
+    #[arg(long, default_value_t = 2)]
+    pub qat_epochs: usize,
+    /// QAT with per-channel weights.
+    #[arg(long)]
+    pub qat_per_channel: bool,
+    /// Artifacts folder of the data set (default artifacts/<dataset>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// One bit width's accuracies.
+#[derive(Debug, Serialize)]
+struct SweepRow {
+    bits: u8,
+    /// Per calibration method, in the order of `CalibrationMethod::ALL`.
+    ptq_per_tensor: Vec<f64>,
+    ptq_per_channel: Vec<f64>,
+    qat: Option<f64>,
+    qat_fake_quant: Option<f64>,
+    qat_agreement: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+struct SweepReport {
+    dataset: String,
+    float_accuracy: f64,
+    methods: Vec<&'static str>,
+    qat_epochs: usize,
+    qat_per_channel: bool,
+    rows: Vec<SweepRow>,
+}
+
+pub fn run(args: SweepArgs) -> anyhow::Result<()> {
+    for &b in &args.bits {
+        anyhow::ensure!(
+            (2..=8).contains(&b),
+            "--bits {b}: each width must be in 2..=8"
+        );
+    }
+    let device = BackendChoice::Flex.device()?;
+    let dir = dataset_dir(args.out.as_deref(), args.data.dataset);
+    let model = load_model(
+        &NetConfig::new(),
+        &dir.join("float").join("model.bpk"),
+        &device,
+    )?;
+    let train_set = args.data.load(Split::Train)?;
+    let test_set = args.data.load(Split::Test)?;
+    let norm = args.data.dataset.normalization();
+    let network = float_network(&model)?;
+    let (float_eval, _) = evaluate(&model, &test_set, &ImageBatcher::new(norm), 1000, &device);
+
+    let bar = progress_bar(args.bits.len() as u64, "sweep [{bar:30}] {pos}/{len} {msg}");
+    let mut rows = Vec::new();
+    for &bits in &args.bits {
+        bar.set_message(format!("{bits} bits"));
+        let settings = CalibrationSettings {
+            act_bits: bits,
+            ..Default::default()
+        };
+        let calibration = calibrate(&model, &train_set, settings, &device)?;
+        let ptq = |per_channel| -> anyhow::Result<Vec<f64>> {
+            let options = ConvertOptions {
+                weight_bits: bits,
+                act_bits: bits,
+                per_channel,
+            };
+            CalibrationMethod::ALL
+                .iter()
+                .map(|&m| {
+                    let quant = convert_with(&network, &calibration, m, norm, options)?;
+                    Ok(agreement(
+                        &classes(&run_integer(&quant, &test_set)?),
+                        &test_set.labels,
+                    ))
+                })
+                .collect()
+        };
+        let (ptq_per_tensor, ptq_per_channel) = (ptq(false)?, ptq(true)?);
+        let qat = if args.qat_epochs > 0 {
+            let qat_args = QatArgs {
+                data: args.data.clone(),
+                weight_bits: bits,
+                act_bits: bits,
+                per_channel: args.qat_per_channel,
+                epochs: args.qat_epochs,
+                lr: 0.01,
+                momentum: 0.5,
+                seed: 1,
+                ema_decay: 0.99,
+                act_delay: 0,
+                train_limit: None,
+                test_limit: None,
+                out: args.out.clone(),
+            };
+            Some(run_qat(&qat_args, false)?)
+        } else {
+            None
+        };
+        rows.push(SweepRow {
+            bits,
+            ptq_per_tensor,
+            ptq_per_channel,
+            qat: qat.as_ref().map(|q| q.integer_accuracy),
+            qat_fake_quant: qat.as_ref().map(|q| q.fake_quant_accuracy),
+            qat_agreement: qat.as_ref().map(|q| q.integer_vs_fake_quant_agreement),
+        });
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let report = SweepReport {
+        dataset: args.data.dataset.dir_name().into(),
+        float_accuracy: float_eval.accuracy,
+        methods: CalibrationMethod::ALL.iter().map(|m| m.name()).collect(),
+        qat_epochs: args.qat_epochs,
+        qat_per_channel: args.qat_per_channel,
+        rows,
+    };
+    write_reports(&report, &dir)
+}
+
+fn pct(v: f64) -> String {
+    format!("{:.2}", 100.0 * v)
+}
+
+fn write_reports(report: &SweepReport, dir: &std::path::Path) -> anyhow::Result<()> {
+    let mut headers = vec!["bits".to_string()];
+    for kind in ["PTQ/tensor", "PTQ/channel"] {
+        headers.extend(report.methods.iter().map(|m| format!("{kind} {m}")));
+    }
+    headers.extend(["QAT".into(), "QAT fake-quant".into(), "QAT agree".into()]);
+    let rows: Vec<Vec<String>> = report
+        .rows
+        .iter()
+        .map(|r| {
+            let mut row = vec![r.bits.to_string()];
+            row.extend(
+                r.ptq_per_tensor
+                    .iter()
+                    .chain(&r.ptq_per_channel)
+                    .map(|&a| pct(a)),
+            );
+            for v in [r.qat, r.qat_fake_quant, r.qat_agreement] {
+                row.push(v.map_or("–".into(), pct));
+            }
+            row
+        })
+        .collect();
+    let header_refs: Vec<&str> = headers.iter().map(String::as_str).collect();
+    let md = format!(
+        "# Accuracy sweep, {} (float {}%)\n\nTest-set accuracy (%) of the integer engine, weights and \
+         activations at the same bit width; PTQ columns per calibration method, QAT fine-tuned {} \
+         epoch(s) from the float model ({}), its fake-quantized accuracy and the fraction of \
+         predictions on which integer and fake-quant agree.\n\n{}",
+        report.dataset,
+        pct(report.float_accuracy),
+        report.qat_epochs,
+        if report.qat_per_channel {
+            "per-channel weights"
+        } else {
+            "per-tensor weights"
+        },
+        markdown(&header_refs, &rows)
+    );
+    println!("\n{md}");
+    write_json_atomic(report, &dir.join("sweep.json"))?;
+    write_atomic(&dir.join("sweep.md"), md.as_bytes())?;
+    let best = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
+    let line = |name: &str, color, f: &dyn Fn(&SweepRow) -> Option<f64>| Series {
+        name: name.into(),
+        color,
+        points: report
+            .rows
+            .iter()
+            .filter_map(|r| f(r).map(|a| (f64::from(r.bits), 100.0 * a)))
+            .collect(),
+    };
+    let mean_minmax = 1; // index of mean-minmax in CalibrationMethod::ALL
+    let series = vec![
+        line("PTQ per-tensor (mean-minmax)", "#1f77b4", &|r| {
+            Some(r.ptq_per_tensor[mean_minmax])
+        }),
+        line("PTQ per-tensor (best method)", "#aec7e8", &|r| {
+            Some(best(&r.ptq_per_tensor))
+        }),
+        line("PTQ per-channel (best method)", "#ff7f0e", &|r| {
+            Some(best(&r.ptq_per_channel))
+        }),
+        line("QAT", "#2ca02c", &|r| r.qat),
+        line("float", "#7f7f7f", &|_| Some(report.float_accuracy)),
+    ];
+    let svg = line_panels(
+        &format!("Integer accuracy vs bit width, {}", report.dataset),
+        "bits (weights = activations)",
+        &[Panel {
+            y_label: "test accuracy (%)".into(),
+            series,
+        }],
+    );
+    write_atomic(&dir.join("sweep.svg"), svg.as_bytes())?;
+    println!("wrote:");
+    for f in ["sweep.md", "sweep.json", "sweep.svg"] {
+        println!("  {}", display_path(&dir.join(f)));
+    }
+    Ok(())
+}
