@@ -56,6 +56,7 @@ mod params;
 pub mod range;
 pub mod reference;
 mod requant;
+mod sensitivity;
 #[cfg(test)]
 mod test_support;
 
@@ -73,3 +74,4 @@ pub use layer::{LayerKind, QuantLayer};
 pub use model::{ARCHITECTURE, IMAGE_PIXELS, IMAGE_SIDE, NUM_CLASSES, Output, QuantModel, Taps};
 pub use params::{MAX_BITS, MIN_BITS, QuantParams, qmax};
 pub use requant::Requant;
+pub use sensitivity::layer_sqnr_db;

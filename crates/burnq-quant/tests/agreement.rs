@@ -217,3 +217,44 @@ fn integer_engine_agrees_with_float_network() {
         );
     }
 }
+
+#[test]
+fn layer_sqnr_is_high_at_8_bits_and_falls_with_fewer_bits() {
+    let norm = InputNormalization::MNIST;
+    let mut rng = Rng::new(11);
+    let net = random_network(42);
+    let images: Vec<Vec<u8>> = (0..64).map(|_| stroke_image(&mut rng)).collect();
+    let float: Vec<[Vec<f32>; 4]> = images
+        .iter()
+        .map(|i| float_forward(&net, norm, i))
+        .collect();
+    let range = |k: usize| min_max(float.iter().flat_map(|a| a[k].iter().copied()));
+    let ranges = ActivationRanges {
+        conv2_input: range(0),
+        fc1_input: range(1),
+        fc2_input: range(2),
+        logits: range(3),
+    };
+    let flat: Vec<Vec<f32>> = (0..4)
+        .map(|k| float.iter().flat_map(|a| a[k].iter().copied()).collect())
+        .collect();
+    let sqnr = |bits: u8| {
+        let model = convert(&net, &ranges, norm, bits).unwrap();
+        let taps = model
+            .forward_reference_taps(&images.concat(), images.len())
+            .unwrap();
+        burnq_quant::layer_sqnr_db(&model, &taps, [&flat[0], &flat[1], &flat[2], &flat[3]])
+    };
+    let (s8, s4) = (sqnr(8), sqnr(4));
+    println!("SQNR dB at 8 bits {s8:?}, at 4 bits {s4:?}");
+    for layer in 0..4 {
+        // Each bit is worth about 6 dB of SQNR.
+        assert!(s8[layer] > 25.0, "8-bit layer {layer}: {} dB", s8[layer]);
+        assert!(
+            s8[layer] > s4[layer] + 12.0,
+            "layer {layer}: {} vs {}",
+            s8[layer],
+            s4[layer]
+        );
+    }
+}
