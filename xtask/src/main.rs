@@ -8,6 +8,7 @@ mod pipeline;
 mod plot;
 mod qat;
 mod quantize;
+mod sensitivity;
 mod sweep;
 mod table;
 mod train;
@@ -31,6 +32,8 @@ enum Command {
     Quantize(quantize::QuantizeArgs),
     /// Quantization-aware fine-tuning of the float model, exported to the integer engine.
     Qat(qat::QatArgs),
+    /// Per-layer SQNR and accuracy with one layer quantized at a time.
+    Sensitivity(sensitivity::SensitivityArgs),
     /// Integer accuracy for each bit width × {PTQ per tensor, PTQ per channel, QAT}.
     Sweep(sweep::SweepArgs),
     /// Verify, then time every engine (Burn float, Burn Q8, integer reference and fast) on the test set.
@@ -44,5 +47,6 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(args) => bench::run(args),
         Command::Qat(args) => qat::run(args),
         Command::Sweep(args) => sweep::run(args),
+        Command::Sensitivity(args) => sensitivity::run(args),
     }
 }

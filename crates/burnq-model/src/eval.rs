@@ -4,8 +4,8 @@ use burn::prelude::*;
 use burnq_data::{IMAGE_PIXELS, ImageSet};
 use serde::{Deserialize, Serialize};
 
-use crate::Net;
 use crate::data::ImageBatcher;
+use crate::{Net, Taps};
 
 /// Mean negative log-likelihood and accuracy over a set.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -81,6 +81,27 @@ pub fn evaluate_with(
     )
 }
 
+/// Runs `model` over `set` in batches of `batch_size`, handing each batch's taps to `f`.
+fn for_each_batch(
+    model: &Net,
+    set: &ImageSet,
+    batcher: &ImageBatcher,
+    batch_size: usize,
+    device: &Device,
+    mut f: impl FnMut(Taps),
+) {
+    for chunk in set.pixels.chunks(batch_size.max(1) * IMAGE_PIXELS) {
+        f(model.forward_taps(batcher.images(chunk, device)));
+    }
+}
+
+fn flat<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("f32 data converts to f32")
+}
+
 /// The logits (fc2 outputs, before log-softmax) of every image of `set`, `[n × classes]`
 /// row-major, computed in batches of `batch_size`.
 pub fn logits(
@@ -91,15 +112,28 @@ pub fn logits(
     device: &Device,
 ) -> Vec<f32> {
     let mut out = Vec::with_capacity(set.len() * 10);
-    for chunk in set.pixels.chunks(batch_size.max(1) * IMAGE_PIXELS) {
-        let logits = model.forward_taps(batcher.images(chunk, device)).logits;
-        out.extend(
-            logits
-                .into_data()
-                .convert::<f32>()
-                .try_into_vec::<f32>()
-                .expect("f32 data converts to f32"),
-        );
-    }
+    for_each_batch(model, set, batcher, batch_size, device, |taps| {
+        out.extend(flat(taps.logits))
+    });
+    out
+}
+
+/// The float tensors the integer layers' outputs are compared with, for every image of `set`:
+/// conv2's input `[n, 20, 12, 12]`, fc1's input `[n, 800]`, fc2's input `[n, 500]` and the
+/// logits `[n, 10]`, each flattened row-major.
+pub fn float_taps(
+    model: &Net,
+    set: &ImageSet,
+    batcher: &ImageBatcher,
+    batch_size: usize,
+    device: &Device,
+) -> [Vec<f32>; 4] {
+    let mut out: [Vec<f32>; 4] = Default::default();
+    for_each_batch(model, set, batcher, batch_size, device, |taps| {
+        out[0].extend(flat(taps.conv2_in));
+        out[1].extend(flat(taps.fc1_in));
+        out[2].extend(flat(taps.fc2_in));
+        out[3].extend(flat(taps.logits));
+    });
     out
 }

@@ -74,6 +74,8 @@ impl EmaRange {
 #[derive(Debug, Clone)]
 pub struct QatForward {
     settings: QatSettings,
+    /// Which of conv1, conv2, fc1, fc2 are quantized (weights and output activation).
+    layers: [bool; 4],
     /// Ranges of conv2's input, fc1's input, fc2's input and the logits.
     ranges: [EmaRange; 4],
     steps: usize,
@@ -84,9 +86,17 @@ impl QatForward {
     pub fn new(settings: QatSettings) -> Self {
         Self {
             settings,
+            layers: [true; 4],
             ranges: Default::default(),
             steps: 0,
         }
+    }
+
+    /// The same state quantizing only layer `index` (0 = conv1 … 3 = fc2): its weights and
+    /// its output activation; the rest of the network stays float. For sensitivity reports.
+    pub fn only_layer(mut self, index: usize) -> Self {
+        self.layers = std::array::from_fn(|i| i == index);
+        self
     }
 
     /// A QAT state whose ranges start from calibrated ones (conv2_in, fc1_in, fc2_in, logits).
@@ -129,13 +139,16 @@ impl QatForward {
 
     fn forward(&mut self, model: &Net, images: Tensor<4>, observe: bool) -> Tensor<2> {
         let quantize_acts = !observe || self.steps >= self.settings.act_delay;
-        let x = model.pool.forward(relu(self.conv(&model.conv1, images)));
-        let x = self.activation(x, 0, observe, quantize_acts);
-        let x = model.pool.forward(relu(self.conv(&model.conv2, x)));
-        let x = self.activation(x, 1, observe, quantize_acts);
-        let x = relu(self.linear(&model.fc1, x.flatten(1, 3)));
-        let x = self.activation(x, 2, observe, quantize_acts);
-        let logits = self.linear(&model.fc2, x);
+        let q = self.layers;
+        let x = model
+            .pool
+            .forward(relu(self.conv(&model.conv1, images, q[0])));
+        let x = self.activation(x, 0, observe, quantize_acts && q[0]);
+        let x = model.pool.forward(relu(self.conv(&model.conv2, x, q[1])));
+        let x = self.activation(x, 1, observe, quantize_acts && q[1]);
+        let x = relu(self.linear(&model.fc1, x.flatten(1, 3), q[2]));
+        let x = self.activation(x, 2, observe, quantize_acts && q[2]);
+        let logits = self.linear(&model.fc2, x, q[3]);
         if observe {
             let (lo, hi) = batch_range(&logits);
             self.ranges[3].update(lo, hi, self.settings.ema_decay);
@@ -163,13 +176,19 @@ impl QatForward {
         }
     }
 
-    fn conv(&self, conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    fn conv(&self, conv: &Conv2d, x: Tensor<4>, quantize: bool) -> Tensor<4> {
+        if !quantize {
+            return conv.forward(x);
+        }
         let mut conv = conv.clone();
         conv.weight = conv.weight.map(|w| self.weights(w));
         conv.forward(x)
     }
 
-    fn linear(&self, linear: &Linear, x: Tensor<2>) -> Tensor<2> {
+    fn linear(&self, linear: &Linear, x: Tensor<2>, quantize: bool) -> Tensor<2> {
+        if !quantize {
+            return linear.forward(x);
+        }
         // Burn stores [in, out]: output channels are the columns, so transpose for
         // per-channel ranges and back.
         let mut linear = linear.clone();

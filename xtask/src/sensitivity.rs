@@ -1,0 +1,170 @@
+//! `cargo xtask sensitivity`: which layer costs accuracy. For each quantized layer, the SQNR
+//! of its (dequantized) integer output against the float network, and the test accuracy when
+//! only that layer is quantized (fake quantization of its weights and output, at the saved
+//! model's bit widths) while the rest stays float.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use burnq_calib::Calibration;
+use burnq_data::Split;
+use burnq_model::checkpoint::{load_model, write_atomic, write_json_atomic};
+use burnq_model::data::ImageBatcher;
+use burnq_model::eval::{evaluate, float_taps};
+use burnq_model::qat::{QatForward, QatSettings};
+use burnq_model::{BackendChoice, NetConfig};
+use serde::Serialize;
+
+use crate::common::{DataArgs, dataset_dir, display_path};
+use crate::pipeline::{agreement, classes, run_integer};
+use crate::table::markdown;
+
+/// Flags of `cargo xtask sensitivity`.
+#[derive(Debug, clap::Args)]
+pub struct SensitivityArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Test images used for the SQNR (accuracies use the whole test set).
+    #[arg(long, default_value_t = 1000)]
+    pub sqnr_images: usize,
+    /// Artifacts folder of the data set (default artifacts/<dataset>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Serialize)]
+struct LayerSensitivity {
+    layer: &'static str,
+    /// SQNR (dB) of the layer's integer output, errors of earlier layers included.
+    sqnr_db: f64,
+    /// Test accuracy with only this layer quantized.
+    accuracy_only_this_layer: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct SensitivityReport {
+    dataset: String,
+    weight_bits: u8,
+    act_bits: u8,
+    per_channel: bool,
+    calibration: String,
+    float_accuracy: f64,
+    integer_accuracy: f64,
+    layers: Vec<LayerSensitivity>,
+}
+
+pub fn run(args: SensitivityArgs) -> anyhow::Result<()> {
+    let device = BackendChoice::Flex.device()?;
+    let dir = dataset_dir(args.out.as_deref(), args.data.dataset);
+    let model = load_model(
+        &NetConfig::new(),
+        &dir.join("float").join("model.bpk"),
+        &device,
+    )?;
+    let quant = burnq_quant::load(dir.join("quant").join("model.safetensors"))
+        .context("run `cargo xtask quantize` first")?;
+    let calibration = Calibration::load(&dir.join("calibration.json"))?;
+    let test_set = args.data.load(Split::Test)?;
+    let batcher = ImageBatcher::new(args.data.dataset.normalization());
+    let (float_eval, _) = evaluate(&model, &test_set, &batcher, 1000, &device);
+    let integer_accuracy = agreement(&classes(&run_integer(&quant, &test_set)?), &test_set.labels);
+
+    let mut subset = test_set.clone();
+    subset.truncate(args.sqnr_images);
+    let float = float_taps(&model, &subset, &batcher, 500, &device);
+    let taps = quant.forward_reference_taps(&subset.pixels, subset.len())?;
+    let sqnr =
+        burnq_quant::layer_sqnr_db(&quant, &taps, [&float[0], &float[1], &float[2], &float[3]]);
+
+    let range = |name: &str| {
+        calibration
+            .tap(name)
+            .map(|s| s.range(calibration.method))
+            .with_context(|| format!("calibration.json lacks {name}"))
+    };
+    let ranges = [
+        range("conv2_in")?,
+        range("fc1_in")?,
+        range("fc2_in")?,
+        range("logits")?,
+    ];
+    let settings = QatSettings {
+        weight_bits: u32::from(quant.weight_bits()),
+        act_bits: u32::from(quant.act_bits()),
+        per_channel: quant.per_channel(),
+        ema_decay: 0.0,
+        act_delay: 0,
+    };
+    let mut layers = Vec::new();
+    for (i, name) in ["conv1", "conv2", "fc1", "fc2"].into_iter().enumerate() {
+        let only = QatForward::with_ranges(settings, ranges).only_layer(i);
+        let (eval, _) = only.evaluate(&model, &test_set, 1000, &device);
+        layers.push(LayerSensitivity {
+            layer: name,
+            sqnr_db: sqnr[i],
+            accuracy_only_this_layer: eval.accuracy,
+        });
+    }
+    let report = SensitivityReport {
+        dataset: args.data.dataset.dir_name().into(),
+        weight_bits: quant.weight_bits(),
+        act_bits: quant.act_bits(),
+        per_channel: quant.per_channel(),
+        calibration: calibration.method.name().into(),
+        float_accuracy: float_eval.accuracy,
+        integer_accuracy,
+        layers,
+    };
+    let rows: Vec<Vec<String>> = report
+        .layers
+        .iter()
+        .map(|l| {
+            vec![
+                l.layer.into(),
+                format!("{:.1}", l.sqnr_db),
+                format!("{:.2}%", 100.0 * l.accuracy_only_this_layer),
+                format!(
+                    "{:+.2}",
+                    100.0 * (l.accuracy_only_this_layer - report.float_accuracy)
+                ),
+            ]
+        })
+        .collect();
+    let md = format!(
+        "# Sensitivity, {} w{}a{}{} ({} calibration)\n\nFloat {:.2}%, integer {:.2}% on the test set. \
+         SQNR over {} test images (cumulative: each layer's figure includes the noise of the layers \
+         before it); accuracy with only that layer fake-quantized (its weights and output).\n\n{}",
+        report.dataset,
+        report.weight_bits,
+        report.act_bits,
+        if report.per_channel {
+            " per-channel"
+        } else {
+            ""
+        },
+        report.calibration,
+        100.0 * report.float_accuracy,
+        100.0 * report.integer_accuracy,
+        subset.len(),
+        markdown(
+            &[
+                "layer",
+                "SQNR dB",
+                "accuracy, only this layer",
+                "Δ vs float (points)"
+            ],
+            &rows
+        )
+    );
+    println!("\n{md}");
+    let json = dir.join("quant").join("sensitivity.json");
+    let md_path = dir.join("quant").join("sensitivity.md");
+    write_json_atomic(&report, &json)?;
+    write_atomic(&md_path, md.as_bytes())?;
+    println!(
+        "wrote:\n  {}\n  {}",
+        display_path(&json),
+        display_path(&md_path)
+    );
+    Ok(())
+}
