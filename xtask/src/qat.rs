@@ -155,6 +155,8 @@ pub fn run_qat(args: &QatArgs, verbose: bool) -> anyhow::Result<QatReport> {
         per_channel: args.per_channel,
         ema_decay: args.ema_decay,
         act_delay: args.act_delay,
+        input_mean: args.data.dataset.normalization().mean,
+        input_std: args.data.dataset.normalization().std,
     };
     let mut mode = QatForward::with_ranges(
         settings,

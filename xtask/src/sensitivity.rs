@@ -30,6 +30,9 @@ pub struct SensitivityArgs {
     /// Artifacts folder of the data set (default artifacts/<dataset>).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Evaluate on the first N test images only (quick runs).
+    #[arg(long)]
+    pub test_limit: Option<usize>,
 }
 
 #[derive(Debug, Serialize)]
@@ -64,7 +67,10 @@ pub fn run(args: SensitivityArgs) -> anyhow::Result<()> {
     let quant = burnq_quant::load(dir.join("quant").join("model.safetensors"))
         .context("run `cargo xtask quantize` first")?;
     let calibration = Calibration::load(&dir.join("calibration.json"))?;
-    let test_set = args.data.load(Split::Test)?;
+    let mut test_set = args.data.load(Split::Test)?;
+    if let Some(n) = args.test_limit {
+        test_set.truncate(n);
+    }
     let batcher = ImageBatcher::new(args.data.dataset.normalization());
     let (float_eval, _) = evaluate(&model, &test_set, &batcher, 1000, &device);
     let integer_accuracy = agreement(&classes(&run_integer(&quant, &test_set)?), &test_set.labels);
@@ -94,6 +100,8 @@ pub fn run(args: SensitivityArgs) -> anyhow::Result<()> {
         per_channel: quant.per_channel(),
         ema_decay: 0.0,
         act_delay: 0,
+        input_mean: args.data.dataset.normalization().mean,
+        input_std: args.data.dataset.normalization().std,
     };
     let mut layers = Vec::new();
     for (i, name) in ["conv1", "conv2", "fc1", "fc2"].into_iter().enumerate() {

@@ -37,6 +37,9 @@ pub struct SweepArgs {
     /// Artifacts folder of the data set (default artifacts/<dataset>).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Evaluate on the first N test images only (quick runs).
+    #[arg(long)]
+    pub test_limit: Option<usize>,
 }
 
 /// One bit width's accuracies.
@@ -76,7 +79,10 @@ pub fn run(args: SweepArgs) -> anyhow::Result<()> {
         &device,
     )?;
     let train_set = args.data.load(Split::Train)?;
-    let test_set = args.data.load(Split::Test)?;
+    let mut test_set = args.data.load(Split::Test)?;
+    if let Some(n) = args.test_limit {
+        test_set.truncate(n);
+    }
     let norm = args.data.dataset.normalization();
     let network = float_network(&model)?;
     let (float_eval, _) = evaluate(&model, &test_set, &ImageBatcher::new(norm), 1000, &device);
@@ -121,7 +127,7 @@ pub fn run(args: SweepArgs) -> anyhow::Result<()> {
                 ema_decay: 0.99,
                 act_delay: 0,
                 train_limit: None,
-                test_limit: None,
+                test_limit: args.test_limit,
                 out: args.out.clone(),
             };
             Some(run_qat(&qat_args, false)?)

@@ -100,6 +100,70 @@ fn train_then_quantize_writes_every_artifact() {
     }
     assert!(q["int_model_bytes"].as_u64().unwrap() * 3 < q["float_model_bytes"].as_u64().unwrap());
 
+    let sens = xtask(&[
+        "sensitivity",
+        "--test-limit",
+        "300",
+        "--sqnr-images",
+        "100",
+        "--offline",
+        "--out",
+        out,
+    ]);
+    assert!(sens.status.success(), "{}", text(&sens));
+    let s = json(&dir.path().join("quant/sensitivity.json"));
+    let layers = s["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 4);
+    for l in layers {
+        assert!(l["sqnr_db"].as_f64().unwrap() > 20.0, "{l}");
+    }
+
+    let qat = xtask(&[
+        "qat",
+        "--weight-bits",
+        "4",
+        "--act-bits",
+        "4",
+        "--epochs",
+        "1",
+        "--train-limit",
+        "640",
+        "--test-limit",
+        "300",
+        "--offline",
+        "--out",
+        out,
+    ]);
+    assert!(qat.status.success(), "{}", text(&qat));
+    let r = json(&dir.path().join("qat-w4a4/qat.json"));
+    assert!(
+        dir.path()
+            .join("qat-w4a4/quant/model.safetensors")
+            .is_file()
+    );
+    let agree = r["integer_vs_fake_quant_agreement"].as_f64().unwrap();
+    assert!(
+        agree >= 0.95,
+        "integer and fake-quant predictions agree on {agree}"
+    );
+
+    let sweep = xtask(&[
+        "sweep",
+        "--bits",
+        "4",
+        "--qat-epochs",
+        "0",
+        "--test-limit",
+        "300",
+        "--offline",
+        "--out",
+        out,
+    ]);
+    assert!(sweep.status.success(), "{}", text(&sweep));
+    let w = json(&dir.path().join("sweep.json"));
+    assert_eq!(w["rows"][0]["ptq_per_channel"].as_array().unwrap().len(), 5);
+    assert!(dir.path().join("sweep.svg").is_file() && dir.path().join("sweep.md").is_file());
+
     // A failing run leaves the previous artifacts as they were.
     let model = std::fs::read(dir.path().join("quant/model.safetensors")).unwrap();
     let empty = xtask(&[

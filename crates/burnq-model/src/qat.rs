@@ -13,8 +13,10 @@
 //! - Gradient: `y = clip(x) + detach(fq(clip(x)) − clip(x))`, so ∂y/∂x = 1 inside the range
 //!   and 0 where `x` was clipped. Biases stay float; they become i32 at export.
 //!
-//! The input needs no fake quantization: raw pixel bytes are exact at 8 bits and the
-//! normalization is folded into conv1 at export.
+//! The input needs no fake quantization: raw pixel bytes are exact at 8 bits. The export folds
+//! the normalization into conv1 (`w' = w/std` on the pixels `p/255`, `b' = b − (mean/std)·Σw`)
+//! and quantizes `w'`; conv1 is computed the same folded way here, so that the bias absorbs the
+//! float weight sum as it will in the integer model.
 
 use burn::nn::Linear;
 use burn::nn::conv::Conv2d;
@@ -43,6 +45,11 @@ pub struct QatSettings {
     pub ema_decay: f32,
     /// Training steps before activations are quantized.
     pub act_delay: usize,
+    /// The input normalization `x = (p/255 − mean)/std`, folded into conv1 exactly as the
+    /// integer export folds it (see [`QatForward`]).
+    pub input_mean: f32,
+    /// See `input_mean`.
+    pub input_std: f32,
 }
 
 /// An exponential moving average of a tensor's batch minimum and maximum.
@@ -142,7 +149,7 @@ impl QatForward {
         let q = self.layers;
         let x = model
             .pool
-            .forward(relu(self.conv(&model.conv1, images, q[0])));
+            .forward(relu(self.conv1_folded(&model.conv1, images, q[0])));
         let x = self.activation(x, 0, observe, quantize_acts && q[0]);
         let x = model.pool.forward(relu(self.conv(&model.conv2, x, q[1])));
         let x = self.activation(x, 1, observe, quantize_acts && q[1]);
@@ -183,6 +190,25 @@ impl QatForward {
         let mut conv = conv.clone();
         conv.weight = conv.weight.map(|w| self.weights(w));
         conv.forward(x)
+    }
+
+    /// conv1 on `p/255` with the normalization folded in: `w' = w/std`, fake-quantized,
+    /// and `b' = b − (mean/std)·Σ_k w[o,k]` from the float weights.
+    fn conv1_folded(&self, conv: &Conv2d, images: Tensor<4>, quantize: bool) -> Tensor<4> {
+        if !quantize {
+            return conv.forward(images);
+        }
+        let (mean, std) = (self.settings.input_mean, self.settings.input_std);
+        let pixels = images.mul_scalar(std).add_scalar(mean);
+        let w = conv.weight.val();
+        let out_channels = w.dims()[0];
+        let weight_sum: Tensor<1> = w.clone().sum_dims(&[1, 2, 3]).reshape([out_channels]);
+        let mut folded = conv.clone();
+        folded.weight = folded.weight.map(|w| self.weights(w.div_scalar(std)));
+        folded.bias = folded
+            .bias
+            .map(|b| b.map(|b| b - weight_sum.mul_scalar(mean / std)));
+        folded.forward(pixels)
     }
 
     fn linear(&self, linear: &Linear, x: Tensor<2>, quantize: bool) -> Tensor<2> {

@@ -98,6 +98,8 @@ fn a_short_qat_run_at_2_bits_beats_post_training_2_bits() {
         per_channel: false,
         ema_decay: 0.99,
         act_delay: 0,
+        input_mean: 0.1307,
+        input_std: 0.3081,
     };
     let batcher = ImageBatcher::new(DatasetKind::Mnist.normalization());
     // Post-training: ranges observed on the float model, then fake-quantized evaluation.
