@@ -19,7 +19,7 @@ pub struct Panel {
 
 const PANEL_W: f64 = 420.0;
 const PANEL_H: f64 = 280.0;
-const MARGIN: f64 = 56.0;
+const MARGIN: f64 = 72.0;
 
 /// Renders `panels` side by side under `title`, sharing the x label.
 pub fn line_panels(title: &str, x_label: &str, panels: &[Panel]) -> String {
@@ -87,9 +87,9 @@ fn draw_panel(svg: &mut String, panel: &Panel, left: f64, top: f64, x_label: &st
         left + PANEL_W / 2.0,
         top + PANEL_H + 34.0,
         escape(x_label),
-        left - 44.0,
+        left - 56.0,
         top + PANEL_H / 2.0,
-        left - 44.0,
+        left - 56.0,
         top + PANEL_H / 2.0,
         escape(&panel.y_label)
     );
@@ -183,6 +183,8 @@ const PALETTE: [&str; 6] = [
 fn format_tick(v: f64) -> String {
     if v.abs() >= 100.0 || v == v.trunc() {
         format!("{v:.0}")
+    } else if v.abs() >= 1.0 {
+        format!("{v:.2}")
     } else {
         format!("{v:.3}")
     }
