@@ -37,9 +37,12 @@ pub struct QatArgs {
     /// Fine-tuning epochs.
     #[arg(long, default_value_t = 3)]
     pub epochs: usize,
-    /// SGD learning rate of the fine-tuning.
-    #[arg(long, default_value_t = 0.01)]
+    /// SGD learning rate of the fine-tuning's first epoch.
+    #[arg(long, default_value_t = 0.002)]
     pub lr: f64,
+    /// Learning-rate factor per epoch.
+    #[arg(long, default_value_t = 0.5)]
+    pub lr_decay: f64,
     /// SGD momentum (dampening 0).
     #[arg(long, default_value_t = 0.5)]
     pub momentum: f64,
@@ -71,6 +74,7 @@ pub struct QatReport {
     pub settings: QatSettings,
     pub epochs: usize,
     pub lr: f64,
+    pub lr_decay: f64,
     pub float_accuracy: f64,
     /// Accuracy of the fake-quantized network after fine-tuning (ranges frozen).
     pub fake_quant_accuracy: f64,
@@ -168,6 +172,7 @@ pub fn run_qat(args: &QatArgs, verbose: bool) -> anyhow::Result<QatReport> {
     let config = TrainingConfig::new(NetConfig::new())
         .with_epochs(args.epochs)
         .with_lr(args.lr)
+        .with_lr_decay(args.lr_decay)
         .with_momentum(args.momentum)
         .with_seed(args.seed);
     let progress = TrainProgress::new(args.epochs);
@@ -228,6 +233,7 @@ pub fn run_qat(args: &QatArgs, verbose: bool) -> anyhow::Result<QatReport> {
         settings,
         epochs: args.epochs,
         lr: args.lr,
+        lr_decay: args.lr_decay,
         float_accuracy: float_eval.accuracy,
         fake_quant_accuracy: fake.accuracy,
         integer_accuracy: agreement(&int_pred, &test_set.labels),

@@ -36,6 +36,10 @@ pub struct TrainingConfig {
     /// SGD momentum (dampening is 0, as in PyTorch).
     #[config(default = 0.5)]
     pub momentum: f64,
+    /// Learning-rate factor per epoch: epoch `e` (1-based) uses `lr · lr_decay^(e−1)`.
+    /// 1.0 (constant) reproduces the tutorial.
+    #[config(default = 1.0)]
+    pub lr_decay: f64,
     /// Seed of the weight initialization and of the shuffling.
     #[config(default = 1)]
     pub seed: u64,
@@ -157,6 +161,7 @@ pub fn fit(
     let mut history = Vec::with_capacity(config.epochs);
     for epoch in 1..=config.epochs {
         on_event(TrainEvent::EpochStart { epoch, batches });
+        let lr = config.lr * config.lr_decay.powi(epoch as i32 - 1);
         let start = Instant::now();
         let (mut loss_sum, mut seen, mut n_batches) = (0.0f64, 0usize, 0usize);
         for (batch_index, batch) in loader.iter().enumerate() {
@@ -172,7 +177,7 @@ pub fn fit(
                 });
             }
             let grads = GradientsParams::from_grads(loss.backward(), &model);
-            model = optim.step(config.lr, model, grads);
+            model = optim.step(lr, model, grads);
             loss_sum += f64::from(loss_value);
             seen += n;
             n_batches += 1;
