@@ -3,7 +3,9 @@
 
 mod bench;
 mod common;
+mod eval;
 mod machine;
+mod npy;
 mod pipeline;
 mod plot;
 mod qat;
@@ -36,6 +38,8 @@ enum Command {
     Sensitivity(sensitivity::SensitivityArgs),
     /// Integer accuracy for each bit width × {PTQ per tensor, PTQ per channel, QAT}.
     Sweep(sweep::SweepArgs),
+    /// Evaluate a saved float or (--quantized) integer model; --dump writes NumPy files.
+    Eval(eval::EvalArgs),
     /// Verify, then time every engine (Burn float, Burn Q8, integer reference and fast) on the test set.
     Bench(bench::BenchArgs),
 }
@@ -45,6 +49,7 @@ fn main() -> anyhow::Result<()> {
         Command::Train(args) => train::run(args),
         Command::Quantize(args) => quantize::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Eval(args) => eval::run(args),
         Command::Qat(args) => qat::run(args),
         Command::Sweep(args) => sweep::run(args),
         Command::Sensitivity(args) => sensitivity::run(args),

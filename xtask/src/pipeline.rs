@@ -1,8 +1,10 @@
 //! Steps shared by the commands: hand the float weights to the integer converter, run an
-//! integer model over a test set, compare predictions.
+//! integer model over a test set, compare predictions and per-layer outputs.
 
 use burnq_data::{IMAGE_PIXELS, ImageSet};
 use burnq_model::Net;
+use burnq_model::data::ImageBatcher;
+use burnq_model::eval::float_taps;
 use burnq_quant::{ARCHITECTURE, Engine, FloatLayer, FloatNetwork, Output, QuantModel};
 
 /// The float model's four layers as plain arrays for the integer converter.
@@ -42,4 +44,25 @@ pub fn classes(out: &Output) -> Vec<u8> {
 pub fn agreement(a: &[u8], b: &[u8]) -> f64 {
     let same = a.iter().zip(b).filter(|(x, y)| x == y).count();
     same as f64 / a.len().max(1) as f64
+}
+
+/// SQNR (dB) of the integer outputs of conv1, conv2, fc1 and fc2 against the float model,
+/// over the first `images` images of `set` (see `burnq_quant::layer_sqnr_db`).
+pub fn layer_sqnr(
+    float: &Net,
+    quant: &QuantModel,
+    set: &ImageSet,
+    images: usize,
+    device: &burnq_model::Device,
+) -> anyhow::Result<[f64; 4]> {
+    let mut subset = set.clone();
+    subset.truncate(images);
+    let batcher = ImageBatcher::new(set.kind.normalization());
+    let f = float_taps(float, &subset, &batcher, 500, device);
+    let taps = quant.forward_reference_taps(&subset.pixels, subset.len())?;
+    Ok(burnq_quant::layer_sqnr_db(
+        quant,
+        &taps,
+        [&f[0], &f[1], &f[2], &f[3]],
+    ))
 }

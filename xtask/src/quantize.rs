@@ -15,7 +15,7 @@ use burnq_quant::{ActivationRanges, ConvertOptions, FloatNetwork, InputNormaliza
 use serde::Serialize;
 
 use crate::common::{DataArgs, dataset_dir, display_path};
-use crate::pipeline::{agreement, classes, float_network, run_integer};
+use crate::pipeline::{agreement, classes, float_network, layer_sqnr, run_integer};
 use crate::table::markdown;
 
 /// Flags of `cargo xtask quantize`.
@@ -91,10 +91,37 @@ struct EngineResult {
     agreement_with_float: f64,
 }
 
-/// `quantize.json`.
+/// One quantized layer's parameters and how close its output stays to the float layer.
+#[derive(Debug, Serialize)]
+struct LayerReport {
+    name: String,
+    input_scale: f32,
+    input_zero_point: i32,
+    output_scale: f32,
+    output_zero_point: i32,
+    /// Per output channel (all equal unless per-channel).
+    weight_scales: Vec<f32>,
+    weight_zero_points: Vec<i32>,
+    m0: Vec<i32>,
+    shift: Vec<i32>,
+    /// SQNR (dB) of the layer's integer output against the float network (cumulative).
+    sqnr_db: f64,
+}
+
+/// `quant/report.json`.
 #[derive(Debug, Serialize)]
 struct QuantizeReport {
     dataset: String,
+    /// Bits of weights and activations (`weight_bits` when they differ).
+    bits: u8,
+    float_accuracy: f64,
+    /// The tutorial's simulated scheme (null when it does not apply to these options).
+    simulated_accuracy: Option<f64>,
+    /// The saved integer model.
+    int_accuracy: f64,
+    /// Fraction of test images on which the saved integer model and the float model agree.
+    agreement: f64,
+    layers: Vec<LayerReport>,
     weight_bits: u8,
     act_bits: u8,
     per_channel: bool,
@@ -192,8 +219,40 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
     burnq_quant::save(&quant, &quant_path)?;
     let calib_path = dir.join("calibration.json");
     write_json_atomic(&calibration, &calib_path)?;
+    let sqnr = layer_sqnr(&model, &quant, &test_set, 1000, &device)?;
+    let layers = quant
+        .layers()
+        .iter()
+        .zip(sqnr)
+        .map(|(l, sqnr_db)| LayerReport {
+            name: l.name.clone(),
+            input_scale: l.input.scale(),
+            input_zero_point: l.input.zero_point(),
+            output_scale: l.output.scale(),
+            output_zero_point: l.output.zero_point(),
+            weight_scales: l.weight_scales.clone(),
+            weight_zero_points: l.weight_zero_points.clone(),
+            m0: l.m0.clone(),
+            shift: l.shift.clone(),
+            sqnr_db,
+        })
+        .collect();
+    let simulated_accuracy = results
+        .iter()
+        .find(|r| r.engine.starts_with("simulated"))
+        .map(|r| r.accuracy);
+    let saved = results
+        .iter()
+        .find(|r| r.engine.ends_with("(saved)"))
+        .expect("the saved method has a row");
     let report = QuantizeReport {
         dataset: args.data.dataset.dir_name().into(),
+        bits: options.weight_bits,
+        float_accuracy: float_eval.accuracy,
+        simulated_accuracy,
+        int_accuracy: saved.accuracy,
+        agreement: saved.agreement_with_float,
+        layers,
         weight_bits: options.weight_bits,
         act_bits: options.act_bits,
         per_channel: options.per_channel,
@@ -206,7 +265,7 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
         logit_mean_abs_error: logit_mae,
         results,
     };
-    let report_path = dir.join("quant").join("quantize.json");
+    let report_path = dir.join("quant").join("report.json");
     write_json_atomic(&report, &report_path)?;
     print_summary(&report, &[quant_path, calib_path, report_path]);
     Ok(())
@@ -282,6 +341,54 @@ fn print_summary(report: &QuantizeReport, written: &[PathBuf]) {
     println!(
         "\n{}",
         markdown(&["engine", "test accuracy", "agrees with float"], &rows)
+    );
+    let layer_rows: Vec<Vec<String>> = report
+        .layers
+        .iter()
+        .map(|l| {
+            let range = |v: &[i32]| {
+                let (lo, hi) = (v.iter().min(), v.iter().max());
+                match (lo, hi) {
+                    (Some(lo), Some(hi)) if lo != hi => format!("{lo}..{hi}"),
+                    (Some(lo), _) => lo.to_string(),
+                    _ => String::new(),
+                }
+            };
+            let s_w = &l.weight_scales;
+            let s_w = if s_w.iter().all(|&s| s == s_w[0]) {
+                format!("{:.3e}", s_w[0])
+            } else {
+                format!(
+                    "{:.2e}..{:.2e}",
+                    s_w.iter().copied().fold(f32::MAX, f32::min),
+                    s_w.iter().copied().fold(0.0, f32::max)
+                )
+            };
+            vec![
+                l.name.clone(),
+                format!("{:.3e} / {}", l.input_scale, l.input_zero_point),
+                format!("{s_w} / {}", range(&l.weight_zero_points)),
+                format!("{:.3e} / {}", l.output_scale, l.output_zero_point),
+                range(&l.m0),
+                range(&l.shift),
+                format!("{:.1}", l.sqnr_db),
+            ]
+        })
+        .collect();
+    println!(
+        "{}",
+        markdown(
+            &[
+                "layer",
+                "S_in / Z_in",
+                "S_w / Z_w",
+                "S_out / Z_out",
+                "M0",
+                "shift",
+                "SQNR dB"
+            ],
+            &layer_rows
+        )
     );
     println!(
         "{} test images; calibration: {} over {} {} images (saved model uses {}); \

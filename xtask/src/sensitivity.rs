@@ -10,13 +10,13 @@ use burnq_calib::Calibration;
 use burnq_data::Split;
 use burnq_model::checkpoint::{load_model, write_atomic, write_json_atomic};
 use burnq_model::data::ImageBatcher;
-use burnq_model::eval::{evaluate, float_taps};
+use burnq_model::eval::evaluate;
 use burnq_model::qat::{QatForward, QatSettings};
 use burnq_model::{BackendChoice, NetConfig};
 use serde::Serialize;
 
 use crate::common::{DataArgs, dataset_dir, display_path};
-use crate::pipeline::{agreement, classes, run_integer};
+use crate::pipeline::{agreement, classes, layer_sqnr, run_integer};
 use crate::table::markdown;
 
 /// Flags of `cargo xtask sensitivity`.
@@ -75,12 +75,7 @@ pub fn run(args: SensitivityArgs) -> anyhow::Result<()> {
     let (float_eval, _) = evaluate(&model, &test_set, &batcher, 1000, &device);
     let integer_accuracy = agreement(&classes(&run_integer(&quant, &test_set)?), &test_set.labels);
 
-    let mut subset = test_set.clone();
-    subset.truncate(args.sqnr_images);
-    let float = float_taps(&model, &subset, &batcher, 500, &device);
-    let taps = quant.forward_reference_taps(&subset.pixels, subset.len())?;
-    let sqnr =
-        burnq_quant::layer_sqnr_db(&quant, &taps, [&float[0], &float[1], &float[2], &float[3]]);
+    let sqnr = layer_sqnr(&model, &quant, &test_set, args.sqnr_images, &device)?;
 
     let range = |name: &str| {
         calibration
@@ -153,7 +148,7 @@ pub fn run(args: SensitivityArgs) -> anyhow::Result<()> {
         report.calibration,
         100.0 * report.float_accuracy,
         100.0 * report.integer_accuracy,
-        subset.len(),
+        args.sqnr_images.min(test_set.len()),
         markdown(
             &[
                 "layer",

@@ -78,7 +78,25 @@ fn train_then_quantize_writes_every_artifact() {
     assert_eq!(cal["samples"], 200);
     assert_eq!(cal["split"], "train");
     assert_eq!(cal["taps"].as_array().unwrap().len(), 5);
-    let q = json(&dir.path().join("quant/quantize.json"));
+    let q = json(&dir.path().join("quant/report.json"));
+    for key in [
+        "float_accuracy",
+        "simulated_accuracy",
+        "int_accuracy",
+        "agreement",
+        "float_model_bytes",
+        "int_model_bytes",
+        "bits",
+        "calibration",
+    ] {
+        assert!(!q[key].is_null(), "report.json lacks {key}");
+    }
+    let layers = q["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 4);
+    assert!(
+        layers.iter().all(|l| l["sqnr_db"].as_f64().unwrap() > 20.0),
+        "{layers:?}"
+    );
     assert_eq!(
         (q["weight_bits"].as_u64(), q["act_bits"].as_u64()),
         (Some(8), Some(8))
@@ -146,6 +164,38 @@ fn train_then_quantize_writes_every_artifact() {
         agree >= 0.95,
         "integer and fake-quant predictions agree on {agree}"
     );
+
+    let dump = dir.path().join("dump");
+    let eval = xtask(&[
+        "eval",
+        "--quantized",
+        "--limit",
+        "50",
+        "--offline",
+        "--model",
+        &format!("{out}/quant/model.safetensors"),
+        "--dump",
+        dump.to_str().unwrap(),
+    ]);
+    assert!(eval.status.success(), "{}", text(&eval));
+    for (f, bytes) in [
+        ("input.npy", 50 * 784),
+        ("fc2_acc.npy", 50 * 40),
+        ("logits.npy", 500),
+        ("pred.npy", 400),
+        ("labels.npy", 400),
+    ] {
+        let len = std::fs::metadata(dump.join(f)).unwrap().len() as usize;
+        assert_eq!(
+            len % 64,
+            bytes % 64,
+            "{f}: header must pad the data to 64 bytes"
+        );
+        assert!(
+            len > bytes && len <= bytes + 128,
+            "{f}: {len} bytes for {bytes} of data"
+        );
+    }
 
     let sweep = xtask(&[
         "sweep",

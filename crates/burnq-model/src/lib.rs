@@ -29,6 +29,8 @@ pub mod simulated;
 pub mod training;
 
 pub use backend::BackendChoice;
+/// Burn's run-time device, re-exported so callers can hold one without depending on Burn.
+pub use burn::tensor::Device;
 pub use error::ModelError;
 pub use model::{Net, NetConfig, Taps};
 

@@ -1,6 +1,12 @@
 //! The tutorial's *simulated* quantization, for comparison with the real integer engine:
 //! every tensor a layer consumes is rounded to the `bits`-bit grid of its calibrated range,
-//! every weight tensor to the grid of its own min/max, and the arithmetic stays float.
+//! every weight and bias tensor to the grid of its own min/max, and the arithmetic stays
+//! float (a float layer over zero-point-shifted codes, rescaled, is the same real function).
+//!
+//! This is the scheme as the tutorial's text describes it. Its published code has two slips,
+//! fixed here: it averages the summed per-sample min/max over the number of batches instead
+//! of samples (here the calibration averages batch min/max over batches), and it *adds* the
+//! bias zero point when dequantizing, `S·(q + Z)`, where `S·(q − Z)` is meant.
 //!
 //! A grid is the asymmetric affine one of Jacob et al. 2018, `r = S(q − Z)`, with the range
 //! widened to contain 0, `S = (max − min)/(2^bits − 1)` and `Z = round(−min/S)`; fake
@@ -56,11 +62,13 @@ impl Net {
         let conv = |c: &burn::nn::conv::Conv2d, x: Tensor<4>| {
             let mut c = c.clone();
             c.weight = c.weight.map(|w| fake_quantize_weights(w, bits));
+            c.bias = c.bias.map(|b| b.map(|b| fake_quantize_weights(b, bits)));
             c.forward(x)
         };
         let linear = |l: &burn::nn::Linear, x: Tensor<2>| {
             let mut l = l.clone();
             l.weight = l.weight.map(|w| fake_quantize_weights(w, bits));
+            l.bias = l.bias.map(|b| b.map(|b| fake_quantize_weights(b, bits)));
             l.forward(x)
         };
         let x = self.pool.forward(relu(conv(&self.conv1, fq(images, 0))));

@@ -1,0 +1,102 @@
+//! `cargo xtask eval`: evaluate a saved model on the test set; with `--quantized`, the
+//! integer model, optionally dumping its inputs and outputs as NumPy files so that any other
+//! implementation can be checked against burnq bit for bit.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use burnq_data::{IMAGE_SIDE, Split};
+use burnq_model::checkpoint::load_model;
+use burnq_model::data::ImageBatcher;
+use burnq_model::{BackendChoice, NetConfig};
+
+use crate::common::{DataArgs, dataset_dir, display_path};
+use crate::npy;
+use crate::pipeline::{agreement, classes, run_integer};
+
+/// Flags of `cargo xtask eval`.
+#[derive(Debug, clap::Args)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Evaluate the integer model (default: the float model).
+    #[arg(long)]
+    pub quantized: bool,
+    /// Model file (default artifacts/<dataset>/quant/model.safetensors, or float/model.bpk).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Evaluate the first N test images only.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// With --quantized: write input.npy (u8 [N,1,28,28]), fc2_acc.npy (i32 [N,10]),
+    /// logits.npy (u8 [N,10]), pred.npy (i64 [N]) and labels.npy (i64 [N]) into DIR.
+    #[arg(long)]
+    pub dump: Option<PathBuf>,
+}
+
+pub fn run(args: EvalArgs) -> anyhow::Result<()> {
+    let dir = dataset_dir(None, args.data.dataset);
+    let mut set = args.data.load(Split::Test)?;
+    if let Some(n) = args.limit {
+        set.truncate(n);
+    }
+    anyhow::ensure!(
+        args.dump.is_none() || args.quantized,
+        "--dump needs --quantized"
+    );
+    if !args.quantized {
+        let path = args
+            .model
+            .unwrap_or_else(|| dir.join("float").join("model.bpk"));
+        let device = BackendChoice::Flex.device()?;
+        let model = load_model(&NetConfig::new(), &path, &device)?;
+        let batcher = ImageBatcher::new(args.data.dataset.normalization());
+        let (r, _) = burnq_model::eval::evaluate(&model, &set, &batcher, 1000, &device);
+        println!(
+            "{}: float accuracy {:.2}% ({} images), loss {:.4}",
+            display_path(&path),
+            100.0 * r.accuracy,
+            r.images,
+            r.loss
+        );
+        return Ok(());
+    }
+    let path = args
+        .model
+        .unwrap_or_else(|| dir.join("quant").join("model.safetensors"));
+    let model = burnq_quant::load(&path)?;
+    let out = run_integer(&model, &set)?;
+    let pred = classes(&out);
+    println!(
+        "{}: integer accuracy {:.2}% ({} images, w{}a{}{})",
+        display_path(&path),
+        100.0 * agreement(&pred, &set.labels),
+        set.len(),
+        model.weight_bits(),
+        model.act_bits(),
+        if model.per_channel() {
+            " per-channel"
+        } else {
+            ""
+        }
+    );
+    if let Some(dump) = args.dump {
+        std::fs::create_dir_all(&dump).with_context(|| format!("creating {}", dump.display()))?;
+        let n = set.len();
+        let to_i64 = |v: &[u8]| v.iter().map(|&x| i64::from(x)).collect::<Vec<_>>();
+        npy::write(
+            &dump.join("input.npy"),
+            &set.pixels,
+            &[n, 1, IMAGE_SIDE, IMAGE_SIDE],
+        )?;
+        npy::write(&dump.join("fc2_acc.npy"), &out.fc2_acc, &[n, 10])?;
+        npy::write(&dump.join("logits.npy"), &out.logits_u8, &[n, 10])?;
+        npy::write(&dump.join("pred.npy"), &to_i64(&pred), &[n])?;
+        npy::write(&dump.join("labels.npy"), &to_i64(&set.labels), &[n])?;
+        println!(
+            "wrote input.npy, fc2_acc.npy, logits.npy, pred.npy, labels.npy to {}",
+            dump.display()
+        );
+    }
+    Ok(())
+}
