@@ -264,7 +264,8 @@ impl Engine {
                 .zip(predictions);
             for ((acc, logits), prediction) in per_image {
                 isa.requant_channels(acc, fc2.requant(), logits);
-                *prediction = crate::reference::argmax(acc).unwrap_or_default();
+                *prediction =
+                    crate::reference::predict(acc, &fc2.requant().scalar).unwrap_or_default();
             }
         }
     }

@@ -40,7 +40,7 @@
 //! | [`multiply_by_quantized_multiplier`] | the two above in sequence (double rounding, as TFLite); `acc·2^left` saturates | `M = 0.25` (`m0 = 2^30`, `shift = −1`): `1 → 1` (not 0), `−1 → 0`; `M = 0.5`: `3 → 2`, `−3 → −1` |
 //! | [`Requant`] offset | `y + Z_out` saturating, then clamp to `[act_min, act_max]` | — |
 //! | [`reference::max_pool_2x2`] | exact (max commutes with the increasing map `q ↦ S·(q − Z)`) | — |
-//! | [`reference::argmax`] | lowest index on ties | `[3, 7, 7] → 1` |
+//! | [`reference::argmax`], [`reference::predict`] | lowest index on ties; `predict` compares `acc[o]·m0[o]·2^shift[o]` exactly (i128), so per-channel logits are compared in real units | `[3, 7, 7] → 1` |
 
 pub mod convert;
 mod cost;

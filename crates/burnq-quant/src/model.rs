@@ -5,7 +5,8 @@
 //! Each ReLU is folded into its layer's output clamp; each max-pool runs on `u8` codes and keeps
 //! the parameters of its input, so layer `i + 1`'s input parameters equal layer `i`'s output
 //! parameters. fc2's output parameters are the logit parameters: they only turn the fc2
-//! accumulators into `u8` logits; predictions are the argmax of the accumulators themselves.
+//! accumulators into `u8` logits; predictions compare the accumulators themselves, scaled
+//! exactly by each channel's weight scale ([`reference::predict`]).
 //!
 //! Weights have `weight_bits` bits and every layer's output `act_bits` bits (the
 //! [`ConvertOptions`] the model keeps), so every layer input but conv1's has `act_bits` bits;
@@ -69,7 +70,8 @@ pub struct Output {
     pub fc2_acc: Vec<i32>,
     /// fc2 accumulators requantized with the logit parameters, `[n, 10]`.
     pub logits_u8: Vec<u8>,
-    /// Argmax of each row of `fc2_acc`, the lowest index on ties.
+    /// The class with the largest real logit `S_in·S_w[o]·acc[o]` per row ([`reference::predict`]:
+    /// the argmax of `fc2_acc` for per-tensor weights), the lowest index on ties.
     pub predictions: Vec<usize>,
 }
 
@@ -222,9 +224,10 @@ impl QuantModel {
         let fc1_out = reference::requantize(fc1, &fc1_acc, 1)?;
         let fc2_acc = reference::linear(fc2, &fc1_out, n)?;
         let logits_u8 = reference::requantize(fc2, &fc2_acc, 1)?;
+        let requants: Vec<_> = fc2.requants().collect();
         let predictions = fc2_acc
             .chunks_exact(NUM_CLASSES)
-            .filter_map(reference::argmax)
+            .filter_map(|row| reference::predict(row, &requants))
             .collect();
         Ok(Taps {
             conv1_acc,

@@ -258,3 +258,72 @@ fn layer_sqnr_is_high_at_8_bits_and_falls_with_fewer_bits() {
         );
     }
 }
+
+/// Output channels whose weights differ in scale by up to 16×, as in trained networks: the
+/// per-channel model must predict at least as well as the per-tensor one. (Comparing raw fc2
+/// accumulators across channels of different weight scales — a bug this test caught — fails
+/// it.)
+#[test]
+fn per_channel_weights_keep_predictions_when_channel_scales_differ() {
+    let norm = InputNormalization::MNIST;
+    let mut rng = Rng::new(5);
+    let mut layers = random_network(9).layers().clone();
+    for layer in &mut layers {
+        let fan_in = layer.kind.fan_in();
+        for (o, (row, b)) in layer
+            .weights
+            .chunks_mut(fan_in)
+            .zip(&mut layer.bias)
+            .enumerate()
+        {
+            let factor = 2f32.powi((o % 5) as i32) / 4.0;
+            row.iter_mut().for_each(|w| *w *= factor);
+            *b *= factor;
+        }
+    }
+    let net = FloatNetwork::new(layers).unwrap();
+    let calibration: Vec<Vec<u8>> = (0..64).map(|_| stroke_image(&mut rng)).collect();
+    let activations: Vec<[Vec<f32>; 4]> = calibration
+        .iter()
+        .map(|i| float_forward(&net, norm, i))
+        .collect();
+    let range = |k: usize| min_max(activations.iter().flat_map(|a| a[k].iter().copied()));
+    let ranges = ActivationRanges {
+        conv2_input: range(0),
+        fc1_input: range(1),
+        fc2_input: range(2),
+        logits: range(3),
+    };
+    let n = 256;
+    let test: Vec<Vec<u8>> = (0..n).map(|_| stroke_image(&mut rng)).collect();
+    let want: Vec<usize> = test
+        .iter()
+        .map(|i| float_argmax(&float_forward(&net, norm, i)[3]))
+        .collect();
+    let agree = |per_channel| {
+        let options = ConvertOptions {
+            weight_bits: 8,
+            act_bits: 8,
+            per_channel,
+        };
+        let model = convert(&net, &ranges, norm, options).unwrap();
+        let out = model.forward_reference(&test.concat(), n).unwrap();
+        out.predictions
+            .iter()
+            .zip(&want)
+            .filter(|(p, w)| p == w)
+            .count()
+    };
+    let (tensor, channel) = (agree(false), agree(true));
+    println!(
+        "scaled channels, w8a8: per-tensor {tensor}/{n}, per-channel {channel}/{n} agree with float"
+    );
+    assert!(
+        channel as f64 >= 0.95 * n as f64,
+        "per-channel {channel}/{n}"
+    );
+    assert!(
+        channel + 3 >= tensor,
+        "per-channel {channel} vs per-tensor {tensor}"
+    );
+}

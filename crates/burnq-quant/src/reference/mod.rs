@@ -15,5 +15,5 @@ mod pool;
 mod requantize;
 
 pub use accumulate::{conv2d, linear};
-pub use pool::{argmax, max_pool_2x2};
+pub use pool::{argmax, max_pool_2x2, predict};
 pub use requantize::requantize;

@@ -53,6 +53,28 @@ pub fn argmax<T: Ord>(values: &[T]) -> Option<usize> {
     best.map(|(i, _)| i)
 }
 
+/// The predicted class from fc2's accumulators: the largest real logit
+/// `S_in·S_w[o]·acc[o]`, lowest index on ties.
+///
+/// The common factor `S_in/S_out` aside, `S_w[o]` is carried by channel `o`'s requantization
+/// multiplier `M[o] = m0[o]·2^(shift[o]−31)`, so the logits compare exactly, in integers, as
+/// `acc[o]·m0[o]·2^(shift[o] − min_o shift)` in i128 (|acc|, m0 < 2^31 and shifts differ by at
+/// most 61: below 2^124). With per-tensor weights every multiplier is the same and this is the
+/// argmax of the accumulators; with per-channel weights the raw accumulators are in different
+/// units and their argmax would be wrong. `None` for an empty row or a length mismatch.
+pub fn predict(acc: &[i32], requants: &[crate::Requant]) -> Option<usize> {
+    if acc.len() != requants.len() {
+        return None;
+    }
+    let min_shift = requants.iter().map(|r| r.shift).min()?;
+    let scaled: Vec<i128> = acc
+        .iter()
+        .zip(requants)
+        .map(|(&a, r)| (i128::from(a) * i128::from(r.m0)) << (r.shift - min_shift))
+        .collect();
+    argmax(&scaled)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -91,6 +113,31 @@ mod tests {
         ));
         assert_eq!(max_pool_2x2(&[], 0, 4, 4).unwrap(), Vec::<u8>::new());
         assert_eq!(max_pool_2x2(&[3], 1, 1, 1).unwrap(), Vec::<u8>::new());
+    }
+
+    #[test]
+    fn predict_compares_real_logits_across_channel_scales() {
+        let r = |m0: i32, shift: i32| crate::Requant {
+            m0,
+            shift,
+            output_zero_point: 0,
+            act_min: 0,
+            act_max: 255,
+        };
+        // Equal multipliers: the argmax of the accumulators, first on ties.
+        let same = [r(1 << 30, -3); 3];
+        assert_eq!(predict(&[5, 9, 9], &same), Some(1));
+        // Channel 1 has a quarter of channel 0's weight scale: 100·1 > 300·(1/4).
+        let per_channel = [r(1 << 30, 0), r(1 << 30, -2)];
+        assert_eq!(predict(&[100, 300], &per_channel), Some(0));
+        assert_eq!(predict(&[100, 500], &per_channel), Some(1));
+        // Exact tie across scales (100·2^0 = 400·2^−2): the lower index.
+        assert_eq!(predict(&[100, 400], &per_channel), Some(0));
+        // Extreme values do not overflow.
+        let wide = [r(i32::MAX, 30), r(i32::MAX, -31)];
+        assert_eq!(predict(&[i32::MIN, i32::MAX], &wide), Some(1));
+        assert_eq!(predict(&[1, i32::MAX], &wide), Some(0));
+        assert_eq!(predict(&[1], &same), None);
     }
 
     #[test]
