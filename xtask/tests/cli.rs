@@ -1,28 +1,8 @@
 //! End to end through the binary: a tiny `train`, then `quantize`, then the error paths.
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
 
-fn xtask(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(args)
-        .env("BURNQ_DATA_DIR", burnq_data::locate::test_data_dir())
-        .output()
-        .expect("the xtask binary runs")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn json(path: &Path) -> serde_json::Value {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap()
-}
+use common::{command, json, text, xtask};
 
 #[test]
 fn train_then_quantize_writes_every_artifact() {
@@ -261,18 +241,17 @@ fn errors_name_the_problem_and_write_nothing() {
         text(&missing)
     );
 
-    let no_data = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args([
-            "train",
-            "--offline",
-            "--data-dir",
-            "/nonexistent",
-            "--out",
-            out,
-        ])
-        .env_remove("BURNQ_DATA_DIR")
-        .output()
-        .unwrap();
+    let no_data = command(&[
+        "train",
+        "--offline",
+        "--data-dir",
+        "/nonexistent",
+        "--out",
+        out,
+    ])
+    .env_remove("BURNQ_DATA_DIR")
+    .output()
+    .unwrap();
     assert!(!no_data.status.success());
     let msg = text(&no_data);
     assert!(

@@ -16,11 +16,13 @@
 //!   - `input_normalization_folded` (bool) and `input_normalization` (`{mean, std}`, present
 //!     exactly when folded);
 //! - `checksum`: lowercase hex SHA-256 of the tensor data in layer order, weight then bias,
-//!   exactly as stored (little endian).
+//!   exactly as stored (little endian), followed by the UTF-8 bytes of `meta` exactly as
+//!   stored — so a changed scale, zero point or multiplier is caught like a changed weight.
 //!
 //! Version `"1"` files are still read: their `meta` has one `bits` (both widths) instead of
 //! `weight_bits`, `act_bits` and `per_channel`, and is read as per channel exactly when some
-//! layer's per-channel arrays differ. Other versions are refused.
+//! layer's per-channel arrays differ; their checksum covers the tensor data only. Other
+//! versions are refused.
 //!
 //! [`save`] writes a temporary file in the destination folder and renames it, so the
 //! destination is never half-written. [`load`] validates everything and names the file in
@@ -77,14 +79,16 @@ pub fn save(model: &QuantModel, path: impl AsRef<Path>) -> Result<(), QuantError
             path: path.to_owned(),
             reason: e.to_string(),
         })?;
+    let signature = checksum(
+        data.iter()
+            .map(|t| t.3.as_slice())
+            .chain([meta_json.as_bytes()]),
+    );
     let metadata = HashMap::from([
         ("format".to_owned(), FORMAT_NAME.to_owned()),
         ("version".to_owned(), FORMAT_VERSION.to_owned()),
         ("meta".to_owned(), meta_json),
-        (
-            "checksum".to_owned(),
-            checksum(data.iter().map(|t| t.3.as_slice())),
-        ),
+        ("checksum".to_owned(), signature),
     ]);
     let file_bytes = data
         .iter()
@@ -193,7 +197,13 @@ pub fn load(path: impl AsRef<Path>) -> Result<QuantModel, QuantError> {
         )?;
         raw.push((weight, bias));
     }
-    let actual = checksum(raw.iter().flat_map(|(w, b)| [*w, *b]));
+    // Version 2 also signs the metadata; version 1 signed the tensors only.
+    let signed_meta: &[u8] = if version == "1" {
+        &[]
+    } else {
+        meta_json.as_bytes()
+    };
+    let actual = checksum(raw.iter().flat_map(|(w, b)| [*w, *b]).chain([signed_meta]));
     if &actual != expected_checksum {
         return Err(QuantError::ChecksumMismatch {
             path: path.to_owned(),

@@ -1,12 +1,17 @@
 //! Fixtures shared by the integration tests (and the benchmarks): a small deterministic random
 //! generator, a randomly initialized float network of the tutorial architecture, the golden
-//! vectors ([`golden`]) and the kernel implementations this CPU runs ([`kernels`]). Each test
-//! crate compiles this module and uses a different part of it, hence `allow(dead_code)`.
+//! vectors ([`golden`]), the kernel implementations this CPU runs ([`kernels`]), a saved model
+//! file ([`model_file`]) and the corruptions of the hostile-input tests ([`mutation`],
+//! [`json_edit`]). Each test crate compiles this module and uses a different part of it,
+//! hence `allow(dead_code)`.
 
 #![allow(dead_code)]
 
 pub mod golden;
+pub mod json_edit;
 pub mod kernels;
+pub mod model_file;
+pub mod mutation;
 
 use burnq_quant::{ARCHITECTURE, FloatLayer, FloatNetwork};
 
