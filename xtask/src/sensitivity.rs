@@ -65,7 +65,7 @@ pub fn run(args: SensitivityArgs) -> anyhow::Result<()> {
         &device,
     )?;
     let quant = burnq_quant::load(dir.join("quant").join("model.safetensors"))
-        .context("run `cargo xtask quantize` first")?;
+        .context("loading the integer model (`cargo xtask quantize` writes it)")?;
     let calibration = Calibration::load(&dir.join("calibration.json"))?;
     let mut test_set = args.data.load(Split::Test)?;
     if let Some(n) = args.test_limit {
