@@ -104,7 +104,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let float_path = models.join("float").join("model.bpk");
     let quant_path = models.join("quant").join("model.safetensors");
     let quant = burnq_quant::load(&quant_path)
-        .with_context(|| format!("loading the integer model (`cargo xtask quantize` writes it)"))?;
+        .context("loading the integer model (`cargo xtask quantize` writes it)")?;
     let set = args.data.load(Split::Test)?;
     let norm = args.data.dataset.normalization();
     let flex = load_model(
