@@ -119,15 +119,15 @@ fn min_max(values: impl Iterator<Item = f32>) -> (f32, f32) {
     })
 }
 
-#[test]
-fn integer_engine_agrees_with_float_network() {
-    let norm = InputNormalization::MNIST;
-    let mut rng = Rng::new(7);
-    let net = random_network(42);
-    let calibration: Vec<Vec<u8>> = (0..64).map(|_| stroke_image(&mut rng)).collect();
-    let activations: Vec<[Vec<f32>; 4]> = calibration
+/// The float activations of `images` and the min/max activation ranges they span.
+fn calibrate(
+    net: &FloatNetwork,
+    norm: InputNormalization,
+    images: &[Vec<u8>],
+) -> (Vec<[Vec<f32>; 4]>, ActivationRanges) {
+    let activations: Vec<[Vec<f32>; 4]> = images
         .iter()
-        .map(|image| float_forward(&net, norm, image))
+        .map(|image| float_forward(net, norm, image))
         .collect();
     let range = |k: usize| min_max(activations.iter().flat_map(|a| a[k].iter().copied()));
     let ranges = ActivationRanges {
@@ -136,6 +136,16 @@ fn integer_engine_agrees_with_float_network() {
         fc2_input: range(2),
         logits: range(3),
     };
+    (activations, ranges)
+}
+
+#[test]
+fn integer_engine_agrees_with_float_network() {
+    let norm = InputNormalization::MNIST;
+    let mut rng = Rng::new(7);
+    let net = random_network(42);
+    let calibration: Vec<Vec<u8>> = (0..64).map(|_| stroke_image(&mut rng)).collect();
+    let (_, ranges) = calibrate(&net, norm, &calibration);
 
     let n = 256;
     let test: Vec<Vec<u8>> = (0..n).map(|_| stroke_image(&mut rng)).collect();
@@ -224,17 +234,7 @@ fn layer_sqnr_is_high_at_8_bits_and_falls_with_fewer_bits() {
     let mut rng = Rng::new(11);
     let net = random_network(42);
     let images: Vec<Vec<u8>> = (0..64).map(|_| stroke_image(&mut rng)).collect();
-    let float: Vec<[Vec<f32>; 4]> = images
-        .iter()
-        .map(|i| float_forward(&net, norm, i))
-        .collect();
-    let range = |k: usize| min_max(float.iter().flat_map(|a| a[k].iter().copied()));
-    let ranges = ActivationRanges {
-        conv2_input: range(0),
-        fc1_input: range(1),
-        fc2_input: range(2),
-        logits: range(3),
-    };
+    let (float, ranges) = calibrate(&net, norm, &images);
     let flat: Vec<Vec<f32>> = (0..4)
         .map(|k| float.iter().flat_map(|a| a[k].iter().copied()).collect())
         .collect();
@@ -283,17 +283,7 @@ fn per_channel_weights_keep_predictions_when_channel_scales_differ() {
     }
     let net = FloatNetwork::new(layers).unwrap();
     let calibration: Vec<Vec<u8>> = (0..64).map(|_| stroke_image(&mut rng)).collect();
-    let activations: Vec<[Vec<f32>; 4]> = calibration
-        .iter()
-        .map(|i| float_forward(&net, norm, i))
-        .collect();
-    let range = |k: usize| min_max(activations.iter().flat_map(|a| a[k].iter().copied()));
-    let ranges = ActivationRanges {
-        conv2_input: range(0),
-        fc1_input: range(1),
-        fc2_input: range(2),
-        logits: range(3),
-    };
+    let (_, ranges) = calibrate(&net, norm, &calibration);
     let n = 256;
     let test: Vec<Vec<u8>> = (0..n).map(|_| stroke_image(&mut rng)).collect();
     let want: Vec<usize> = test
