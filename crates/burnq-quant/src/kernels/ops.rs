@@ -209,18 +209,8 @@ pub fn linear(
     input: &[u8],
     n: usize,
 ) -> Result<Vec<i32>, QuantError> {
-    layer.check_linear()?;
-    check_input(layer, input, &[n, layer.fan_in()])?;
     let mut acc = vec![0; n * layer.out_channels()];
-    let out = LinearOut::Acc(&mut acc);
-    with_isa!(kernel, |isa| linear_rows(
-        isa,
-        layer,
-        input,
-        n,
-        &mut Vec::new(),
-        out
-    ));
+    linear_checked(kernel, layer, input, n, LinearOut::Acc(&mut acc))?;
     Ok(acc)
 }
 
@@ -232,10 +222,21 @@ pub fn linear_requant(
     input: &[u8],
     n: usize,
 ) -> Result<Vec<u8>, QuantError> {
+    let mut codes = vec![0; n * layer.out_channels()];
+    linear_checked(kernel, layer, input, n, LinearOut::Requant(&mut codes))?;
+    Ok(codes)
+}
+
+/// Checks a linear layer's input, then runs it into `out`.
+fn linear_checked(
+    kernel: KernelChoice,
+    layer: &PackedLayer,
+    input: &[u8],
+    n: usize,
+    out: LinearOut,
+) -> Result<(), QuantError> {
     layer.check_linear()?;
     check_input(layer, input, &[n, layer.fan_in()])?;
-    let mut codes = vec![0; n * layer.out_channels()];
-    let out = LinearOut::Requant(&mut codes);
     with_isa!(kernel, |isa| linear_rows(
         isa,
         layer,
@@ -244,7 +245,7 @@ pub fn linear_requant(
         &mut Vec::new(),
         out
     ));
-    Ok(codes)
+    Ok(())
 }
 
 /// Requantizes accumulators laid out `[batch, out, spatial]` with each channel's stage, as
