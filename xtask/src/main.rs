@@ -8,6 +8,7 @@ mod machine;
 mod npy;
 mod pipeline;
 mod plot;
+mod predict;
 mod qat;
 mod quantize;
 mod sensitivity;
@@ -40,6 +41,8 @@ enum Command {
     Sweep(sweep::SweepArgs),
     /// Evaluate a saved float or (--quantized) integer model; --dump writes NumPy files.
     Eval(eval::EvalArgs),
+    /// Classify PGM/PNG pictures of digits with the integer model (and --float for comparison).
+    Predict(predict::PredictArgs),
     /// Verify, then time every engine (Burn float, Burn Q8, integer reference and fast) on the test set.
     Bench(bench::BenchArgs),
 }
@@ -50,6 +53,7 @@ fn main() -> anyhow::Result<()> {
         Command::Quantize(args) => quantize::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Predict(args) => predict::run(args),
         Command::Qat(args) => qat::run(args),
         Command::Sweep(args) => sweep::run(args),
         Command::Sensitivity(args) => sensitivity::run(args),

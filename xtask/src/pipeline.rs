@@ -31,8 +31,13 @@ pub fn float_network(model: &Net) -> anyhow::Result<FloatNetwork> {
 /// Runs `model` over every image of `set` with the fast engine on all cores (bit-exact with
 /// the scalar reference, which the test suite and `cargo xtask bench` check).
 pub fn run_integer(model: &QuantModel, set: &ImageSet) -> anyhow::Result<Output> {
+    run_integer_pixels(model, &set.pixels)
+}
+
+/// Like [`run_integer`], on `n × 784` raw pixels.
+pub fn run_integer_pixels(model: &QuantModel, pixels: &[u8]) -> anyhow::Result<Output> {
     let engine = Engine::new(model)?;
-    Ok(engine.forward_parallel(&set.pixels, set.pixels.len() / IMAGE_PIXELS, 0)?)
+    Ok(engine.forward_parallel(pixels, pixels.len() / IMAGE_PIXELS, 0)?)
 }
 
 /// Predicted classes of an integer run.

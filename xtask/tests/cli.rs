@@ -177,6 +177,42 @@ fn train_then_quantize_writes_every_artifact() {
         );
     }
 
+    // predict: the first test image, inverted and enlarged 3× into an 84×84 PGM.
+    let set = burnq_data::ImageSet::load(
+        &burnq_data::locate::test_locator(),
+        burnq_data::DatasetKind::Mnist,
+        burnq_data::Split::Test,
+    )
+    .unwrap();
+    let mut pgm = b"P5\n84 84\n255\n".to_vec();
+    pgm.extend((0..84 * 84).map(|i| 255 - set.image(0)[(i / 84 / 3) * 28 + (i % 84) / 3]));
+    let image = dir.path().join("seven.pgm");
+    std::fs::write(&image, pgm).unwrap();
+    let model_file = format!("{out}/quant/model.safetensors");
+    let predict = xtask(&[
+        "predict",
+        image.to_str().unwrap(),
+        "--model",
+        &model_file,
+        "--offline",
+    ]);
+    assert!(predict.status.success(), "{}", text(&predict));
+    assert!(text(&predict).contains("seven.pgm |"), "{}", text(&predict));
+    let bad = dir.path().join("bad.pgm");
+    std::fs::write(&bad, b"P5\n9 9\n255\n").unwrap();
+    let refused = xtask(&[
+        "predict",
+        bad.to_str().unwrap(),
+        "--model",
+        &model_file,
+        "--offline",
+    ]);
+    assert!(
+        !refused.status.success() && text(&refused).contains("bad.pgm"),
+        "{}",
+        text(&refused)
+    );
+
     let sweep = xtask(&[
         "sweep",
         "--bits",

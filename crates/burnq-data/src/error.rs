@@ -75,6 +75,9 @@ pub enum DataError {
         expected: String,
         found: String,
     },
+    /// An image file that is not a readable PGM or PNG.
+    #[error("{path}: not a readable image ({message}); burnq reads PGM (P2/P5) and PNG")]
+    Image { path: PathBuf, message: String },
     /// The download itself failed.
     #[error("download of {url} failed: {message}")]
     Download { url: String, message: String },

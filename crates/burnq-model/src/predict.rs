@@ -43,6 +43,18 @@ impl Predictor {
         }
     }
 
+    /// Class probabilities (softmax) of each image in `pixels`, `[n × classes]` row-major.
+    pub fn probabilities(&self, pixels: &[u8]) -> Vec<f32> {
+        let logp = self
+            .model
+            .forward(self.batcher.images(pixels, &self.device));
+        logp.exp()
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .expect("f32 data converts to f32")
+    }
+
     /// The predicted class of each image in `pixels` (`n × 784` raw bytes), computed as
     /// one batch; returns only once the device has finished.
     pub fn predict(&self, pixels: &[u8]) -> Vec<u8> {

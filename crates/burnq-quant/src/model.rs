@@ -251,6 +251,20 @@ impl QuantModel {
         let p = self.logit_params();
         logits.iter().map(|&q| p.dequantize(q)).collect()
     }
+
+    /// Class probabilities of each `[n, 10]` row of u8 logits: the softmax of the dequantized
+    /// logits (float, for reporting; the prediction itself stays integer).
+    pub fn class_probabilities(&self, logits: &[u8]) -> Vec<f32> {
+        let real = self.dequantize_logits(logits);
+        real.chunks(NUM_CLASSES)
+            .flat_map(|row| {
+                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let exp: Vec<f32> = row.iter().map(|v| (v - max).exp()).collect();
+                let sum: f32 = exp.iter().sum();
+                exp.into_iter().map(move |e| e / sum)
+            })
+            .collect()
+    }
 }
 
 /// Checks that `images` holds `n` images of 28×28 codes, each at most `input`'s `qmax`: the
@@ -315,6 +329,10 @@ mod tests {
         let out = &taps.output;
         assert_eq!((out.fc2_acc.len(), out.logits_u8.len()), (n * 10, n * 10));
         assert_eq!(out.predictions.len(), n);
+        let probs = model.class_probabilities(&out.logits_u8);
+        for row in probs.chunks(10) {
+            assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+        }
         for (row, &p) in out.fc2_acc.chunks(10).zip(&out.predictions) {
             assert_eq!(row.iter().max(), Some(&row[p]));
             assert!(row[..p].iter().all(|&v| v < row[p]));
