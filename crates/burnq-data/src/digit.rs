@@ -46,7 +46,7 @@ fn decode_png(bytes: &[u8]) -> Result<Gray, String> {
     decoder.set_transformations(png::Transformations::normalize_to_color8());
     let mut reader = decoder.read_info().map_err(|e| e.to_string())?;
     let size = reader.output_buffer_size().ok_or("image too large")?;
-    if size > 256 << 20 {
+    if size > 64 << 20 {
         return Err(format!("a {size}-byte image is larger than burnq accepts"));
     }
     let mut buf = vec![0; size];
@@ -273,6 +273,32 @@ mod tests {
         let body: Vec<String> = px.iter().map(u8::to_string).collect();
         std::fs::write(&ascii, format!("P2\n{w} {h}\n255\n{}\n", body.join(" "))).unwrap();
         assert_eq!(load_digit(&png_path).unwrap(), load_digit(&ascii).unwrap());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_and_mutated_files_never_panic(
+            kind in 0usize..4,
+            tail in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+            flip in proptest::prelude::any::<(usize, u8)>(),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("x");
+            let mut bytes = match kind {
+                0 => b"P5\n".to_vec(),
+                1 => b"P2\n".to_vec(),
+                2 => b"\x89PNG\r\n\x1a\n".to_vec(),
+                _ => pgm(5, 4, &[9; 20]),
+            };
+            bytes.extend(&tail);
+            let i = flip.0 % bytes.len();
+            bytes[i] ^= flip.1;
+            std::fs::write(&path, &bytes).unwrap();
+            match load_digit(&path) {
+                Ok(digit) => proptest::prop_assert_eq!(digit.len(), IMAGE_PIXELS),
+                Err(e) => proptest::prop_assert!(e.to_string().contains("x")),
+            }
+        }
     }
 
     #[test]
