@@ -39,6 +39,15 @@ impl DataArgs {
         ImageSet::load(&self.locator(), self.dataset, split)
             .with_context(|| format!("loading the {} {} split", self.dataset, split.name()))
     }
+
+    /// Loads one split, keeping only its first `limit` images when a limit is given.
+    pub fn load_limited(&self, split: Split, limit: Option<usize>) -> anyhow::Result<ImageSet> {
+        let mut set = self.load(split)?;
+        if let Some(n) = limit {
+            set.truncate(n);
+        }
+        Ok(set)
+    }
 }
 
 /// The workspace root (the parent of `xtask/`).

@@ -36,10 +36,7 @@ pub struct EvalArgs {
 
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let dir = dataset_dir(None, args.data.dataset);
-    let mut set = args.data.load(Split::Test)?;
-    if let Some(n) = args.limit {
-        set.truncate(n);
-    }
+    let set = args.data.load_limited(Split::Test, args.limit)?;
     anyhow::ensure!(
         args.dump.is_none() || args.quantized,
         "--dump needs --quantized"

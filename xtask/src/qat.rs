@@ -131,7 +131,7 @@ pub fn run_qat(args: &QatArgs, verbose: bool) -> anyhow::Result<QatReport> {
         &device,
     )?;
     let mut train_set = args.data.load(Split::Train)?;
-    let mut test_set = args.data.load(Split::Test)?;
+    let test_set = args.data.load_limited(Split::Test, args.test_limit)?;
     let calibration = calibrate(
         &float,
         &train_set,
@@ -141,11 +141,9 @@ pub fn run_qat(args: &QatArgs, verbose: bool) -> anyhow::Result<QatReport> {
         },
         &device,
     )?;
+    // Calibrated on the full split (1000 images) before the optional training limit applies.
     if let Some(n) = args.train_limit {
         train_set.truncate(n);
-    }
-    if let Some(n) = args.test_limit {
-        test_set.truncate(n);
     }
     let r = |name: &str| {
         calibration

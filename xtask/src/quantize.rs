@@ -142,10 +142,7 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
     let dir = dataset_dir(args.out.as_deref(), args.data.dataset);
     let float_path = dir.join("float").join("model.bpk");
     let model = load_model(&NetConfig::new(), &float_path, &device)?;
-    let mut test_set = args.data.load(Split::Test)?;
-    if let Some(n) = args.test_limit {
-        test_set.truncate(n);
-    }
+    let test_set = args.data.load_limited(Split::Test, args.test_limit)?;
     let calib_set = args.data.load(args.calib_split)?;
 
     let settings = CalibrationSettings {

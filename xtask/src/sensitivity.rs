@@ -67,10 +67,7 @@ pub fn run(args: SensitivityArgs) -> anyhow::Result<()> {
     let quant = burnq_quant::load(dir.join("quant").join("model.safetensors"))
         .context("loading the integer model (`cargo xtask quantize` writes it)")?;
     let calibration = Calibration::load(&dir.join("calibration.json"))?;
-    let mut test_set = args.data.load(Split::Test)?;
-    if let Some(n) = args.test_limit {
-        test_set.truncate(n);
-    }
+    let test_set = args.data.load_limited(Split::Test, args.test_limit)?;
     let batcher = ImageBatcher::new(args.data.dataset.normalization());
     let (float_eval, _) = evaluate(&model, &test_set, &batcher, 1000, &device);
     let integer_accuracy = agreement(&classes(&run_integer(&quant, &test_set)?), &test_set.labels);

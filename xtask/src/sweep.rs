@@ -79,10 +79,7 @@ pub fn run(args: SweepArgs) -> anyhow::Result<()> {
         &device,
     )?;
     let train_set = args.data.load(Split::Train)?;
-    let mut test_set = args.data.load(Split::Test)?;
-    if let Some(n) = args.test_limit {
-        test_set.truncate(n);
-    }
+    let test_set = args.data.load_limited(Split::Test, args.test_limit)?;
     let norm = args.data.dataset.normalization();
     let network = float_network(&model)?;
     let (float_eval, _) = evaluate(&model, &test_set, &ImageBatcher::new(norm), 1000, &device);

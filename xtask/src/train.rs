@@ -70,14 +70,8 @@ struct TrainReport {
 
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let device = args.backend.device()?;
-    let mut train_set = args.data.load(Split::Train)?;
-    let mut test_set = args.data.load(Split::Test)?;
-    if let Some(n) = args.train_limit {
-        train_set.truncate(n);
-    }
-    if let Some(n) = args.test_limit {
-        test_set.truncate(n);
-    }
+    let train_set = args.data.load_limited(Split::Train, args.train_limit)?;
+    let test_set = args.data.load_limited(Split::Test, args.test_limit)?;
     let out = dataset_dir(args.out.as_deref(), args.data.dataset).join("float");
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let config = TrainingConfig::new(NetConfig::new())
