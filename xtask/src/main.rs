@@ -4,6 +4,8 @@
 mod bench;
 mod common;
 mod eval;
+mod export_onnx;
+mod import;
 mod machine;
 mod npy;
 mod pipeline;
@@ -43,6 +45,10 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Classify PGM/PNG pictures of digits with the integer model (and --float for comparison).
     Predict(predict::PredictArgs),
+    /// Import a PyTorch state_dict of the network as a float model (artifacts/pytorch-<dataset>/).
+    Import(import::ImportArgs),
+    /// Write the integer model as an ONNX graph (QLinearConv…); --verify runs it with ONNX Runtime.
+    ExportOnnx(export_onnx::ExportOnnxArgs),
     /// Verify, then time every engine (Burn float, Burn Q8, integer reference and fast) on the test set.
     Bench(bench::BenchArgs),
 }
@@ -57,5 +63,7 @@ fn main() -> anyhow::Result<()> {
         Command::Qat(args) => qat::run(args),
         Command::Sweep(args) => sweep::run(args),
         Command::Sensitivity(args) => sensitivity::run(args),
+        Command::Import(args) => import::run(args),
+        Command::ExportOnnx(args) => export_onnx::run(args),
     }
 }

@@ -35,16 +35,7 @@ pub fn load_model(config: &NetConfig, path: &Path, device: &Device) -> Result<Ne
         .init(device)
         .try_load_file(path)
         .map_err(|e| err(e.to_string()))?;
-    for layer in model.export_weights() {
-        if layer
-            .weight
-            .iter()
-            .chain(&layer.bias)
-            .any(|v| !v.is_finite())
-        {
-            return Err(err(format!("{} holds a NaN or infinite value", layer.name)));
-        }
-    }
+    model.check_finite().map_err(err)?;
     Ok(model)
 }
 

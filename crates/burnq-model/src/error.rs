@@ -22,6 +22,9 @@ pub enum ModelError {
     /// The model record is missing, corrupt, or does not match the network.
     #[error("cannot load model from {path}: {message}")]
     Load { path: PathBuf, message: String },
+    /// A PyTorch file could not be imported.
+    #[error("cannot import PyTorch model {path}: {message}")]
+    Import { path: PathBuf, message: String },
     /// A JSON side file could not be read or written.
     #[error("{path}: {message}")]
     Json { path: PathBuf, message: String },

@@ -30,6 +30,18 @@ impl Net {
             linear_weights("fc2", &self.fc2),
         ]
     }
+
+    /// Checks that every weight and bias is finite; the error names the first layer that is not.
+    pub fn check_finite(&self) -> Result<(), String> {
+        match self
+            .export_weights()
+            .into_iter()
+            .find(|l| l.weight.iter().chain(&l.bias).any(|v| !v.is_finite()))
+        {
+            Some(layer) => Err(format!("{} holds a NaN or infinite value", layer.name)),
+            None => Ok(()),
+        }
+    }
 }
 
 fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {

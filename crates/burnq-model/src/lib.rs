@@ -10,6 +10,7 @@
 //! - [`backend`]: the run-time choice of device (flex, ndarray, wgpu);
 //! - [`predict`]: a float model ready to run on raw pixels (also with Burn's own 8-bit weights);
 //! - [`checkpoint`]: atomic save and checked load of the model record;
+//! - [`import`]: a PyTorch `state_dict` of the network, read with Burn's PyTorch reader;
 //! - [`simulated`]: the tutorial's float simulation of quantization, for comparison;
 //! - [`qat`]: quantization-aware training (fake quantization with straight-through gradients).
 //!
@@ -22,6 +23,7 @@ pub mod data;
 pub mod error;
 pub mod eval;
 pub mod export;
+pub mod import;
 pub mod model;
 pub mod predict;
 pub mod qat;
