@@ -136,7 +136,7 @@ pub fn run(args: ExportOnnxArgs) -> anyhow::Result<()> {
                 "accuracy",
                 "same class as burnq",
                 "u8 logits equal (values / rows)",
-                "max |Δ logit|",
+                "max Δ u8 logit",
                 "fc2 acc rows equal"
             ],
             &[

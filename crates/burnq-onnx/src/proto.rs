@@ -140,6 +140,30 @@ mod tests {
         );
     }
 
+    /// Decodes one varint from the front of `bytes`: `(value, bytes used)`.
+    fn decode_varint(bytes: &[u8]) -> (u64, usize) {
+        let mut value = 0u64;
+        for (i, b) in bytes.iter().enumerate() {
+            value |= u64::from(b & 0x7f) << (7 * i);
+            if b & 0x80 == 0 {
+                return (value, i + 1);
+            }
+        }
+        panic!("unterminated varint");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn varints_round_trip_in_the_fewest_bytes(value: u64) {
+            let mut m = Message::new();
+            m.raw_varint(value);
+            let bytes = m.into_bytes();
+            let significant_bits = (64 - value.leading_zeros()).max(1) as usize;
+            proptest::prop_assert_eq!(bytes.len(), significant_bits.div_ceil(7));
+            proptest::prop_assert_eq!(decode_varint(&bytes), (value, bytes.len()));
+        }
+    }
+
     #[test]
     fn nested_messages_are_length_delimited() {
         let mut inner = Message::new();

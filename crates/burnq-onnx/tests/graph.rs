@@ -1,0 +1,130 @@
+//! The exported graph's structure, without a runtime: operators in order, the very weight codes
+//! of the model (fc2's transposed for MatMulInteger), scalar parameters for per-tensor weights,
+//! and a Clip exactly where burnq's clamp is narrower than `[0, 255]`.
+
+#[path = "../../burnq-quant/tests/common/golden.rs"]
+#[allow(dead_code)]
+mod golden;
+
+use burnq_onnx::onnx::{DataType, Model, Tensor};
+use burnq_onnx::{ExportInfo, to_onnx};
+use burnq_quant::QuantModel;
+
+fn golden_model() -> QuantModel {
+    let bytes = golden::read();
+    golden::Golden::parse(&bytes).model()
+}
+
+fn export(model: &QuantModel) -> Model {
+    let info = ExportInfo {
+        dataset: "mnist".into(),
+        source: "golden".into(),
+    };
+    to_onnx(model, &info)
+}
+
+fn initializer<'a>(graph: &'a Model, name: &str) -> &'a Tensor {
+    graph
+        .initializers
+        .iter()
+        .find(|t| t.name == name)
+        .unwrap_or_else(|| panic!("no initializer {name}"))
+}
+
+#[test]
+fn the_graph_holds_the_models_codes_in_standard_operators() {
+    let model = golden_model();
+    let graph = export(&model);
+    let ops: Vec<&str> = graph.nodes.iter().map(|n| n.op_type).collect();
+    assert_eq!(
+        ops,
+        [
+            "QLinearConv",
+            "MaxPool",
+            "QLinearConv",
+            "MaxPool",
+            "Reshape",
+            "QLinearConv",
+            "QLinearConv",
+            "Reshape",
+            "Reshape",
+            "MatMulInteger",
+            "Add",
+            "Cast",
+            "Mul",
+            "ArgMax"
+        ]
+    );
+    for layer in model.layers() {
+        let w = initializer(&graph, &format!("{}.w", layer.name));
+        assert_eq!(w.data_type, DataType::Uint8);
+        assert_eq!(w.raw, layer.weights, "{} weights", layer.name);
+        assert_eq!(
+            w.dims.len(),
+            4,
+            "{}: fully connected layers are 1×1 convolutions",
+            layer.name
+        );
+        let bias = initializer(&graph, &format!("{}.bias", layer.name));
+        let expected: Vec<u8> = layer.bias.iter().flat_map(|b| b.to_le_bytes()).collect();
+        assert_eq!(bias.raw, expected);
+        // Per-tensor parameters are scalars.
+        assert!(
+            initializer(&graph, &format!("{}.w_scale", layer.name))
+                .dims
+                .is_empty()
+        );
+        let zp = initializer(&graph, &format!("{}.w_zero_point", layer.name));
+        assert_eq!(zp.raw, [layer.weight_zero_points[0] as u8]);
+        let y_scale = initializer(&graph, &format!("{}.y_scale", layer.name));
+        assert_eq!(y_scale.raw, layer.output.scale().to_le_bytes());
+    }
+    let fc2 = &model.layers()[3];
+    let transposed = initializer(&graph, "fc2.w_t");
+    assert_eq!(transposed.dims, [500, 10]);
+    for o in 0..10 {
+        for i in 0..500 {
+            assert_eq!(transposed.raw[i * 10 + o], fc2.weights[o * 500 + i]);
+        }
+    }
+    let outputs: Vec<&str> = graph.outputs.iter().map(|o| o.name.as_str()).collect();
+    assert_eq!(outputs, ["logits_u8", "fc2_acc", "logits", "class"]);
+    assert!(graph.metadata.contains(&("act_bits".into(), "8".into())));
+}
+
+#[test]
+fn a_clamp_narrower_than_u8_becomes_a_clip() {
+    let model = golden_model();
+    let mut layers = model.layers().clone();
+    layers[0].act_max = 200;
+    let narrowed =
+        QuantModel::new(model.options(), layers, model.input_normalization()).expect("valid");
+    let graph = export(&narrowed);
+    let clips: Vec<_> = graph.nodes.iter().filter(|n| n.op_type == "Clip").collect();
+    assert_eq!(clips.len(), 1);
+    assert_eq!(
+        clips[0].inputs,
+        ["conv1.requantized", "conv1.clip_min", "conv1.clip_max"]
+    );
+    assert_eq!(initializer(&graph, "conv1.clip_max").raw, [200]);
+    let pool = graph.nodes.iter().find(|n| n.name == "pool1").unwrap();
+    assert_eq!(pool.inputs, ["conv1.out"]);
+}
+
+#[test]
+fn the_encoding_starts_with_the_model_header_and_holds_every_weight() {
+    let model = golden_model();
+    let bytes = export(&model).encode();
+    // ModelProto field 1 (ir_version) = 8: key 0x08, value 0x08.
+    assert_eq!(bytes[..2], [0x08, 0x08]);
+    // Each layer's weights appear verbatim (raw_data) in the file.
+    for layer in model.layers() {
+        assert!(
+            bytes
+                .windows(layer.weights.len())
+                .any(|w| w == layer.weights.as_slice()),
+            "{} weights not found in the encoding",
+            layer.name
+        );
+    }
+}
