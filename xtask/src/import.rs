@@ -19,7 +19,8 @@ use crate::table::markdown;
 /// Flags of `cargo xtask import`.
 #[derive(Debug, clap::Args)]
 pub struct ImportArgs {
-    /// PyTorch file holding the network's state_dict (`torch.save(model.state_dict(), FILE)`).
+    /// PyTorch file with the network's state_dict (`torch.save(model.state_dict(), FILE)`), possibly
+    /// inside a checkpoint (`state_dict.`, `model_state_dict.`, `module.` prefixes are found).
     #[arg(long)]
     pub pytorch: PathBuf,
     #[command(flatten)]
@@ -38,6 +39,12 @@ struct ImportReport {
     dataset: String,
     source: String,
     source_bytes: u64,
+    /// Prefix of the tensors' keys in the file (`""` for a plain state_dict).
+    key_prefix: String,
+    /// Element type in the file (converted to f32).
+    source_dtype: String,
+    /// Entries of the file outside the prefix, ignored.
+    ignored: Vec<String>,
     tensors: Vec<(&'static str, Vec<usize>)>,
     test_images: usize,
     test_accuracy: f64,
@@ -48,7 +55,8 @@ struct ImportReport {
 pub fn run(args: ImportArgs) -> anyhow::Result<()> {
     let device = BackendChoice::Flex.device()?;
     let config = NetConfig::new();
-    let model = import_pytorch(&config, &args.pytorch, &device)?;
+    let imported = import_pytorch(&config, &args.pytorch, &device)?;
+    let model = imported.net;
     let test_set = args.data.load_limited(Split::Test, args.test_limit)?;
     let batcher = ImageBatcher::new(args.data.dataset.normalization());
     let (result, _) = evaluate(&model, &test_set, &batcher, 1000, &device);
@@ -67,6 +75,9 @@ pub fn run(args: ImportArgs) -> anyhow::Result<()> {
         dataset: args.data.dataset.dir_name().into(),
         source: args.pytorch.display().to_string(),
         source_bytes: std::fs::metadata(&args.pytorch).map_or(0, |m| m.len()),
+        key_prefix: imported.prefix,
+        source_dtype: imported.dtype,
+        ignored: imported.ignored,
         tensors: pytorch_tensors(&config),
         test_images: result.images,
         test_accuracy: result.accuracy,
@@ -81,13 +92,20 @@ pub fn run(args: ImportArgs) -> anyhow::Result<()> {
             &[
                 "PyTorch file",
                 "tensors",
+                "dtype",
+                "ignored entries",
                 "test images",
                 "float accuracy",
                 "test loss"
             ],
             &[vec![
                 report.source.clone(),
-                report.tensors.len().to_string(),
+                match report.key_prefix.as_str() {
+                    "" => format!("{} (top level)", report.tensors.len()),
+                    prefix => format!("{} under `{prefix}`", report.tensors.len()),
+                },
+                report.source_dtype.clone(),
+                report.ignored.len().to_string(),
                 report.test_images.to_string(),
                 format!("{:.2}%", 100.0 * report.test_accuracy),
                 format!("{:.4}", report.test_loss),

@@ -43,7 +43,13 @@ fn pytorch_accuracy() -> f64 {
 #[test]
 fn the_pytorch_trained_network_scores_in_burn_what_it_scored_in_pytorch() {
     let device = Device::flex();
-    let model = import_pytorch(&NetConfig::new(), &fixture("mnist_cnn.pt"), &device).unwrap();
+    let imported = import_pytorch(&NetConfig::new(), &fixture("mnist_cnn.pt"), &device).unwrap();
+    assert_eq!(
+        (imported.prefix.as_str(), imported.dtype.as_str()),
+        ("", "F32")
+    );
+    assert!(imported.ignored.is_empty());
+    let model = imported.net;
     let set = ImageSet::load(&test_locator(), DatasetKind::Mnist, Split::Test).unwrap();
     let batcher = ImageBatcher::new(DatasetKind::Mnist.normalization());
     let (result, _) = evaluate(&model, &set, &batcher, 1000, &device);
@@ -63,6 +69,33 @@ fn the_pytorch_trained_network_scores_in_burn_what_it_scored_in_pytorch() {
     let layers = model.export_weights();
     assert_eq!(layers[2].weight_shape, [500, 800]);
     assert_eq!(layers[3].weight_shape, [10, 500]);
+}
+
+#[test]
+fn a_float16_checkpoint_with_prefixes_imports() {
+    // {"epoch": 10, "state_dict": {"module.conv1.weight": f16, ...}}: the same trained weights.
+    let device = Device::flex();
+    let imported =
+        import_pytorch(&NetConfig::new(), &fixture("checkpoint_f16.pt"), &device).unwrap();
+    assert_eq!(imported.prefix, "state_dict.module.");
+    assert_eq!(imported.dtype, "F16");
+    let full = import_pytorch(&NetConfig::new(), &fixture("mnist_cnn.pt"), &device).unwrap();
+    for (half, single) in imported
+        .net
+        .export_weights()
+        .iter()
+        .zip(full.net.export_weights())
+    {
+        assert_eq!(half.weight_shape, single.weight_shape);
+        for (h, s) in half.weight.iter().zip(&single.weight) {
+            // float16 keeps 11 significant bits: relative error ≤ 2^-11 (absolute near 0).
+            assert!(
+                (h - s).abs() <= s.abs() / 2048.0 + 1e-7,
+                "{}: {h} vs {s}",
+                half.name
+            );
+        }
+    }
 }
 
 #[test]
@@ -93,6 +126,15 @@ fn a_wrong_shape_is_named_in_both_pytorch_formats() {
             "{name}: {message}"
         );
     }
+}
+
+#[test]
+fn an_integer_tensor_is_refused() {
+    let message = import_error(&fixture("wrong_dtype.pt"));
+    assert!(
+        message.contains("conv1.weight has dtype I64, expected a floating-point tensor"),
+        "{message}"
+    );
 }
 
 #[test]

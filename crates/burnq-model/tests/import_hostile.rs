@@ -1,5 +1,5 @@
 //! Hostile PyTorch files: byte edits of the fixtures (zip and legacy formats; the trained
-//! network's zip header, pickle and central directory) must give an `Import` error naming the
+//! network's and the float16 checkpoint's zip header, pickle and central directory) must give an `Import` error naming the
 //! file, or load (an edit inside tensor data), never a panic. `PROPTEST_CASES` sets the count.
 
 #[path = "../../burnq-quant/tests/common/mutation.rs"]
@@ -28,6 +28,7 @@ fn mutated_pytorch_files_are_refused_without_panicking() {
     let files = [
         ("wrong_shape.pt", fixture("wrong_shape.pt")),
         ("wrong_shape_legacy.pt", fixture("wrong_shape_legacy.pt")),
+        ("checkpoint_f16.pt", fixture("checkpoint_f16.pt")),
         ("mnist_cnn.pt", fixture("mnist_cnn.pt")),
     ];
     let dir = tempfile::tempdir().unwrap();
@@ -40,8 +41,8 @@ fn mutated_pytorch_files_are_refused_without_panicking() {
         .run(&(target, byte_edit()), |((which, tail), edit)| {
             let (name, bytes) = &files[which];
             let span = match (*name, tail) {
-                ("mnist_cnn.pt", false) => 0..4096,
-                ("mnist_cnn.pt", true) => bytes.len() - 2048..bytes.len(),
+                ("mnist_cnn.pt" | "checkpoint_f16.pt", false) => 0..4096,
+                ("mnist_cnn.pt" | "checkpoint_f16.pt", true) => bytes.len() - 2048..bytes.len(),
                 _ => 0..bytes.len(),
             };
             let mutated = edit.apply(bytes, span);
@@ -55,8 +56,17 @@ fn mutated_pytorch_files_are_refused_without_panicking() {
             std::fs::write(&path, &mutated).unwrap();
             match import_pytorch(&NetConfig::new(), &path, &device) {
                 Ok(_) => {
-                    prop_assert_eq!(*name, "mnist_cnn.pt", "a malformed network loaded");
-                    tally.loaded(|| format!("{name}: {edit:?}"));
+                    prop_assert!(
+                        matches!(*name, "mnist_cnn.pt" | "checkpoint_f16.pt"),
+                        "a malformed network loaded from {}",
+                        name
+                    );
+                    let at = bytes
+                        .iter()
+                        .zip(&mutated)
+                        .take_while(|(a, b)| a == b)
+                        .count();
+                    tally.loaded(|| format!("{name}: {edit:?}, first change at byte {at}"));
                 }
                 Err(e @ ModelError::Import { .. }) => {
                     prop_assert!(e.to_string().contains(name), "{e}");
