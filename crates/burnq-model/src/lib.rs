@@ -12,7 +12,8 @@
 //! - [`checkpoint`]: atomic save and checked load of the model record;
 //! - [`import`]: a PyTorch `state_dict` of the network, read with Burn's PyTorch reader;
 //! - [`simulated`]: the tutorial's float simulation of quantization, for comparison;
-//! - [`qat`]: quantization-aware training (fake quantization with straight-through gradients).
+//! - [`qat`]: quantization-aware training (fake quantization with straight-through gradients),
+//!   with [`int_sim`]: the integer engine's requantization reproduced inside it.
 //!
 //! Backends are chosen at run time through Burn's `Device`; ndarray and wgpu are cargo
 //! features of this crate because each costs many minutes of compile time.
@@ -24,6 +25,7 @@ pub mod error;
 pub mod eval;
 pub mod export;
 pub mod import;
+pub mod int_sim;
 pub mod model;
 pub mod predict;
 pub mod qat;

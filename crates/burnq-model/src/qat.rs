@@ -10,6 +10,12 @@
 //!   starts after `act_delay` training steps (before that, ranges are only observed).
 //! - The logits' range is tracked as well (the integer model's u8 logits use it) but not
 //!   quantized: the prediction comes from fc2's i32 accumulators.
+//! - Where a layer's input is on its integer grid (always for conv1; for the others when the
+//!   previous activation is quantized), its output codes are not rounded once but computed as
+//!   the integer engine computes them — `i32` accumulator with the bias rounded onto
+//!   `S_in·S_w`, fixed-point multiplier, double rounding, clamp ([`crate::int_sim`]) — and fc2's
+//!   logits are snapped to its accumulators, so the fake-quantized network predicts what the
+//!   integer model will.
 //! - Gradient: `y = clip(x) + detach(fq(clip(x)) − clip(x))`, so ∂y/∂x = 1 inside the range
 //!   and 0 where `x` was clipped. Biases stay float; they become i32 at export.
 //!
@@ -25,6 +31,7 @@ use burn::tensor::activation::{log_softmax, relu};
 use serde::{Deserialize, Serialize};
 
 use crate::Net;
+use crate::int_sim::{LayerRequant, weight_scales};
 use burnq_data::ImageSet;
 
 use crate::data::ImageBatcher;
@@ -147,15 +154,29 @@ impl QatForward {
     fn forward(&mut self, model: &Net, images: Tensor<4>, observe: bool) -> Tensor<2> {
         let quantize_acts = !observe || self.steps >= self.settings.act_delay;
         let q = self.layers;
-        let x = model
-            .pool
-            .forward(relu(self.conv1_folded(&model.conv1, images, q[0])));
-        let x = self.activation(x, 0, observe, quantize_acts && q[0]);
-        let x = model.pool.forward(relu(self.conv(&model.conv2, x, q[1])));
-        let x = self.activation(x, 1, observe, quantize_acts && q[1]);
-        let x = relu(self.linear(&model.fc1, x.flatten(1, 3), q[2]));
-        let x = self.activation(x, 2, observe, quantize_acts && q[2]);
-        let logits = self.linear(&model.fc2, x, q[3]);
+        let bits = self.settings.weight_bits as u8;
+        let per_channel = self.settings.per_channel;
+        // conv1 reads the raw pixels, whose grid is exactly 1/255.
+        let s_in = Some(1.0 / 255.0);
+        let (x, w) = self.conv1_folded(&model.conv1, images, q[0]);
+        let x = model.pool.forward(relu(x));
+        let producer = s_in.zip(w.map(|w| weight_scales(&w, bits, per_channel)));
+        let (x, s_in) = self.activation(x, 0, observe, quantize_acts && q[0], producer);
+        let (x, w) = self.conv(&model.conv2, x, q[1]);
+        let x = model.pool.forward(relu(x));
+        let producer = s_in.zip(w.map(|w| weight_scales(&w, bits, per_channel)));
+        let (x, s_in) = self.activation(x, 1, observe, quantize_acts && q[1], producer);
+        let (x, w) = self.linear(&model.fc1, x.flatten(1, 3), q[2]);
+        let producer = s_in.zip(w.map(|w| weight_scales(&w, bits, per_channel)));
+        let (x, s_in) = self.activation(relu(x), 2, observe, quantize_acts && q[2], producer);
+        let (mut logits, w) = self.linear(&model.fc2, x, q[3]);
+        if let Some((s_in, w)) = s_in.zip(w) {
+            let scales = weight_scales(&w, bits, per_channel);
+            // Any output range will do: only the accumulator scales S_in·S_w are used.
+            if let Some(r) = LayerRequant::new(s_in, &scales, (-1.0, 1.0), 8, false) {
+                logits = r.snap(logits);
+            }
+        }
         if observe {
             let (lo, hi) = batch_range(&logits);
             self.ranges[3].update(lo, hi, self.settings.ema_decay);
@@ -164,39 +185,62 @@ impl QatForward {
         log_softmax(logits, 1)
     }
 
+    /// The output of a layer (after ReLU and pooling) in `slot`, fake-quantized when
+    /// `quantize` and a range is known, with the scale of its grid (`None` when it stays
+    /// float). `producer` = the layer's input scale and weight scales, when its input is on
+    /// its grid: then the codes are the integer engine's ([`LayerRequant`]).
     fn activation<const D: usize>(
         &mut self,
         x: Tensor<D>,
         slot: usize,
         observe: bool,
         quantize: bool,
-    ) -> Tensor<D> {
+        producer: Option<(f32, Vec<f32>)>,
+    ) -> (Tensor<D>, Option<f32>) {
         if observe {
             let (lo, hi) = batch_range(&x);
             self.ranges[slot].update(lo, hi, self.settings.ema_decay);
         }
         let r = self.ranges[slot];
-        if quantize && r.updates > 0 {
-            fake_quantize_ste(x, r.min, r.max, self.settings.act_bits)
-        } else {
-            x
+        if !quantize || r.updates == 0 {
+            return (x, None);
+        }
+        let bits = self.settings.act_bits;
+        let exact = producer.and_then(|(s_in, scales)| {
+            LayerRequant::new(s_in, &scales, (r.min, r.max), bits as u8, true)
+        });
+        match exact {
+            Some(requant) => (requant.apply(x), Some(requant.output_scale())),
+            None => {
+                let scale = (r.max.max(0.0) - r.min.min(0.0)) / ((1u32 << bits) - 1) as f32;
+                (fake_quantize_ste(x, r.min, r.max, bits), Some(scale))
+            }
         }
     }
 
-    fn conv(&self, conv: &Conv2d, x: Tensor<4>, quantize: bool) -> Tensor<4> {
+    /// conv2 with fake-quantized weights when `quantize`; also returns the float weights
+    /// that were quantized.
+    fn conv(&self, conv: &Conv2d, x: Tensor<4>, quantize: bool) -> (Tensor<4>, Option<Tensor<4>>) {
         if !quantize {
-            return conv.forward(x);
+            return (conv.forward(x), None);
         }
         let mut conv = conv.clone();
+        let w = conv.weight.val();
         conv.weight = conv.weight.map(|w| self.weights(w));
-        conv.forward(x)
+        (conv.forward(x), Some(w))
     }
 
     /// conv1 on `p/255` with the normalization folded in: `w' = w/std`, fake-quantized,
     /// and `b' = b − (mean/std)·Σ_k w[o,k]` from the float weights.
-    fn conv1_folded(&self, conv: &Conv2d, images: Tensor<4>, quantize: bool) -> Tensor<4> {
+    /// Also returns the folded float weights `w/std` that were quantized.
+    fn conv1_folded(
+        &self,
+        conv: &Conv2d,
+        images: Tensor<4>,
+        quantize: bool,
+    ) -> (Tensor<4>, Option<Tensor<4>>) {
         if !quantize {
-            return conv.forward(images);
+            return (conv.forward(images), None);
         }
         let (mean, std) = (self.settings.input_mean, self.settings.input_std);
         let pixels = images.mul_scalar(std).add_scalar(mean);
@@ -208,20 +252,28 @@ impl QatForward {
         folded.bias = folded
             .bias
             .map(|b| b.map(|b| b - weight_sum.mul_scalar(mean / std)));
-        folded.forward(pixels)
+        (folded.forward(pixels), Some(w.div_scalar(std)))
     }
 
-    fn linear(&self, linear: &Linear, x: Tensor<2>, quantize: bool) -> Tensor<2> {
+    /// A linear layer with fake-quantized weights when `quantize`; also returns the float
+    /// weights that were quantized, out × in.
+    fn linear(
+        &self,
+        linear: &Linear,
+        x: Tensor<2>,
+        quantize: bool,
+    ) -> (Tensor<2>, Option<Tensor<2>>) {
         if !quantize {
-            return linear.forward(x);
+            return (linear.forward(x), None);
         }
         // Burn stores [in, out]: output channels are the columns, so transpose for
         // per-channel ranges and back.
         let mut linear = linear.clone();
+        let w = linear.weight.val().transpose();
         linear.weight = linear
             .weight
             .map(|w| self.weights(w.transpose()).transpose());
-        linear.forward(x)
+        (linear.forward(x), Some(w))
     }
 
     /// Fake-quantized weights with a straight-through gradient; output channels on dim 0.
