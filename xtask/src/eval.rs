@@ -28,8 +28,8 @@ pub struct EvalArgs {
     /// Evaluate the first N test images only.
     #[arg(long)]
     pub limit: Option<usize>,
-    /// With --quantized: write input.npy (u8 [N,1,28,28]), fc2_acc.npy (i32 [N,10]),
-    /// logits.npy (u8 [N,10]), pred.npy (i64 [N]) and labels.npy (i64 [N]) into DIR.
+    /// With --quantized: write input.npy (u8 N×1×28×28), fc2_acc.npy (i32 N×10),
+    /// logits.npy (u8 N×10), pred.npy (i64 N) and labels.npy (i64 N) into DIR.
     #[arg(long)]
     pub dump: Option<PathBuf>,
 }
