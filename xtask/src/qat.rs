@@ -52,6 +52,10 @@ pub struct QatArgs {
     /// EMA decay of the activation ranges.
     #[arg(long, default_value_t = 0.99)]
     pub ema_decay: f32,
+    /// Range estimate the activation ranges start from (see `quantize --calibration`); with
+    /// `--ema-decay 1` they stay there.
+    #[arg(long, default_value = "mean-minmax", value_parser = crate::quantize::parse_method)]
+    pub calibration: CalibrationMethod,
     /// Training steps before activations are quantized (ranges start from a calibration).
     #[arg(long, default_value_t = 0)]
     pub act_delay: usize,
@@ -75,6 +79,8 @@ pub struct QatReport {
     pub epochs: usize,
     pub lr: f64,
     pub lr_decay: f64,
+    /// Range estimate the activation ranges started from.
+    pub range_init: String,
     pub float_accuracy: f64,
     /// Accuracy of the fake-quantized network after fine-tuning (ranges frozen).
     pub fake_quant_accuracy: f64,
@@ -136,7 +142,7 @@ pub fn run_qat(args: &QatArgs, verbose: bool) -> anyhow::Result<QatReport> {
         &float,
         &train_set,
         CalibrationSettings {
-            method: CalibrationMethod::MeanMinmax,
+            method: args.calibration,
             ..Default::default()
         },
         &device,
@@ -148,7 +154,7 @@ pub fn run_qat(args: &QatArgs, verbose: bool) -> anyhow::Result<QatReport> {
     let r = |name: &str| {
         calibration
             .tap(name)
-            .map(|s| s.range(CalibrationMethod::MeanMinmax))
+            .map(|s| s.range(args.calibration))
             .context("calibration lacks a tap")
     };
     let settings = QatSettings {
@@ -232,6 +238,7 @@ pub fn run_qat(args: &QatArgs, verbose: bool) -> anyhow::Result<QatReport> {
         epochs: args.epochs,
         lr: args.lr,
         lr_decay: args.lr_decay,
+        range_init: args.calibration.name().into(),
         float_accuracy: float_eval.accuracy,
         fake_quant_accuracy: fake.accuracy,
         integer_accuracy: agreement(&int_pred, &test_set.labels),

@@ -57,7 +57,7 @@ pub struct QuantizeArgs {
     pub test_limit: Option<usize>,
 }
 
-fn parse_method(s: &str) -> Result<CalibrationMethod, String> {
+pub fn parse_method(s: &str) -> Result<CalibrationMethod, String> {
     CalibrationMethod::from_name(s).ok_or_else(|| {
         format!("unknown calibration `{s}` (minmax, mean-minmax, ema, percentile or mse)")
     })

@@ -123,6 +123,7 @@ pub fn run(args: SweepArgs) -> anyhow::Result<()> {
                 momentum: 0.5,
                 seed: 1,
                 ema_decay: 0.99,
+                calibration: burnq_calib::CalibrationMethod::MeanMinmax,
                 act_delay: 0,
                 train_limit: None,
                 test_limit: args.test_limit,

@@ -128,12 +128,17 @@ fn train_then_quantize_writes_every_artifact() {
         "640",
         "--test-limit",
         "300",
+        "--calibration",
+        "mse",
+        "--ema-decay",
+        "1",
         "--offline",
         "--out",
         out,
     ]);
     assert!(qat.status.success(), "{}", text(&qat));
     let r = json(&dir.path().join("qat-w4a4/qat.json"));
+    assert_eq!(r["range_init"], "mse");
     assert!(
         dir.path()
             .join("qat-w4a4/quant/model.safetensors")
