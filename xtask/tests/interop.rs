@@ -7,27 +7,13 @@
 //! `BURNQ_REQUIRE_ONNXRUNTIME=1` (set by `.ci/run`). `BURNQ_PYTHON` names the interpreter.
 
 mod common;
+#[path = "../../crates/burnq-onnx/tests/common/onnxruntime.rs"]
+mod onnxruntime;
 
 use std::path::Path;
 
 use common::{json, text, xtask};
-
-fn onnxruntime_available() -> bool {
-    let python = std::env::var("BURNQ_PYTHON").unwrap_or_else(|_| "python3".into());
-    let ok = std::process::Command::new(&python)
-        .args(["-c", "import onnxruntime, onnx, numpy"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    let required = std::env::var("BURNQ_REQUIRE_ONNXRUNTIME").is_ok_and(|v| v == "1");
-    assert!(
-        ok || !required,
-        "BURNQ_REQUIRE_ONNXRUNTIME=1 but {python} lacks onnxruntime"
-    );
-    if !ok {
-        eprintln!("ONNX half skipped: pip install onnxruntime onnx numpy");
-    }
-    ok
-}
+use onnxruntime::onnxruntime_available;
 
 /// `export-onnx --verify` of `<out>/quant/model.safetensors` over `images` test images; returns
 /// `onnxruntime.json`.
@@ -61,20 +47,26 @@ fn quantize(out: &str, extra: &[&str]) {
     assert!(run.status.success(), "{}", text(&run));
 }
 
+/// `import --pytorch <fixture> --out <out>`, a file of `crates/burnq-model/tests/fixtures/`.
+fn import(fixture: &str, out: &str) -> std::process::Output {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../crates/burnq-model/tests/fixtures")
+        .join(fixture);
+    xtask(&[
+        "import",
+        "--pytorch",
+        path.to_str().unwrap(),
+        "--offline",
+        "--out",
+        out,
+    ])
+}
+
 #[test]
 fn pytorch_model_is_imported_quantized_and_reproduced_by_onnxruntime() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().to_str().unwrap();
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../crates/burnq-model/tests/fixtures/mnist_cnn.pt");
-    let import = xtask(&[
-        "import",
-        "--pytorch",
-        fixture.to_str().unwrap(),
-        "--offline",
-        "--out",
-        out,
-    ]);
+    let import = import("mnist_cnn.pt", out);
     assert!(import.status.success(), "{}", text(&import));
     let report = json(&dir.path().join("float/import.json"));
     assert_eq!(report["test_images"], 10_000);
@@ -118,16 +110,7 @@ fn pytorch_model_is_imported_quantized_and_reproduced_by_onnxruntime() {
 fn a_pytorch_file_of_another_network_is_refused_and_nothing_is_written() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().to_str().unwrap();
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../crates/burnq-model/tests/fixtures/wrong_shape.pt");
-    let run = xtask(&[
-        "import",
-        "--pytorch",
-        fixture.to_str().unwrap(),
-        "--offline",
-        "--out",
-        out,
-    ]);
+    let run = import("wrong_shape.pt", out);
     assert!(!run.status.success());
     let message = text(&run);
     assert!(

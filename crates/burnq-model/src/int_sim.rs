@@ -18,17 +18,13 @@
 use burn::prelude::*;
 use burnq_quant::{QuantParams, Requant, quantize_multiplier};
 
+use crate::export::to_vec;
+
 /// Each output channel's weight scale as the converter computes it: the channel's (or, per
 /// tensor, the whole tensor's) min/max on a `bits`-bit grid. `w` has output channels on dim 0.
 pub fn weight_scales<const D: usize>(w: &Tensor<D>, bits: u8, per_channel: bool) -> Vec<f32> {
     let out = w.dims()[0];
-    let values: Vec<f32> = w
-        .clone()
-        .detach()
-        .into_data()
-        .convert::<f32>()
-        .try_into_vec()
-        .expect("f32 data");
+    let values = to_vec(w.clone().detach());
     let scale = |v: &[f32]| {
         let (lo, hi) = burnq_quant::range::min_max(v);
         QuantParams::from_range(lo, hi, bits).map_or(f32::NAN, |p| p.scale())
@@ -67,10 +63,7 @@ impl LayerRequant {
     ) -> Option<Self> {
         let output = QuantParams::from_range(out_range.0, out_range.1, act_bits).ok()?;
         let z = output.zero_point();
-        let acc_scales: Vec<f64> = w_scales
-            .iter()
-            .map(|&s| f64::from(s_in) * f64::from(s))
-            .collect();
+        let acc_scales = accumulator_scales(s_in, w_scales)?;
         let requants = acc_scales
             .iter()
             .map(|&a| {
@@ -84,14 +77,11 @@ impl LayerRequant {
                 })
             })
             .collect::<Option<Vec<_>>>()?;
-        acc_scales
-            .iter()
-            .all(|a| a.is_finite() && *a > 0.0)
-            .then_some(Self {
-                acc_scales,
-                requants,
-                output,
-            })
+        Some(Self {
+            acc_scales,
+            requants,
+            output,
+        })
     }
 
     /// The output grid's scale.
@@ -103,7 +93,7 @@ impl LayerRequant {
     /// values of the accumulators, after ReLU and max-pooling, which commute with this
     /// increasing map), dequantized; straight-through gradient inside the clamp range.
     pub fn apply<const D: usize>(&self, y: Tensor<D>) -> Tensor<D> {
-        let codes = self.map(&y, |acc, o| {
+        let codes = map_accumulators(&y, &self.acc_scales, |acc, o| {
             let r = &self.requants[o];
             self.output.dequantize(r.apply(acc))
         });
@@ -112,41 +102,52 @@ impl LayerRequant {
         let clipped = y.clamp(lo, hi);
         clipped.clone() + (codes - clipped).detach()
     }
+}
 
-    /// `S_in·S_w[o]·acc` for the layer outputs `y` (logits): the accumulators the engine
-    /// compares, in real units; straight-through gradient.
-    pub fn snap<const D: usize>(&self, y: Tensor<D>) -> Tensor<D> {
-        let snapped = self.map(&y, |acc, o| (f64::from(acc) * self.acc_scales[o]) as f32);
-        y.clone() + (snapped - y).detach()
-    }
+/// `S_in·S_w[o]` per output channel: the real value of one accumulator unit. `None` when one
+/// is not finite and positive (a degenerate weight scale).
+pub fn accumulator_scales(s_in: f32, w_scales: &[f32]) -> Option<Vec<f64>> {
+    let scales: Vec<f64> = w_scales
+        .iter()
+        .map(|&s| f64::from(s_in) * f64::from(s))
+        .collect();
+    scales
+        .iter()
+        .all(|a| a.is_finite() && *a > 0.0)
+        .then_some(scales)
+}
 
-    /// `f(acc, channel)` over every value of `y`, with `acc = round(y/(S_in·S_w[o]))`
-    /// (ties away from zero, saturating in `i32`).
-    fn map<const D: usize>(&self, y: &Tensor<D>, f: impl Fn(i32, usize) -> f32) -> Tensor<D> {
-        let dims = y.dims();
-        let channels = dims[1];
-        let inner: usize = dims[2..].iter().product();
-        let values: Vec<f32> = y
-            .clone()
-            .detach()
-            .into_data()
-            .convert::<f32>()
-            .try_into_vec()
-            .expect("f32 data");
-        let out: Vec<f32> = values
-            .iter()
-            .enumerate()
-            .map(|(i, &v)| {
-                let o = (i / inner) % channels;
-                let acc = (f64::from(v) / self.acc_scales[o])
-                    .round()
-                    .clamp(f64::from(i32::MIN), f64::from(i32::MAX))
-                    as i32;
-                f(acc, o)
-            })
-            .collect();
-        Tensor::from_data(TensorData::new(out, dims), &y.device())
-    }
+/// `acc_scales[o]·acc` for the layer outputs `y` (fc2's logits, channels on dim 1): the
+/// accumulators the engine compares to predict, in real units; straight-through gradient.
+pub fn snap<const D: usize>(y: Tensor<D>, acc_scales: &[f64]) -> Tensor<D> {
+    let snapped = map_accumulators(&y, acc_scales, |acc, o| {
+        (f64::from(acc) * acc_scales[o]) as f32
+    });
+    y.clone() + (snapped - y).detach()
+}
+
+/// `f(acc, channel)` over every value of `y` (channels on dim 1), with
+/// `acc = round(y/acc_scales[o])` (ties away from zero, saturating in `i32`).
+fn map_accumulators<const D: usize>(
+    y: &Tensor<D>,
+    acc_scales: &[f64],
+    f: impl Fn(i32, usize) -> f32,
+) -> Tensor<D> {
+    let dims = y.dims();
+    let channels = dims[1];
+    let inner: usize = dims[2..].iter().product();
+    let out: Vec<f32> = to_vec(y.clone().detach())
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            let o = (i / inner) % channels;
+            let acc = (f64::from(v) / acc_scales[o])
+                .round()
+                .clamp(f64::from(i32::MIN), f64::from(i32::MAX)) as i32;
+            f(acc, o)
+        })
+        .collect();
+    Tensor::from_data(TensorData::new(out, dims), &y.device())
 }
 
 #[cfg(test)]
@@ -180,7 +181,7 @@ mod tests {
                 .collect();
             let t = Tensor::<3>::from_data(TensorData::new(y, [2, 3, 4]), &device());
             let got: Vec<f32> = r.apply(t.clone()).into_data().try_into_vec().unwrap();
-            let snapped: Vec<f32> = r.snap(t).into_data().try_into_vec().unwrap();
+            let snapped: Vec<f32> = snap(t, &r.acc_scales).into_data().try_into_vec().unwrap();
             for (i, &acc) in accs.iter().enumerate() {
                 let o = (i / 4) % 3;
                 let code = r.requants[o].apply(acc);

@@ -31,7 +31,7 @@ use burn::tensor::activation::{log_softmax, relu};
 use serde::{Deserialize, Serialize};
 
 use crate::Net;
-use crate::int_sim::{LayerRequant, weight_scales};
+use crate::int_sim::{LayerRequant, accumulator_scales, snap, weight_scales};
 use burnq_data::ImageSet;
 
 use crate::data::ImageBatcher;
@@ -171,10 +171,10 @@ impl QatForward {
         let (x, s_in) = self.activation(relu(x), 2, observe, quantize_acts && q[2], producer);
         let (mut logits, w) = self.linear(&model.fc2, x, q[3]);
         if let Some((s_in, w)) = s_in.zip(w) {
-            let scales = weight_scales(&w, bits, per_channel);
-            // Any output range will do: only the accumulator scales S_in·S_w are used.
-            if let Some(r) = LayerRequant::new(s_in, &scales, (-1.0, 1.0), 8, false) {
-                logits = r.snap(logits);
+            if let Some(acc_scales) =
+                accumulator_scales(s_in, &weight_scales(&w, bits, per_channel))
+            {
+                logits = snap(logits, &acc_scales);
             }
         }
         if observe {

@@ -6,38 +6,15 @@
 //! sets `BURNQ_REQUIRE_ONNXRUNTIME=1`, so CI fails rather than skips). `BURNQ_PYTHON` names the
 //! interpreter (default `python3`).
 
+mod common;
 #[path = "../../burnq-quant/tests/common/golden.rs"]
 #[allow(dead_code)]
 mod golden;
 
-use std::process::Command;
-
 use burnq_data::{DatasetKind, ImageSet, Split, locate::test_locator};
 use burnq_onnx::{Agreement, ExportInfo, OnnxError, compare, run_onnxruntime, save};
 use burnq_quant::{Engine, IMAGE_PIXELS, QuantModel};
-
-fn python() -> String {
-    std::env::var("BURNQ_PYTHON").unwrap_or_else(|_| "python3".into())
-}
-
-/// Whether ONNX Runtime can run; without it the test is skipped, unless
-/// `BURNQ_REQUIRE_ONNXRUNTIME=1`, which turns its absence into a failure.
-fn onnxruntime_available() -> bool {
-    let ok = Command::new(python())
-        .args(["-c", "import onnxruntime, onnx, numpy"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    let required = std::env::var("BURNQ_REQUIRE_ONNXRUNTIME").is_ok_and(|v| v == "1");
-    assert!(
-        ok || !required,
-        "BURNQ_REQUIRE_ONNXRUNTIME=1 but `{} -c 'import onnxruntime, onnx, numpy'` fails",
-        python()
-    );
-    if !ok {
-        eprintln!("skipped: ONNX Runtime is not installed (pip install onnxruntime onnx numpy)");
-    }
-    ok
-}
+use common::onnxruntime::{onnxruntime_available, python};
 
 fn golden_model() -> QuantModel {
     let bytes = golden::read();
