@@ -6,16 +6,18 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context;
+use burnq_arch::write_atomic;
 use burnq_data::{IMAGE_PIXELS, ImageSet, Split};
-use burnq_model::checkpoint::{load_model, write_atomic, write_json_atomic};
+use burnq_model::checkpoint::{load_model, write_json_atomic};
 use burnq_model::predict::Predictor;
 use burnq_model::{BackendChoice, NetConfig};
 use burnq_quant::kernels::KernelChoice;
 use burnq_quant::{Engine, QuantModel, Workspace};
 use serde::Serialize;
 
-use crate::common::{DataArgs, dataset_dir, display_path, project_root};
+use crate::common::{DataArgs, display_path};
 use crate::machine::MachineInfo;
+use crate::paths::ArtifactDir;
 use crate::plot::bar_chart;
 use crate::table::markdown;
 
@@ -97,12 +99,9 @@ struct Report {
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let models = args
-        .models
-        .clone()
-        .unwrap_or_else(|| dataset_dir(None, args.data.dataset));
-    let float_path = models.join("float").join("model.bpk");
-    let quant_path = models.join("quant").join("model.safetensors");
+    let models = ArtifactDir::new(args.models.as_deref(), args.data.dataset);
+    let float_path = models.float_model();
+    let quant_path = models.quant_model();
     let quant = burnq_quant::load(&quant_path)
         .context("loading the integer model (`cargo xtask quantize` writes it)")?;
     let set = args.data.load(Split::Test)?;
@@ -334,10 +333,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn write_outputs(report: &Report, args: &BenchArgs) -> anyhow::Result<()> {
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| project_root().join("artifacts").join("bench"));
+    let out = args.out.clone().unwrap_or_else(crate::paths::bench_dir);
     std::fs::create_dir_all(&out)?;
     let table = markdown(
         &[

@@ -29,7 +29,7 @@ impl DataArgs {
     pub fn locator(&self) -> DataLocator {
         DataLocator::new(
             self.data_dir.clone(),
-            project_root().join("artifacts").join("data"),
+            crate::paths::data_cache(),
             !self.offline,
         )
     }
@@ -56,12 +56,6 @@ pub fn project_root() -> PathBuf {
         .parent()
         .expect("xtask lives one level below the workspace root")
         .to_path_buf()
-}
-
-/// `artifacts/<dataset>/` unless `--out` says otherwise.
-pub fn dataset_dir(out: Option<&Path>, dataset: DatasetKind) -> PathBuf {
-    out.map(Path::to_path_buf)
-        .unwrap_or_else(|| project_root().join("artifacts").join(dataset.dir_name()))
 }
 
 /// A path relative to the project root when it lies inside it (for messages).

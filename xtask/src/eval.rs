@@ -10,8 +10,9 @@ use burnq_model::checkpoint::load_model;
 use burnq_model::data::ImageBatcher;
 use burnq_model::{BackendChoice, NetConfig};
 
-use crate::common::{DataArgs, dataset_dir, display_path};
+use crate::common::{DataArgs, display_path};
 use crate::npy;
+use crate::paths::ArtifactDir;
 use crate::pipeline::{agreement, classes, run_integer};
 
 /// Flags of `cargo xtask eval`.
@@ -35,16 +36,14 @@ pub struct EvalArgs {
 }
 
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
-    let dir = dataset_dir(None, args.data.dataset);
+    let dir = ArtifactDir::new(None, args.data.dataset);
     let set = args.data.load_limited(Split::Test, args.limit)?;
     anyhow::ensure!(
         args.dump.is_none() || args.quantized,
         "--dump needs --quantized"
     );
     if !args.quantized {
-        let path = args
-            .model
-            .unwrap_or_else(|| dir.join("float").join("model.bpk"));
+        let path = args.model.unwrap_or_else(|| dir.float_model());
         let device = BackendChoice::Flex.device()?;
         let model = load_model(&NetConfig::new(), &path, &device)?;
         let batcher = ImageBatcher::new(args.data.dataset.normalization());
@@ -58,9 +57,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let path = args
-        .model
-        .unwrap_or_else(|| dir.join("quant").join("model.safetensors"));
+    let path = args.model.unwrap_or_else(|| dir.quant_model());
     let model = burnq_quant::load(&path)?;
     let out = run_integer(&model, &set)?;
     let pred = classes(&out);

@@ -9,7 +9,8 @@ use burnq_model::checkpoint::write_json_atomic;
 use burnq_onnx::{ExportInfo, compare, run_onnxruntime, save, to_onnx};
 use serde::Serialize;
 
-use crate::common::{DataArgs, dataset_dir, display_path};
+use crate::common::{DataArgs, display_path};
+use crate::paths::ArtifactDir;
 use crate::pipeline::run_integer;
 use crate::table::markdown;
 
@@ -55,15 +56,12 @@ struct VerifyReport {
 }
 
 pub fn run(args: ExportOnnxArgs) -> anyhow::Result<()> {
-    let dir = dataset_dir(args.out.as_deref(), args.data.dataset);
-    let model_path = args
-        .model
-        .clone()
-        .unwrap_or_else(|| dir.join("quant").join("model.safetensors"));
+    let dir = ArtifactDir::new(args.out.as_deref(), args.data.dataset);
+    let model_path = args.model.clone().unwrap_or_else(|| dir.quant_model());
     let onnx_path = args
         .onnx
         .clone()
-        .unwrap_or_else(|| model_path.with_extension("onnx"));
+        .unwrap_or_else(|| crate::paths::onnx_beside(&model_path));
     let model = burnq_quant::load(&model_path)?;
     let info = ExportInfo {
         dataset: args.data.dataset.dir_name().into(),
@@ -124,7 +122,7 @@ pub fn run(args: ExportOnnxArgs) -> anyhow::Result<()> {
         logits_u8_max_abs_diff: a.logits_u8_max_diff,
         fc2_acc_rows_equal: a.fc2_acc_rows,
     };
-    let report_path = onnx_path.with_file_name("onnxruntime.json");
+    let report_path = crate::paths::onnxruntime_report(&onnx_path);
     write_json_atomic(&report, &report_path)?;
     let pct = |x: f64| format!("{:.2}%", 100.0 * x);
     println!(

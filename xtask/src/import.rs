@@ -4,7 +4,6 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use burnq_data::Split;
 use burnq_model::checkpoint::{save_model, write_json_atomic};
 use burnq_model::data::ImageBatcher;
@@ -13,7 +12,8 @@ use burnq_model::import::{import_pytorch, pytorch_tensors};
 use burnq_model::{BURN_VERSION, BackendChoice, NetConfig};
 use serde::Serialize;
 
-use crate::common::{DataArgs, display_path, project_root};
+use crate::common::{DataArgs, display_path};
+use crate::paths::ArtifactDir;
 use crate::table::markdown;
 
 /// Flags of `cargo xtask import`.
@@ -61,16 +61,10 @@ pub fn run(args: ImportArgs) -> anyhow::Result<()> {
     let batcher = ImageBatcher::new(args.data.dataset.normalization());
     let (result, _) = evaluate(&model, &test_set, &batcher, 1000, &device);
 
-    let root = args.out.clone().unwrap_or_else(|| {
-        project_root()
-            .join("artifacts")
-            .join(format!("pytorch-{}", args.data.dataset.dir_name()))
-    });
-    let out = root.join("float");
-    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    let model_path = out.join("model.bpk");
+    let dir = ArtifactDir::imported(args.out.as_deref(), args.data.dataset);
+    let model_path = dir.float_model();
     save_model(&model, &model_path)?;
-    write_json_atomic(&config, &out.join("config.json"))?;
+    write_json_atomic(&config, &dir.float_config())?;
     let report = ImportReport {
         dataset: args.data.dataset.dir_name().into(),
         source: args.pytorch.display().to_string(),
@@ -84,7 +78,7 @@ pub fn run(args: ImportArgs) -> anyhow::Result<()> {
         test_loss: result.loss,
         burn_version: BURN_VERSION,
     };
-    write_json_atomic(&report, &out.join("import.json"))?;
+    write_json_atomic(&report, &dir.import_report())?;
 
     println!(
         "{}",
@@ -116,7 +110,7 @@ pub fn run(args: ImportArgs) -> anyhow::Result<()> {
         "wrote {} (+ config.json, import.json); next: cargo xtask quantize --dataset {} --out {}",
         display_path(&model_path),
         args.data.dataset.dir_name(),
-        display_path(&root)
+        display_path(dir.root())
     );
     Ok(())
 }

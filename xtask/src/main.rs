@@ -8,6 +8,7 @@ mod export_onnx;
 mod import;
 mod machine;
 mod npy;
+mod paths;
 mod pipeline;
 mod plot;
 mod predict;

@@ -69,7 +69,7 @@ pub fn encode<T: NpyElement>(data: &[T], shape: &[usize]) -> Vec<u8> {
 
 /// Writes `data` as an `.npy` file at `path`, atomically.
 pub fn write<T: NpyElement>(path: &Path, data: &[T], shape: &[usize]) -> std::io::Result<()> {
-    burnq_model::checkpoint::write_atomic(path, &encode(data, shape))
+    burnq_arch::write_atomic(path, &encode(data, shape))
 }
 
 #[cfg(test)]

@@ -1,32 +1,11 @@
-//! Steps shared by the commands: hand the float weights to the integer converter, run an
-//! integer model over a test set, compare predictions and per-layer outputs.
+//! Steps shared by the commands: run an integer model over a test set, compare predictions
+//! and per-layer outputs.
 
 use burnq_data::{IMAGE_PIXELS, ImageSet};
 use burnq_model::Net;
 use burnq_model::data::ImageBatcher;
 use burnq_model::eval::float_taps;
-use burnq_quant::{ARCHITECTURE, Engine, FloatLayer, FloatNetwork, Output, QuantModel};
-
-/// The float model's four layers as plain arrays for the integer converter.
-pub fn float_network(model: &Net) -> anyhow::Result<FloatNetwork> {
-    let mut layers = Vec::new();
-    for (layer, (name, kind)) in model.export_weights().into_iter().zip(ARCHITECTURE) {
-        anyhow::ensure!(
-            layer.name == name,
-            "layer order: got {} where {name} was expected",
-            layer.name
-        );
-        layers.push(FloatLayer {
-            kind,
-            weights: layer.weight,
-            bias: layer.bias,
-        });
-    }
-    let layers: [FloatLayer; 4] = layers
-        .try_into()
-        .map_err(|_| anyhow::anyhow!("the float model must have 4 layers"))?;
-    Ok(FloatNetwork::new(layers)?)
-}
+use burnq_quant::{Engine, Output, QuantModel};
 
 /// Runs `model` over every image of `set` with the fast engine on all cores (bit-exact with
 /// the scalar reference, which the test suite and `cargo xtask bench` check).

@@ -9,7 +9,8 @@ use burnq_model::checkpoint::load_model;
 use burnq_model::predict::Predictor;
 use burnq_model::{BackendChoice, NetConfig};
 
-use crate::common::{DataArgs, dataset_dir};
+use crate::common::DataArgs;
+use crate::paths::ArtifactDir;
 use crate::pipeline::run_integer_pixels;
 use crate::table::markdown;
 
@@ -30,11 +31,8 @@ pub struct PredictArgs {
 }
 
 pub fn run(args: PredictArgs) -> anyhow::Result<()> {
-    let dir = dataset_dir(None, args.data.dataset);
-    let path = args
-        .model
-        .clone()
-        .unwrap_or_else(|| dir.join("quant").join("model.safetensors"));
+    let dir = ArtifactDir::new(None, args.data.dataset);
+    let path = args.model.clone().unwrap_or_else(|| dir.quant_model());
     let model = burnq_quant::load(&path)
         .context("loading the integer model (`cargo xtask quantize` writes it)")?;
     let mut pixels = Vec::new();
@@ -45,11 +43,7 @@ pub fn run(args: PredictArgs) -> anyhow::Result<()> {
     let probs = model.class_probabilities(&out.logits_u8);
     let float = if args.float {
         let device = BackendChoice::Flex.device()?;
-        let net = load_model(
-            &NetConfig::new(),
-            &dir.join("float").join("model.bpk"),
-            &device,
-        )?;
+        let net = load_model(&NetConfig::new(), &dir.float_model(), &device)?;
         Some(Predictor::new(&net, device, args.data.dataset.normalization()).probabilities(&pixels))
     } else {
         None

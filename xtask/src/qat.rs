@@ -3,22 +3,24 @@
 //! integer model predicts what the fake-quantized network predicted.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
-use anyhow::Context;
-use burnq_calib::{CalibrationMethod, CalibrationSettings, calibrate};
+use burnq_calib::CalibrationMethod;
 use burnq_data::Split;
 use burnq_model::checkpoint::{load_model, save_model, write_json_atomic};
-use burnq_model::qat::{QatForward, QatSettings};
-use burnq_model::training::{EpochRecord, TrainingConfig, fit};
+use burnq_model::training::EpochRecord;
 use burnq_model::{BackendChoice, NetConfig};
-use burnq_quant::{ActivationRanges, ConvertOptions, InputNormalization};
+use burnq_qat::{QatConfig, QatSettings, run_qat};
+use burnq_quant::ActivationRanges;
 use serde::Serialize;
 
-use crate::common::{DataArgs, dataset_dir, display_path};
-use crate::pipeline::{agreement, classes, float_network, run_integer};
+use crate::common::{DataArgs, display_path};
+use crate::paths::ArtifactDir;
+use crate::pipeline::agreement;
 use crate::table::markdown;
 use crate::train::TrainProgress;
+
+/// The library's defaults, which the flags below show and `sweep` uses as they are.
+const DEFAULTS: QatConfig = QatConfig::DEFAULT;
 
 /// Flags of `cargo xtask qat`.
 #[derive(Debug, Clone, clap::Args)]
@@ -26,38 +28,38 @@ pub struct QatArgs {
     #[command(flatten)]
     pub data: DataArgs,
     /// Bits of the weight codes (2..=8).
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(2..=8))]
+    #[arg(long, default_value_t = DEFAULTS.weight_bits, value_parser = clap::value_parser!(u8).range(2..=8))]
     pub weight_bits: u8,
     /// Bits of the activation codes (2..=8).
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(2..=8))]
+    #[arg(long, default_value_t = DEFAULTS.act_bits, value_parser = clap::value_parser!(u8).range(2..=8))]
     pub act_bits: u8,
     /// One weight scale and zero point per output channel.
     #[arg(long)]
     pub per_channel: bool,
     /// Fine-tuning epochs.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = DEFAULTS.epochs)]
     pub epochs: usize,
     /// SGD learning rate of the fine-tuning's first epoch.
-    #[arg(long, default_value_t = 0.002)]
+    #[arg(long, default_value_t = DEFAULTS.lr)]
     pub lr: f64,
     /// Learning-rate factor per epoch.
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, default_value_t = DEFAULTS.lr_decay)]
     pub lr_decay: f64,
     /// SGD momentum (dampening 0).
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, default_value_t = DEFAULTS.momentum)]
     pub momentum: f64,
     /// Seed of the shuffling.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = DEFAULTS.seed)]
     pub seed: u64,
     /// EMA decay of the activation ranges.
-    #[arg(long, default_value_t = 0.99)]
+    #[arg(long, default_value_t = DEFAULTS.ema_decay)]
     pub ema_decay: f32,
     /// Range estimate the activation ranges start from (see `quantize --calibration`); with
     /// `--ema-decay 1` they stay there.
-    #[arg(long, default_value = "mean-minmax", value_parser = crate::quantize::parse_method)]
+    #[arg(long, default_value = DEFAULTS.range_init.name(), value_parser = crate::quantize::parse_method)]
     pub calibration: CalibrationMethod,
     /// Training steps before activations are quantized (ranges start from a calibration).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = DEFAULTS.act_delay)]
     pub act_delay: usize,
     /// Fine-tune on the first N training images only (quick runs).
     #[arg(long)]
@@ -94,16 +96,14 @@ pub struct QatReport {
     pub history: Vec<EpochRecord>,
 }
 
-/// The folder name of a QAT result, e.g. `qat-w2a2` or `qat-w4a4-pc`.
-pub fn run_name(weight_bits: u8, act_bits: u8, per_channel: bool) -> String {
-    format!(
-        "qat-w{weight_bits}a{act_bits}{}",
-        if per_channel { "-pc" } else { "" }
-    )
-}
-
 pub fn run(args: QatArgs) -> anyhow::Result<()> {
-    let report = run_qat(&args, true)?;
+    let report = run_qat_command(
+        &args.config(),
+        &args.data,
+        args.test_limit,
+        args.out.as_deref(),
+        true,
+    )?;
     let rows = vec![
         vec![
             "float (start)".into(),
@@ -127,70 +127,52 @@ pub fn run(args: QatArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs QAT as `args` say and writes its artifacts; `verbose` shows progress and paths.
-pub fn run_qat(args: &QatArgs, verbose: bool) -> anyhow::Result<QatReport> {
-    let device = BackendChoice::Flex.device()?;
-    let dir = dataset_dir(args.out.as_deref(), args.data.dataset);
-    let float = load_model(
-        &NetConfig::new(),
-        &dir.join("float").join("model.bpk"),
-        &device,
-    )?;
-    let mut train_set = args.data.load(Split::Train)?;
-    let test_set = args.data.load_limited(Split::Test, args.test_limit)?;
-    let calibration = calibrate(
-        &float,
-        &train_set,
-        CalibrationSettings {
-            method: args.calibration,
-            ..Default::default()
-        },
-        &device,
-    )?;
-    // Calibrated on the full split (1000 images) before the optional training limit applies.
-    if let Some(n) = args.train_limit {
-        train_set.truncate(n);
+impl QatArgs {
+    /// The library configuration these flags ask for.
+    pub fn config(&self) -> QatConfig {
+        QatConfig {
+            weight_bits: self.weight_bits,
+            act_bits: self.act_bits,
+            per_channel: self.per_channel,
+            epochs: self.epochs,
+            lr: self.lr,
+            lr_decay: self.lr_decay,
+            momentum: self.momentum,
+            seed: self.seed,
+            ema_decay: self.ema_decay,
+            act_delay: self.act_delay,
+            range_init: self.calibration,
+            train_limit: self.train_limit,
+        }
     }
-    let r = |name: &str| {
-        calibration
-            .tap(name)
-            .map(|s| s.range(args.calibration))
-            .context("calibration lacks a tap")
-    };
-    let settings = QatSettings {
-        weight_bits: u32::from(args.weight_bits),
-        act_bits: u32::from(args.act_bits),
-        per_channel: args.per_channel,
-        ema_decay: args.ema_decay,
-        act_delay: args.act_delay,
-        input_mean: args.data.dataset.normalization().mean,
-        input_std: args.data.dataset.normalization().std,
-    };
-    let mut mode = QatForward::with_ranges(
-        settings,
-        [r("conv2_in")?, r("fc1_in")?, r("fc2_in")?, r("logits")?],
-    );
-    let out = dir.join(run_name(args.weight_bits, args.act_bits, args.per_channel));
-    std::fs::create_dir_all(out.join("float"))?;
-    let model_path = out.join("float").join("model.bpk");
-    let config = TrainingConfig::new(NetConfig::new())
-        .with_epochs(args.epochs)
-        .with_lr(args.lr)
-        .with_lr_decay(args.lr_decay)
-        .with_momentum(args.momentum)
-        .with_seed(args.seed);
-    let progress = TrainProgress::new(args.epochs);
+}
+
+/// Runs QAT as `config` says on the float model of `data`'s data set (in `out`, default
+/// `artifacts/<dataset>`) and writes its artifacts; `verbose` shows progress and paths.
+pub fn run_qat_command(
+    config: &QatConfig,
+    data: &DataArgs,
+    test_limit: Option<usize>,
+    out: Option<&std::path::Path>,
+    verbose: bool,
+) -> anyhow::Result<QatReport> {
+    let device = BackendChoice::Flex.device()?;
+    let dir = ArtifactDir::new(out, data.dataset);
+    let float = load_model(&NetConfig::new(), &dir.float_model(), &device)?;
+    let train_set = data.load(Split::Train)?;
+    let test_set = data.load_limited(Split::Test, test_limit)?;
+    let out = dir.qat_run(config.weight_bits, config.act_bits, config.per_channel);
+    let model_path = out.float_model();
+    let progress = TrainProgress::new(config.epochs);
     let mut on_event = |e| {
         if verbose {
             progress.on_event(e);
         }
     };
-    let start = float.fresh_copy(&NetConfig::new(), &device.clone().autodiff());
-    let (trained, history) = fit(
-        &config,
-        start,
-        &mut mode,
-        Arc::new(train_set),
+    let outcome = run_qat(
+        config,
+        &float,
+        train_set,
         &test_set,
         &device,
         &mut on_event,
@@ -198,33 +180,9 @@ pub fn run_qat(args: &QatArgs, verbose: bool) -> anyhow::Result<QatReport> {
     )?;
     progress.finish();
 
-    let ranges = mode.ranges();
-    let norm = args.data.dataset.normalization();
-    let quant = burnq_quant::convert(
-        &float_network(&trained)?,
-        &ActivationRanges {
-            conv2_input: ranges[0],
-            fc1_input: ranges[1],
-            fc2_input: ranges[2],
-            logits: ranges[3],
-        },
-        InputNormalization {
-            mean: norm.mean,
-            std: norm.std,
-        },
-        ConvertOptions {
-            weight_bits: args.weight_bits,
-            act_bits: args.act_bits,
-            per_channel: args.per_channel,
-        },
-    )
-    .context("exporting the QAT model to integers")?;
-    let quant_path = out.join("quant").join("model.safetensors");
-    std::fs::create_dir_all(out.join("quant"))?;
-    burnq_quant::save(&quant, &quant_path)?;
-
-    let (fake, fake_pred) = mode.evaluate(&trained, &test_set, 1000, &device);
-    let int_pred = classes(&run_integer(&quant, &test_set)?);
+    let quant_path = out.quant_model();
+    burnq_quant::save(&outcome.quant, &quant_path)?;
+    let norm = data.dataset.normalization();
     let (float_eval, _) = burnq_model::eval::evaluate(
         &float,
         &test_set,
@@ -232,22 +190,26 @@ pub fn run_qat(args: &QatArgs, verbose: bool) -> anyhow::Result<QatReport> {
         1000,
         &device,
     );
+    let ranges: ActivationRanges = outcome.forward.ranges();
     let report = QatReport {
-        dataset: args.data.dataset.dir_name().into(),
-        settings,
-        epochs: args.epochs,
-        lr: args.lr,
-        lr_decay: args.lr_decay,
-        range_init: args.calibration.name().into(),
+        dataset: data.dataset.dir_name().into(),
+        settings: outcome.forward.settings(),
+        epochs: config.epochs,
+        lr: config.lr,
+        lr_decay: config.lr_decay,
+        range_init: config.range_init.name().into(),
         float_accuracy: float_eval.accuracy,
-        fake_quant_accuracy: fake.accuracy,
-        integer_accuracy: agreement(&int_pred, &test_set.labels),
-        integer_vs_fake_quant_agreement: agreement(&int_pred, &fake_pred),
-        ranges,
+        fake_quant_accuracy: outcome.fake_quant.accuracy,
+        integer_accuracy: agreement(&outcome.integer_predictions, &test_set.labels),
+        integer_vs_fake_quant_agreement: agreement(
+            &outcome.integer_predictions,
+            &outcome.fake_quant_predictions,
+        ),
+        ranges: ranges.layer_outputs(),
         test_images: test_set.len(),
-        history,
+        history: outcome.history,
     };
-    let report_path = out.join("qat.json");
+    let report_path = out.qat_report();
     write_json_atomic(&report, &report_path)?;
     if verbose {
         println!("wrote:");

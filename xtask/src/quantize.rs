@@ -5,17 +5,19 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use burnq_calib::{Calibration, CalibrationMethod, CalibrationSettings, calibrate};
-use burnq_data::{ImageSet, Normalization, Split};
+use burnq_data::{ImageSet, Split};
 use burnq_model::checkpoint::{load_model, write_json_atomic};
 use burnq_model::data::ImageBatcher;
 use burnq_model::eval::{evaluate, logits};
-use burnq_model::simulated::simulated_predictions;
 use burnq_model::{BackendChoice, NetConfig};
-use burnq_quant::{ActivationRanges, ConvertOptions, FloatNetwork, InputNormalization, QuantModel};
+use burnq_qat::float_network;
+use burnq_qat::simulated::simulated_predictions;
+use burnq_quant::{ConvertOptions, FloatNetwork, Normalization, QuantModel};
 use serde::Serialize;
 
-use crate::common::{DataArgs, dataset_dir, display_path};
-use crate::pipeline::{agreement, classes, float_network, layer_sqnr, run_integer};
+use crate::common::{DataArgs, display_path};
+use crate::paths::ArtifactDir;
+use crate::pipeline::{agreement, classes, layer_sqnr, run_integer};
 use crate::table::markdown;
 
 /// Flags of `cargo xtask quantize`.
@@ -139,8 +141,8 @@ struct QuantizeReport {
 pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
     let options = args.options();
     let device = BackendChoice::Flex.device()?;
-    let dir = dataset_dir(args.out.as_deref(), args.data.dataset);
-    let float_path = dir.join("float").join("model.bpk");
+    let dir = ArtifactDir::new(args.out.as_deref(), args.data.dataset);
+    let float_path = dir.float_model();
     let model = load_model(&NetConfig::new(), &float_path, &device)?;
     let test_set = args.data.load_limited(Split::Test, args.test_limit)?;
     let calib_set = args.data.load(args.calib_split)?;
@@ -167,12 +169,11 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
     let label = options_label(&options);
     if options.weight_bits == options.act_bits && !options.per_channel {
         // The tutorial's scheme: float layers on fake-quantized tensors, mean of batch min/max.
-        let r = tap_ranges(&calibration, CalibrationMethod::MeanMinmax);
         let simulated = simulated_predictions(
             &model,
             &test_set,
-            [r[0], r[1], r[2], r[3]],
-            u32::from(options.act_bits),
+            &calibration.ranges(CalibrationMethod::MeanMinmax),
+            options.act_bits,
             1000,
             &device,
         );
@@ -211,10 +212,9 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
         .sum::<f64>()
         / dequantized.len().max(1) as f64;
 
-    let quant_path = dir.join("quant").join("model.safetensors");
-    std::fs::create_dir_all(quant_path.parent().expect("has a parent"))?;
+    let quant_path = dir.quant_model();
     burnq_quant::save(&quant, &quant_path)?;
-    let calib_path = dir.join("calibration.json");
+    let calib_path = dir.calibration();
     write_json_atomic(&calibration, &calib_path)?;
     let sqnr = layer_sqnr(&model, &quant, &test_set, 1000, &device)?;
     let layers = quant
@@ -262,7 +262,7 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
         logit_mean_abs_error: logit_mae,
         results,
     };
-    let report_path = dir.join("quant").join("report.json");
+    let report_path = dir.quantize_report();
     write_json_atomic(&report, &report_path)?;
     print_summary(&report, &[quant_path, calib_path, report_path]);
     Ok(())
@@ -282,31 +282,8 @@ pub fn convert_with(
     norm: Normalization,
     options: ConvertOptions,
 ) -> anyhow::Result<QuantModel> {
-    let ranges = activation_ranges(tap_ranges(calibration, method));
-    let norm = InputNormalization {
-        mean: norm.mean,
-        std: norm.std,
-    };
-    burnq_quant::convert(network, &ranges, norm, options)
+    burnq_quant::convert(network, &calibration.ranges(method), norm, options)
         .with_context(|| format!("converting to integers ({})", options_label(&options)))
-}
-
-/// Calibrated `(min, max)` of the inputs of conv1, conv2, fc1, fc2 and of the logits.
-fn tap_ranges(cal: &Calibration, method: CalibrationMethod) -> [(f32, f32); 5] {
-    let mut out = [(0.0, 0.0); 5];
-    for (slot, (_, stats)) in out.iter_mut().zip(&cal.taps) {
-        *slot = stats.range(method);
-    }
-    out
-}
-
-fn activation_ranges(r: [(f32, f32); 5]) -> ActivationRanges {
-    ActivationRanges {
-        conv2_input: r[1],
-        fc1_input: r[2],
-        fc2_input: r[3],
-        logits: r[4],
-    }
 }
 
 fn engine_result(engine: String, pred: &[u8], set: &ImageSet, float_pred: &[u8]) -> EngineResult {

@@ -6,16 +6,18 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
+use burnq_arch::write_atomic;
 use burnq_calib::Calibration;
 use burnq_data::Split;
-use burnq_model::checkpoint::{load_model, write_atomic, write_json_atomic};
+use burnq_model::checkpoint::{load_model, write_json_atomic};
 use burnq_model::data::ImageBatcher;
 use burnq_model::eval::evaluate;
-use burnq_model::qat::{QatForward, QatSettings};
 use burnq_model::{BackendChoice, NetConfig};
+use burnq_qat::{QatForward, QatSettings};
 use serde::Serialize;
 
-use crate::common::{DataArgs, dataset_dir, display_path};
+use crate::common::{DataArgs, display_path};
+use crate::paths::ArtifactDir;
 use crate::pipeline::{agreement, classes, layer_sqnr, run_integer};
 use crate::table::markdown;
 
@@ -58,15 +60,11 @@ struct SensitivityReport {
 
 pub fn run(args: SensitivityArgs) -> anyhow::Result<()> {
     let device = BackendChoice::Flex.device()?;
-    let dir = dataset_dir(args.out.as_deref(), args.data.dataset);
-    let model = load_model(
-        &NetConfig::new(),
-        &dir.join("float").join("model.bpk"),
-        &device,
-    )?;
-    let quant = burnq_quant::load(dir.join("quant").join("model.safetensors"))
+    let dir = ArtifactDir::new(args.out.as_deref(), args.data.dataset);
+    let model = load_model(&NetConfig::new(), &dir.float_model(), &device)?;
+    let quant = burnq_quant::load(dir.quant_model())
         .context("loading the integer model (`cargo xtask quantize` writes it)")?;
-    let calibration = Calibration::load(&dir.join("calibration.json"))?;
+    let calibration = Calibration::load(&dir.calibration())?;
     let test_set = args.data.load_limited(Split::Test, args.test_limit)?;
     let batcher = ImageBatcher::new(args.data.dataset.normalization());
     let (float_eval, _) = evaluate(&model, &test_set, &batcher, 1000, &device);
@@ -74,30 +72,18 @@ pub fn run(args: SensitivityArgs) -> anyhow::Result<()> {
 
     let sqnr = layer_sqnr(&model, &quant, &test_set, args.sqnr_images, &device)?;
 
-    let range = |name: &str| {
-        calibration
-            .tap(name)
-            .map(|s| s.range(calibration.method))
-            .with_context(|| format!("calibration.json lacks {name}"))
-    };
-    let ranges = [
-        range("conv2_in")?,
-        range("fc1_in")?,
-        range("fc2_in")?,
-        range("logits")?,
-    ];
+    let ranges = calibration.ranges(calibration.method);
     let settings = QatSettings {
-        weight_bits: u32::from(quant.weight_bits()),
-        act_bits: u32::from(quant.act_bits()),
+        weight_bits: quant.weight_bits(),
+        act_bits: quant.act_bits(),
         per_channel: quant.per_channel(),
         ema_decay: 0.0,
         act_delay: 0,
-        input_mean: args.data.dataset.normalization().mean,
-        input_std: args.data.dataset.normalization().std,
+        normalization: args.data.dataset.normalization(),
     };
     let mut layers = Vec::new();
     for (i, name) in ["conv1", "conv2", "fc1", "fc2"].into_iter().enumerate() {
-        let only = QatForward::with_ranges(settings, ranges).only_layer(i);
+        let only = QatForward::with_ranges(settings, &ranges).only_layer(i);
         let (eval, _) = only.evaluate(&model, &test_set, 1000, &device);
         layers.push(LayerSensitivity {
             layer: name,
@@ -157,8 +143,7 @@ pub fn run(args: SensitivityArgs) -> anyhow::Result<()> {
         )
     );
     println!("\n{md}");
-    let json = dir.join("quant").join("sensitivity.json");
-    let md_path = dir.join("quant").join("sensitivity.md");
+    let (json, md_path) = dir.sensitivity_reports();
     write_json_atomic(&report, &json)?;
     write_atomic(&md_path, md.as_bytes())?;
     println!(

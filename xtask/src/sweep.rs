@@ -4,19 +4,22 @@
 
 use std::path::PathBuf;
 
+use burnq_arch::write_atomic;
 use burnq_calib::{CalibrationMethod, CalibrationSettings, calibrate};
 use burnq_data::Split;
-use burnq_model::checkpoint::{load_model, write_atomic, write_json_atomic};
+use burnq_model::checkpoint::{load_model, write_json_atomic};
 use burnq_model::data::ImageBatcher;
 use burnq_model::eval::evaluate;
 use burnq_model::{BackendChoice, NetConfig};
+use burnq_qat::{QatConfig, float_network};
 use burnq_quant::ConvertOptions;
 use serde::Serialize;
 
-use crate::common::{DataArgs, dataset_dir, display_path, progress_bar};
-use crate::pipeline::{agreement, classes, float_network, run_integer};
+use crate::common::{DataArgs, display_path, progress_bar};
+use crate::paths::ArtifactDir;
+use crate::pipeline::{agreement, classes, run_integer};
 use crate::plot::{Panel, Series, line_panels};
-use crate::qat::{QatArgs, run_qat};
+use crate::qat::run_qat_command;
 use crate::quantize::convert_with;
 use crate::table::markdown;
 
@@ -72,12 +75,8 @@ pub fn run(args: SweepArgs) -> anyhow::Result<()> {
         );
     }
     let device = BackendChoice::Flex.device()?;
-    let dir = dataset_dir(args.out.as_deref(), args.data.dataset);
-    let model = load_model(
-        &NetConfig::new(),
-        &dir.join("float").join("model.bpk"),
-        &device,
-    )?;
+    let dir = ArtifactDir::new(args.out.as_deref(), args.data.dataset);
+    let model = load_model(&NetConfig::new(), &dir.float_model(), &device)?;
     let train_set = args.data.load(Split::Train)?;
     let test_set = args.data.load_limited(Split::Test, args.test_limit)?;
     let norm = args.data.dataset.normalization();
@@ -112,24 +111,20 @@ pub fn run(args: SweepArgs) -> anyhow::Result<()> {
         };
         let (ptq_per_tensor, ptq_per_channel) = (ptq(false)?, ptq(true)?);
         let qat = if args.qat_epochs > 0 {
-            let qat_args = QatArgs {
-                data: args.data.clone(),
+            let config = QatConfig {
                 weight_bits: bits,
                 act_bits: bits,
                 per_channel: args.qat_per_channel,
                 epochs: args.qat_epochs,
-                lr: 0.002,
-                lr_decay: 0.5,
-                momentum: 0.5,
-                seed: 1,
-                ema_decay: 0.99,
-                calibration: burnq_calib::CalibrationMethod::MeanMinmax,
-                act_delay: 0,
-                train_limit: None,
-                test_limit: args.test_limit,
-                out: args.out.clone(),
+                ..QatConfig::default()
             };
-            Some(run_qat(&qat_args, false)?)
+            Some(run_qat_command(
+                &config,
+                &args.data,
+                args.test_limit,
+                args.out.as_deref(),
+                false,
+            )?)
         } else {
             None
         };
@@ -159,7 +154,7 @@ fn pct(v: f64) -> String {
     format!("{:.2}", 100.0 * v)
 }
 
-fn write_reports(report: &SweepReport, dir: &std::path::Path) -> anyhow::Result<()> {
+fn write_reports(report: &SweepReport, dir: &ArtifactDir) -> anyhow::Result<()> {
     let mut headers = vec!["bits".to_string()];
     for kind in ["PTQ/tensor", "PTQ/channel"] {
         headers.extend(report.methods.iter().map(|m| format!("{kind} {m}")));
@@ -199,8 +194,9 @@ fn write_reports(report: &SweepReport, dir: &std::path::Path) -> anyhow::Result<
         markdown(&header_refs, &rows)
     );
     println!("\n{md}");
-    write_json_atomic(report, &dir.join("sweep.json"))?;
-    write_atomic(&dir.join("sweep.md"), md.as_bytes())?;
+    let [json_path, md_path, svg_path] = dir.sweep_reports();
+    write_json_atomic(report, &json_path)?;
+    write_atomic(&md_path, md.as_bytes())?;
     let best = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
     let line = |name: &str, color, f: &dyn Fn(&SweepRow) -> Option<f64>| Series {
         name: name.into(),
@@ -233,10 +229,10 @@ fn write_reports(report: &SweepReport, dir: &std::path::Path) -> anyhow::Result<
             series,
         }],
     );
-    write_atomic(&dir.join("sweep.svg"), svg.as_bytes())?;
+    write_atomic(&svg_path, svg.as_bytes())?;
     println!("wrote:");
-    for f in ["sweep.md", "sweep.json", "sweep.svg"] {
-        println!("  {}", display_path(&dir.join(f)));
+    for f in [&md_path, &json_path, &svg_path] {
+        println!("  {}", display_path(f));
     }
     Ok(())
 }

@@ -11,7 +11,8 @@ use burnq_model::training::{EpochRecord, TrainEvent, TrainingConfig, train};
 use burnq_model::{BURN_VERSION, BackendChoice, NetConfig};
 use serde::Serialize;
 
-use crate::common::{DataArgs, dataset_dir, display_path, progress_bar};
+use crate::common::{DataArgs, display_path, progress_bar};
+use crate::paths::ArtifactDir;
 use crate::plot::{Panel, Series, line_panels};
 use crate::table::markdown;
 
@@ -72,16 +73,15 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let device = args.backend.device()?;
     let train_set = args.data.load_limited(Split::Train, args.train_limit)?;
     let test_set = args.data.load_limited(Split::Test, args.test_limit)?;
-    let out = dataset_dir(args.out.as_deref(), args.data.dataset).join("float");
-    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let dir = ArtifactDir::new(args.out.as_deref(), args.data.dataset);
     let config = TrainingConfig::new(NetConfig::new())
         .with_epochs(args.epochs)
         .with_batch_size(args.batch_size)
         .with_lr(args.lr)
         .with_momentum(args.momentum)
         .with_seed(args.seed);
-    let model_path = out.join("model.bpk");
-    write_json_atomic(&config, &out.join("config.json"))?;
+    let model_path = dir.float_model();
+    write_json_atomic(&config, &dir.float_config())?;
     eprintln!(
         "training on {} ({} train / {} test images of {}), {} epochs",
         args.backend.name(),
@@ -122,11 +122,11 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         burn_version: BURN_VERSION,
         history: history.clone(),
     };
-    write_json_atomic(&report, &out.join("train.json"))?;
+    write_json_atomic(&report, &dir.train_report())?;
     let svg = training_plot(&report);
-    burnq_model::checkpoint::write_atomic(&out.join("training.svg"), svg.as_bytes())
+    burnq_arch::write_atomic(&dir.training_plot(), svg.as_bytes())
         .context("writing training.svg")?;
-    print_summary(&report, &out);
+    print_summary(&report, &dir);
     Ok(())
 }
 
@@ -232,7 +232,7 @@ fn training_plot(report: &TrainReport) -> String {
     )
 }
 
-fn print_summary(report: &TrainReport, out: &std::path::Path) {
+fn print_summary(report: &TrainReport, dir: &ArtifactDir) {
     let rows: Vec<Vec<String>> = report
         .history
         .iter()
@@ -270,7 +270,12 @@ fn print_summary(report: &TrainReport, out: &std::path::Path) {
         report.total_seconds
     );
     println!("wrote:");
-    for f in ["model.bpk", "config.json", "train.json", "training.svg"] {
-        println!("  {}", display_path(&out.join(f)));
+    for f in [
+        dir.float_model(),
+        dir.float_config(),
+        dir.train_report(),
+        dir.training_plot(),
+    ] {
+        println!("  {}", display_path(&f));
     }
 }

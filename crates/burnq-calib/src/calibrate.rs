@@ -4,6 +4,7 @@ use burn::prelude::*;
 use burnq_data::{IMAGE_PIXELS, ImageSet};
 use burnq_model::Net;
 use burnq_model::data::ImageBatcher;
+use burnq_model::export::to_vec as values;
 
 use crate::CalibError;
 use crate::stats::{Calibration, CalibrationMethod, RangeObserver, TAP_NAMES};
@@ -95,12 +96,4 @@ pub fn calibrate(
         method: settings.method,
         taps: stats,
     })
-}
-
-/// A tensor's values as plain floats.
-fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.into_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .expect("f32 data converts to Vec<f32>")
 }

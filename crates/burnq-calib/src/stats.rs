@@ -4,6 +4,9 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use burnq_quant::ActivationRanges;
+use burnq_quant::range::EmaRange;
+
 use crate::CalibError;
 
 /// Names of the observed tensors, in forward order.
@@ -94,8 +97,7 @@ pub struct RangeObserver {
     max: f32,
     sum_min: f64,
     sum_max: f64,
-    ema_min: f32,
-    ema_max: f32,
+    ema: EmaRange,
     batches: usize,
     values: Vec<f32>,
 }
@@ -112,13 +114,11 @@ impl RangeObserver {
         self.values.extend_from_slice(values);
         if self.batches == 0 {
             (self.min, self.max) = (batch_min, batch_max);
-            (self.ema_min, self.ema_max) = (batch_min, batch_max);
         } else {
             self.min = self.min.min(batch_min);
             self.max = self.max.max(batch_max);
-            self.ema_min = EMA_DECAY * self.ema_min + (1.0 - EMA_DECAY) * batch_min;
-            self.ema_max = EMA_DECAY * self.ema_max + (1.0 - EMA_DECAY) * batch_max;
         }
+        self.ema.update(batch_min, batch_max, EMA_DECAY);
         self.sum_min += f64::from(batch_min);
         self.sum_max += f64::from(batch_max);
         self.batches += 1;
@@ -138,8 +138,8 @@ impl RangeObserver {
             max: self.max,
             mean_min: (self.sum_min / self.batches as f64) as f32,
             mean_max: (self.sum_max / self.batches as f64) as f32,
-            ema_min: self.ema_min,
-            ema_max: self.ema_max,
+            ema_min: self.ema.min,
+            ema_max: self.ema.max,
             percentile_min,
             percentile_max,
             mse_min,
@@ -182,9 +182,22 @@ pub struct Calibration {
 }
 
 impl Calibration {
-    /// The statistics of tensor `name` (one of [`TAP_NAMES`]).
-    pub fn tap(&self, name: &str) -> Option<&RangeStats> {
-        self.taps.iter().find(|(n, _)| n == name).map(|(_, s)| s)
+    /// The ranges `method` estimated, keyed by layer: the one shape of ranges that conversion,
+    /// QAT, simulation and the sensitivity report take. The taps are validated ([`TAP_NAMES`],
+    /// in order) when a calibration is made or loaded.
+    pub fn ranges(&self, method: CalibrationMethod) -> ActivationRanges {
+        let range = |i: usize| {
+            self.taps
+                .get(i)
+                .map_or((0.0, 0.0), |(_, s)| s.range(method))
+        };
+        ActivationRanges {
+            input: range(0),
+            conv2_input: range(1),
+            fc1_input: range(2),
+            fc2_input: range(3),
+            logits: range(4),
+        }
     }
 
     /// Checks that every tap is present once, finite, ordered `min ≤ max`.
@@ -295,6 +308,13 @@ mod tests {
         let path = dir.path().join("c.json");
         std::fs::write(&path, serde_json::to_string(&good).unwrap()).unwrap();
         assert_eq!(Calibration::load(&path).unwrap(), good);
+        let mut ordered = good.clone();
+        for (i, (_, s)) in ordered.taps.iter_mut().enumerate() {
+            s.mean_min = -(i as f32);
+        }
+        let r = ordered.ranges(CalibrationMethod::MeanMinmax);
+        let mins = [r.input, r.conv2_input, r.fc1_input, r.fc2_input, r.logits].map(|r| r.0);
+        assert_eq!(mins, [0.0, -1.0, -2.0, -3.0, -4.0]);
 
         let mut inverted = good.clone();
         inverted.taps[2].1.min = 5.0;

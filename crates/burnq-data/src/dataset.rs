@@ -2,6 +2,8 @@
 
 use std::path::Path;
 
+pub use burnq_arch::Normalization;
+
 use crate::{DataError, DataLocator, idx};
 
 /// Side of a square image, in pixels.
@@ -21,20 +23,6 @@ pub enum DatasetKind {
 pub enum Split {
     Train,
     Test,
-}
-
-/// Per-pixel normalization `x = (p/255 − mean) / std`, with `p` the raw byte.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Normalization {
-    pub mean: f32,
-    pub std: f32,
-}
-
-impl Normalization {
-    /// Normalizes one raw pixel byte.
-    pub fn apply(&self, pixel: u8) -> f32 {
-        (f32::from(pixel) / 255.0 - self.mean) / self.std
-    }
 }
 
 impl DatasetKind {
@@ -62,14 +50,8 @@ impl DatasetKind {
     /// recomputes both from the files.
     pub fn normalization(self) -> Normalization {
         match self {
-            DatasetKind::Mnist => Normalization {
-                mean: 0.1307,
-                std: 0.3081,
-            },
-            DatasetKind::FashionMnist => Normalization {
-                mean: 0.2860,
-                std: 0.3530,
-            },
+            DatasetKind::Mnist => Normalization::MNIST,
+            DatasetKind::FashionMnist => Normalization::FASHION_MNIST,
         }
     }
 

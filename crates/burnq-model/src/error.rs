@@ -2,6 +2,21 @@
 
 use std::path::PathBuf;
 
+/// Why a file could not be read or written: the operating system's error, or the encoder's
+/// or parser's.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    /// Reading or writing failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// The JSON could not be encoded or parsed.
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    /// Burn could not encode the record.
+    #[error(transparent)]
+    Record(#[from] burn::store::RecordError),
+}
+
 /// What can go wrong while choosing a device, training, saving or loading a model.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
@@ -16,18 +31,39 @@ pub enum ModelError {
     /// Unknown backend name.
     #[error("unknown backend `{0}` (expected flex, ndarray or wgpu)")]
     UnknownBackend(String),
-    /// The model record could not be written.
-    #[error("cannot save model to {path}: {message}")]
-    Save { path: PathBuf, message: String },
-    /// The model record is missing, corrupt, or does not match the network.
-    #[error("cannot load model from {path}: {message}")]
-    Load { path: PathBuf, message: String },
+    /// The model record could not be encoded or written.
+    #[error("cannot save model to {}", path.display())]
+    Save {
+        path: PathBuf,
+        #[source]
+        source: FileError,
+    },
+    /// There is no model file at `path`.
+    #[error(
+        "cannot load model from {}: file not found (run `cargo xtask train` first, or pass the right --dataset/--out)",
+        path.display()
+    )]
+    NotFound { path: PathBuf },
+    /// The model record is corrupt, or does not match the network.
+    #[error("cannot load model from {}", path.display())]
+    Load {
+        path: PathBuf,
+        #[source]
+        source: burn::store::RecordError,
+    },
+    /// The model record holds a NaN or an infinity.
+    #[error("cannot load model from {}: {layer} holds a NaN or infinite value", path.display())]
+    NonFinite { path: PathBuf, layer: &'static str },
     /// A PyTorch file could not be imported.
     #[error("cannot import PyTorch model {path}: {message}")]
     Import { path: PathBuf, message: String },
-    /// A JSON side file could not be read or written.
-    #[error("{path}: {message}")]
-    Json { path: PathBuf, message: String },
+    /// A JSON side file could not be read, parsed, encoded or written.
+    #[error("{}", path.display())]
+    Json {
+        path: PathBuf,
+        #[source]
+        source: FileError,
+    },
     /// Input sizes the network cannot take.
     #[error("invalid input: {0}")]
     InvalidInput(String),

@@ -32,20 +32,21 @@ impl Net {
     }
 
     /// Checks that every weight and bias is finite; the error names the first layer that is not.
-    pub fn check_finite(&self) -> Result<(), String> {
+    /// The error is the name of that layer.
+    pub fn check_finite(&self) -> Result<(), &'static str> {
         match self
             .export_weights()
             .into_iter()
             .find(|l| l.weight.iter().chain(&l.bias).any(|v| !v.is_finite()))
         {
-            Some(layer) => Err(format!("{} holds a NaN or infinite value", layer.name)),
+            Some(layer) => Err(layer.name),
             None => Ok(()),
         }
     }
 }
 
 /// A tensor's values as `f32`, row-major.
-pub(crate) fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+pub fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.into_data()
         .convert::<f32>()
         .try_into_vec::<f32>()

@@ -154,7 +154,8 @@ pub fn import_pytorch(
         values.push(data.convert::<f32>());
     }
     let net = build(config, values, device);
-    net.check_finite().map_err(err)?;
+    net.check_finite()
+        .map_err(|layer| err(format!("{layer} holds a NaN or infinite value")))?;
     Ok(Imported {
         net,
         prefix: prefix.to_owned(),

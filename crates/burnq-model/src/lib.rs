@@ -10,10 +10,10 @@
 //! - [`backend`]: the run-time choice of device (flex, ndarray, wgpu);
 //! - [`predict`]: a float model ready to run on raw pixels (also with Burn's own 8-bit weights);
 //! - [`checkpoint`]: atomic save and checked load of the model record;
-//! - [`import`]: a PyTorch `state_dict` of the network, read with Burn's PyTorch reader;
-//! - [`simulated`]: the tutorial's float simulation of quantization, for comparison;
-//! - [`qat`]: quantization-aware training (fake quantization with straight-through gradients),
-//!   with [`int_sim`]: the integer engine's requantization reproduced inside it.
+//! - [`import`]: a PyTorch `state_dict` of the network, read with Burn's PyTorch reader.
+//!
+//! Quantization-aware training and the tutorial's simulated quantization live in `burnq-qat`:
+//! this crate knows nothing of the integer engine.
 //!
 //! Backends are chosen at run time through Burn's `Device`; ndarray and wgpu are cargo
 //! features of this crate because each costs many minutes of compile time.
@@ -25,11 +25,8 @@ pub mod error;
 pub mod eval;
 pub mod export;
 pub mod import;
-pub mod int_sim;
 pub mod model;
 pub mod predict;
-pub mod qat;
-pub mod simulated;
 pub mod training;
 
 pub use backend::BackendChoice;

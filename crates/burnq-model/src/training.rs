@@ -80,7 +80,7 @@ pub enum TrainEvent {
 }
 
 /// How the network computes log-probabilities while it is trained and evaluated: plain
-/// float ([`FloatForward`]) or with simulated quantization (`qat::QatForward`).
+/// float ([`FloatForward`]) or with fake quantization (`burnq_qat::QatForward`).
 pub trait ForwardMode {
     /// The training forward pass; may update statistics (e.g. activation ranges).
     fn train_forward(&mut self, model: &Net, images: Tensor<4>) -> Tensor<2>;

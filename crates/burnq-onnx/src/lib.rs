@@ -32,7 +32,7 @@ pub fn save(
     path: &Path,
 ) -> Result<u64, OnnxError> {
     let bytes = to_onnx(model, info).encode();
-    burnq_quant::format::write_atomic(path, &bytes).map_err(|source| OnnxError::Io {
+    burnq_arch::write_atomic(path, &bytes).map_err(|source| OnnxError::Io {
         path: path.to_owned(),
         source,
     })?;

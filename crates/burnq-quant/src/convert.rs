@@ -16,12 +16,14 @@
 //!    fc2-input range (with ReLU folded into the clamp, `act_min = Z_out`), fc2 → logit range
 //!    (clamp `[0, qmax]`).
 //! 5. Requantization per output channel: `M[o] = S_in·S_w[o]/S_out` (`f64`), as
-//!    `(m0[o], shift[o])` by [`quantize_multiplier`].
+//!    `(m0[o], shift[o])` by [`quantize_multiplier`](crate::quantize_multiplier); steps 2, 3
+//!    and 5 are the one derivation of [`crate::derive`], which QAT uses too.
 //! 6. Validation, including the worst-case accumulator bound.
 
+use crate::derive::{LayerQuantization, output_clamp};
 use crate::{
-    ActivationRanges, FloatLayer, FloatNetwork, InputNormalization, LayerKind, QuantError,
-    QuantLayer, QuantModel, QuantParams, fixedpoint::quantize_multiplier, params::qmax, range,
+    ActivationRanges, FloatLayer, FloatNetwork, LayerKind, Normalization, QuantError, QuantLayer,
+    QuantModel, QuantParams, params::qmax,
 };
 
 /// How a network is quantized: bit widths and weight granularity. A [`QuantModel`] keeps the
@@ -79,7 +81,7 @@ impl From<&ConvertOptions> for ConvertOptions {
 /// kernel tap; with zero padding the border outputs would differ.
 pub fn fold_input_normalization(
     conv: &FloatLayer,
-    norm: InputNormalization,
+    norm: Normalization,
 ) -> Result<FloatLayer, QuantError> {
     norm.check()?;
     if !matches!(conv.kind, LayerKind::Conv2d { .. }) {
@@ -112,14 +114,6 @@ pub fn fold_input_normalization(
     })
 }
 
-/// `round(bias / bias_scale)`, half away from zero, saturated to `[i32::MIN, i32::MAX]`.
-/// `bias_scale = S_in·S_w` is the accumulator's scale.
-pub fn quantize_bias(bias: f32, bias_scale: f64) -> i32 {
-    (f64::from(bias) / bias_scale)
-        .round()
-        .clamp(f64::from(i32::MIN), f64::from(i32::MAX)) as i32
-}
-
 /// Quantizes `network` as `options` say (see the module docs for the steps); `options` is a
 /// [`ConvertOptions`] (or a reference to one), or a bit width `u8` for
 /// [`ConvertOptions::uniform`]. Errors on invalid bits, normalization or ranges, and on a layer
@@ -127,7 +121,7 @@ pub fn quantize_bias(bias: f32, bias_scale: f64) -> i32 {
 pub fn convert(
     network: &FloatNetwork,
     ranges: &ActivationRanges,
-    norm: InputNormalization,
+    norm: Normalization,
     options: impl Into<ConvertOptions>,
 ) -> Result<QuantModel, QuantError> {
     let options = options.into();
@@ -151,8 +145,10 @@ pub fn convert(
     QuantModel::new(options, layers, Some(norm))
 }
 
-/// One layer: weights per tensor or per channel, bias at scale `S_in·S_w[o]`,
-/// `(m0[o], shift[o])` for `M[o] = S_in·S_w[o]/S_out`, clamp `[Z_out or 0, qmax]`.
+/// One layer, from its float weights and grids by the one derivation
+/// ([`LayerQuantization::derive`]): weights per tensor or per channel, bias at scale
+/// `S_in·S_w[o]`, `(m0[o], shift[o])` for `M[o] = S_in·S_w[o]/S_out`, clamp
+/// `[Z_out or 0, qmax]`.
 fn quantize_layer(
     name: &str,
     float: &FloatLayer,
@@ -162,60 +158,30 @@ fn quantize_layer(
 ) -> Result<QuantLayer, QuantError> {
     float.check(name)?;
     let out = float.kind.out_channels();
-    let fan_in = float.kind.fan_in().max(1);
-    let weight_params = |values: &[f32]| {
-        let (min, max) = range::min_max(values);
-        QuantParams::from_range(min, max, options.weight_bits)
-    };
-    let per_channel: Vec<QuantParams> = if options.per_channel {
-        float
-            .weights
-            .chunks(fan_in)
-            .map(weight_params)
-            .collect::<Result<_, _>>()?
-    } else {
-        vec![weight_params(&float.weights)?; out]
-    };
-    let bias_scales: Vec<f64> = per_channel
-        .iter()
-        .map(|wp| f64::from(input.scale()) * f64::from(wp.scale()))
-        .collect();
-    let (m0, shift) = bias_scales
-        .iter()
-        .map(|&s| quantize_multiplier(s / f64::from(output.scale())))
-        .collect::<Result<Vec<_>, _>>()?
-        .into_iter()
-        .unzip();
+    let q = LayerQuantization::derive(&float.weights, out, input, output, relu, options)?;
+    let (act_min, act_max) = output_clamp(output, relu);
     Ok(QuantLayer {
         name: name.to_owned(),
         kind: float.kind,
-        weights: float
-            .weights
-            .chunks(fan_in)
-            .zip(&per_channel)
-            .flat_map(|(row, wp)| row.iter().map(|&w| wp.quantize(w)))
-            .collect(),
-        weight_zero_points: per_channel.iter().map(QuantParams::zero_point).collect(),
-        weight_scales: per_channel.iter().map(QuantParams::scale).collect(),
-        bias: float
-            .bias
-            .iter()
-            .zip(&bias_scales)
-            .map(|(&b, &s)| quantize_bias(b, s))
-            .collect(),
+        weights: q.quantize_weights(&float.weights),
+        weight_zero_points: q.weights.iter().map(QuantParams::zero_point).collect(),
+        weight_scales: q.weights.iter().map(QuantParams::scale).collect(),
+        bias: q.quantize_bias(&float.bias),
         input,
         output,
-        m0,
-        shift,
-        act_min: if relu { output.zero_point() as u8 } else { 0 },
-        act_max: output.qmax() as u8,
+        m0: q.requants.iter().map(|r| r.m0).collect(),
+        shift: q.requants.iter().map(|r| r.shift).collect(),
+        act_min,
+        act_max,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::derive::quantize_bias;
     use crate::test_support::{pattern_network, pattern_ranges};
+    use crate::{quantize_multiplier, range};
 
     /// Valid stride-1 float convolution of one single-channel `side × side` image.
     fn float_conv(layer: &FloatLayer, image: &[f32], side: usize) -> Vec<f32> {
@@ -258,7 +224,7 @@ mod tests {
             bias: vec![0.3, -0.7],
         };
         let pixels: Vec<u8> = (0..25).map(|i| ((i * 37) % 256) as u8).collect();
-        let norm = InputNormalization::MNIST;
+        let norm = Normalization::MNIST;
         let normalized: Vec<f32> = pixels
             .iter()
             .map(|&p| (f32::from(p) / 255.0 - norm.mean) / norm.std)
@@ -277,28 +243,18 @@ mod tests {
     fn folding_rejects_bad_input() {
         let net = pattern_network();
         let [conv, _, linear, _] = net.layers();
-        let bad = InputNormalization {
+        let bad = Normalization {
             mean: 0.1,
             std: 0.0,
         };
         assert!(matches!(
             fold_input_normalization(conv, bad),
-            Err(QuantError::InvalidValue { .. })
+            Err(QuantError::InvalidNormalization(_))
         ));
         assert!(matches!(
-            fold_input_normalization(linear, InputNormalization::MNIST),
+            fold_input_normalization(linear, Normalization::MNIST),
             Err(QuantError::InvalidValue { .. })
         ));
-    }
-
-    #[test]
-    fn bias_rounds_and_saturates() {
-        assert_eq!(quantize_bias(2.5, 1.0), 3);
-        assert_eq!(quantize_bias(-2.5, 1.0), -3);
-        assert_eq!(quantize_bias(1.0, 0.25), 4);
-        assert_eq!(quantize_bias(1e30, 1e-6), i32::MAX);
-        assert_eq!(quantize_bias(-1e30, 1e-6), i32::MIN);
-        assert_eq!(quantize_bias(f32::MAX, 1e-300), i32::MAX);
     }
 
     /// Every combination the tests below convert with.
@@ -326,15 +282,14 @@ mod tests {
     fn converted_model_is_consistent() {
         let net = pattern_network();
         for options in OPTIONS {
-            let model =
-                convert(&net, &pattern_ranges(), InputNormalization::MNIST, options).unwrap();
+            let model = convert(&net, &pattern_ranges(), Normalization::MNIST, options).unwrap();
             assert_eq!(model.options(), options);
             assert_eq!(
                 (model.weight_bits(), model.act_bits()),
                 (options.weight_bits, options.act_bits)
             );
             assert_eq!(model.input_params(), QuantParams::RAW_PIXELS);
-            assert_eq!(model.input_normalization(), Some(InputNormalization::MNIST));
+            assert_eq!(model.input_normalization(), Some(Normalization::MNIST));
             let (w_qmax, a_qmax) = (
                 qmax(options.weight_bits).unwrap(),
                 qmax(options.act_bits).unwrap(),
@@ -373,8 +328,8 @@ mod tests {
             act_bits: 8,
             per_channel: true,
         };
-        let model = convert(&net, &pattern_ranges(), InputNormalization::MNIST, options).unwrap();
-        let per_tensor = convert(&net, &pattern_ranges(), InputNormalization::MNIST, 4).unwrap();
+        let model = convert(&net, &pattern_ranges(), Normalization::MNIST, options).unwrap();
+        let per_tensor = convert(&net, &pattern_ranges(), Normalization::MNIST, 4).unwrap();
         let fc1 = &model.layers()[2];
         let float = &net.layers()[2];
         let fan_in = fc1.kind.fan_in();
@@ -425,7 +380,7 @@ mod tests {
         let [conv1, conv2, fc1, mut fc2] = pattern_network().layers().clone();
         fc2.bias[3] = 1e30;
         let net = FloatNetwork::new([conv1, conv2, fc1, fc2]).unwrap();
-        let err = convert(&net, &pattern_ranges(), InputNormalization::MNIST, 8).unwrap_err();
+        let err = convert(&net, &pattern_ranges(), Normalization::MNIST, 8).unwrap_err();
         match err {
             QuantError::AccumulatorOverflow {
                 layer,
@@ -442,7 +397,7 @@ mod tests {
     #[test]
     fn invalid_inputs_are_errors() {
         let net = pattern_network();
-        let norm = InputNormalization::MNIST;
+        let norm = Normalization::MNIST;
         assert!(matches!(
             convert(&net, &pattern_ranges(), norm, 1),
             Err(QuantError::InvalidBits { bits: 1 })

@@ -63,6 +63,47 @@ pub enum QuantError {
         found: usize,
     },
 
+    /// An input normalization that cannot be folded (non-finite mean, std not > 0).
+    #[error(transparent)]
+    InvalidNormalization(#[from] burnq_arch::InvalidNormalization),
+
+    /// An input code above the largest code of the input's bit width.
+    #[error("{what}: code {code} exceeds {qmax}, the largest {bits}-bit code")]
+    CodeAboveQmax {
+        /// Which input, e.g. `"input images"` or `"conv2 input"`.
+        what: String,
+        /// The offending code.
+        code: u8,
+        /// `2^bits − 1`.
+        qmax: i32,
+        /// The input's bit width.
+        bits: u8,
+    },
+
+    /// An image smaller than the convolution kernel.
+    #[error("{layer} input: {height}×{width} image too small for a {kernel}×{kernel} kernel")]
+    ImageTooSmall {
+        /// Layer name.
+        layer: String,
+        /// Image height.
+        height: usize,
+        /// Image width.
+        width: usize,
+        /// Kernel side.
+        kernel: usize,
+    },
+
+    /// A layer handed to an operation of another kind (a linear layer to `conv2d`, …).
+    #[error("{layer}: a {kind:?} layer passed to {op}")]
+    WrongLayerKind {
+        /// Layer name.
+        layer: String,
+        /// The layer's geometry.
+        kind: crate::LayerKind,
+        /// The operation, e.g. `"conv2d"`.
+        op: &'static str,
+    },
+
     /// A value outside its allowed range, or parts of a model that do not fit together.
     #[error("invalid value in {what}: {reason}")]
     InvalidValue {

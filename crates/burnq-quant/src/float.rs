@@ -1,6 +1,6 @@
 //! The float inputs of the conversion: the trained network's `f32` weights
 //! ([`FloatNetwork`]), the calibrated activation ranges ([`ActivationRanges`]) and the input
-//! normalization the network was trained with ([`InputNormalization`]).
+//! normalization the network was trained with ([`Normalization`]).
 
 use crate::{LayerKind, QuantError, model::ARCHITECTURE};
 
@@ -72,45 +72,17 @@ impl FloatNetwork {
     }
 }
 
-/// The normalization applied to raw pixels during training: `x = (p/255 − mean) / std` for a
-/// pixel byte `p`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct InputNormalization {
-    /// Mean, in units of `p/255`.
-    pub mean: f32,
-    /// Standard deviation, in units of `p/255`; must be > 0.
-    pub std: f32,
-}
-
-impl InputNormalization {
-    /// The MNIST statistics of the PyTorch tutorial: mean 0.1307, std 0.3081.
-    pub const MNIST: Self = Self {
-        mean: 0.1307,
-        std: 0.3081,
-    };
-
-    /// Checks that `mean` is finite and `std` finite and > 0.
-    pub fn check(&self) -> Result<(), QuantError> {
-        if self.mean.is_finite() && self.std.is_normal() && self.std > 0.0 {
-            Ok(())
-        } else {
-            Err(QuantError::InvalidValue {
-                what: "input normalization".into(),
-                reason: format!(
-                    "mean {} must be finite, std {} finite and > 0",
-                    self.mean, self.std
-                ),
-            })
-        }
-    }
-}
-
-/// Calibrated real `(min, max)` ranges of the activations. Each is the input range of the
+/// Calibrated real `(min, max)` ranges of the activations, keyed by layer: the one type of
+/// ranges that calibration produces (`burnq_calib::Calibration::ranges`) and conversion,
+/// QAT, simulation and the sensitivity report take. Each `*_input` is the input range of the
 /// named layer, i.e. the output range of the previous stage after ReLU and pooling; `logits`
-/// is fc2's output range. conv1's input needs no range: with the normalization folded into
-/// conv1, its input is the raw pixel bytes (scale 1/255, zero point 0).
+/// is fc2's output range.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ActivationRanges {
+    /// conv1 input: the normalized image `(p/255 − mean)/std`. Conversion does not use it: with
+    /// the normalization folded into conv1, conv1 reads the raw pixel bytes (scale 1/255, zero
+    /// point 0, exact at 8 bits). The tutorial's simulated scheme quantizes it.
+    pub input: (f32, f32),
     /// conv2 input = conv1 → ReLU → max-pool output.
     pub conv2_input: (f32, f32),
     /// fc1 input = conv2 → ReLU → max-pool output, flattened.
@@ -119,4 +91,30 @@ pub struct ActivationRanges {
     pub fc2_input: (f32, f32),
     /// fc2 output, the logits.
     pub logits: (f32, f32),
+}
+
+impl ActivationRanges {
+    /// The output range of each quantized layer, by layer index (conv1, conv2, fc1, fc2): the
+    /// ranges its output codes cover.
+    pub fn layer_outputs(&self) -> [(f32, f32); 4] {
+        [
+            self.conv2_input,
+            self.fc1_input,
+            self.fc2_input,
+            self.logits,
+        ]
+    }
+
+    /// Ranges from the network `input` range and each layer's output range, by layer index
+    /// (the inverse of [`ActivationRanges::layer_outputs`]).
+    pub fn from_layer_outputs(input: (f32, f32), outputs: [(f32, f32); 4]) -> Self {
+        let [conv2_input, fc1_input, fc2_input, logits] = outputs;
+        Self {
+            input,
+            conv2_input,
+            fc1_input,
+            fc2_input,
+            logits,
+        }
+    }
 }

@@ -33,7 +33,7 @@
 //!
 //! | Where | Rule | Hand-computed ties |
 //! |---|---|---|
-//! | [`QuantParams::quantize`], [`convert::quantize_bias`], [`QuantParams::from_range`]'s `Z` | nearest, ties away from zero, then clamp/saturate | `2.5 → 3`, `−2.5 → −3` |
+//! | [`QuantParams::quantize`], [`derive::quantize_bias`], [`QuantParams::from_range`]'s `Z` | nearest, ties away from zero, then clamp/saturate | `2.5 → 3`, `−2.5 → −3` |
 //! | [`quantize_multiplier`] | `m0 = round(q·2^31)` ties away, `q` in `[0.5, 1)`; `2^31` → `2^30`, `shift + 1` | `1 − 2^−40 → (2^30, 1)` |
 //! | [`saturating_rounding_doubling_high_mul`] `(a·b + nudge) / 2^31`, truncating | ties toward +∞ | `a·b = 2^30`: `0.5 → 1`; `−2^30`: `−0.5 → 0`; `3·2^30`: `1.5 → 2`; `−3·2^30`: `−1.5 → −1`; `(i32::MIN, i32::MIN) → i32::MAX` |
 //! | [`rounding_divide_by_pot`] | ties away from zero | `(5, 1) → 3`, `(−5, 1) → −3`, `(3, 1) → 2`, `(−3, 1) → −2`, `(1, 1) → 1`, `(−1, 1) → −1` |
@@ -44,6 +44,7 @@
 
 pub mod convert;
 mod cost;
+pub mod derive;
 mod engine;
 mod error;
 pub mod fixedpoint;
@@ -60,15 +61,17 @@ mod sensitivity;
 #[cfg(test)]
 mod test_support;
 
+pub use burnq_arch::Normalization;
 pub use convert::{ConvertOptions, convert};
 pub use cost::macs_per_image;
+pub use derive::LayerQuantization;
 pub use engine::{Engine, Workspace};
 pub use error::QuantError;
 pub use fixedpoint::{
     multiply_by_quantized_multiplier, quantize_multiplier, rounding_divide_by_pot,
     saturating_rounding_doubling_high_mul,
 };
-pub use float::{ActivationRanges, FloatLayer, FloatNetwork, InputNormalization};
+pub use float::{ActivationRanges, FloatLayer, FloatNetwork};
 pub use format::{load, save};
 pub use layer::{LayerKind, QuantLayer};
 pub use model::{ARCHITECTURE, IMAGE_PIXELS, IMAGE_SIDE, NUM_CLASSES, Output, QuantModel, Taps};

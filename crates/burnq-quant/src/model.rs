@@ -13,7 +13,7 @@
 //! conv1 reads the 8-bit pixels when the normalization is folded, any valid width otherwise.
 
 use crate::{
-    ConvertOptions, InputNormalization, LayerKind, QuantError, QuantLayer, QuantParams, reference,
+    ConvertOptions, LayerKind, Normalization, QuantError, QuantLayer, QuantParams, reference,
 };
 
 /// Side of an input image, in pixels.
@@ -104,7 +104,7 @@ pub struct Taps {
 pub struct QuantModel {
     options: ConvertOptions,
     layers: [QuantLayer; 4],
-    input_normalization: Option<InputNormalization>,
+    input_normalization: Option<Normalization>,
 }
 
 impl QuantModel {
@@ -119,7 +119,7 @@ impl QuantModel {
     pub fn new(
         options: ConvertOptions,
         layers: [QuantLayer; 4],
-        input_normalization: Option<InputNormalization>,
+        input_normalization: Option<Normalization>,
     ) -> Result<Self, QuantError> {
         options.check()?;
         for (layer, (name, kind)) in layers.iter().zip(ARCHITECTURE) {
@@ -200,7 +200,7 @@ impl QuantModel {
     }
 
     /// The normalization folded into conv1, if any.
-    pub fn input_normalization(&self) -> Option<InputNormalization> {
+    pub fn input_normalization(&self) -> Option<Normalization> {
         self.input_normalization
     }
 
@@ -280,9 +280,11 @@ pub(crate) fn check_images(input: QuantParams, images: &[u8], n: usize) -> Resul
     }
     let qmax_in = input.qmax();
     if let Some(&q) = images.iter().find(|&&q| i32::from(q) > qmax_in) {
-        return Err(QuantError::InvalidValue {
+        return Err(QuantError::CodeAboveQmax {
             what: "input images".into(),
-            reason: format!("code {q} exceeds {qmax_in} for {}-bit input", input.bits()),
+            code: q,
+            qmax: qmax_in,
+            bits: input.bits(),
         });
     }
     Ok(())
@@ -301,7 +303,7 @@ mod tests {
         convert(
             &pattern_network(),
             &pattern_ranges(),
-            InputNormalization::MNIST,
+            Normalization::MNIST,
             8,
         )
         .unwrap()
@@ -385,7 +387,11 @@ mod tests {
         assert!(four_bit_input.forward_reference(&dark, 1).is_ok());
         assert!(matches!(
             four_bit_input.forward_reference(&images(1), 1),
-            Err(QuantError::InvalidValue { .. })
+            Err(QuantError::CodeAboveQmax {
+                qmax: 15,
+                bits: 4,
+                ..
+            })
         ));
     }
 
@@ -448,7 +454,7 @@ mod tests {
         let model = convert(
             &pattern_network(),
             &pattern_ranges(),
-            InputNormalization::MNIST,
+            Normalization::MNIST,
             options,
         )
         .unwrap();
@@ -469,12 +475,7 @@ mod tests {
             ..options
         };
         assert!(
-            QuantModel::new(
-                swapped,
-                model.layers().clone(),
-                Some(InputNormalization::MNIST)
-            )
-            .is_err()
+            QuantModel::new(swapped, model.layers().clone(), Some(Normalization::MNIST)).is_err()
         );
     }
 }

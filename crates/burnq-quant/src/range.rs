@@ -10,6 +10,8 @@
 //! - [`mse`]: the range whose `bits`-bit grid minimizes the mean squared error between the
 //!   values and their quantize→dequantize, found by a grid search over a histogram (see
 //!   [`mse`] for the details).
+//! - [`EmaRange`]: an exponential moving average of batch min/max (calibration's `ema`
+//!   estimate and QAT's running ranges).
 //! - [`sqnr_db`]: `10·log10(Σ ref² / Σ (ref − approx)²)`.
 
 use crate::{QuantError, QuantParams, params::qmax};
@@ -25,6 +27,37 @@ pub fn min_max(values: &[f32]) -> (f32, f32) {
     values
         .iter()
         .fold((0.0f32, 0.0f32), |(lo, hi), &v| (lo.min(v), hi.max(v)))
+}
+
+/// An exponential moving average of a tensor's batch minimum and maximum:
+/// `r ← decay·r + (1 − decay)·batch` (in `f32`), the first batch setting the range.
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+pub struct EmaRange {
+    /// Current estimate of the minimum.
+    pub min: f32,
+    /// Current estimate of the maximum.
+    pub max: f32,
+    /// Batches observed.
+    pub updates: usize,
+}
+
+impl EmaRange {
+    /// Folds one batch's `(min, max)` in: the first batch sets the range, later ones move it
+    /// by `1 − decay` of the difference.
+    pub fn update(&mut self, batch_min: f32, batch_max: f32, decay: f32) {
+        if self.updates == 0 {
+            (self.min, self.max) = (batch_min, batch_max);
+        } else {
+            self.min = decay * self.min + (1.0 - decay) * batch_min;
+            self.max = decay * self.max + (1.0 - decay) * batch_max;
+        }
+        self.updates += 1;
+    }
+
+    /// The current `(min, max)`.
+    pub fn range(&self) -> (f32, f32) {
+        (self.min, self.max)
+    }
 }
 
 /// Errors unless `values` is non-empty and every value is finite.
@@ -242,6 +275,35 @@ pub fn sqnr_db(reference: &[f32], approx: &[f32]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ema_starts_at_the_first_batch_then_moves_by_one_minus_decay() {
+        let mut r = EmaRange::default();
+        r.update(-1.0, 2.0, 0.9);
+        assert_eq!((r.range(), r.updates), ((-1.0, 2.0), 1));
+        r.update(-3.0, 4.0, 0.9);
+        // −1 then 0.9·(−1) + 0.1·(−3) = −1.2; 2 then 0.9·2 + 0.1·4 = 2.2 (f32).
+        assert_eq!(r.range(), (0.9 * -1.0 + 0.1 * -3.0, 0.9 * 2.0 + 0.1 * 4.0));
+        r.update(5.0, 5.0, 1.0);
+        assert_eq!(
+            (r.range(), r.updates),
+            ((0.9 * -1.0 + 0.1 * -3.0, 0.9 * 2.0 + 0.1 * 4.0), 3)
+        );
+    }
+
+    #[test]
+    fn ema_ranges_converge_on_a_stationary_input() {
+        let mut r = EmaRange::default();
+        r.update(-10.0, 10.0, 0.9);
+        for _ in 0..200 {
+            r.update(-1.0, 2.0, 0.9);
+        }
+        assert!(
+            (r.min + 1.0).abs() < 1e-4 && (r.max - 2.0).abs() < 1e-4,
+            "{r:?}"
+        );
+        assert_eq!(r.updates, 201);
+    }
 
     /// SplitMix64 values: uniform in `[0, 1)` and standard normal (Box–Muller).
     struct Rng(u64);

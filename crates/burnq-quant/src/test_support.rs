@@ -32,6 +32,8 @@ pub(crate) fn pattern_network() -> FloatNetwork {
 /// Ranges of the right order of magnitude for [`pattern_network`].
 pub(crate) fn pattern_ranges() -> ActivationRanges {
     ActivationRanges {
+        // The MNIST-normalized pixel range; conversion does not read it.
+        input: (-0.43, 2.83),
         conv2_input: (0.0, 2.0),
         fc1_input: (0.0, 2.0),
         fc2_input: (0.0, 2.0),

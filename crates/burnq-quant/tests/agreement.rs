@@ -6,7 +6,7 @@ mod common;
 
 use burnq_quant::{
     ActivationRanges, ConvertOptions, FloatLayer, FloatNetwork, IMAGE_PIXELS, IMAGE_SIDE,
-    InputNormalization, LayerKind, convert,
+    LayerKind, Normalization, convert,
 };
 use common::{Rng, random_network};
 
@@ -69,7 +69,7 @@ fn linear(x: &[f32], layer: &FloatLayer) -> Vec<f32> {
 }
 
 /// The float network on one image of raw pixels: the inputs of conv2, fc1, fc2 and the logits.
-fn float_forward(net: &FloatNetwork, norm: InputNormalization, pixels: &[u8]) -> [Vec<f32>; 4] {
+fn float_forward(net: &FloatNetwork, norm: Normalization, pixels: &[u8]) -> [Vec<f32>; 4] {
     let [conv1, conv2, fc1, fc2] = net.layers();
     let x: Vec<f32> = pixels
         .iter()
@@ -122,7 +122,7 @@ fn min_max(values: impl Iterator<Item = f32>) -> (f32, f32) {
 /// The float activations of `images` and the min/max activation ranges they span.
 fn calibrate(
     net: &FloatNetwork,
-    norm: InputNormalization,
+    norm: Normalization,
     images: &[Vec<u8>],
 ) -> (Vec<[Vec<f32>; 4]>, ActivationRanges) {
     let activations: Vec<[Vec<f32>; 4]> = images
@@ -131,6 +131,8 @@ fn calibrate(
         .collect();
     let range = |k: usize| min_max(activations.iter().flat_map(|a| a[k].iter().copied()));
     let ranges = ActivationRanges {
+        // The MNIST-normalized pixel range; conversion does not read it.
+        input: (-0.43, 2.83),
         conv2_input: range(0),
         fc1_input: range(1),
         fc2_input: range(2),
@@ -141,7 +143,7 @@ fn calibrate(
 
 #[test]
 fn integer_engine_agrees_with_float_network() {
-    let norm = InputNormalization::MNIST;
+    let norm = Normalization::MNIST;
     let mut rng = Rng::new(7);
     let net = random_network(42);
     let calibration: Vec<Vec<u8>> = (0..64).map(|_| stroke_image(&mut rng)).collect();
@@ -230,7 +232,7 @@ fn integer_engine_agrees_with_float_network() {
 
 #[test]
 fn layer_sqnr_is_high_at_8_bits_and_falls_with_fewer_bits() {
-    let norm = InputNormalization::MNIST;
+    let norm = Normalization::MNIST;
     let mut rng = Rng::new(11);
     let net = random_network(42);
     let images: Vec<Vec<u8>> = (0..64).map(|_| stroke_image(&mut rng)).collect();
@@ -265,7 +267,7 @@ fn layer_sqnr_is_high_at_8_bits_and_falls_with_fewer_bits() {
 /// it.)
 #[test]
 fn per_channel_weights_keep_predictions_when_channel_scales_differ() {
-    let norm = InputNormalization::MNIST;
+    let norm = Normalization::MNIST;
     let mut rng = Rng::new(5);
     let mut layers = random_network(9).layers().clone();
     for layer in &mut layers {

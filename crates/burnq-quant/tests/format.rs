@@ -183,10 +183,15 @@ fn save_is_atomic_and_overwrites() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert_eq!(names, vec![path.file_name().unwrap().to_owned()]);
-    let missing_dir = dir.path().join("absent").join("m.safetensors");
+    // A missing folder is created; a folder that cannot be (its parent is a file) is an I/O
+    // error naming the file.
+    let nested = dir.path().join("absent").join("m.safetensors");
+    save(&model, &nested).unwrap();
+    assert_eq!(load(&nested).unwrap(), model);
+    let under_a_file = path.join("m.safetensors");
     assert!(matches!(
-        save(&model, &missing_dir),
-        Err(QuantError::Io { path, .. }) if path == missing_dir
+        save(&model, &under_a_file),
+        Err(QuantError::Io { path, .. }) if path == under_a_file
     ));
 }
 

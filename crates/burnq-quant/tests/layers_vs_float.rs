@@ -13,7 +13,7 @@
 mod common;
 
 use burnq_quant::{
-    ActivationRanges, ConvertOptions, InputNormalization, LayerKind, QuantLayer, convert, reference,
+    ActivationRanges, ConvertOptions, LayerKind, Normalization, QuantLayer, convert, reference,
 };
 use common::{Rng, random_network};
 use std::sync::OnceLock;
@@ -93,6 +93,8 @@ fn ranges() -> ActivationRanges {
     static RANGES: OnceLock<ActivationRanges> = OnceLock::new();
     *RANGES.get_or_init(|| {
         let ranges = |r: [(f32, f32); 4]| ActivationRanges {
+            // The MNIST-normalized pixel range; conversion does not read it.
+            input: (-0.43, 2.83),
             conv2_input: r[0],
             fc1_input: r[1],
             fc2_input: r[2],
@@ -101,7 +103,7 @@ fn ranges() -> ActivationRanges {
         let mut r = [(0.0, 1.0), (0.0, 1.0), (0.0, 1.0), (-1.0, 1.0)];
         let mut rng = Rng::new(3);
         for i in 0..4 {
-            let norm = InputNormalization::MNIST;
+            let norm = Normalization::MNIST;
             let model = convert(&random_network(42), &ranges(r), norm, 8).unwrap();
             let layer = &model.layers()[i];
             let codes = random_codes(layer, i, &mut rng);
@@ -131,7 +133,7 @@ fn check(weight_bits: u8, act_bits: u8, per_channel: bool, seed: u64) {
         per_channel,
     };
     let net = random_network(42);
-    let model = convert(&net, &ranges(), InputNormalization::MNIST, options).unwrap();
+    let model = convert(&net, &ranges(), Normalization::MNIST, options).unwrap();
     let mut rng = Rng::new(seed);
     for (i, layer) in model.layers().iter().enumerate() {
         let (n, side) = (BATCH[i], SIDES[i]);

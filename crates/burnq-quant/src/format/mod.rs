@@ -29,13 +29,12 @@
 //! every error.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::Path;
 
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 use sha2::{Digest, Sha256};
 
-use crate::{InputNormalization, QuantError, QuantLayer, QuantModel};
+use crate::{Normalization, QuantError, QuantLayer, QuantModel};
 
 mod meta;
 
@@ -101,21 +100,7 @@ pub fn save(model: &QuantModel, path: impl AsRef<Path>) -> Result<(), QuantError
             path: path.to_owned(),
             source,
         })?;
-    write_atomic(path, &file_bytes).map_err(io)
-}
-
-/// Writes `bytes` to `path` atomically: a temporary file in the same folder, synced, then
-/// renamed over `path`, so a reader sees the old file or the new one, never a partial one.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
+    burnq_arch::write_atomic(path, &file_bytes).map_err(io)
 }
 
 /// Lowercase hex SHA-256 of the concatenated `parts`.
@@ -232,7 +217,7 @@ pub fn load(path: impl AsRef<Path>) -> Result<QuantModel, QuantError> {
         .try_into()
         .map_err(|v: Vec<_>| bad(format!("{} layers, expected 4", v.len())))?;
     let normalization = match (meta.input_normalization_folded, meta.input_normalization) {
-        (true, Some(n)) => Some(InputNormalization {
+        (true, Some(n)) => Some(Normalization {
             mean: n.mean,
             std: n.std,
         }),

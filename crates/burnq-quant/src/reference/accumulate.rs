@@ -25,9 +25,11 @@ pub fn conv2d(
     layer.check_shapes()?;
     check_len(layer, input, [n, in_channels, height, width])?;
     if kernel == 0 || kernel > height || kernel > width {
-        return Err(QuantError::InvalidValue {
-            what: format!("{} input", layer.name),
-            reason: format!("{height}×{width} image too small for a {kernel}×{kernel} kernel"),
+        return Err(QuantError::ImageTooSmall {
+            layer: layer.name.clone(),
+            height,
+            width,
+            kernel,
         });
     }
     let (out_h, out_w) = (height - kernel + 1, width - kernel + 1);
@@ -129,10 +131,11 @@ fn narrow(layer: &QuantLayer, channel: usize, sum: i64) -> Result<i32, QuantErro
     })
 }
 
-fn wrong_kind(layer: &QuantLayer, op: &str) -> QuantError {
-    QuantError::InvalidValue {
-        what: layer.name.clone(),
-        reason: format!("{:?} layer passed to {op}", layer.kind),
+fn wrong_kind(layer: &QuantLayer, op: &'static str) -> QuantError {
+    QuantError::WrongLayerKind {
+        layer: layer.name.clone(),
+        kind: layer.kind,
+        op,
     }
 }
 
@@ -207,11 +210,11 @@ mod tests {
         ));
         assert!(matches!(
             conv2d(&conv, &[0; 1], 1, 1, 1),
-            Err(QuantError::InvalidValue { .. })
+            Err(QuantError::ImageTooSmall { kernel: 2, .. })
         ));
         assert!(matches!(
             linear(&conv, &[0; 4], 1),
-            Err(QuantError::InvalidValue { .. })
+            Err(QuantError::WrongLayerKind { op: "linear", .. })
         ));
         let mut short = conv.clone();
         short.bias.clear();

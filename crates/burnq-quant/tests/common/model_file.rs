@@ -5,8 +5,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use burnq_quant::{
-    ActivationRanges, ConvertOptions, InputNormalization, QuantError, QuantModel, convert, load,
-    save,
+    ActivationRanges, ConvertOptions, Normalization, QuantError, QuantModel, convert, load, save,
 };
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
@@ -14,6 +13,8 @@ use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 /// activation ranges.
 pub fn model(options: impl Into<ConvertOptions>) -> QuantModel {
     let ranges = ActivationRanges {
+        // The MNIST-normalized pixel range; conversion does not read it.
+        input: (-0.43, 2.83),
         conv2_input: (0.0, 3.0),
         fc1_input: (0.0, 6.0),
         fc2_input: (0.0, 6.0),
@@ -22,7 +23,7 @@ pub fn model(options: impl Into<ConvertOptions>) -> QuantModel {
     convert(
         &super::random_network(1),
         &ranges,
-        InputNormalization::MNIST,
+        Normalization::MNIST,
         options,
     )
     .unwrap()

@@ -1,5 +1,5 @@
-//! Quantization-aware training: fake quantization, its gradient, EMA ranges, and a short
-//! fine-tune at 2 bits.
+//! Quantization-aware training: fake quantization, its gradient, and a short fine-tune at
+//! 2 bits (the EMA of the ranges is tested in `burnq_quant::range`).
 
 use std::sync::Arc;
 
@@ -9,12 +9,12 @@ use burnq_data::{DatasetKind, ImageSet, Split};
 use burnq_model::NetConfig;
 use burnq_model::data::ImageBatcher;
 use burnq_model::eval::evaluate_with;
-use burnq_model::qat::{
-    EmaRange, QatForward, QatSettings, fake_quantize_per_channel, fake_quantize_ste,
-};
-use burnq_model::simulated::fake_quantize;
 use burnq_model::training::{TrainingConfig, fit, train};
+use burnq_qat::qat::{QatForward, QatSettings, fake_quantize_ste};
+use burnq_qat::{QatConfig, run_qat};
+use burnq_qat::simulated::{fake_quantize, fake_quantize_channels};
 use burnq_quant::QuantParams;
+use burnq_quant::derive::weight_params;
 
 fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.into_data().convert::<f32>().try_into_vec().unwrap()
@@ -28,8 +28,8 @@ fn fake_quantize_equals_quantize_then_dequantize() {
     let xs = values(x.clone());
     for bits in 2..=8u8 {
         let (lo, hi) = (-2.0f32, 4.0f32);
-        let got = values(fake_quantize(x.clone(), lo, hi, u32::from(bits)));
         let p = QuantParams::from_range(lo, hi, bits).unwrap();
+        let got = values(fake_quantize(x.clone(), p));
         for (v, g) in xs.iter().zip(&got) {
             let want = p.dequantize(p.quantize(*v));
             assert!(
@@ -44,33 +44,24 @@ fn fake_quantize_equals_quantize_then_dequantize() {
 fn straight_through_gradient_is_one_in_range_and_zero_where_clipped() {
     let d = Device::flex().autodiff();
     let x = Tensor::<1>::from_floats([-3.0, -0.9, -0.2, 0.0, 0.33, 0.8, 1.7], &d).require_grad();
-    let y = fake_quantize_ste(x.clone(), -1.0, 1.0, 3);
+    // [−1, 1] at 3 bits: S = 2/7 as an f32, and −min/S = 3.4999998 in f64, so Z = 3 and the
+    // grid covers [−3S, 4S] = [−0.857, 1.143]: −0.9 lies outside it and is clipped.
+    let grid = QuantParams::from_range(-1.0, 1.0, 3).unwrap();
+    assert_eq!(grid.zero_point(), 3);
+    let y = fake_quantize_ste(x.clone(), grid);
     let grads = y.sum().backward();
     let g = values(x.grad(&grads).unwrap());
-    assert_eq!(g, vec![0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0]);
+    assert_eq!(g, vec![0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 0.0]);
 }
 
 #[test]
 fn per_channel_fake_quantization_uses_each_channels_range() {
     let d = Device::flex();
     let w = Tensor::<2>::from_floats([[0.0, 1.0, 3.0], [-0.5, 0.0, 0.25]], &d);
-    let q = values(fake_quantize_per_channel(w, 2));
+    let grids = weight_params(&values(w.clone()), 2, 2, true).unwrap();
+    let q = values(fake_quantize_channels(w, &grids));
     // Row 0: [0, 3], S = 1 → exact. Row 1: [−0.5, 0.25], S = 0.25, Z = 2 → exact.
     assert_eq!(q, vec![0.0, 1.0, 3.0, -0.5, 0.0, 0.25]);
-}
-
-#[test]
-fn ema_ranges_converge_on_a_stationary_input() {
-    let mut r = EmaRange::default();
-    r.update(-10.0, 10.0, 0.9);
-    for _ in 0..200 {
-        r.update(-1.0, 2.0, 0.9);
-    }
-    assert!(
-        (r.min + 1.0).abs() < 1e-4 && (r.max - 2.0).abs() < 1e-4,
-        "{r:?}"
-    );
-    assert_eq!(r.updates, 201);
 }
 
 #[test]
@@ -98,8 +89,7 @@ fn a_short_qat_run_at_2_bits_beats_post_training_2_bits() {
         per_channel: false,
         ema_decay: 0.99,
         act_delay: 0,
-        input_mean: 0.1307,
-        input_std: 0.3081,
+        normalization: DatasetKind::Mnist.normalization(),
     };
     let batcher = ImageBatcher::new(DatasetKind::Mnist.normalization());
     // Post-training: ranges observed on the float model, then fake-quantized evaluation.
@@ -111,7 +101,7 @@ fn a_short_qat_run_at_2_bits_beats_post_training_2_bits() {
             batcher.images(chunk, &device),
         );
     }
-    let frozen = QatForward::with_ranges(settings, ptq.ranges());
+    let frozen = QatForward::with_ranges(settings, &ptq.ranges());
     let (ptq_eval, _) = evaluate_with(
         &|x| burnq_model::training::ForwardMode::eval_forward(&frozen, &float, x),
         &test_set,
@@ -119,7 +109,7 @@ fn a_short_qat_run_at_2_bits_beats_post_training_2_bits() {
         500,
         &device,
     );
-    let mut qat = QatForward::with_ranges(settings, ptq.ranges());
+    let mut qat = QatForward::with_ranges(settings, &ptq.ranges());
     let start = float.fresh_copy(&NetConfig::new(), &device.clone().autodiff());
     let qat_config = config.with_epochs(1);
     let (_, history) = fit(
@@ -143,4 +133,63 @@ fn a_short_qat_run_at_2_bits_beats_post_training_2_bits() {
         "QAT {qat_acc} vs PTQ {}",
         ptq_eval.accuracy
     );
+}
+
+/// The library entry point: calibrate, fine-tune, convert, run both networks. The integer
+/// model must predict exactly what the fake-quantized network predicted, at the extreme
+/// widths and both granularities (here from a briefly trained model, on a small test set).
+#[test]
+fn run_qat_exports_an_integer_model_that_predicts_what_qat_predicted() {
+    let load = |split, n| {
+        let mut s = ImageSet::load(&test_locator(), DatasetKind::Mnist, split).unwrap();
+        s.truncate(n);
+        s
+    };
+    let (train_set, test_set) = (load(Split::Train, 2000), load(Split::Test, 300));
+    let device = Device::flex();
+    let config = TrainingConfig::new(NetConfig::new()).with_epochs(1);
+    let (float, _) = train(
+        &config,
+        Arc::new(load(Split::Train, 1000)),
+        &test_set,
+        &device,
+        &mut |_| {},
+        &mut |_, _| Ok(()),
+    )
+    .unwrap();
+    for (weight_bits, act_bits, per_channel) in [(2, 2, true), (8, 3, false)] {
+        let qat = QatConfig {
+            weight_bits,
+            act_bits,
+            per_channel,
+            epochs: 1,
+            train_limit: Some(320),
+            ..QatConfig::default()
+        };
+        let mut epochs = 0;
+        let outcome = run_qat(
+            &qat,
+            &float,
+            train_set.clone(),
+            &test_set,
+            &device,
+            &mut |_| {},
+            &mut |_, _| {
+                epochs += 1;
+                Ok(())
+            },
+        )
+        .unwrap();
+        assert_eq!((epochs, outcome.history.len()), (1, 1));
+        let options = outcome.quant.options();
+        assert_eq!(
+            (options.weight_bits, options.act_bits, options.per_channel),
+            (weight_bits, act_bits, per_channel)
+        );
+        assert_eq!(outcome.integer_predictions.len(), test_set.len());
+        assert_eq!(
+            outcome.integer_predictions, outcome.fake_quant_predictions,
+            "w{weight_bits}a{act_bits} per_channel={per_channel}"
+        );
+    }
 }

@@ -12,109 +12,44 @@
 //! gradient passes straight through inside the clamp range and is 0 outside it. fc2's logits
 //! are snapped to `S_in·S_w[o]·acc`, the quantity the engine compares to predict.
 //!
-//! Scales are computed the converter's way (`QuantParams::from_range`, `f64` products), so
-//! both sides agree on every multiplier.
+//! The parameters are the converter's own ([`LayerQuantization`], the one derivation in
+//! `burnq-quant`), so both sides agree on every scale and multiplier.
 
 use burn::prelude::*;
-use burnq_quant::{QuantParams, Requant, quantize_multiplier};
-
-use crate::export::to_vec;
-
-/// Each output channel's weight scale as the converter computes it: the channel's (or, per
-/// tensor, the whole tensor's) min/max on a `bits`-bit grid. `w` has output channels on dim 0.
-pub fn weight_scales<const D: usize>(w: &Tensor<D>, bits: u8, per_channel: bool) -> Vec<f32> {
-    let out = w.dims()[0];
-    let values = to_vec(w.clone().detach());
-    let scale = |v: &[f32]| {
-        let (lo, hi) = burnq_quant::range::min_max(v);
-        QuantParams::from_range(lo, hi, bits).map_or(f32::NAN, |p| p.scale())
-    };
-    if per_channel {
-        values
-            .chunks(values.len() / out.max(1))
-            .map(scale)
-            .collect()
-    } else {
-        vec![scale(&values); out]
-    }
-}
+use burnq_model::export::to_vec;
+use burnq_quant::LayerQuantization;
 
 /// One layer's output requantization exactly as the integer model runs it.
 #[derive(Debug, Clone)]
 pub struct LayerRequant {
-    /// `S_in·S_w[o]`: the real value of one accumulator unit, per output channel.
-    acc_scales: Vec<f64>,
-    /// Per output channel.
-    requants: Vec<Requant>,
-    /// Output scale, zero point and bits.
-    output: QuantParams,
+    layer: LayerQuantization,
 }
 
 impl LayerRequant {
-    /// The requantization of a layer reading inputs of scale `s_in` with weight scales
-    /// `w_scales`, writing `act_bits`-bit codes over `out_range` (a folded ReLU when `relu`).
-    /// `None` when a scale or multiplier is degenerate (then plain fake quantization applies).
-    pub fn new(
-        s_in: f32,
-        w_scales: &[f32],
-        out_range: (f32, f32),
-        act_bits: u8,
-        relu: bool,
-    ) -> Option<Self> {
-        let output = QuantParams::from_range(out_range.0, out_range.1, act_bits).ok()?;
-        let z = output.zero_point();
-        let acc_scales = accumulator_scales(s_in, w_scales)?;
-        let requants = acc_scales
-            .iter()
-            .map(|&a| {
-                let (m0, shift) = quantize_multiplier(a / f64::from(output.scale())).ok()?;
-                Some(Requant {
-                    m0,
-                    shift,
-                    output_zero_point: z,
-                    act_min: if relu { u8::try_from(z).ok()? } else { 0 },
-                    act_max: u8::try_from(output.qmax()).ok()?,
-                })
-            })
-            .collect::<Option<Vec<_>>>()?;
-        Some(Self {
-            acc_scales,
-            requants,
-            output,
-        })
-    }
-
-    /// The output grid's scale.
-    pub fn output_scale(&self) -> f32 {
-        self.output.scale()
+    /// The requantization of a layer with the parameters `layer` (from
+    /// [`LayerQuantization::derive`] or [`LayerQuantization::from_grids`]).
+    pub fn new(layer: LayerQuantization) -> Self {
+        Self { layer }
     }
 
     /// The codes the engine computes for the layer outputs `y` (channels on dim 1, the real
     /// values of the accumulators, after ReLU and max-pooling, which commute with this
     /// increasing map), dequantized; straight-through gradient inside the clamp range.
     pub fn apply<const D: usize>(&self, y: Tensor<D>) -> Tensor<D> {
-        let codes = map_accumulators(&y, &self.acc_scales, |acc, o| {
-            let r = &self.requants[o];
-            self.output.dequantize(r.apply(acc))
+        let LayerQuantization {
+            accumulator_scales,
+            requants,
+            output,
+            ..
+        } = &self.layer;
+        let codes = map_accumulators(&y, accumulator_scales, |acc, o| {
+            output.dequantize(requants[o].apply(acc))
         });
-        let lo = self.output.dequantize(self.requants[0].act_min);
-        let hi = self.output.dequantize(self.requants[0].act_max);
+        let lo = output.dequantize(requants[0].act_min);
+        let hi = output.dequantize(requants[0].act_max);
         let clipped = y.clamp(lo, hi);
         clipped.clone() + (codes - clipped).detach()
     }
-}
-
-/// `S_in·S_w[o]` per output channel: the real value of one accumulator unit. `None` when one
-/// is not finite and positive (a degenerate weight scale).
-pub fn accumulator_scales(s_in: f32, w_scales: &[f32]) -> Option<Vec<f64>> {
-    let scales: Vec<f64> = w_scales
-        .iter()
-        .map(|&s| f64::from(s_in) * f64::from(s))
-        .collect();
-    scales
-        .iter()
-        .all(|a| a.is_finite() && *a > 0.0)
-        .then_some(scales)
 }
 
 /// `acc_scales[o]·acc` for the layer outputs `y` (fc2's logits, channels on dim 1): the
@@ -153,6 +88,7 @@ fn map_accumulators<const D: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use burnq_quant::{QuantParams, Requant};
     use proptest::prelude::*;
 
     fn device() -> Device {
@@ -172,21 +108,26 @@ mod tests {
             hi in 0.5f32..60.0,
             bits in 2u8..=8,
         ) {
-            let r = LayerRequant::new(s_in, &w_scales, (0.0, hi), bits, true).unwrap();
+            let input = QuantParams::new(s_in, 0, 8).unwrap();
+            let grids = w_scales.iter().map(|&s| QuantParams::new(s, 0, 8).unwrap()).collect();
+            let output = QuantParams::from_range(0.0, hi, bits).unwrap();
+            let layer = LayerQuantization::from_grids(input, grids, output, true).unwrap();
+            let r = LayerRequant::new(layer.clone());
             // [2 images, 3 channels, 4 positions]: channel of value i is (i / 4) % 3.
             let y: Vec<f32> = accs
                 .iter()
                 .enumerate()
-                .map(|(i, &a)| (f64::from(a) * r.acc_scales[(i / 4) % 3]) as f32)
+                .map(|(i, &a)| (f64::from(a) * layer.accumulator_scales[(i / 4) % 3]) as f32)
                 .collect();
             let t = Tensor::<3>::from_data(TensorData::new(y, [2, 3, 4]), &device());
             let got: Vec<f32> = r.apply(t.clone()).into_data().try_into_vec().unwrap();
-            let snapped: Vec<f32> = snap(t, &r.acc_scales).into_data().try_into_vec().unwrap();
+            let snapped: Vec<f32> =
+                snap(t, &layer.accumulator_scales).into_data().try_into_vec().unwrap();
             for (i, &acc) in accs.iter().enumerate() {
                 let o = (i / 4) % 3;
-                let code = r.requants[o].apply(acc);
-                prop_assert_eq!(got[i], r.output.dequantize(code), "value {}", i);
-                prop_assert_eq!(snapped[i], (f64::from(acc) * r.acc_scales[o]) as f32);
+                let code = layer.requants[o].apply(acc);
+                prop_assert_eq!(got[i], layer.output.dequantize(code), "value {}", i);
+                prop_assert_eq!(snapped[i], (f64::from(acc) * layer.accumulator_scales[o]) as f32);
             }
         }
     }
@@ -205,17 +146,5 @@ mod tests {
         assert_eq!(requant.apply(426), 1);
         let m = f64::from(requant.m0) * 2f64.powi(requant.shift - 31);
         assert!((426.0 * m) < 0.5, "single rounding would give 0");
-    }
-
-    #[test]
-    fn weight_scales_follow_the_converter() {
-        let w = Tensor::<2>::from_data(
-            TensorData::new(vec![-1.0f32, 2.0, 0.5, 0.25], [2, 2]),
-            &device(),
-        );
-        // Per channel: [−1, 2] → 3/3 = 1; [0, 0.5] (widened to 0) → 0.5/3. Per tensor: 1.
-        let per_channel = weight_scales(&w, 2, true);
-        assert_eq!(per_channel, [1.0, 0.5 / 3.0]);
-        assert_eq!(weight_scales(&w, 2, false), [1.0, 1.0]);
     }
 }

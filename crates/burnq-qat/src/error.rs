@@ -1,0 +1,28 @@
+//! Typed errors of the QAT crate: each keeps the error it comes from.
+
+/// What can go wrong while adapting, calibrating, fine-tuning or converting a model.
+#[derive(Debug, thiserror::Error)]
+pub enum QatError {
+    /// Training, evaluation or a model file failed.
+    #[error(transparent)]
+    Model(#[from] burnq_model::ModelError),
+    /// The calibration that starts the activation ranges failed.
+    #[error("calibrating the activation ranges")]
+    Calibration(#[source] burnq_calib::CalibError),
+    /// Conversion to the integer model, or the integer run, failed.
+    #[error("exporting the QAT model to integers")]
+    Quant(#[source] burnq_quant::QuantError),
+    /// The Burn model's layers do not match the integer network's architecture.
+    #[error("layer {index} is `{found}`, expected `{expected}`")]
+    LayerOrder {
+        /// Position in forward order.
+        index: usize,
+        /// The layer found there.
+        found: &'static str,
+        /// The layer the architecture has there.
+        expected: &'static str,
+    },
+    /// The float weights do not form a valid float network for the converter.
+    #[error("the float model's weights")]
+    Weights(#[source] burnq_quant::QuantError),
+}

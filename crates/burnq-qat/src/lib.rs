@@ -1,0 +1,24 @@
+//! Where the float model meets the integer engine: quantization-aware training and everything
+//! else that needs both Burn and `burnq-quant`.
+//!
+//! - [`adapter`]: the Burn model's weights as the converter's [`burnq_quant::FloatNetwork`];
+//! - [`qat`]: the fake-quantized forward pass (straight-through gradients) on the converter's
+//!   own grids, with [`int_sim`]: the integer engine's requantization reproduced inside it;
+//! - [`run`]: the library entry point, [`QatConfig`] and [`run_qat`]: calibrate, fine-tune,
+//!   convert, and check that the integer model predicts what the fake-quantized network did;
+//! - [`simulated`]: the tutorial's float simulation of quantization, for comparison.
+//!
+//! Every integer parameter comes from `burnq-quant`'s one derivation
+//! ([`burnq_quant::LayerQuantization`]); this crate derives none itself.
+
+pub mod adapter;
+pub mod error;
+pub mod int_sim;
+pub mod qat;
+pub mod run;
+pub mod simulated;
+
+pub use adapter::float_network;
+pub use error::QatError;
+pub use qat::{QatForward, QatSettings};
+pub use run::{QatConfig, QatOutcome, run_qat};

@@ -1,0 +1,326 @@
+//! Quantization-aware training (Jacob et al. 2018, §3): the forward pass rounds weights and
+//! activations to their integer grids exactly where the integer engine will, and the
+//! backward pass lets gradients through the rounding (straight-through estimator).
+//!
+//! - Weights are fake-quantized before each conv/linear on the grids the converter derives
+//!   from their *current* values ([`burnq_quant::derive::weight_params`]: min/max per tensor or
+//!   per output channel, `weight_bits`).
+//! - Activations are fake-quantized at `act_bits` where inference requantizes them: after
+//!   conv1 + ReLU (+ pool), conv2 + ReLU (+ pool), fc1 + ReLU. Their ranges are exponential
+//!   moving averages of batch min/max ([`EmaRange`], `r ← decay·r + (1 − decay)·batch`), and
+//!   quantization starts after `act_delay` training steps (before that, ranges are only
+//!   observed).
+//! - The logits' range is tracked as well (the integer model's u8 logits use it) but not
+//!   quantized: the prediction comes from fc2's i32 accumulators.
+//! - Where a layer's input is on its integer grid (always for conv1; for the others when the
+//!   previous activation is quantized), its output codes are not rounded once but computed as
+//!   the integer engine computes them, with the parameters of the converter's own derivation
+//!   ([`burnq_quant::LayerQuantization`]): `i32` accumulator with the bias rounded onto
+//!   `S_in·S_w`, fixed-point multiplier, double rounding, clamp ([`crate::int_sim`]); fc2's
+//!   logits are snapped to its accumulators, so the fake-quantized network predicts what the
+//!   integer model will.
+//! - Gradient: `y = clip(x) + detach(fq(clip(x)) − clip(x))`, so ∂y/∂x = 1 inside the grid's
+//!   range and 0 where `x` was clipped. Biases stay float; they become i32 at export.
+//!
+//! The input needs no fake quantization: raw pixel bytes are exact at 8 bits. The export folds
+//! the normalization into conv1 (`w' = w/std` on the pixels `p/255`, `b' = b − (mean/std)·Σw`)
+//! and quantizes `w'`; conv1 is computed the same folded way here, so that the bias absorbs the
+//! float weight sum as it will in the integer model.
+
+use burn::nn::Linear;
+use burn::nn::conv::Conv2d;
+use burn::prelude::*;
+use burn::tensor::activation::{log_softmax, relu};
+use burnq_data::ImageSet;
+use burnq_model::Net;
+use burnq_model::data::ImageBatcher;
+use burnq_model::eval::{EvalResult, evaluate_with};
+use burnq_model::export::to_vec;
+use burnq_model::training::ForwardMode;
+use burnq_quant::derive::{LayerQuantization, accumulator_scales, weight_params};
+use burnq_quant::range::EmaRange;
+use burnq_quant::{ActivationRanges, ConvertOptions, Normalization, QuantParams};
+use serde::{Deserialize, Serialize};
+
+use crate::int_sim::{LayerRequant, snap};
+use crate::simulated::{fake_quantize, fake_quantize_channels};
+
+/// Settings of the fake-quantized forward pass.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct QatSettings {
+    /// Bits of the weight codes (2..=8).
+    pub weight_bits: u8,
+    /// Bits of the activation codes (2..=8).
+    pub act_bits: u8,
+    /// One scale and zero point per output channel instead of per tensor.
+    pub per_channel: bool,
+    /// EMA decay of the activation ranges.
+    pub ema_decay: f32,
+    /// Training steps before activations are quantized.
+    pub act_delay: usize,
+    /// The input normalization, folded into conv1 exactly as the integer export folds it.
+    pub normalization: Normalization,
+}
+
+impl QatSettings {
+    /// The conversion options these settings train for.
+    pub fn convert_options(&self) -> ConvertOptions {
+        ConvertOptions {
+            weight_bits: self.weight_bits,
+            act_bits: self.act_bits,
+            per_channel: self.per_channel,
+        }
+    }
+}
+
+/// A layer's float weights (output channels on dim 0), their converter grids, and the
+/// fake-quantized weights (straight-through gradient).
+struct QuantizedWeights<const D: usize> {
+    grids: Vec<QuantParams>,
+    fake: Tensor<D>,
+}
+
+/// The QAT forward pass and its activation-range state.
+#[derive(Debug, Clone)]
+pub struct QatForward {
+    settings: QatSettings,
+    /// Which of conv1, conv2, fc1, fc2 are quantized (weights and output activation).
+    layers: [bool; 4],
+    /// Output ranges of conv1, conv2, fc1 and fc2 (the logits), by layer index.
+    ranges: [EmaRange; 4],
+    steps: usize,
+}
+
+impl QatForward {
+    /// A fresh QAT state (no range observed yet).
+    pub fn new(settings: QatSettings) -> Self {
+        Self {
+            settings,
+            layers: [true; 4],
+            ranges: Default::default(),
+            steps: 0,
+        }
+    }
+
+    /// The same state quantizing only layer `index` (0 = conv1 … 3 = fc2): its weights and
+    /// its output activation; the rest of the network stays float. For sensitivity reports.
+    pub fn only_layer(mut self, index: usize) -> Self {
+        self.layers = std::array::from_fn(|i| i == index);
+        self
+    }
+
+    /// A QAT state whose ranges start from calibrated ones.
+    pub fn with_ranges(settings: QatSettings, ranges: &ActivationRanges) -> Self {
+        let mut s = Self::new(settings);
+        for (r, (lo, hi)) in s.ranges.iter_mut().zip(ranges.layer_outputs()) {
+            r.update(lo, hi, 0.0);
+        }
+        s
+    }
+
+    /// The tracked ranges. The network input's range is the normalized pixel range
+    /// `[(0 − mean)/std, (1 − mean)/std]`.
+    pub fn ranges(&self) -> ActivationRanges {
+        let norm = self.settings.normalization;
+        ActivationRanges::from_layer_outputs(
+            (norm.apply(0), norm.apply(255)),
+            self.ranges.map(|r| r.range()),
+        )
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> QatSettings {
+        self.settings
+    }
+
+    /// Loss, accuracy and per-image predictions of the fake-quantized network on `set`
+    /// (ranges frozen).
+    pub fn evaluate(
+        &self,
+        model: &Net,
+        set: &ImageSet,
+        batch_size: usize,
+        device: &Device,
+    ) -> (EvalResult, Vec<u8>) {
+        let batcher = ImageBatcher::new(set.kind.normalization());
+        evaluate_with(
+            &|x| self.eval_forward(model, x),
+            set,
+            &batcher,
+            batch_size,
+            device,
+        )
+    }
+
+    fn forward(&mut self, model: &Net, images: Tensor<4>, observe: bool) -> Tensor<2> {
+        let quantize_acts = !observe || self.steps >= self.settings.act_delay;
+        let q = self.layers;
+        // conv1 reads the raw pixels, whose grid is exactly 1/255.
+        let input = Some(QuantParams::RAW_PIXELS);
+        let (x, w) = self.conv1_folded(&model.conv1, images, q[0]);
+        let x = model.pool.forward(relu(x));
+        let (x, input) = self.activation(x, 0, observe, quantize_acts && q[0], input.zip(w));
+        let (x, w) = self.conv(&model.conv2, x, q[1]);
+        let x = model.pool.forward(relu(x));
+        let (x, input) = self.activation(x, 1, observe, quantize_acts && q[1], input.zip(w));
+        let (x, w) = self.linear(&model.fc1, x.flatten(1, 3), q[2]);
+        let (x, input) = self.activation(relu(x), 2, observe, quantize_acts && q[2], input.zip(w));
+        let (mut logits, w) = self.linear(&model.fc2, x, q[3]);
+        if let Some((input, grids)) = input.zip(w) {
+            logits = snap(logits, &accumulator_scales(input, &grids));
+        }
+        if observe {
+            let (lo, hi) = batch_range(&logits);
+            self.ranges[3].update(lo, hi, self.settings.ema_decay);
+            self.steps += 1;
+        }
+        log_softmax(logits, 1)
+    }
+
+    /// The output of layer `index` (after ReLU and pooling), fake-quantized when `quantize`
+    /// and a range is known, with the grid it is on (`None` when it stays float).
+    /// `producer` = the layer's input grid and weight grids, when its input is on its grid:
+    /// then the codes are the integer engine's ([`LayerRequant`]).
+    fn activation<const D: usize>(
+        &mut self,
+        x: Tensor<D>,
+        index: usize,
+        observe: bool,
+        quantize: bool,
+        producer: Option<(QuantParams, Vec<QuantParams>)>,
+    ) -> (Tensor<D>, Option<QuantParams>) {
+        if observe {
+            let (lo, hi) = batch_range(&x);
+            self.ranges[index].update(lo, hi, self.settings.ema_decay);
+        }
+        let r = self.ranges[index];
+        if !quantize || r.updates == 0 {
+            return (x, None);
+        }
+        let Ok(output) = QuantParams::from_range(r.min, r.max, self.settings.act_bits) else {
+            return (x, None);
+        };
+        let exact = producer.and_then(|(input, grids)| {
+            LayerQuantization::from_grids(input, grids, output, true).ok()
+        });
+        match exact {
+            Some(layer) => (LayerRequant::new(layer).apply(x), Some(output)),
+            None => (fake_quantize_ste(x, output), Some(output)),
+        }
+    }
+
+    /// conv2 with fake-quantized weights when `quantize`; also returns the weight grids.
+    fn conv(
+        &self,
+        conv: &Conv2d,
+        x: Tensor<4>,
+        quantize: bool,
+    ) -> (Tensor<4>, Option<Vec<QuantParams>>) {
+        if !quantize {
+            return (conv.forward(x), None);
+        }
+        let Some(w) = self.weights(conv.weight.val()) else {
+            return (conv.forward(x), None);
+        };
+        let mut conv = conv.clone();
+        conv.weight = conv.weight.map(|_| w.fake);
+        (conv.forward(x), Some(w.grids))
+    }
+
+    /// conv1 on `p/255` with the normalization folded in: `w' = w/std`, fake-quantized,
+    /// and `b' = b − (mean/std)·Σ_k w[o,k]` from the float weights.
+    /// Also returns the grids of the folded weights `w/std`.
+    fn conv1_folded(
+        &self,
+        conv: &Conv2d,
+        images: Tensor<4>,
+        quantize: bool,
+    ) -> (Tensor<4>, Option<Vec<QuantParams>>) {
+        if !quantize {
+            return (conv.forward(images), None);
+        }
+        let Normalization { mean, std } = self.settings.normalization;
+        let w = conv.weight.val();
+        let Some(folded_w) = self.weights(w.clone().div_scalar(std)) else {
+            return (conv.forward(images), None);
+        };
+        let pixels = images.mul_scalar(std).add_scalar(mean);
+        let out_channels = w.dims()[0];
+        let weight_sum: Tensor<1> = w.sum_dims(&[1, 2, 3]).reshape([out_channels]);
+        let mut folded = conv.clone();
+        folded.weight = folded.weight.map(|_| folded_w.fake);
+        folded.bias = folded
+            .bias
+            .map(|b| b.map(|b| b - weight_sum.mul_scalar(mean / std)));
+        (folded.forward(pixels), Some(folded_w.grids))
+    }
+
+    /// A linear layer with fake-quantized weights when `quantize`; also returns the weight
+    /// grids.
+    fn linear(
+        &self,
+        linear: &Linear,
+        x: Tensor<2>,
+        quantize: bool,
+    ) -> (Tensor<2>, Option<Vec<QuantParams>>) {
+        if !quantize {
+            return (linear.forward(x), None);
+        }
+        // Burn stores [in, out]: output channels are the columns, so transpose for
+        // per-channel grids and back.
+        let Some(w) = self.weights(linear.weight.val().transpose()) else {
+            return (linear.forward(x), None);
+        };
+        let mut linear = linear.clone();
+        linear.weight = linear.weight.map(|_| w.fake.transpose());
+        (linear.forward(x), Some(w.grids))
+    }
+
+    /// The converter's grids of `w` (output channels on dim 0) and `w` fake-quantized on
+    /// them with a straight-through gradient; `None` when the weights have no grid (they are
+    /// no longer finite: the loss then diverges and training stops with an error).
+    fn weights<const D: usize>(&self, w: Tensor<D>) -> Option<QuantizedWeights<D>> {
+        let out_channels = w.dims()[0];
+        let grids = weight_params(
+            &to_vec(w.clone().detach()),
+            out_channels,
+            self.settings.weight_bits,
+            self.settings.per_channel,
+        )
+        .ok()?;
+        let q = fake_quantize_channels(w.clone().detach(), &grids);
+        Some(QuantizedWeights {
+            grids,
+            fake: w.clone() + (q - w).detach(),
+        })
+    }
+}
+
+impl ForwardMode for QatForward {
+    fn train_forward(&mut self, model: &Net, images: Tensor<4>) -> Tensor<2> {
+        self.forward(model, images, true)
+    }
+
+    fn eval_forward(&self, model: &Net, images: Tensor<4>) -> Tensor<2> {
+        self.clone().forward(model, images, false)
+    }
+}
+
+/// `(min, max)` of a tensor, as plain floats.
+fn batch_range<const D: usize>(x: &Tensor<D>) -> (f32, f32) {
+    let x = x.clone().detach();
+    (
+        x.clone().min().into_scalar::<f32>(),
+        x.max().into_scalar::<f32>(),
+    )
+}
+
+/// Fake quantization on `grid` with a straight-through gradient that is zero where `x` is
+/// clipped to the grid's range `[S·(0 − Z), S·(qmax − Z)]`.
+pub fn fake_quantize_ste<const D: usize>(x: Tensor<D>, grid: QuantParams) -> Tensor<D> {
+    let lo = grid.dequantize(0);
+    let hi = grid.dequantize(grid.qmax() as u8);
+    let clipped = x.clamp(lo, hi);
+    let q = fake_quantize(clipped.clone().detach(), grid);
+    clipped.clone() + (q - clipped).detach()
+}

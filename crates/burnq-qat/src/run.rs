@@ -1,0 +1,187 @@
+//! The library entry point of quantization-aware training: [`QatConfig`] (with the defaults
+//! the `qat` and `sweep` commands share) and [`run_qat`]: start the activation ranges from a
+//! calibration, fine-tune with the fake-quantized forward pass, convert through the same
+//! converter as post-training quantization, and run the integer model and the
+//! fake-quantized network over the test set so their predictions can be compared.
+
+use std::sync::Arc;
+
+use burnq_calib::{CalibrationMethod, CalibrationSettings, calibrate};
+use burnq_data::{IMAGE_PIXELS, ImageSet};
+use burnq_model::eval::EvalResult;
+use burnq_model::training::{EpochRecord, TrainEvent, TrainingConfig, fit};
+use burnq_model::{Device, ModelError, Net, NetConfig};
+use burnq_quant::{Engine, QuantModel};
+
+use crate::{QatError, QatForward, QatSettings, float_network};
+
+/// Images per batch when the fake-quantized network is evaluated (does not change results).
+const EVAL_BATCH: usize = 1000;
+
+/// How to run quantization-aware training. [`Default`] is burnq's recipe: w4a4 per tensor,
+/// three epochs of SGD from lr 0.002 halved each epoch, momentum 0.5, seed 1, ranges started
+/// from the tutorial's mean of batch min/max and tracked with EMA decay 0.99.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct QatConfig {
+    /// Bits of the weight codes (2..=8).
+    pub weight_bits: u8,
+    /// Bits of the activation codes (2..=8).
+    pub act_bits: u8,
+    /// One weight scale and zero point per output channel.
+    pub per_channel: bool,
+    /// Fine-tuning epochs.
+    pub epochs: usize,
+    /// SGD learning rate of the first epoch.
+    pub lr: f64,
+    /// Learning-rate factor per epoch.
+    pub lr_decay: f64,
+    /// SGD momentum (dampening 0).
+    pub momentum: f64,
+    /// Seed of the shuffling.
+    pub seed: u64,
+    /// EMA decay of the activation ranges (1 keeps them where the calibration put them).
+    pub ema_decay: f32,
+    /// Training steps before activations are quantized.
+    pub act_delay: usize,
+    /// The range estimate the activation ranges start from.
+    pub range_init: CalibrationMethod,
+    /// Fine-tune on the first N training images only (the calibration still sees its full
+    /// 1000 images).
+    pub train_limit: Option<usize>,
+}
+
+impl QatConfig {
+    /// The defaults, as a constant (command-line defaults read it).
+    pub const DEFAULT: Self = Self {
+        weight_bits: 4,
+        act_bits: 4,
+        per_channel: false,
+        epochs: 3,
+        lr: 0.002,
+        lr_decay: 0.5,
+        momentum: 0.5,
+        seed: 1,
+        ema_decay: 0.99,
+        act_delay: 0,
+        range_init: CalibrationMethod::MeanMinmax,
+        train_limit: None,
+    };
+
+    /// The forward pass's settings for a data set normalized by `normalization`.
+    pub fn settings(&self, normalization: burnq_quant::Normalization) -> QatSettings {
+        QatSettings {
+            weight_bits: self.weight_bits,
+            act_bits: self.act_bits,
+            per_channel: self.per_channel,
+            ema_decay: self.ema_decay,
+            act_delay: self.act_delay,
+            normalization,
+        }
+    }
+
+    /// The fine-tuning's SGD schedule.
+    pub fn training(&self) -> TrainingConfig {
+        TrainingConfig::new(NetConfig::new())
+            .with_epochs(self.epochs)
+            .with_lr(self.lr)
+            .with_lr_decay(self.lr_decay)
+            .with_momentum(self.momentum)
+            .with_seed(self.seed)
+    }
+}
+
+impl Default for QatConfig {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// What a QAT run produced.
+#[derive(Debug)]
+pub struct QatOutcome {
+    /// The fine-tuned float model.
+    pub model: Net,
+    /// One record per epoch.
+    pub history: Vec<EpochRecord>,
+    /// The fake-quantized forward pass with its final ranges.
+    pub forward: QatForward,
+    /// The exported integer model.
+    pub quant: QuantModel,
+    /// Loss and accuracy of the fake-quantized network on the test set (ranges frozen).
+    pub fake_quant: EvalResult,
+    /// Its prediction for each test image.
+    pub fake_quant_predictions: Vec<u8>,
+    /// The integer model's prediction for each test image.
+    pub integer_predictions: Vec<u8>,
+}
+
+/// Runs QAT as `config` says on `float`: calibrates the starting ranges on `train_set`,
+/// fine-tunes (reporting through `on_event`, and `on_epoch` after each epoch, e.g. to save a
+/// checkpoint), converts, and evaluates both the fake-quantized and the integer network on
+/// `test_set`.
+pub fn run_qat(
+    config: &QatConfig,
+    float: &Net,
+    mut train_set: ImageSet,
+    test_set: &ImageSet,
+    device: &Device,
+    on_event: &mut dyn FnMut(TrainEvent),
+    on_epoch: &mut dyn FnMut(&Net, &EpochRecord) -> Result<(), ModelError>,
+) -> Result<QatOutcome, QatError> {
+    let calibration = calibrate(
+        float,
+        &train_set,
+        CalibrationSettings {
+            method: config.range_init,
+            ..Default::default()
+        },
+        device,
+    )
+    .map_err(QatError::Calibration)?;
+    if let Some(n) = config.train_limit {
+        train_set.truncate(n);
+    }
+    let normalization = train_set.kind.normalization();
+    let mut forward = QatForward::with_ranges(
+        config.settings(normalization),
+        &calibration.ranges(config.range_init),
+    );
+    let start = float.fresh_copy(&NetConfig::new(), &device.clone().autodiff());
+    let (model, history) = fit(
+        &config.training(),
+        start,
+        &mut forward,
+        Arc::new(train_set),
+        test_set,
+        device,
+        on_event,
+        on_epoch,
+    )?;
+    let quant = burnq_quant::convert(
+        &float_network(&model)?,
+        &forward.ranges(),
+        normalization,
+        forward.settings().convert_options(),
+    )
+    .map_err(QatError::Quant)?;
+    let (fake_quant, fake_quant_predictions) =
+        forward.evaluate(&model, test_set, EVAL_BATCH, device);
+    let integer_predictions = Engine::new(&quant)
+        .and_then(|engine| {
+            engine.forward_parallel(&test_set.pixels, test_set.pixels.len() / IMAGE_PIXELS, 0)
+        })
+        .map_err(QatError::Quant)?
+        .predictions
+        .iter()
+        .map(|&p| p as u8)
+        .collect();
+    Ok(QatOutcome {
+        model,
+        history,
+        forward,
+        quant,
+        fake_quant,
+        fake_quant_predictions,
+        integer_predictions,
+    })
+}

@@ -1,0 +1,198 @@
+//! The one module that knows the artifact layout (described file by file in
+//! `artifacts/README.md`): every command asks an [`ArtifactDir`] for its paths instead of
+//! joining file names itself.
+//!
+//! ```text
+//! artifacts/<dataset>/            ArtifactDir::of(dataset) (or --out)
+//!   float/   model.bpk config.json train.json training.svg import.json
+//!   quant/   model.safetensors report.json sensitivity.{json,md}
+//!            model.onnx onnxruntime.json (onnx_beside, onnxruntime_report)
+//!   calibration.json  sweep.{json,md,svg}
+//!   qat-w<W>a<A>[-pc]/            ArtifactDir::qat_run: float/ and quant/ as above, qat.json
+//! artifacts/bench/                bench_dir(): report.{json,md} throughput.svg
+//! artifacts/pytorch-<dataset>/    ArtifactDir::imported(dataset): float/ as above
+//! artifacts/data/                 data_cache(): downloaded data sets
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use burnq_data::DatasetKind;
+
+use crate::common::project_root;
+
+/// `artifacts/`.
+fn artifacts() -> PathBuf {
+    project_root().join("artifacts")
+}
+
+/// Where downloaded data sets are cached: `artifacts/data/`.
+pub fn data_cache() -> PathBuf {
+    artifacts().join("data")
+}
+
+/// The benchmark's folder: `artifacts/bench/`.
+pub fn bench_dir() -> PathBuf {
+    artifacts().join("bench")
+}
+
+/// The artifacts of one float model and what is derived from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArtifactDir {
+    root: PathBuf,
+}
+
+impl ArtifactDir {
+    /// `out` when given (a `--out` flag), else `artifacts/<dataset>/`.
+    pub fn new(out: Option<&Path>, dataset: DatasetKind) -> Self {
+        Self {
+            root: out
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| artifacts().join(dataset.dir_name())),
+        }
+    }
+
+    /// `out` when given, else `artifacts/pytorch-<dataset>/`: a model imported from PyTorch.
+    pub fn imported(out: Option<&Path>, dataset: DatasetKind) -> Self {
+        Self {
+            root: out
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| artifacts().join(format!("pytorch-{}", dataset.dir_name()))),
+        }
+    }
+
+    /// A QAT run's own folder inside this one, e.g. `qat-w2a2` or `qat-w4a4-pc`.
+    pub fn qat_run(&self, weight_bits: u8, act_bits: u8, per_channel: bool) -> Self {
+        let pc = if per_channel { "-pc" } else { "" };
+        Self {
+            root: self.root.join(format!("qat-w{weight_bits}a{act_bits}{pc}")),
+        }
+    }
+
+    /// The folder itself.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// `float/`: the float model and its training records.
+    pub fn float_dir(&self) -> PathBuf {
+        self.root.join("float")
+    }
+
+    /// `float/model.bpk`: the trained float model.
+    pub fn float_model(&self) -> PathBuf {
+        self.float_dir().join("model.bpk")
+    }
+
+    /// `float/config.json`: the training configuration.
+    pub fn float_config(&self) -> PathBuf {
+        self.float_dir().join("config.json")
+    }
+
+    /// `float/train.json`: the training report.
+    pub fn train_report(&self) -> PathBuf {
+        self.float_dir().join("train.json")
+    }
+
+    /// `float/training.svg`: the training curves.
+    pub fn training_plot(&self) -> PathBuf {
+        self.float_dir().join("training.svg")
+    }
+
+    /// `float/import.json`: what a PyTorch import read.
+    pub fn import_report(&self) -> PathBuf {
+        self.float_dir().join("import.json")
+    }
+
+    /// `quant/`: the integer model and its reports.
+    pub fn quant_dir(&self) -> PathBuf {
+        self.root.join("quant")
+    }
+
+    /// `quant/model.safetensors`: the integer model.
+    pub fn quant_model(&self) -> PathBuf {
+        self.quant_dir().join("model.safetensors")
+    }
+
+    /// `quant/report.json`: the `quantize` command's comparison.
+    pub fn quantize_report(&self) -> PathBuf {
+        self.quant_dir().join("report.json")
+    }
+
+    /// `quant/sensitivity.json` and `quant/sensitivity.md`.
+    pub fn sensitivity_reports(&self) -> (PathBuf, PathBuf) {
+        let dir = self.quant_dir();
+        (dir.join("sensitivity.json"), dir.join("sensitivity.md"))
+    }
+
+    /// `calibration.json`: the activation ranges.
+    pub fn calibration(&self) -> PathBuf {
+        self.root.join("calibration.json")
+    }
+
+    /// `qat.json`: a QAT run's report (in the folder of [`ArtifactDir::qat_run`]).
+    pub fn qat_report(&self) -> PathBuf {
+        self.root.join("qat.json")
+    }
+
+    /// `sweep.json`, `sweep.md`, `sweep.svg`.
+    pub fn sweep_reports(&self) -> [PathBuf; 3] {
+        ["json", "md", "svg"].map(|ext| self.root.join(format!("sweep.{ext}")))
+    }
+}
+
+/// The ONNX export of an integer model file: beside it, `model.onnx` for `model.safetensors`.
+pub fn onnx_beside(model: &Path) -> PathBuf {
+    model.with_extension("onnx")
+}
+
+/// `onnxruntime.json` beside an ONNX file: the comparison with ONNX Runtime.
+pub fn onnxruntime_report(onnx: &Path) -> PathBuf {
+    onnx.with_file_name("onnxruntime.json")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_matches_the_artifacts_readme() {
+        let dir = ArtifactDir::new(Some(Path::new("/a")), DatasetKind::Mnist);
+        assert_eq!(dir.float_model(), Path::new("/a/float/model.bpk"));
+        assert_eq!(dir.quant_model(), Path::new("/a/quant/model.safetensors"));
+        assert_eq!(dir.calibration(), Path::new("/a/calibration.json"));
+        let qat = dir.qat_run(2, 4, true);
+        assert_eq!(qat.qat_report(), Path::new("/a/qat-w2a4-pc/qat.json"));
+        assert_eq!(
+            qat.float_model(),
+            Path::new("/a/qat-w2a4-pc/float/model.bpk")
+        );
+        assert_eq!(
+            onnxruntime_report(&onnx_beside(&dir.quant_model())),
+            Path::new("/a/quant/onnxruntime.json")
+        );
+        let readme = std::fs::read_to_string(project_root().join("artifacts/README.md")).unwrap();
+        for f in [
+            "float/model.bpk",
+            "float/config.json",
+            "float/train.json",
+            "calibration.json",
+            "quant/model.safetensors",
+            "quant/report.json",
+            "quant/model.onnx",
+            "quant/onnxruntime.json",
+            "qat.json",
+            "sweep.",
+            "bench/report.",
+        ] {
+            assert!(
+                readme.contains(f),
+                "artifacts/README.md does not describe {f}"
+            );
+        }
+        assert!(
+            ArtifactDir::new(None, DatasetKind::FashionMnist)
+                .root()
+                .ends_with("artifacts/fashion-mnist")
+        );
+    }
+}
