@@ -11,8 +11,8 @@ use burnq_model::data::ImageBatcher;
 use burnq_model::eval::evaluate_with;
 use burnq_model::training::{TrainingConfig, fit, train};
 use burnq_qat::qat::{QatForward, QatSettings, fake_quantize_ste};
-use burnq_qat::{QatConfig, run_qat};
 use burnq_qat::simulated::{fake_quantize, fake_quantize_channels};
+use burnq_qat::{QatConfig, run_qat};
 use burnq_quant::QuantParams;
 use burnq_quant::derive::weight_params;
 
