@@ -91,7 +91,7 @@ fn check_load(
     match Calibration::load(path) {
         Err(err) => {
             prop_assert!(
-                matches!(err, CalibError::File { .. } | CalibError::Invalid { .. }),
+                matches!(err, CalibError::Parse { .. } | CalibError::Invalid { .. }),
                 "unexpected error: {err:?}"
             );
             let message = err.to_string();
