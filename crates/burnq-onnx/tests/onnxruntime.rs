@@ -6,20 +6,11 @@
 //! sets `BURNQ_REQUIRE_ONNXRUNTIME=1`, so CI fails rather than skips). `BURNQ_PYTHON` names the
 //! interpreter (default `python3`).
 
-mod common;
-#[path = "../../burnq-quant/tests/common/golden.rs"]
-#[allow(dead_code)]
-mod golden;
-
 use burnq_data::{DatasetKind, ImageSet, Split, locate::test_locator};
 use burnq_onnx::{Agreement, ExportInfo, OnnxError, compare, run_onnxruntime, save};
 use burnq_quant::{Engine, IMAGE_PIXELS, QuantModel};
-use common::onnxruntime::{onnxruntime_available, python};
-
-fn golden_model() -> QuantModel {
-    let bytes = golden::read();
-    golden::Golden::parse(&bytes).model()
-}
+use burnq_testkit::golden;
+use burnq_testkit::onnxruntime::{onnxruntime_available, python};
 
 fn export(model: &QuantModel, dir: &std::path::Path) -> std::path::PathBuf {
     let path = dir.join("model.onnx");
@@ -50,7 +41,7 @@ fn onnxruntime_matches_burnq_on_the_mnist_test_set() {
         return;
     }
     let set = ImageSet::load(&test_locator(), DatasetKind::Mnist, Split::Test).unwrap();
-    let a = run_both(&golden_model(), &set);
+    let a = run_both(&golden::model(), &set);
     assert_eq!(a.images, 10_000);
     assert!(
         a.burnq_accuracy > 0.98,
@@ -98,7 +89,7 @@ fn onnxruntime_reproduces_the_golden_images() {
 #[test]
 fn a_missing_interpreter_is_a_runtime_error_naming_the_model() {
     let dir = tempfile::tempdir().unwrap();
-    let path = export(&golden_model(), dir.path());
+    let path = export(&golden::model(), dir.path());
     let err = run_onnxruntime("burnq-no-such-python", &path, &[0; IMAGE_PIXELS]).unwrap_err();
     assert!(matches!(err, OnnxError::Runtime { .. }), "{err:?}");
     let message = err.to_string();

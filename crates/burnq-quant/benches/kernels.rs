@@ -4,9 +4,6 @@
 //! and 10 000, 1 and 2 threads; batch 1 latency). Run with `cargo bench -p burnq-quant`; about
 //! a minute and a half.
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-
 use std::time::Duration;
 
 use burnq_quant::kernels::{self, KernelChoice, PackedLayer};
@@ -30,7 +27,7 @@ fn model() -> QuantModel {
         logits: (-8.0, 8.0),
     };
     convert(
-        &common::random_network(1),
+        &burnq_testkit::random_network(1),
         &ranges,
         InputNormalization::MNIST,
         8,
@@ -40,7 +37,7 @@ fn model() -> QuantModel {
 
 /// `len` pseudo-random codes.
 fn codes(seed: u64, len: usize) -> Vec<u8> {
-    let mut rng = common::Rng::new(seed);
+    let mut rng = burnq_testkit::Rng::new(seed);
     (0..len).map(|_| rng.next_u64() as u8).collect()
 }
 
