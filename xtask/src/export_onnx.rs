@@ -1,12 +1,15 @@
 //! `cargo xtask export-onnx`: the integer model as a standard ONNX graph (QLinearConv, uint8
 //! MaxPool, MatMulInteger; see `burnq-onnx`), and with `--verify` a run of that graph by ONNX
-//! Runtime on the test set, compared with burnq's engine.
+//! Runtime on the test set (through Python, see `burnq-onnxruntime`), compared with burnq's
+//! engine.
 
 use std::path::PathBuf;
 
+use anyhow::Context;
 use burnq_data::Split;
 use burnq_model::checkpoint::write_json_atomic;
-use burnq_onnx::{ExportInfo, compare, run_onnxruntime, save, to_onnx};
+use burnq_onnx::{ExportInfo, save, to_onnx};
+use burnq_onnxruntime::compare;
 use serde::Serialize;
 
 use crate::common::{DataArgs, dataset_dir, display_path};
@@ -109,7 +112,8 @@ pub fn run(args: ExportOnnxArgs) -> anyhow::Result<()> {
     }
 
     let set = args.data.load_limited(Split::Test, args.test_limit)?;
-    let runtime = run_onnxruntime(&args.python, &onnx_path, &set.pixels)?;
+    let runtime = burnq_onnxruntime::run(&args.python, &onnx_path, &set.pixels)
+        .context("--verify: running the ONNX graph with ONNX Runtime")?;
     let output = run_integer(&model, &set)?;
     let a = compare(&output, &runtime, &set.labels);
     let report = VerifyReport {

@@ -1,5 +1,6 @@
-//! The ONNX export run by ONNX Runtime and compared with burnq's integer engine, on the golden
-//! model (an independent implementation's 8-bit MNIST network, `shared/golden/`) over the whole
+//! The ONNX export run by ONNX Runtime (with `burnq-onnxruntime`, the runner `cargo xtask
+//! export-onnx --verify` uses) and compared with burnq's integer engine, on the golden model
+//! (an independent implementation's 8-bit MNIST network, `shared/golden/`) over the whole
 //! MNIST test set.
 //!
 //! ONNX Runtime comes from PyPI (`pip install onnxruntime onnx numpy`; `.ci/run` installs it and
@@ -7,7 +8,8 @@
 //! interpreter (default `python3`).
 
 use burnq_data::{DatasetKind, ImageSet, Split, locate::test_locator};
-use burnq_onnx::{Agreement, ExportInfo, OnnxError, compare, run_onnxruntime, save};
+use burnq_onnx::{ExportInfo, save};
+use burnq_onnxruntime::{Agreement, compare};
 use burnq_quant::{Engine, IMAGE_PIXELS, QuantModel};
 use burnq_testkit::golden;
 use burnq_testkit::onnxruntime::{onnxruntime_available, python};
@@ -25,7 +27,7 @@ fn export(model: &QuantModel, dir: &std::path::Path) -> std::path::PathBuf {
 fn run_both(model: &QuantModel, set: &ImageSet) -> Agreement {
     let dir = tempfile::tempdir().unwrap();
     let path = export(model, dir.path());
-    let runtime = run_onnxruntime(&python(), &path, &set.pixels).expect("ONNX Runtime runs");
+    let runtime = burnq_onnxruntime::run(&python(), &path, &set.pixels).expect("ONNX Runtime runs");
     let output = Engine::new(model)
         .unwrap()
         .forward_parallel(&set.pixels, set.len(), 0)
@@ -80,21 +82,8 @@ fn onnxruntime_reproduces_the_golden_images() {
     let model = g.model();
     let pixels = g.u8s("out.q_in");
     let dir = tempfile::tempdir().unwrap();
-    let runtime = run_onnxruntime(&python(), &export(&model, dir.path()), &pixels).unwrap();
+    let runtime = burnq_onnxruntime::run(&python(), &export(&model, dir.path()), &pixels).unwrap();
     let expected: Vec<i64> = g.predictions().iter().map(|&p| p as i64).collect();
     assert_eq!(runtime.classes, expected);
     assert_eq!(runtime.classes.len(), pixels.len() / IMAGE_PIXELS);
-}
-
-#[test]
-fn a_missing_interpreter_is_a_runtime_error_naming_the_model() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = export(&golden::model(), dir.path());
-    let err = run_onnxruntime("burnq-no-such-python", &path, &[0; IMAGE_PIXELS]).unwrap_err();
-    assert!(matches!(err, OnnxError::Runtime { .. }), "{err:?}");
-    let message = err.to_string();
-    assert!(
-        message.contains("model.onnx") && message.contains("pip install onnxruntime"),
-        "{message}"
-    );
 }
