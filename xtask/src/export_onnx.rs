@@ -6,13 +6,12 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use burnq_data::Split;
 use burnq_model::checkpoint::write_json_atomic;
 use burnq_onnx::{ExportInfo, save, to_onnx};
 use burnq_onnxruntime::compare;
 use serde::Serialize;
 
-use crate::common::{DataArgs, dataset_dir, display_path};
+use crate::common::{DataArgs, dataset_dir, display_path, ensure_images};
 use crate::pipeline::run_integer;
 use crate::table::markdown;
 
@@ -58,6 +57,10 @@ struct VerifyReport {
 }
 
 pub fn run(args: ExportOnnxArgs) -> anyhow::Result<()> {
+    if args.verify {
+        // Refused before anything is written.
+        ensure_images(args.test_limit.unwrap_or(1), "--test-limit")?;
+    }
     let dir = dataset_dir(args.out.as_deref(), args.data.dataset);
     let model_path = args
         .model
@@ -111,7 +114,9 @@ pub fn run(args: ExportOnnxArgs) -> anyhow::Result<()> {
         return Ok(());
     }
 
-    let set = args.data.load_limited(Split::Test, args.test_limit)?;
+    let set = args
+        .data
+        .load_test_limited(args.test_limit, "--test-limit")?;
     let runtime = burnq_onnxruntime::run(&args.python, &onnx_path, &set.pixels)
         .context("--verify: running the ONNX graph with ONNX Runtime")?;
     let output = run_integer(&model, &set)?;

@@ -137,7 +137,9 @@ pub fn run_qat(args: &QatArgs, verbose: bool) -> anyhow::Result<QatReport> {
         &device,
     )?;
     let mut train_set = args.data.load(Split::Train)?;
-    let test_set = args.data.load_limited(Split::Test, args.test_limit)?;
+    let test_set = args
+        .data
+        .load_test_limited(args.test_limit, "--test-limit")?;
     let calibration = calibrate(
         &float,
         &train_set,
