@@ -314,6 +314,27 @@ fn train_then_quantize_writes_every_artifact() {
     }
     assert!(!dir.path().join("quant/model.onnx").exists() && !Path::new(&pytorch_out).exists());
 
+    // export-onnx --verify without a usable Python: the runner's error, with xtask's context.
+    let no_python = xtask(&[
+        "export-onnx",
+        "--verify",
+        "--python",
+        "burnq-no-such-python",
+        "--test-limit",
+        "10",
+        "--offline",
+        "--out",
+        out,
+    ]);
+    let message = text(&no_python);
+    assert_eq!(no_python.status.code(), Some(1), "{message}");
+    assert!(
+        message.contains("--verify")
+            && message.contains("cannot start `burnq-no-such-python`")
+            && message.contains("pip install onnxruntime"),
+        "{message}"
+    );
+
     // A failing run leaves the previous artifacts as they were.
     let model = std::fs::read(dir.path().join("quant/model.safetensors")).unwrap();
     let empty = xtask(&[
