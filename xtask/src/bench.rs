@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use burnq_arch::write_atomic;
-use burnq_data::{IMAGE_PIXELS, ImageSet, Split};
+use burnq_data::{IMAGE_PIXELS, ImageSet};
 use burnq_model::checkpoint::{load_model, write_json_atomic};
 use burnq_model::predict::Predictor;
 use burnq_model::{BackendChoice, NetConfig};
@@ -104,7 +104,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let quant_path = models.quant_model();
     let quant = burnq_quant::load(&quant_path)
         .context("loading the integer model (`cargo xtask quantize` writes it)")?;
-    let set = args.data.load(Split::Test)?;
+    let set = args.data.load_test()?;
     let norm = args.data.dataset.normalization();
     let flex = load_model(
         &NetConfig::new(),

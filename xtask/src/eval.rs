@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use burnq_data::{IMAGE_SIDE, Split};
+use burnq_data::IMAGE_SIDE;
 use burnq_model::checkpoint::load_model;
 use burnq_model::data::ImageBatcher;
 use burnq_model::{BackendChoice, NetConfig};
@@ -37,7 +37,7 @@ pub struct EvalArgs {
 
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let dir = ArtifactDir::new(None, args.data.dataset);
-    let set = args.data.load_limited(Split::Test, args.limit)?;
+    let set = args.data.load_test_limited(args.limit, "--limit")?;
     anyhow::ensure!(
         args.dump.is_none() || args.quantized,
         "--dump needs --quantized"

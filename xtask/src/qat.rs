@@ -160,7 +160,7 @@ pub fn run_qat_command(
     let dir = ArtifactDir::new(out, data.dataset);
     let float = load_model(&NetConfig::new(), &dir.float_model(), &device)?;
     let train_set = data.load(Split::Train)?;
-    let test_set = data.load_limited(Split::Test, test_limit)?;
+    let test_set = data.load_test_limited(test_limit, "--test-limit")?;
     let out = dir.qat_run(config.weight_bits, config.act_bits, config.per_channel);
     let model_path = out.float_model();
     let progress = TrainProgress::new(config.epochs);

@@ -78,7 +78,9 @@ pub fn run(args: SweepArgs) -> anyhow::Result<()> {
     let dir = ArtifactDir::new(args.out.as_deref(), args.data.dataset);
     let model = load_model(&NetConfig::new(), &dir.float_model(), &device)?;
     let train_set = args.data.load(Split::Train)?;
-    let test_set = args.data.load_limited(Split::Test, args.test_limit)?;
+    let test_set = args
+        .data
+        .load_test_limited(args.test_limit, "--test-limit")?;
     let norm = args.data.dataset.normalization();
     let network = float_network(&model)?;
     let (float_eval, _) = evaluate(&model, &test_set, &ImageBatcher::new(norm), 1000, &device);

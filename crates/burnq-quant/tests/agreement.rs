@@ -2,13 +2,11 @@
 //! stroke images, its activation ranges are measured on a calibration set, it is converted,
 //! and the integer engine (on raw pixels, normalization folded) must mostly agree with it.
 
-mod common;
-
 use burnq_quant::{
     ActivationRanges, ConvertOptions, FloatLayer, FloatNetwork, IMAGE_PIXELS, IMAGE_SIDE,
     LayerKind, Normalization, convert,
 };
-use common::{Rng, random_network};
+use burnq_testkit::{Rng, random_network};
 
 /// Valid stride-1 convolution of one CHW image.
 fn conv(x: &[f32], side: usize, layer: &FloatLayer) -> Vec<f32> {

@@ -36,7 +36,13 @@ pub fn read() -> Vec<u8> {
     })
 }
 
+/// The golden model ([`Golden::model`] of the file [`read`] returns).
+pub fn model() -> QuantModel {
+    Golden::parse(&read()).model()
+}
+
 /// Typed access to the golden tensors; every accessor checks the dtype.
+#[derive(Debug)]
 pub struct Golden<'a>(SafeTensors<'a>);
 
 impl<'a> Golden<'a> {
