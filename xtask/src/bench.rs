@@ -209,10 +209,7 @@ fn reference_candidate(model: &QuantModel) -> Candidate<'_> {
         slow: true,
         run: Box::new(move |px| {
             let out = model.forward_reference(px, px.len() / IMAGE_PIXELS)?;
-            Ok((
-                out.predictions.iter().map(|&p| p as u8).collect(),
-                Some(out.fc2_acc),
-            ))
+            Ok((out.predictions.clone(), Some(out.fc2_acc)))
         }),
     }
 }
@@ -231,10 +228,7 @@ fn engine_candidate(engine: &Engine, threads: usize) -> Candidate<'_> {
             } else {
                 engine.forward_parallel(px, n, threads)?
             };
-            Ok((
-                out.predictions.iter().map(|&p| p as u8).collect(),
-                Some(out.fc2_acc),
-            ))
+            Ok((out.predictions.clone(), Some(out.fc2_acc)))
         }),
     }
 }

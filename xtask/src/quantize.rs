@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use crate::common::{DataArgs, display_path};
 use crate::paths::ArtifactDir;
-use crate::pipeline::{agreement, classes, layer_sqnr, run_integer};
+use crate::pipeline::{agreement, layer_sqnr, run_integer};
 use crate::table::markdown;
 
 /// Flags of `cargo xtask quantize`.
@@ -197,7 +197,7 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
         };
         results.push(engine_result(
             format!("integer {label}, {}{marker}", method.name()),
-            &classes(&out),
+            &out.predictions,
             &test_set,
             &float_pred,
         ));

@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use crate::common::{DataArgs, display_path, ensure_images};
 use crate::paths::ArtifactDir;
-use crate::pipeline::{agreement, classes, layer_sqnr, run_integer};
+use crate::pipeline::{agreement, layer_sqnr, run_integer};
 use crate::table::markdown;
 
 /// Flags of `cargo xtask sensitivity`.
@@ -70,7 +70,10 @@ pub fn run(args: SensitivityArgs) -> anyhow::Result<()> {
         .load_test_limited(args.test_limit, "--test-limit")?;
     let batcher = ImageBatcher::new(args.data.dataset.normalization());
     let (float_eval, _) = evaluate(&model, &test_set, &batcher, 1000, &device);
-    let integer_accuracy = agreement(&classes(&run_integer(&quant, &test_set)?), &test_set.labels);
+    let integer_accuracy = agreement(
+        &run_integer(&quant, &test_set)?.predictions,
+        &test_set.labels,
+    );
 
     let sqnr = layer_sqnr(&model, &quant, &test_set, args.sqnr_images, &device)?;
 

@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use crate::common::{DataArgs, display_path, progress_bar};
 use crate::paths::ArtifactDir;
-use crate::pipeline::{agreement, classes, run_integer};
+use crate::pipeline::{agreement, run_integer};
 use crate::plot::{Panel, Series, line_panels};
 use crate::qat::run_qat_command;
 use crate::quantize::convert_with;
@@ -105,7 +105,7 @@ pub fn run(args: SweepArgs) -> anyhow::Result<()> {
                 .map(|&m| {
                     let quant = convert_with(&network, &calibration, m, norm, options)?;
                     Ok(agreement(
-                        &classes(&run_integer(&quant, &test_set)?),
+                        &run_integer(&quant, &test_set)?.predictions,
                         &test_set.labels,
                     ))
                 })

@@ -126,7 +126,7 @@ pub fn compare(output: &Output, runtime: &RuntimeOutput, labels: &[u8]) -> Agree
             .filter(|(c, l)| *c == i64::from(**l))
             .count()
     };
-    let burnq_classes = || output.predictions.iter().map(|&c| c as i64);
+    let burnq_classes = || output.predictions.iter().map(|&c| i64::from(c));
     let rows_equal = |a: &[u8], b: &[u8]| {
         a.chunks_exact(NUM_CLASSES)
             .zip(b.chunks_exact(NUM_CLASSES))

@@ -171,10 +171,7 @@ pub fn run_qat(
             engine.forward_parallel(&test_set.pixels, test_set.pixels.len() / IMAGE_PIXELS, 0)
         })
         .map_err(QatError::Quant)?
-        .predictions
-        .iter()
-        .map(|&p| p as u8)
-        .collect();
+        .predictions;
     Ok(QatOutcome {
         model,
         history,

@@ -193,7 +193,7 @@ fn integer_engine_agrees_with_float_network() {
         let agree = float_logits
             .iter()
             .zip(&out.predictions)
-            .filter(|(logits, p)| float_argmax(logits) == **p)
+            .filter(|(logits, p)| float_argmax(logits) == usize::from(**p))
             .count();
         println!("{name}: {agree}/{n} predictions agree");
         assert!(
@@ -301,7 +301,7 @@ fn per_channel_weights_keep_predictions_when_channel_scales_differ() {
         out.predictions
             .iter()
             .zip(&want)
-            .filter(|(p, w)| p == w)
+            .filter(|(p, w)| usize::from(**p) == **w)
             .count()
     };
     let (tensor, channel) = (agree(false), agree(true));

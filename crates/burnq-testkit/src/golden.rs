@@ -100,10 +100,10 @@ impl<'a> Golden<'a> {
     }
 
     /// The golden predictions.
-    pub fn predictions(&self) -> Vec<usize> {
+    pub fn predictions(&self) -> Vec<u8> {
         self.i64s_as_i32("out.pred")
             .iter()
-            .map(|&p| usize::try_from(p).unwrap())
+            .map(|&p| u8::try_from(p).unwrap())
             .collect()
     }
 
