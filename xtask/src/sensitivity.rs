@@ -12,7 +12,7 @@ use burnq_model::checkpoint::{load_model, write_json_atomic};
 use burnq_model::data::ImageBatcher;
 use burnq_model::eval::evaluate;
 use burnq_model::{BackendChoice, NetConfig};
-use burnq_qat::{QatForward, QatSettings};
+use burnq_qat::{QatForward, QatSettings, Quantizer};
 use serde::Serialize;
 
 use crate::common::{DataArgs, display_path, ensure_images};
@@ -79,6 +79,7 @@ pub fn run(args: SensitivityArgs) -> anyhow::Result<()> {
 
     let ranges = calibration.ranges(calibration.method);
     let settings = QatSettings {
+        quantizer: Quantizer::Minmax,
         weight_bits: quant.weight_bits(),
         act_bits: quant.act_bits(),
         per_channel: quant.per_channel(),
