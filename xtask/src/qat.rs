@@ -173,7 +173,7 @@ pub fn run_qat_command(
     let float = load_model(&NetConfig::new(), &dir.float_model(), &device)?;
     let train_set = data.load(Split::Train)?;
     let test_set = data.load_test_limited(test_limit, "--test-limit")?;
-    let out = dir.qat_run(config.weight_bits, config.act_bits, config.per_channel);
+    let out = dir.qat_run(config);
     let model_path = out.float_model();
     let progress = TrainProgress::new(config.epochs);
     let mut on_event = |e| {
