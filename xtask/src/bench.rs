@@ -538,6 +538,47 @@ fn ratios(rows: &[Row], main_width: &str, threads: usize) -> Vec<Ratio> {
             denominator: label(den),
         })
     };
+    // The headline: each side at its best thread count (a loaded machine may favour one).
+    fn fastest(rows: Vec<&Row>) -> Option<&Row> {
+        rows.into_iter().max_by(|a, b| {
+            a.full_test_images_per_s
+                .total_cmp(&b.full_test_images_per_s)
+        })
+    }
+    fn quickest(rows: Vec<&Row>) -> Option<&Row> {
+        rows.into_iter()
+            .min_by(|a, b| a.latency_p50_us.total_cmp(&b.latency_p50_us))
+    }
+    let main_rows = || -> Vec<&Row> {
+        rows.iter()
+            .filter(measured)
+            .filter(|r| is_fast_engine(r, main_width))
+            .collect()
+    };
+    let ort_rows = || -> Vec<&Row> {
+        rows.iter()
+            .filter(measured)
+            .filter(|r| r.family == "onnxruntime")
+            .collect()
+    };
+    if let (Some(main), Some(ort)) = (fastest(main_rows()), fastest(ort_rows())) {
+        push(
+            format!(
+                "burnq {main_width} / best ONNX Runtime, each at its best thread count, img/s full test set"
+            ),
+            main.full_test_images_per_s / ort.full_test_images_per_s,
+            main,
+            ort,
+        );
+    }
+    if let (Some(main), Some(ort)) = (quickest(main_rows()), quickest(ort_rows())) {
+        push(
+            format!("best ONNX Runtime batch-1 p50 / burnq {main_width}'s, each at its best"),
+            ort.latency_p50_us / main.latency_p50_us,
+            ort,
+            main,
+        );
+    }
     let mut counts = vec![threads];
     if threads > 1 {
         counts.push(1);
@@ -546,12 +587,10 @@ fn ratios(rows: &[Row], main_width: &str, threads: usize) -> Vec<Ratio> {
         let t_label = t.to_string();
         let at_t = |r: &&Row| r.threads == t_label;
         let burnq = |w: &str| {
-            rows.iter().filter(measured).filter(at_t).find(|r| {
-                r.family == "burnq"
-                    && r.width.as_deref() == Some(w)
-                    && !r.engine.contains("generic")
-                    && !r.engine.contains("reference")
-            })
+            rows.iter()
+                .filter(measured)
+                .filter(at_t)
+                .find(|r| is_fast_engine(r, w))
         };
         let Some(main) = burnq(main_width) else {
             continue;
@@ -625,6 +664,15 @@ fn ratios(rows: &[Row], main_width: &str, threads: usize) -> Vec<Ratio> {
         }
     }
     out
+}
+
+/// Whether `r` is burnq's fast engine (not the scalar reference, not the forced generic kernel
+/// of the saved model) at width `width`.
+fn is_fast_engine(r: &Row, width: &str) -> bool {
+    r.family == "burnq"
+        && r.width.as_deref() == Some(width)
+        && !r.engine.contains("reference")
+        && !r.engine.contains("(generic)")
 }
 
 /// Latency percentiles of single-image calls, in µs (NaN when none were made).
@@ -928,7 +976,7 @@ fn write_outputs(report: &Report, args: &BenchArgs) -> anyhow::Result<()> {
     };
     let m = &report.machine;
     let header = format!(
-        "# burnq benchmark\n\n{} · {} logical cores · features {} · kernel {} · {} · Burn {} · {}{}\n\n\
+        "# burnq benchmark\n\n{} · {} logical cores · features {} · kernel {} · {} · Burn {}{} · {}\n\n\
          {} test images of {}, {} MACs/image, medians of {} runs (the scalar reference: batch-64 on \
          its first 1280 images, one full-set run, 200 latency calls).\n\
          Model files: float {} bytes, integer {} bytes; weights in memory: float {} bytes, integer {} bytes.\n\n",

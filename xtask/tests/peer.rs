@@ -215,6 +215,8 @@ fn bench_times_burnq_per_width_against_onnxruntime_in_the_same_run() {
         .map(|r| r["ratio"].as_str().unwrap())
         .collect();
     for expected in [
+        "burnq w8a8 / best ONNX Runtime, each at its best thread count, img/s full test set",
+        "best ONNX Runtime batch-1 p50 / burnq w8a8's, each at its best",
         "burnq w8a8 / best ONNX Runtime, img/s full test set, 2 thread(s)",
         "burnq w8a8 / ORT fp32, img/s full test set, 1 thread(s)",
         "best ONNX Runtime batch-1 p50 / burnq w8a8's, 1 thread(s)",
