@@ -1028,3 +1028,19 @@ fn write_outputs(report: &Report, args: &BenchArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn widths_parse_as_w_then_a() {
+        assert_eq!(parse_width("w6a8"), Ok(Some((6, 8))));
+        assert_eq!(parse_width("w2a2"), Ok(Some((2, 2))));
+        assert_eq!(parse_width("none"), Ok(None));
+        for bad in ["w9a8", "w1a1", "8a8", "w8", "w8a", "wxa4", ""] {
+            let err = parse_width(bad).unwrap_err();
+            assert!(err.contains("w<W>a<A>"), "{bad}: {err}");
+        }
+    }
+}
