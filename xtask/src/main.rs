@@ -9,6 +9,7 @@ mod import;
 mod machine;
 mod npy;
 mod paths;
+mod peer;
 mod pipeline;
 mod plot;
 mod predict;
@@ -50,7 +51,7 @@ enum Command {
     Import(import::ImportArgs),
     /// Write the integer model as an ONNX graph (QLinearConv…); --verify runs it with ONNX Runtime.
     ExportOnnx(export_onnx::ExportOnnxArgs),
-    /// Verify, then time every engine (Burn float, Burn Q8, integer reference and fast) on the test set.
+    /// Verify, then time every engine (Burn float and Q8, burnq per width, ONNX Runtime) on the test set.
     Bench(bench::BenchArgs),
 }
 

@@ -5,6 +5,7 @@
 //! ```text
 //! artifacts/<dataset>/            ArtifactDir::of(dataset) (or --out)
 //!   float/   model.bpk config.json train.json training.svg import.json
+//!            model.onnx onnxruntime.json (export-onnx --float: onnx_beside, onnxruntime_report)
 //!   quant/   model.safetensors report.json sensitivity.{json,md}
 //!            model.onnx onnxruntime.json (onnx_beside, onnxruntime_report)
 //!   calibration.json  sweep.{json,md,svg}
@@ -185,6 +186,10 @@ mod tests {
             onnxruntime_report(&onnx_beside(&dir.quant_model())),
             Path::new("/a/quant/onnxruntime.json")
         );
+        assert_eq!(
+            onnxruntime_report(&onnx_beside(&dir.float_model())),
+            Path::new("/a/float/onnxruntime.json")
+        );
         let readme = std::fs::read_to_string(project_root().join("artifacts/README.md")).unwrap();
         for f in [
             "float/model.bpk",
@@ -195,6 +200,8 @@ mod tests {
             "quant/report.json",
             "quant/model.onnx",
             "quant/onnxruntime.json",
+            "float/model.onnx",
+            "float/onnxruntime.json",
             "qat.json",
             "sweep.",
             "bench/report.",

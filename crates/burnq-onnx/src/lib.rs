@@ -9,11 +9,16 @@
 //! float where burnq uses fixed-point multipliers, so intermediate codes may differ by one
 //! near rounding ties; `cargo xtask export-onnx --verify` measures the agreement.
 //!
+//! [`to_float_onnx`] writes the float network the integer model comes from (Conv, Relu, MaxPool,
+//! Flatten, Gemm) with the same raw-pixel input: the peer that `cargo xtask bench` times ONNX
+//! Runtime on, in f32 and quantized by ONNX Runtime itself.
+//!
 //! The protobuf encoding is written here ([`proto`], [`onnx`]): no protobuf compiler, no
 //! dependency but `burnq-quant`. This crate knows nothing of Burn.
 
 mod error;
 mod export;
+mod float;
 pub mod onnx;
 pub mod proto;
 
@@ -21,6 +26,7 @@ use std::path::Path;
 
 pub use error::OnnxError;
 pub use export::{ExportInfo, OPSET, to_onnx};
+pub use float::to_float_onnx;
 
 /// Writes `model` as an ONNX file at `path`, atomically (temporary file, then rename).
 /// Returns the number of bytes written.
@@ -29,7 +35,23 @@ pub fn save(
     info: &ExportInfo,
     path: &Path,
 ) -> Result<u64, OnnxError> {
-    let bytes = to_onnx(model, info).encode();
+    write(&to_onnx(model, info), path)
+}
+
+/// Writes the float network (see [`to_float_onnx`]) as an ONNX file at `path`, atomically.
+/// Returns the number of bytes written.
+pub fn save_float(
+    network: &burnq_quant::FloatNetwork,
+    norm: burnq_quant::Normalization,
+    info: &ExportInfo,
+    path: &Path,
+) -> Result<u64, OnnxError> {
+    write(&to_float_onnx(network, norm, info), path)
+}
+
+/// Encodes `model` and writes it at `path`, atomically.
+fn write(model: &onnx::Model, path: &Path) -> Result<u64, OnnxError> {
+    let bytes = model.encode();
     burnq_arch::write_atomic(path, &bytes).map_err(|source| OnnxError::Io {
         path: path.to_owned(),
         source,

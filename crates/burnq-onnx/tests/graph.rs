@@ -120,3 +120,49 @@ fn the_encoding_starts_with_the_model_header_and_holds_every_weight() {
         );
     }
 }
+
+#[test]
+fn the_float_graph_holds_the_float_weights_with_conv1_folded() {
+    let network = burnq_testkit::random_network(7);
+    let norm = burnq_quant::Normalization::MNIST;
+    let info = ExportInfo {
+        dataset: "mnist".into(),
+        source: "random".into(),
+    };
+    let graph = burnq_onnx::to_float_onnx(&network, norm, &info);
+    let ops: Vec<&str> = graph.nodes.iter().map(|n| n.op_type).collect();
+    assert_eq!(
+        ops,
+        [
+            "Cast", "Conv", "Relu", "MaxPool", "Conv", "Relu", "MaxPool", "Flatten", "Gemm",
+            "Relu", "Gemm", "ArgMax"
+        ]
+    );
+    let f32s = |name: &str| -> Vec<f32> {
+        let t = initializer(&graph, name);
+        assert_eq!(t.data_type, DataType::Float, "{name}");
+        t.raw
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect()
+    };
+    let [conv1, conv2, fc1, fc2] = network.layers();
+    // Layers after conv1 carry their weights unchanged (Gemm with transB: out × in).
+    for (name, layer) in [("conv2", conv2), ("fc1", fc1), ("fc2", fc2)] {
+        assert_eq!(f32s(&format!("{name}.weight")), layer.weights, "{name}");
+        assert_eq!(f32s(&format!("{name}.bias")), layer.bias, "{name}");
+    }
+    assert_eq!(initializer(&graph, "fc1.weight").dims, [500, 800]);
+    // conv1 reads raw pixels: W/(255·std), b − (mean/std)·ΣW.
+    let w = f32s("conv1.weight");
+    for (folded, original) in w.iter().zip(&conv1.weights) {
+        assert!((folded * 255.0 * norm.std - original).abs() < 1e-6);
+    }
+    let b = f32s("conv1.bias");
+    let sum: f32 = conv1.weights[..25].iter().sum();
+    assert!((b[0] - (conv1.bias[0] - norm.mean / norm.std * sum)).abs() < 1e-5);
+    assert_eq!(graph.inputs[0].data_type, DataType::Uint8);
+    let outputs: Vec<&str> = graph.outputs.iter().map(|o| o.name.as_str()).collect();
+    assert_eq!(outputs, ["logits", "class"]);
+    assert_eq!(graph.nodes[10].outputs, ["logits"]);
+}

@@ -87,3 +87,70 @@ fn onnxruntime_reproduces_the_golden_images() {
     assert_eq!(runtime.classes, expected);
     assert_eq!(runtime.classes.len(), pixels.len() / IMAGE_PIXELS);
 }
+
+/// The float export runs under ONNX Runtime (its `class` is the argmax of its `logits`), is
+/// timed by the bench's runner, and ONNX Runtime's own int8 quantization of it runs too. Its
+/// agreement with Burn's forward is checked where Burn is: `xtask/tests/peer.rs`.
+#[test]
+fn the_float_export_runs_times_and_quantizes_under_onnxruntime() {
+    if !onnxruntime_available() {
+        return;
+    }
+    let set = {
+        let mut s = ImageSet::load(&test_locator(), DatasetKind::Mnist, Split::Test).unwrap();
+        s.truncate(200);
+        s
+    };
+    let network = burnq_testkit::random_network(3);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("float.onnx");
+    let info = ExportInfo {
+        dataset: "mnist".into(),
+        source: "random".into(),
+    };
+    burnq_onnx::save_float(&network, burnq_quant::Normalization::MNIST, &info, &path).unwrap();
+    let out = burnq_onnxruntime::run_float(&python(), &path, &set.pixels).expect("runs");
+    assert_eq!(out.logits.len(), 200 * 10);
+    assert!(out.logits.iter().all(|v| v.is_finite()));
+    for (row, &class) in out.logits.chunks_exact(10).zip(&out.classes) {
+        let argmax = (0..10).fold(0, |b, i| if row[i] > row[b] { i } else { b });
+        assert_eq!(class, argmax as i64);
+    }
+
+    let spec = burnq_onnxruntime::TimeSpec {
+        threads: vec![1, 2],
+        runs: 2,
+        latency_calls: 5,
+        batch: 64,
+    };
+    let timing = burnq_onnxruntime::time(&python(), &path, &set.pixels, &spec).unwrap();
+    assert_eq!(timing.classes, out.classes);
+    assert_eq!(timing.timings.len(), 2);
+    for (t, threads) in timing.timings.iter().zip([1, 2]) {
+        assert_eq!(t.threads, threads);
+        assert_eq!(t.full_images_per_s.len(), 2);
+        assert_eq!(t.batch64_images_per_s.len(), 2);
+        assert_eq!(t.latency_us.len(), 5);
+        assert!(t.full_images_per_s.iter().all(|v| *v > 0.0));
+    }
+
+    let int8 = dir.path().join("int8.onnx");
+    let config = burnq_onnxruntime::Int8Config::CANDIDATES[0];
+    burnq_onnxruntime::quantize_static(
+        &python(),
+        &path,
+        &set.pixels[..100 * IMAGE_PIXELS],
+        &int8,
+        config,
+    )
+    .expect("quantize_static runs");
+    let q = burnq_onnxruntime::run_float(&python(), &int8, &set.pixels).expect("int8 runs");
+    let same = q
+        .classes
+        .iter()
+        .zip(&out.classes)
+        .filter(|(a, b)| a == b)
+        .count();
+    // A random network's logits are close together, so int8 may flip some classes.
+    assert!(same >= 150, "int8 agrees with fp32 on {same} of 200 images");
+}

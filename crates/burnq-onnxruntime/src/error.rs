@@ -66,4 +66,16 @@ pub enum RuntimeError {
         /// The length expected.
         expected: usize,
     },
+    /// The runner's report (JSON on standard output) could not be read.
+    #[error(
+        "ONNX Runtime could not run {}: its report is not what burnq expects: {source} (it needs Python 3 with `pip install onnxruntime onnx numpy`)",
+        model.display()
+    )]
+    Report {
+        /// The ONNX file.
+        model: PathBuf,
+        /// The parser's error.
+        #[source]
+        source: serde_json::Error,
+    },
 }

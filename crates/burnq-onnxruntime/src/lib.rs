@@ -2,12 +2,16 @@
 //! reference distribution: `pip install onnxruntime onnx numpy`) and measuring how far its
 //! outputs are from burnq's integer engine.
 //!
+//! It also makes ONNX Runtime the peer timed by `cargo xtask bench` ([`time`], and
+//! [`quantize_static`]: ONNX Runtime's own int8 quantization of the float export).
+//!
 //! This is the one place burnq starts a Python interpreter. It serves `cargo xtask export-onnx
 //! --verify` and the tests that run the exported graph (burnq-onnx's and xtask's), so it is a
 //! crate of its own: the exporter library stays free of subprocesses, and the command and the
 //! tests share one runner. Like `burnq-onnx`, it knows nothing of Burn.
 
 mod error;
+mod peer;
 
 use std::path::Path;
 use std::process::Command;
@@ -15,6 +19,7 @@ use std::process::Command;
 use burnq_quant::{IMAGE_PIXELS, NUM_CLASSES, Output};
 
 pub use error::RuntimeError;
+pub use peer::{Int8Config, Int8Format, ThreadTiming, TimeSpec, Timing, quantize_static, time};
 
 /// The Python side: checks the model with the ONNX checker and runs it on the CPU.
 const SCRIPT: &str = include_str!("onnxruntime.py");
@@ -36,20 +41,140 @@ pub struct RuntimeOutput {
 /// `python` (e.g. `"python3"`) with the `onnxruntime`, `onnx` and `numpy` packages.
 pub fn run(python: &str, model: &Path, pixels: &[u8]) -> Result<RuntimeOutput, RuntimeError> {
     let n = pixels.len() / IMAGE_PIXELS;
+    let (versions, outputs) = run_graph(python, model, pixels)?;
+    let logits_u8 = outputs.read("logits_u8.bin", 1, n * NUM_CLASSES)?;
+    let fc2_acc = outputs
+        .read("fc2_acc.bin", 4, n * NUM_CLASSES)?
+        .chunks_exact(4)
+        .map(|c| i32::from_le_bytes(c.try_into().expect("4 bytes")))
+        .collect();
+    let classes = outputs.classes(n)?;
+    Ok(RuntimeOutput {
+        logits_u8,
+        fc2_acc,
+        classes,
+        versions,
+    })
+}
+
+/// ONNX Runtime's outputs of the float graph (`burnq_onnx::to_float_onnx`) for `n` images.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FloatRuntimeOutput {
+    /// `logits`, `[n, 10]`.
+    pub logits: Vec<f32>,
+    /// `class`, `[n]`.
+    pub classes: Vec<i64>,
+    /// Versions reported by the runtime.
+    pub versions: String,
+}
+
+/// Runs the float ONNX model at `model` (see `burnq_onnx::to_float_onnx`) on `n × 784` raw
+/// pixels with ONNX Runtime.
+pub fn run_float(
+    python: &str,
+    model: &Path,
+    pixels: &[u8],
+) -> Result<FloatRuntimeOutput, RuntimeError> {
+    let n = pixels.len() / IMAGE_PIXELS;
+    let (versions, outputs) = run_graph(python, model, pixels)?;
+    let logits = outputs
+        .read("logits.bin", 4, n * NUM_CLASSES)?
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+        .collect();
+    Ok(FloatRuntimeOutput {
+        logits,
+        classes: outputs.classes(n)?,
+        versions,
+    })
+}
+
+/// The folder the runner wrote a graph's outputs to, one raw file per output.
+pub(crate) struct Outputs<'a> {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) model: &'a Path,
+}
+
+impl Outputs<'_> {
+    /// `name`'s bytes, which must hold `len` elements of `width` bytes.
+    fn read(&self, name: &'static str, width: usize, len: usize) -> Result<Vec<u8>, RuntimeError> {
+        let bytes =
+            std::fs::read(self.dir.path().join(name)).map_err(|source| RuntimeError::Io {
+                model: self.model.to_owned(),
+                source,
+            })?;
+        if bytes.len() != len * width {
+            return Err(RuntimeError::Output {
+                model: self.model.to_owned(),
+                file: name,
+                len: bytes.len(),
+                expected: len * width,
+            });
+        }
+        Ok(bytes)
+    }
+
+    /// The `class` output of `n` images.
+    pub(crate) fn classes(&self, n: usize) -> Result<Vec<i64>, RuntimeError> {
+        Ok(self
+            .read("class.bin", 8, n)?
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")))
+            .collect())
+    }
+}
+
+/// Runs `onnxruntime.py` on `model`: the versions it reports and the folder of its outputs.
+fn run_graph<'a>(
+    python: &str,
+    model: &'a Path,
+    pixels: &[u8],
+) -> Result<(String, Outputs<'a>), RuntimeError> {
+    let n = pixels.len() / IMAGE_PIXELS;
+    let (dir, pixels_path) = stage(model, "pixels.bin", pixels)?;
+    let stdout = invoke(
+        python,
+        model,
+        SCRIPT,
+        [
+            model.as_os_str(),
+            pixels_path.as_os_str(),
+            n.to_string().as_ref(),
+            dir.path().as_os_str(),
+        ],
+    )?;
+    Ok((stdout.trim().to_owned(), Outputs { dir, model }))
+}
+
+/// A temporary folder holding `bytes` as the file `name`, for the runner of `model` to read
+/// (and to write its outputs beside): the folder and the file's path.
+fn stage(
+    model: &Path,
+    name: &str,
+    bytes: &[u8],
+) -> Result<(tempfile::TempDir, std::path::PathBuf), RuntimeError> {
     let io = |source| RuntimeError::Io {
         model: model.to_owned(),
         source,
     };
     let dir = tempfile::tempdir().map_err(io)?;
-    let pixels_path = dir.path().join("pixels.bin");
-    std::fs::write(&pixels_path, pixels).map_err(io)?;
+    let path = dir.path().join(name);
+    std::fs::write(&path, bytes).map_err(io)?;
+    Ok((dir, path))
+}
+
+/// Runs `python -c script args…` for `model`; returns its standard output, or the typed error
+/// (the last line of standard error when it fails).
+fn invoke<'a>(
+    python: &str,
+    model: &Path,
+    script: &str,
+    args: impl IntoIterator<Item = &'a std::ffi::OsStr>,
+) -> Result<String, RuntimeError> {
     let output = Command::new(python)
         .arg("-c")
-        .arg(SCRIPT)
-        .arg(model)
-        .arg(&pixels_path)
-        .arg(n.to_string())
-        .arg(dir.path())
+        .arg(script)
+        .args(args)
         .output()
         .map_err(|source| RuntimeError::Start {
             model: model.to_owned(),
@@ -66,33 +191,7 @@ pub fn run(python: &str, model: &Path, pixels: &[u8]) -> Result<RuntimeOutput, R
             message: last.unwrap_or("no message").to_owned(),
         });
     }
-    let read = |name: &'static str, width: usize, len: usize| -> Result<Vec<u8>, RuntimeError> {
-        let bytes = std::fs::read(dir.path().join(name)).map_err(io)?;
-        if bytes.len() != len * width {
-            return Err(RuntimeError::Output {
-                model: model.to_owned(),
-                file: name,
-                len: bytes.len(),
-                expected: len * width,
-            });
-        }
-        Ok(bytes)
-    };
-    let logits_u8 = read("logits_u8.bin", 1, n * NUM_CLASSES)?;
-    let fc2_acc = read("fc2_acc.bin", 4, n * NUM_CLASSES)?
-        .chunks_exact(4)
-        .map(|c| i32::from_le_bytes(c.try_into().expect("4 bytes")))
-        .collect();
-    let classes = read("class.bin", 8, n)?
-        .chunks_exact(8)
-        .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")))
-        .collect();
-    Ok(RuntimeOutput {
-        logits_u8,
-        fc2_acc,
-        classes,
-        versions: String::from_utf8_lossy(&output.stdout).trim().to_owned(),
-    })
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 /// How closely a runtime reproduces burnq on the same images.
