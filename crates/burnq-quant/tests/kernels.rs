@@ -6,7 +6,9 @@
 //! multipliers in each channel.
 //!
 //! `kernel_tests!` generates the suite once per kernel implementation. On a CPU without AVX2
-//! the AVX2 tests print `SKIPPED: no AVX2`, or fail if `BURNQ_REQUIRE_AVX2=1`.
+//! the AVX2 tests (`avx2`, `avx2_maddubs`) print `SKIPPED: no AVX2`, or fail if
+//! `BURNQ_REQUIRE_AVX2=1`; without AVX-512 VNNI the `avx512_vnni` tests print
+//! `SKIPPED: no AVX-512 VNNI`, or fail if `BURNQ_REQUIRE_AVX512_VNNI=1`.
 
 mod common;
 
@@ -623,6 +625,8 @@ macro_rules! kernel_tests {
 kernel_tests! {
     generic: KernelChoice::Generic;
     avx2: KernelChoice::Avx2;
+    avx2_maddubs: KernelChoice::Avx2Maddubs;
+    avx512_vnni: KernelChoice::Avx512Vnni;
 }
 
 #[test]

@@ -13,33 +13,54 @@
 //! `vpsllvd`/`vpsravd` with a blend for the saturating left shift, `vpmuldq` on even and odd
 //! lanes for the 64-bit products of SRDHM, then RDBP and the clamp in 32-bit lanes.
 //!
+//! **Byte GEMMs.** An [`Avx2`] token may carry a byte GEMM `B` ([`super::maddubs`],
+//! [`super::vnni`]), which then runs every layer it [accepts](ByteIsa::accepts); the `i16`
+//! GEMM here runs the others. The byte tiles end with this module's epilogue ([`finish`]).
+//!
 //! Every `#[target_feature(enable = "avx2")]` function here is only called through an
 //! [`Avx2`] token, which exists only once AVX2 has been detected. Functions that are the same
 //! algorithm as the portable kernel are thin wrappers that compile it again with AVX2.
 
 use std::arch::x86_64::*;
 
+use super::bytes::{ByteForm, ByteIsa, NoBytes, Outer};
 use super::choice::KernelChoice;
 use super::generic;
 use super::isa::{Isa, TileBias, TileOut};
-use super::pack::{self, MR, NR};
+use super::pack::{self, GROUP, MR, MRB, NR};
 use super::requant::{Lanes, LayerRequant};
 use crate::{QuantError, Requant};
 
-/// Proof that this CPU supports AVX2: the only way to reach the AVX2 code.
+/// Proof that this CPU supports AVX2: the only way to reach the AVX2 code. Carries the byte
+/// GEMM `B`, if any (a token of its own CPU features).
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Avx2(());
+pub(crate) struct Avx2<B = NoBytes> {
+    bytes: Option<B>,
+}
 
 impl Avx2 {
     /// The token, or an error if the CPU lacks AVX2.
     pub(crate) fn new() -> Result<Self, QuantError> {
-        KernelChoice::Avx2.check_available().map(|()| Self(()))
+        KernelChoice::Avx2
+            .check_available()
+            .map(|()| Self { bytes: None })
+    }
+
+    /// This token, running the layers `bytes` accepts with it.
+    pub(crate) fn with_bytes<B: ByteIsa>(self, bytes: B) -> Avx2<B> {
+        Avx2 { bytes: Some(bytes) }
     }
 }
 
 // SAFETY (every `unsafe` block in this impl): the callees need AVX2, and an `Avx2` value
 // exists only if `Avx2::new` detected it.
-impl Isa for Avx2 {
+impl<B: ByteIsa> Isa for Avx2<B> {
+    type Bytes = B;
+
+    fn bytes(self, form: &ByteForm) -> Option<B> {
+        self.bytes.filter(|b| b.accepts(form))
+    }
+
     fn tile(self, rows: usize, a: &[i32], b: &[i16], bias: TileBias<'_>, out: TileOut<'_>) {
         unsafe {
             match rows {
@@ -81,7 +102,7 @@ impl Isa for Avx2 {
 
 /// Eight `i32` from memory (unaligned).
 #[target_feature(enable = "avx2")]
-fn load(v: &[i32; 8]) -> __m256i {
+pub(super) fn load(v: &[i32; 8]) -> __m256i {
     // SAFETY: `v` is 32 readable bytes; `loadu` has no alignment requirement.
     unsafe { _mm256_loadu_si256(v.as_ptr().cast()) }
 }
@@ -109,7 +130,7 @@ fn store_i16(dst: &mut [i16; 16], v: __m256i) {
 
 /// Stores eight `i32` (unaligned).
 #[target_feature(enable = "avx2")]
-fn store(dst: &mut [i32; 8], v: __m256i) {
+pub(super) fn store(dst: &mut [i32; 8], v: __m256i) {
     // SAFETY: `dst` is 32 writable bytes; `storeu` has no alignment requirement.
     unsafe { _mm256_storeu_si256(dst.as_mut_ptr().cast(), v) }
 }
@@ -123,7 +144,7 @@ fn store_u8x8(dst: &mut [u8; 8], v: __m128i) {
 
 /// Stores sixteen bytes.
 #[target_feature(enable = "avx2")]
-fn store_u8x16(dst: &mut [u8; 16], v: __m128i) {
+pub(super) fn store_u8x16(dst: &mut [u8; 16], v: __m128i) {
     // SAFETY: `dst` is 16 writable bytes; `storeu` has no alignment requirement.
     unsafe { _mm_storeu_si128(dst.as_mut_ptr().cast(), v) }
 }
@@ -131,19 +152,7 @@ fn store_u8x16(dst: &mut [u8; 16], v: __m128i) {
 /// One GEMM tile of `R` rows, as [`Isa::tile`].
 #[target_feature(enable = "avx2")]
 fn tile<const R: usize>(a: &[i32], b: &[i16], bias: TileBias<'_>, out: TileOut<'_>) {
-    const { assert!(R >= 1 && R <= MR) };
-    let mut acc = [[_mm256_setzero_si256(); 2]; R];
-    match bias {
-        TileBias::Rows(bias) => {
-            for (row, &b) in acc.iter_mut().zip(bias) {
-                *row = [_mm256_set1_epi32(b); 2];
-            }
-        }
-        TileBias::Cols(bias) => {
-            let (halves, _) = bias.as_chunks::<8>();
-            acc.fill([load(&halves[0]), load(&halves[1])]);
-        }
-    }
+    let mut acc = init::<R>(bias);
     let (a, _) = a.as_chunks::<MR>();
     let (b, _) = b.as_chunks::<{ 2 * NR }>();
     for (a, b) in a.iter().zip(b) {
@@ -155,6 +164,27 @@ fn tile<const R: usize>(a: &[i32], b: &[i16], bias: TileBias<'_>, out: TileOut<'
             row[1] = _mm256_add_epi32(row[1], _mm256_madd_epi16(pair, b1));
         }
     }
+    finish(&acc, out);
+}
+
+/// The accumulators of a tile of `R ≤ MRB` rows, set to the bias: two vectors of eight
+/// columns per row.
+#[target_feature(enable = "avx2")]
+pub(super) fn init<const R: usize>(bias: TileBias<'_>) -> [[__m256i; 2]; R] {
+    const { assert!(R >= 1 && R <= MRB) };
+    match bias {
+        TileBias::Rows(bias) => std::array::from_fn(|r| [_mm256_set1_epi32(bias[r]); 2]),
+        TileBias::Cols(bias) => {
+            let (halves, _) = bias.as_chunks::<8>();
+            [[load(&halves[0]), load(&halves[1])]; R]
+        }
+    }
+}
+
+/// A tile's epilogue: writes the accumulators of its rows to `out` (requantized, for
+/// [`TileOut::Requant`]).
+#[target_feature(enable = "avx2")]
+pub(super) fn finish(acc: &[[__m256i; 2]], out: TileOut<'_>) {
     match out {
         TileOut::Acc { c, ld, cols: NR } => {
             for (r, row) in acc.iter().enumerate() {
@@ -179,13 +209,13 @@ fn tile<const R: usize>(a: &[i32], b: &[i16], bias: TileBias<'_>, out: TileOut<'
             }
         }
         partial => {
-            let mut rows = [[0; NR]; R];
-            for (dst, row) in rows.iter_mut().zip(&acc) {
+            let mut rows = [[0; NR]; MRB];
+            for (dst, row) in rows.iter_mut().zip(acc) {
                 let (dst, _) = dst.as_chunks_mut::<8>();
                 store(&mut dst[0], row[0]);
                 store(&mut dst[1], row[1]);
             }
-            generic::store_tile(&rows, partial);
+            generic::store_tile(&rows[..acc.len()], partial);
         }
     }
 }
@@ -317,6 +347,52 @@ fn im2col_panel(input: &[u8], k_off: &[usize], cols: &[usize], z: i32, out: &mut
         let (dst, _) = step.as_chunks_mut::<NR>();
         store_i16(&mut dst[0], _mm256_permute2x128_si256::<0x20>(lo, hi));
         store_i16(&mut dst[1], _mm256_permute2x128_si256::<0x31>(lo, hi));
+    }
+}
+
+/// [`pack::im2col_bytes`]. A full panel whose two halves are runs of eight consecutive bytes
+/// takes, per group of four `k`, four pairs of 8-byte loads transposed in registers (bytes,
+/// then 16-bit units interleaved) into the sixteen columns' groups; other panels run the
+/// portable algorithm, compiled with AVX2.
+#[target_feature(enable = "avx2")]
+pub(super) fn im2col_bytes(input: &[u8], k_off: &[usize], cols: &[usize], out: &mut [u8]) {
+    let runs = cols.len() == NR && (1..NR).all(|c| c == NR / 2 || cols[c] == cols[c - 1] + 1);
+    if !runs {
+        return pack::im2col_bytes(input, k_off, cols, out);
+    }
+    let (first, second) = (cols[0], cols[NR / 2]);
+    // Row k of the panel: its 16 codes, zero past the last k.
+    let row = |k: usize| match k_off.get(k) {
+        Some(&base) => _mm_unpacklo_epi64(
+            load_u8x8(input[base + first..][..8].try_into().unwrap()),
+            load_u8x8(input[base + second..][..8].try_into().unwrap()),
+        ),
+        None => _mm_setzero_si128(),
+    };
+    let (steps, _) = out.as_chunks_mut::<{ GROUP * NR }>();
+    for (g, step) in steps.iter_mut().enumerate() {
+        let [r0, r1, r2, r3] = std::array::from_fn(|j| row(GROUP * g + j));
+        let (t0, t1) = (_mm_unpacklo_epi8(r0, r1), _mm_unpackhi_epi8(r0, r1));
+        let (t2, t3) = (_mm_unpacklo_epi8(r2, r3), _mm_unpackhi_epi8(r2, r3));
+        let (dst, _) = step.as_chunks_mut::<16>();
+        store_u8x16(&mut dst[0], _mm_unpacklo_epi16(t0, t2));
+        store_u8x16(&mut dst[1], _mm_unpackhi_epi16(t0, t2));
+        store_u8x16(&mut dst[2], _mm_unpacklo_epi16(t1, t3));
+        store_u8x16(&mut dst[3], _mm_unpackhi_epi16(t1, t3));
+    }
+}
+
+/// Adds the rank-one correction of a byte tile: `acc[r][c] += outer.rows[r]·outer.cols[c]`
+/// (`vpmulld`, wrapping like every accumulation).
+#[target_feature(enable = "avx2")]
+pub(super) fn add_outer(acc: &mut [[__m256i; 2]], outer: Outer<'_>) {
+    let (cols, _) = outer.cols.as_chunks::<8>();
+    let cols = [load(&cols[0]), load(&cols[1])];
+    for (row, &f) in acc.iter_mut().zip(outer.rows) {
+        let f = _mm256_set1_epi32(f);
+        for (v, c) in row.iter_mut().zip(cols) {
+            *v = _mm256_add_epi32(*v, _mm256_mullo_epi32(f, c));
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 //!
 //! Requantization here is [`Requant::apply`](crate::Requant::apply) itself, the definition.
 
+use super::bytes::{ByteForm, NoBytes};
 use super::isa::{Isa, TileBias, TileOut};
 use super::pack::{self, MR, NR, unpair};
 use super::requant::LayerRequant;
@@ -15,6 +16,12 @@ use crate::Requant;
 pub(crate) struct Generic;
 
 impl Isa for Generic {
+    type Bytes = NoBytes;
+
+    fn bytes(self, _: &ByteForm) -> Option<NoBytes> {
+        None
+    }
+
     fn tile(self, rows: usize, a: &[i32], b: &[i16], bias: TileBias<'_>, out: TileOut<'_>) {
         let mut acc = [[0i32; NR]; MR];
         match bias {
