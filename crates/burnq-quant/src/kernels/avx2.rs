@@ -101,6 +101,7 @@ impl<B: ByteIsa> Isa for Avx2<B> {
 }
 
 /// Eight `i32` from memory (unaligned).
+#[inline]
 #[target_feature(enable = "avx2")]
 pub(super) fn load(v: &[i32; 8]) -> __m256i {
     // SAFETY: `v` is 32 readable bytes; `loadu` has no alignment requirement.
@@ -129,6 +130,7 @@ fn store_i16(dst: &mut [i16; 16], v: __m256i) {
 }
 
 /// Stores eight `i32` (unaligned).
+#[inline]
 #[target_feature(enable = "avx2")]
 pub(super) fn store(dst: &mut [i32; 8], v: __m256i) {
     // SAFETY: `dst` is 32 writable bytes; `storeu` has no alignment requirement.
@@ -143,6 +145,7 @@ fn store_u8x8(dst: &mut [u8; 8], v: __m128i) {
 }
 
 /// Stores sixteen bytes.
+#[inline]
 #[target_feature(enable = "avx2")]
 pub(super) fn store_u8x16(dst: &mut [u8; 16], v: __m128i) {
     // SAFETY: `dst` is 16 writable bytes; `storeu` has no alignment requirement.
@@ -169,6 +172,7 @@ fn tile<const R: usize>(a: &[i32], b: &[i16], bias: TileBias<'_>, out: TileOut<'
 
 /// The accumulators of a tile of `R ≤ MRB` rows, set to the bias: two vectors of eight
 /// columns per row.
+#[inline]
 #[target_feature(enable = "avx2")]
 pub(super) fn init<const R: usize>(bias: TileBias<'_>) -> [[__m256i; 2]; R] {
     const { assert!(R >= 1 && R <= MRB) };
@@ -183,6 +187,7 @@ pub(super) fn init<const R: usize>(bias: TileBias<'_>) -> [[__m256i; 2]; R] {
 
 /// A tile's epilogue: writes the accumulators of its rows to `out` (requantized, for
 /// [`TileOut::Requant`]).
+#[inline]
 #[target_feature(enable = "avx2")]
 pub(super) fn finish(acc: &[[__m256i; 2]], out: TileOut<'_>) {
     match out {
@@ -351,27 +356,57 @@ fn im2col_panel(input: &[u8], k_off: &[usize], cols: &[usize], z: i32, out: &mut
 }
 
 /// [`pack::im2col_bytes`]. A full panel whose two halves are runs of eight consecutive bytes
-/// takes, per group of four `k`, four pairs of 8-byte loads transposed in registers (bytes,
-/// then 16-bit units interleaved) into the sixteen columns' groups; other panels run the
-/// portable algorithm, compiled with AVX2.
+/// takes, per group of four `k`, one 16-byte load per row (two 8-byte loads where the halves
+/// are apart), transposed in registers (bytes, then 16-bit units interleaved) into the sixteen
+/// columns' groups; other panels run the portable algorithm, compiled with AVX2.
 #[target_feature(enable = "avx2")]
 pub(super) fn im2col_bytes(input: &[u8], k_off: &[usize], cols: &[usize], out: &mut [u8]) {
     let runs = cols.len() == NR && (1..NR).all(|c| c == NR / 2 || cols[c] == cols[c - 1] + 1);
-    if !runs {
+    let in_bounds = || {
+        let end = k_off
+            .iter()
+            .max()
+            .map(|&k| k + cols[NR / 2].max(cols[0]) + 8);
+        end.is_some_and(|end| end <= input.len())
+    };
+    if !runs || !in_bounds() {
         return pack::im2col_bytes(input, k_off, cols, out);
     }
     let (first, second) = (cols[0], cols[NR / 2]);
-    // Row k of the panel: its 16 codes, zero past the last k.
-    let row = |k: usize| match k_off.get(k) {
-        Some(&base) => _mm_unpacklo_epi64(
-            load_u8x8(input[base + first..][..8].try_into().unwrap()),
-            load_u8x8(input[base + second..][..8].try_into().unwrap()),
-        ),
-        None => _mm_setzero_si128(),
+    let contiguous = second == first + 8;
+    // Row k of the panel: its 16 codes.
+    let row = |k: usize| {
+        // SAFETY: `k_off[k] + max(first, second) + 8 ≤ input.len()` (checked above), so both
+        // 8-byte loads (or the one 16-byte load, `second = first + 8`) are in bounds;
+        // unaligned loads.
+        unsafe {
+            let base = input.as_ptr().add(k_off[k]);
+            if contiguous {
+                _mm_loadu_si128(base.add(first).cast())
+            } else {
+                _mm_unpacklo_epi64(
+                    _mm_loadl_epi64(base.add(first).cast()),
+                    _mm_loadl_epi64(base.add(second).cast()),
+                )
+            }
+        }
     };
     let (steps, _) = out.as_chunks_mut::<{ GROUP * NR }>();
+    let whole = k_off.len() / GROUP;
     for (g, step) in steps.iter_mut().enumerate() {
-        let [r0, r1, r2, r3] = std::array::from_fn(|j| row(GROUP * g + j));
+        let [r0, r1, r2, r3] = if g < whole {
+            [
+                row(GROUP * g),
+                row(GROUP * g + 1),
+                row(GROUP * g + 2),
+                row(GROUP * g + 3),
+            ]
+        } else {
+            std::array::from_fn(|j| match GROUP * g + j < k_off.len() {
+                true => row(GROUP * g + j),
+                false => _mm_setzero_si128(),
+            })
+        };
         let (t0, t1) = (_mm_unpacklo_epi8(r0, r1), _mm_unpackhi_epi8(r0, r1));
         let (t2, t3) = (_mm_unpacklo_epi8(r2, r3), _mm_unpackhi_epi8(r2, r3));
         let (dst, _) = step.as_chunks_mut::<16>();
@@ -384,6 +419,7 @@ pub(super) fn im2col_bytes(input: &[u8], k_off: &[usize], cols: &[usize], out: &
 
 /// Adds the rank-one correction of a byte tile: `acc[r][c] += outer.rows[r]·outer.cols[c]`
 /// (`vpmulld`, wrapping like every accumulation).
+#[inline]
 #[target_feature(enable = "avx2")]
 pub(super) fn add_outer(acc: &mut [[__m256i; 2]], outer: Outer<'_>) {
     let (cols, _) = outer.cols.as_chunks::<8>();
