@@ -87,8 +87,8 @@ impl<B: ByteIsa> Isa for Avx2<B> {
         unsafe { requant_channels(acc, requant, out) }
     }
 
-    fn max_rows(self, top: &[i32], bottom: &[i32], out: &mut [i32]) {
-        unsafe { max_rows(top, bottom, out) }
+    fn max_rows(self, plane: &[i32], width: usize, rows: usize, out: &mut [i32]) {
+        unsafe { max_rows(plane, width, rows, out) }
     }
 
     fn pool_pairs_requant(self, rows: &[i32], requant: &LayerRequant, o: usize, out: &mut [u8]) {
@@ -229,12 +229,17 @@ pub(super) fn finish(acc: &[[__m256i; 2]], out: TileOut<'_>) {
 /// [`super::requant`] for the stages); the results are codes in `[0, 255]`.
 #[target_feature(enable = "avx2")]
 fn requant8(acc: __m256i, p: &Lanes) -> __m256i {
-    // 1. a = sat(acc · 2^left): shifting back must give acc, else saturate by sign.
-    let left = load(&p.left);
-    let shifted = _mm256_sllv_epi32(acc, left);
-    let exact = _mm256_cmpeq_epi32(_mm256_srav_epi32(shifted, left), acc);
-    let saturated = _mm256_xor_si256(_mm256_srai_epi32::<31>(acc), _mm256_set1_epi32(i32::MAX));
-    let a = _mm256_blendv_epi8(saturated, shifted, exact);
+    // 1. a = sat(acc · 2^left): shifting back must give acc, else saturate by sign (skipped
+    //    where no lane shifts left, the usual case M < 1).
+    let a = if p.any_left {
+        let left = load(&p.left);
+        let shifted = _mm256_sllv_epi32(acc, left);
+        let exact = _mm256_cmpeq_epi32(_mm256_srav_epi32(shifted, left), acc);
+        let saturated = _mm256_xor_si256(_mm256_srai_epi32::<31>(acc), _mm256_set1_epi32(i32::MAX));
+        _mm256_blendv_epi8(saturated, shifted, exact)
+    } else {
+        acc
+    };
     // 2. x = ⌊(a·m0 + 2^30) / 2^31⌋: bits 31..62 of the 64-bit sums, even and odd lanes apart.
     let m0 = load(&p.m0);
     let nudge = _mm256_set1_epi64x(1 << 30);
@@ -434,8 +439,8 @@ pub(super) fn add_outer(acc: &mut [[__m256i; 2]], outer: Outer<'_>) {
 
 /// [`generic::max_rows`] compiled with AVX2.
 #[target_feature(enable = "avx2")]
-fn max_rows(top: &[i32], bottom: &[i32], out: &mut [i32]) {
-    generic::max_rows(top, bottom, out);
+fn max_rows(plane: &[i32], width: usize, rows: usize, out: &mut [i32]) {
+    generic::max_rows(plane, width, rows, out);
 }
 
 /// [`generic::max_pool_row`] compiled with AVX2.

@@ -113,8 +113,9 @@ pub(crate) trait Isa: Copy {
     /// `out[c] = requant_c(acc[c])` over the channels `0..acc.len()` of `requant`.
     fn requant_channels(self, acc: &[i32], requant: &LayerRequant, out: &mut [u8]);
 
-    /// `out[x] = max(top[x], bottom[x])`.
-    fn max_rows(self, top: &[i32], bottom: &[i32], out: &mut [i32]);
+    /// Vertical maxima of row pairs of a plane of rows `width` apart: with `w = out.len() / rows`,
+    /// `out[y·w + x] = max(plane[2y·width + x], plane[(2y + 1)·width + x])` for `x < w ≤ width`.
+    fn max_rows(self, plane: &[i32], width: usize, rows: usize, out: &mut [i32]);
 
     /// `out[j] = requant_o(max(rows[2j], rows[2j + 1]))` for the one channel `o`,
     /// `rows.len() = 2·out.len()`: the horizontal half of a 2×2 max-pool, then requantization

@@ -134,11 +134,7 @@ pub(crate) fn pool_requant_image<K: Isa>(
         .chunks_exact(plan.positions())
         .zip(out.chunks_exact_mut(ph * pw));
     for (o, (plane, pooled)) in planes.take(layer.out_channels()).enumerate() {
-        for (py, vertical) in rows.chunks_exact_mut(2 * pw).enumerate() {
-            let top = &plane[2 * py * ow..][..2 * pw];
-            let bottom = &plane[(2 * py + 1) * ow..][..2 * pw];
-            isa.max_rows(top, bottom, vertical);
-        }
+        isa.max_rows(plane, ow, ph, rows);
         isa.pool_pairs_requant(rows, requant, o, pooled);
     }
 }
