@@ -27,7 +27,7 @@ use super::bytes::{ByteForm, ByteIsa, NoBytes, Outer};
 use super::choice::KernelChoice;
 use super::generic;
 use super::isa::{Isa, TileBias, TileOut};
-use super::pack::{self, GROUP, MR, MRB, NR};
+use super::pack::{self, GROUP, Im2col, MR, MRB, NR};
 use super::requant::{Lanes, LayerRequant};
 use crate::{QuantError, Requant};
 
@@ -365,53 +365,74 @@ fn im2col_panel(input: &[u8], k_off: &[usize], cols: &[usize], z: i32, out: &mut
 /// are apart), transposed in registers (bytes, then 16-bit units interleaved) into the sixteen
 /// columns' groups; other panels run the portable algorithm, compiled with AVX2.
 #[target_feature(enable = "avx2")]
-pub(super) fn im2col_bytes(input: &[u8], k_off: &[usize], cols: &[usize], out: &mut [u8]) {
+pub(super) fn im2col_bytes(input: &[u8], plan: &Im2col, cols: &[usize], out: &mut [u8]) {
+    let k_off = plan.k_offsets();
     let runs = cols.len() == NR && (1..NR).all(|c| c == NR / 2 || cols[c] == cols[c - 1] + 1);
-    let in_bounds = || {
-        let end = k_off
-            .iter()
-            .max()
-            .map(|&k| k + cols[NR / 2].max(cols[0]) + 8);
-        end.is_some_and(|end| end <= input.len())
-    };
-    if !runs || !in_bounds() {
+    if !runs || plan.max_k_offset() + cols[0].max(cols[NR / 2]) + 8 > input.len() {
         return pack::im2col_bytes(input, k_off, cols, out);
     }
     let (first, second) = (cols[0], cols[NR / 2]);
-    let contiguous = second == first + 8;
-    // Row k of the panel: its 16 codes.
-    let row = |k: usize| {
-        // SAFETY: `k_off[k] + max(first, second) + 8 ≤ input.len()` (checked above), so both
-        // 8-byte loads (or the one 16-byte load, `second = first + 8`) are in bounds;
-        // unaligned loads.
-        unsafe {
-            let base = input.as_ptr().add(k_off[k]);
-            if contiguous {
-                _mm_loadu_si128(base.add(first).cast())
-            } else {
-                _mm_unpacklo_epi64(
-                    _mm_loadl_epi64(base.add(first).cast()),
-                    _mm_loadl_epi64(base.add(second).cast()),
-                )
-            }
-        }
-    };
-    let (steps, _) = out.as_chunks_mut::<{ GROUP * NR }>();
-    let whole = k_off.len() / GROUP;
-    for (g, step) in steps.iter_mut().enumerate() {
-        let [r0, r1, r2, r3] = if g < whole {
-            [
-                row(GROUP * g),
-                row(GROUP * g + 1),
-                row(GROUP * g + 2),
-                row(GROUP * g + 3),
-            ]
+    // SAFETY: every row reads 8 bytes from `k_off[k] + first` and from `k_off[k] + second`
+    // (16 from `k_off[k] + first` when `second = first + 8`), within `input` by the check
+    // above.
+    unsafe {
+        if second == first + 8 {
+            im2col_runs::<true>(input.as_ptr(), k_off, first, second, out);
         } else {
-            std::array::from_fn(|j| match GROUP * g + j < k_off.len() {
-                true => row(GROUP * g + j),
-                false => _mm_setzero_si128(),
-            })
-        };
+            im2col_runs::<false>(input.as_ptr(), k_off, first, second, out);
+        }
+    }
+}
+
+/// Row `k` of an im2col panel of two runs: 16 codes from `input + k_off[k]` (`first` and
+/// `second` the runs' offsets, `ADJACENT`: `second = first + 8`).
+///
+/// # Safety
+/// The 8 bytes at `input + k_off[k] + first` and at `input + k_off[k] + second` are readable.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn run_row<const ADJACENT: bool>(
+    input: *const u8,
+    k_off: usize,
+    first: usize,
+    second: usize,
+) -> __m128i {
+    // SAFETY: the caller's guarantee; unaligned loads.
+    unsafe {
+        let base = input.add(k_off);
+        if ADJACENT {
+            _mm_loadu_si128(base.add(first).cast())
+        } else {
+            _mm_unpacklo_epi64(
+                _mm_loadl_epi64(base.add(first).cast()),
+                _mm_loadl_epi64(base.add(second).cast()),
+            )
+        }
+    }
+}
+
+/// The byte im2col panel of two runs, as [`im2col_bytes`].
+///
+/// # Safety
+/// [`run_row`]'s condition holds for every offset of `k_off`.
+#[target_feature(enable = "avx2")]
+unsafe fn im2col_runs<const ADJACENT: bool>(
+    input: *const u8,
+    k_off: &[usize],
+    first: usize,
+    second: usize,
+    out: &mut [u8],
+) {
+    let (steps, _) = out.as_chunks_mut::<{ GROUP * NR }>();
+    let (groups, tail) = k_off.as_chunks::<GROUP>();
+    for (g, step) in steps.iter_mut().enumerate() {
+        let mut rows = [_mm_setzero_si128(); GROUP];
+        let offsets = groups.get(g).map_or(tail, |group| group.as_slice());
+        for (row, &k) in rows.iter_mut().zip(offsets) {
+            // SAFETY: the caller's guarantee.
+            *row = unsafe { run_row::<ADJACENT>(input, k, first, second) };
+        }
+        let [r0, r1, r2, r3] = rows;
         let (t0, t1) = (_mm_unpacklo_epi8(r0, r1), _mm_unpackhi_epi8(r0, r1));
         let (t2, t3) = (_mm_unpacklo_epi8(r2, r3), _mm_unpackhi_epi8(r2, r3));
         let (dst, _) = step.as_chunks_mut::<16>();

@@ -27,7 +27,7 @@
 //! then runs the `i16` GEMM instead).
 
 use super::isa::{TileBias, TileOut};
-use super::pack::{self, NR};
+use super::pack::{self, Im2col, NR};
 use crate::{LayerKind, QuantLayer};
 
 /// Largest `i16`, the bound of a `vpmaddubsw` pair sum.
@@ -176,8 +176,8 @@ pub(crate) trait ByteIsa: Copy {
         out: TileOut<'_>,
     );
 
-    /// [`pack::im2col_bytes`].
-    fn im2col_bytes(self, input: &[u8], k_off: &[usize], cols: &[usize], out: &mut [u8]);
+    /// [`pack::im2col_bytes`] of the plan's offsets.
+    fn im2col_bytes(self, input: &[u8], plan: &Im2col, cols: &[usize], out: &mut [u8]);
 
     /// `sums[c] = Σ_k B[k][c]` over one byte column panel of codes.
     fn col_sums(self, panel: &[u8], sums: &mut [i32; NR]);
@@ -207,7 +207,7 @@ impl ByteIsa for NoBytes {
         match self {}
     }
 
-    fn im2col_bytes(self, _: &[u8], _: &[usize], _: &[usize], _: &mut [u8]) {
+    fn im2col_bytes(self, _: &[u8], _: &Im2col, _: &[usize], _: &mut [u8]) {
         match self {}
     }
 

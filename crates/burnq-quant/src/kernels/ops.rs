@@ -91,7 +91,7 @@ fn conv_image_bytes<B: ByteIsa>(
     let panel = grow(&mut scratch.bytes, layer.byte_panel_len());
     let mut sums = [0; NR];
     for (j, cols) in plan.panels().enumerate() {
-        isa.im2col_bytes(image, plan.k_offsets(), cols, panel);
+        isa.im2col_bytes(image, plan, cols, panel);
         if form.centre_shift.is_some() {
             isa.col_sums(panel, &mut sums);
         }

@@ -138,6 +138,8 @@ pub(crate) fn pack_byte_cols(cols: usize, k: usize, b: impl Fn(usize, usize) -> 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Im2col {
     k_off: Vec<usize>,
+    /// The largest of `k_off`.
+    max_k_off: usize,
     col_off: Vec<usize>,
     /// Output rows, `H − k + 1`.
     pub(crate) out_h: usize,
@@ -152,7 +154,7 @@ impl Im2col {
     /// (`1 ≤ kernel ≤ min(height, width)`, checked by the caller).
     pub(crate) fn new(in_channels: usize, kernel: usize, height: usize, width: usize) -> Self {
         let (out_h, out_w) = (height - kernel + 1, width - kernel + 1);
-        let k_off = (0..in_channels)
+        let k_off: Vec<usize> = (0..in_channels)
             .flat_map(|c| {
                 (0..kernel)
                     .flat_map(move |ky| (0..kernel).map(move |kx| (c * height + ky) * width + kx))
@@ -162,6 +164,7 @@ impl Im2col {
             .flat_map(|y| (0..out_w).map(move |x| y * width + x))
             .collect();
         Self {
+            max_k_off: k_off.iter().copied().max().unwrap_or(0),
             k_off,
             col_off,
             out_h,
@@ -183,6 +186,11 @@ impl Im2col {
     /// The offsets of every row of B.
     pub(crate) fn k_offsets(&self) -> &[usize] {
         &self.k_off
+    }
+
+    /// The largest offset of a row of B.
+    pub(crate) fn max_k_offset(&self) -> usize {
+        self.max_k_off
     }
 }
 

@@ -19,7 +19,7 @@ use super::avx2;
 use super::bytes::{ByteForm, ByteIsa, Codes, Outer};
 use super::choice::KernelChoice;
 use super::isa::{TileBias, TileOut};
-use super::pack::{GROUP, MRB, NR};
+use super::pack::{GROUP, Im2col, MRB, NR};
 use crate::QuantError;
 
 /// Proof that this CPU supports AVX2 and AVX-512 F, BW, VL and VNNI.
@@ -61,8 +61,8 @@ impl ByteIsa for Vnni512 {
         }
     }
 
-    fn im2col_bytes(self, input: &[u8], k_off: &[usize], cols: &[usize], out: &mut [u8]) {
-        unsafe { avx2::im2col_bytes(input, k_off, cols, out) }
+    fn im2col_bytes(self, input: &[u8], plan: &Im2col, cols: &[usize], out: &mut [u8]) {
+        unsafe { avx2::im2col_bytes(input, plan, cols, out) }
     }
 
     fn col_sums(self, panel: &[u8], sums: &mut [i32; NR]) {
