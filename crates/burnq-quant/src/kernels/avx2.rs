@@ -458,10 +458,26 @@ pub(super) fn add_outer(acc: &mut [[__m256i; 2]], outer: Outer<'_>) {
     }
 }
 
-/// [`generic::max_rows`] compiled with AVX2.
+/// [`Isa::max_rows`]: eight values per step, the rest scalar.
 #[target_feature(enable = "avx2")]
 fn max_rows(plane: &[i32], width: usize, rows: usize, out: &mut [i32]) {
-    generic::max_rows(plane, width, rows, out);
+    let w = out.len() / rows;
+    for (y, out) in out.chunks_exact_mut(w).enumerate() {
+        let (top, bottom) = (
+            &plane[2 * y * width..][..w],
+            &plane[(2 * y + 1) * width..][..w],
+        );
+        let (top8, _) = top.as_chunks::<8>();
+        let (bottom8, _) = bottom.as_chunks::<8>();
+        let (out8, _) = out.as_chunks_mut::<8>();
+        for ((m, t), b) in out8.iter_mut().zip(top8).zip(bottom8) {
+            store(m, _mm256_max_epi32(load(t), load(b)));
+        }
+        let done = w / 8 * 8;
+        if done < w {
+            generic::max_rows(&plane[2 * y * width + done..], width, 1, &mut out[done..]);
+        }
+    }
 }
 
 /// [`generic::max_pool_row`] compiled with AVX2.

@@ -7,8 +7,9 @@
 //! `vpdpbusd` with the broadcast group of A (64 multiply-accumulates per instruction, four
 //! times the `i16` GEMM's `vpmaddwd`). Tiles of few rows (a linear layer on one image) keep
 //! `W` independent sums per row, over alternate groups, so that the chain of dependent
-//! `vpdpbusd` (latency several cycles) does not bound them. The sums are then split into the
-//! two 256-bit halves of the AVX2 epilogue.
+//! `vpdpbusd` (latency several cycles) does not bound them. Bias and correction are added in
+//! 512-bit lanes; accumulators are stored as they are, requantized codes go through the AVX2
+//! epilogue, one 256-bit half at a time.
 //!
 //! Every function here needs AVX2 and AVX-512 F, BW, VL and VNNI, and runs only through a
 //! [`Vnni512`] token.
@@ -129,18 +130,55 @@ fn tile<const R: usize, const W: usize, const A_CODES: bool>(
     for (a, b) in a_rest.iter().zip(b_rest) {
         step(&mut acc[0], a, b);
     }
-    let mut halves = avx2::init::<R>(bias);
-    for (r, row) in halves.iter_mut().enumerate() {
-        let sum = acc[1..]
+    let mut sums: [__m512i; R] = std::array::from_fn(|r| {
+        acc[1..]
             .iter()
-            .fold(acc[0][r], |sum, way| _mm512_add_epi32(sum, way[r]));
-        row[0] = _mm256_add_epi32(row[0], _mm512_castsi512_si256(sum));
-        row[1] = _mm256_add_epi32(row[1], _mm512_extracti64x4_epi64::<1>(sum));
+            .fold(acc[0][r], |sum, way| _mm512_add_epi32(sum, way[r]))
+    });
+    match bias {
+        TileBias::Rows(bias) => {
+            for (sum, &b) in sums.iter_mut().zip(bias) {
+                *sum = _mm512_add_epi32(*sum, _mm512_set1_epi32(b));
+            }
+        }
+        TileBias::Cols(bias) => {
+            let bias = load(bias);
+            sums.iter_mut()
+                .for_each(|sum| *sum = _mm512_add_epi32(*sum, bias));
+        }
     }
     if let Some(outer) = outer {
-        avx2::add_outer(&mut halves, outer);
+        let cols = load(outer.cols);
+        for (sum, &f) in sums.iter_mut().zip(outer.rows) {
+            *sum = _mm512_add_epi32(*sum, _mm512_mullo_epi32(_mm512_set1_epi32(f), cols));
+        }
     }
-    avx2::finish(&halves, out);
+    match out {
+        TileOut::Acc { c, ld, cols: NR } => {
+            for (r, sum) in sums.iter().enumerate() {
+                let dst: &mut [i32; NR] = (&mut c[r * ld..][..NR]).try_into().unwrap();
+                // SAFETY: `dst` is 64 writable bytes; `storeu` has no alignment requirement.
+                unsafe { _mm512_storeu_si512(dst.as_mut_ptr().cast(), *sum) }
+            }
+        }
+        out => {
+            let halves = sums.map(|sum| {
+                [
+                    _mm512_castsi512_si256(sum),
+                    _mm512_extracti64x4_epi64::<1>(sum),
+                ]
+            });
+            avx2::finish(&halves, out);
+        }
+    }
+}
+
+/// Sixteen `i32` from memory (unaligned).
+#[inline]
+#[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn load(v: &[i32; NR]) -> __m512i {
+    // SAFETY: `v` is 64 readable bytes; `loadu` has no alignment requirement.
+    unsafe { _mm512_loadu_si512(v.as_ptr().cast()) }
 }
 
 /// [`ByteIsa::col_sums`]: per group, `vpdpbusd` of the codes by ones.
