@@ -218,7 +218,7 @@ fn linear_rows_bytes<B: ByteIsa>(
     let (k, m) = (layer.fan_in(), layer.out_channels());
     let form = layer.byte_form();
     let Scratch { packed, sums, .. } = scratch;
-    pack::pack_byte_rows(n, k, |r, i| input[r * k + i], packed);
+    pack::pack_code_rows(input, n, k, packed);
     if form.centre_shift.is_some() {
         sums.clear();
         sums.extend(
@@ -258,6 +258,10 @@ fn check_input(layer: &PackedLayer, input: &[u8], dims: &[usize]) -> Result<(), 
         });
     }
     let qmax = layer.input().qmax();
+    // The maximum first (a vectorized reduction), the offending code only if there is one.
+    if input.iter().max().is_none_or(|&q| i32::from(q) <= qmax) {
+        return Ok(());
+    }
     match input.iter().find(|&&q| i32::from(q) > qmax) {
         Some(q) => Err(QuantError::InvalidValue {
             what: format!("{} input", layer.name()),

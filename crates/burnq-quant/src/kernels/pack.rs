@@ -100,6 +100,27 @@ pub(crate) fn pack_byte_rows(
     pack_row_panels(rows, k, MRB, 8, |r, k| u32::from(a(r, k)), out);
 }
 
+/// [`pack_byte_rows`] of the first `rows` rows of the row-major matrix `input` (`k` codes per
+/// row): each group is four consecutive bytes of a row, copied as one little-endian `i32`.
+pub(crate) fn pack_code_rows(input: &[u8], rows: usize, k: usize, out: &mut Vec<i32>) {
+    if !k.is_multiple_of(GROUP) {
+        return pack_byte_rows(rows, k, |r, i| input[r * k + i], out);
+    }
+    let kg = k / GROUP;
+    out.clear();
+    out.resize(rows.div_ceil(MRB) * kg * MRB, 0);
+    let (groups, _) = input[..rows * k].as_chunks::<GROUP>();
+    for (panel, dst) in out.chunks_exact_mut(kg * MRB).enumerate() {
+        let panel_rows = (rows - panel * MRB).min(MRB);
+        for r in 0..panel_rows {
+            let row = &groups[(panel * MRB + r) * kg..][..kg];
+            for (slot, &group) in dst.iter_mut().skip(r).step_by(MRB).zip(row) {
+                *slot = i32::from_le_bytes(group);
+            }
+        }
+    }
+}
+
 /// Packs B (`k × cols`, element `b(k, c)`) into column panels with groups of `G`, zero beyond
 /// `cols` and `k`.
 fn pack_col_panels<T: Copy + Default, const G: usize>(
@@ -311,6 +332,13 @@ mod tests {
         assert_eq!(out.len(), 2 * MRB);
         assert_eq!(&out[..2], &[0x0403_0201, 0x0908_0706]);
         assert_eq!(&out[MRB..MRB + 2], &[5, 10]);
+        let codes: Vec<u8> = (0..24).collect();
+        for k in [4, 8, 3] {
+            let (mut fast, mut slow) = (Vec::new(), Vec::new());
+            pack_code_rows(&codes, 24 / k - 1, k, &mut fast);
+            pack_byte_rows(24 / k - 1, k, |r, i| codes[r * k + i], &mut slow);
+            assert_eq!(fast, slow, "k = {k}");
+        }
         // B[k][c] = 10k + c, 5 × 2: one panel, two groups.
         let out = pack_byte_cols(2, 5, |k, c| (10 * k + c) as u8);
         assert_eq!(out.len(), 2 * GROUP * NR);
