@@ -425,22 +425,40 @@ unsafe fn im2col_runs<const ADJACENT: bool>(
 ) {
     let (steps, _) = out.as_chunks_mut::<{ GROUP * NR }>();
     let (groups, tail) = k_off.as_chunks::<GROUP>();
-    for (g, step) in steps.iter_mut().enumerate() {
+    // SAFETY (both blocks): the caller's guarantee.
+    for (step, group) in steps.iter_mut().zip(groups) {
+        // Not `group.map(…)`: a closure would not inherit the target features.
+        let rows = unsafe {
+            [
+                run_row::<ADJACENT>(input, group[0], first, second),
+                run_row::<ADJACENT>(input, group[1], first, second),
+                run_row::<ADJACENT>(input, group[2], first, second),
+                run_row::<ADJACENT>(input, group[3], first, second),
+            ]
+        };
+        transpose_store(rows, step);
+    }
+    if let Some(step) = steps.get_mut(groups.len()) {
         let mut rows = [_mm_setzero_si128(); GROUP];
-        let offsets = groups.get(g).map_or(tail, |group| group.as_slice());
-        for (row, &k) in rows.iter_mut().zip(offsets) {
-            // SAFETY: the caller's guarantee.
+        for (row, &k) in rows.iter_mut().zip(tail) {
             *row = unsafe { run_row::<ADJACENT>(input, k, first, second) };
         }
-        let [r0, r1, r2, r3] = rows;
-        let (t0, t1) = (_mm_unpacklo_epi8(r0, r1), _mm_unpackhi_epi8(r0, r1));
-        let (t2, t3) = (_mm_unpacklo_epi8(r2, r3), _mm_unpackhi_epi8(r2, r3));
-        let (dst, _) = step.as_chunks_mut::<16>();
-        store_u8x16(&mut dst[0], _mm_unpacklo_epi16(t0, t2));
-        store_u8x16(&mut dst[1], _mm_unpackhi_epi16(t0, t2));
-        store_u8x16(&mut dst[2], _mm_unpacklo_epi16(t1, t3));
-        store_u8x16(&mut dst[3], _mm_unpackhi_epi16(t1, t3));
+        transpose_store(rows, step);
     }
+}
+
+/// Stores four rows of sixteen codes as the sixteen columns' groups of four: bytes, then
+/// 16-bit units interleaved.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn transpose_store([r0, r1, r2, r3]: [__m128i; GROUP], step: &mut [u8; GROUP * NR]) {
+    let (t0, t1) = (_mm_unpacklo_epi8(r0, r1), _mm_unpackhi_epi8(r0, r1));
+    let (t2, t3) = (_mm_unpacklo_epi8(r2, r3), _mm_unpackhi_epi8(r2, r3));
+    let (dst, _) = step.as_chunks_mut::<16>();
+    store_u8x16(&mut dst[0], _mm_unpacklo_epi16(t0, t2));
+    store_u8x16(&mut dst[1], _mm_unpackhi_epi16(t0, t2));
+    store_u8x16(&mut dst[2], _mm_unpacklo_epi16(t1, t3));
+    store_u8x16(&mut dst[3], _mm_unpackhi_epi16(t1, t3));
 }
 
 /// Adds the rank-one correction of a byte tile: `acc[r][c] += outer.rows[r]·outer.cols[c]`
