@@ -258,8 +258,8 @@ fn check_input(layer: &PackedLayer, input: &[u8], dims: &[usize]) -> Result<(), 
         });
     }
     let qmax = layer.input().qmax();
-    // The maximum first (a vectorized reduction), the offending code only if there is one.
-    if input.iter().max().is_none_or(|&q| i32::from(q) <= qmax) {
+    // The maximum first (a fold that vectorizes), the offending code only if there is one.
+    if i32::from(input.iter().fold(0, |max: u8, &q| max.max(q))) <= qmax {
         return Ok(());
     }
     match input.iter().find(|&&q| i32::from(q) > qmax) {
