@@ -576,7 +576,7 @@ fn bad_arguments(kernel: KernelChoice) {
 /// `qmax`, each with every code at the end farthest from its zero point but one at the other
 /// end (so that `max|q_w − c|` is as large as the centre rule allows, with one sign), inputs
 /// all `qmax_in`: every `vpmaddubsw` pair sum is `±2·qmax_in·max|s|` and a chain adds them with
-/// one sign. The reduction spans more than one chain (up to 8000 terms). Returns the layer and
+/// one sign. The reduction spans more than one chain (from 67 up to 8000 terms). Returns the layer and
 /// its pair bound `2·qmax_in·max|s|`.
 fn bound_layer(
     weight_bits: u8,
@@ -594,7 +594,8 @@ fn bound_layer(
         .unwrap();
     let pair = 2 * x_qmax * i64::from(max_s);
     let chain = usize::try_from(32767 / pair).unwrap();
-    let fan_in = (4 * (chain + 1) + 3).min(8000);
+    // At least 16 groups of four, the shortest reduction `avx2-maddubs` takes.
+    let fan_in = (4 * (chain + 1) + 3).clamp(67, 8000);
     let layer = Params {
         weight_bits,
         input_bits,

@@ -45,6 +45,8 @@ pub(crate) struct ByteForm {
     pub(crate) centre_shift: Option<Vec<i32>>,
     /// How many `vpmaddubsw` pair sums add exactly in `i16` (0: not even one).
     pub(crate) chain: usize,
+    /// Groups of four in the reduction, `⌈K/4⌉`.
+    pub(crate) groups: usize,
 }
 
 /// The weights `s` in a byte layout of [`pack`].
@@ -116,6 +118,7 @@ impl ByteForm {
             bias,
             centre_shift: shift.iter().any(|&d| d != 0).then_some(shift),
             chain,
+            groups: pack::groups(fan_in),
         }
     }
 }
@@ -156,7 +159,8 @@ pub(crate) struct Outer<'a> {
 /// The byte GEMM of an instruction set. Computes exactly the portable definition stated on
 /// each method (wrapping `i32`), for the layers it accepts.
 pub(crate) trait ByteIsa: Copy {
-    /// Whether this implementation is exact for `form` (`vpmaddubsw` needs `chain ≥ 1`).
+    /// Whether this implementation runs `form`: it must be exact for it (`vpmaddubsw` needs
+    /// `chain ≥ 1`), and may also decline a layer the `i16` GEMM runs faster.
     fn accepts(self, form: &ByteForm) -> bool;
 
     /// One byte tile: `acc[r][c] = bias + Σ_g Σ_j A[r][4g+j]·B[4g+j][c] (+ outer)` for

@@ -1,6 +1,6 @@
 //! The AVX2 byte GEMM: `vpmaddubsw`, for the layers whose proven operand bounds make it exact
-//! ([`ByteForm::chain`] `≥ 1`, see [`super::bytes`]); the [`super::avx2`] `i16` GEMM runs the
-//! others.
+//! ([`ByteForm::chain`] `≥ 1`, see [`super::bytes`]) and whose reduction is long enough to
+//! repay it ([`MIN_GROUPS`]); the [`super::avx2`] `i16` GEMM runs the others.
 //!
 //! **Tile.** Up to [`MRB`] rows in passes of [`PASS`] rows, sixteen columns as two vectors.
 //! Per group of four `k` and row: one broadcast group of A, `vpmaddubsw` with each vector of B
@@ -21,6 +21,11 @@ use super::choice::KernelChoice;
 use super::isa::{TileBias, TileOut};
 use super::pack::{GROUP, Im2col, MRB, NR};
 use crate::QuantError;
+
+/// Fewest groups of four in a reduction that this GEMM runs: with fewer, the fixed cost of a
+/// tile's two passes (bias, widening, epilogue) outweighs the saving (conv1, `K = 25`, ran
+/// slower than with the `i16` GEMM).
+const MIN_GROUPS: usize = 16;
 
 /// Rows per pass of a tile: five rows of two `i16` chain sums and two `i32` sums, with the two
 /// vectors of B, stay within the sixteen vector registers (but for a few `i32` sums, touched
@@ -44,7 +49,7 @@ impl Maddubs {
 // exists only if `Maddubs::new` detected it.
 impl ByteIsa for Maddubs {
     fn accepts(self, form: &ByteForm) -> bool {
-        form.chain >= 1
+        form.chain >= 1 && form.groups >= MIN_GROUPS
     }
 
     fn byte_tile(
