@@ -92,7 +92,10 @@ impl<B: ByteIsa> Isa for Avx2<B> {
     }
 
     fn pool_pairs_requant(self, rows: &[i32], requant: &LayerRequant, o: usize, out: &mut [u8]) {
-        unsafe { pool_pairs_requant(rows, &requant.scalar[o], &requant.splat[o], out) }
+        match self.bytes {
+            Some(bytes) => bytes.pool_pairs_requant(rows, requant, o, out),
+            None => unsafe { pool_pairs_requant(rows, &requant.scalar[o], &requant.splat[o], out) },
+        }
     }
 
     fn max_pool_row(self, top: &[u8], bottom: &[u8], out: &mut [u8]) {
@@ -305,7 +308,7 @@ fn requant_channels(acc: &[i32], requant: &LayerRequant, out: &mut [u8]) {
 
 /// [`Isa::pool_pairs_requant`]: eight outputs from sixteen values per step, the rest scalar.
 #[target_feature(enable = "avx2")]
-fn pool_pairs_requant(rows: &[i32], requant: &Requant, lanes: &Lanes, out: &mut [u8]) {
+pub(super) fn pool_pairs_requant(rows: &[i32], requant: &Requant, lanes: &Lanes, out: &mut [u8]) {
     let (rows16, rows_tail) = rows.as_chunks::<16>();
     let (out8, out_tail) = out.as_chunks_mut::<8>();
     for (v, q) in rows16.iter().zip(out8) {

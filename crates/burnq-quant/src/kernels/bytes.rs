@@ -28,6 +28,7 @@
 
 use super::isa::{TileBias, TileOut};
 use super::pack::{self, Im2col, NR};
+use super::requant::LayerRequant;
 use crate::{LayerKind, QuantLayer};
 
 /// Largest `i16`, the bound of a `vpmaddubsw` pair sum.
@@ -185,6 +186,10 @@ pub(crate) trait ByteIsa: Copy {
 
     /// `sums[c] = Σ_k B[k][c]` over one byte column panel of codes.
     fn col_sums(self, panel: &[u8], sums: &mut [i32; NR]);
+
+    /// [`super::isa::Isa::pool_pairs_requant`], with this instruction set's widest vectors
+    /// (the convolutions' epilogue, which runs whichever GEMM a layer takes).
+    fn pool_pairs_requant(self, rows: &[i32], requant: &LayerRequant, o: usize, out: &mut [u8]);
 }
 
 /// No byte GEMM: the type of an instruction set without one. It has no values, so none of its
@@ -216,6 +221,10 @@ impl ByteIsa for NoBytes {
     }
 
     fn col_sums(self, _: &[u8], _: &mut [i32; NR]) {
+        match self {}
+    }
+
+    fn pool_pairs_requant(self, _: &[i32], _: &LayerRequant, _: usize, _: &mut [u8]) {
         match self {}
     }
 }

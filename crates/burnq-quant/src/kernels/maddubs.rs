@@ -20,6 +20,7 @@ use super::bytes::{ByteForm, ByteIsa, Codes, Outer};
 use super::choice::KernelChoice;
 use super::isa::{TileBias, TileOut};
 use super::pack::{GROUP, Im2col, MRB, NR};
+use super::requant::LayerRequant;
 use crate::QuantError;
 
 /// Fewest groups of four in a reduction that this GEMM runs: with fewer, the fixed cost of a
@@ -88,6 +89,11 @@ impl ByteIsa for Maddubs {
 
     fn col_sums(self, panel: &[u8], sums: &mut [i32; NR]) {
         unsafe { col_sums(panel, sums) }
+    }
+
+    fn pool_pairs_requant(self, rows: &[i32], requant: &LayerRequant, o: usize, out: &mut [u8]) {
+        let (scalar, lanes) = (&requant.scalar[o], &requant.splat[o]);
+        unsafe { avx2::pool_pairs_requant(rows, scalar, lanes, out) }
     }
 }
 

@@ -11,6 +11,9 @@
 //! 512-bit lanes; accumulators are stored as they are, requantized codes go through the AVX2
 //! epilogue, one 256-bit half at a time.
 //!
+//! **Requantization** of the pooled convolution outputs ([`requant16`]) runs the stages of
+//! [`super::requant`] on sixteen lanes, as the AVX2 kernel does on eight.
+//!
 //! Every function here needs AVX2 and AVX-512 F, BW, VL and VNNI, and runs only through a
 //! [`Vnni512`] token.
 
@@ -21,7 +24,8 @@ use super::bytes::{ByteForm, ByteIsa, Codes, Outer};
 use super::choice::KernelChoice;
 use super::isa::{TileBias, TileOut};
 use super::pack::{GROUP, Im2col, MRB, NR};
-use crate::QuantError;
+use super::requant::{Lanes, LayerRequant};
+use crate::{QuantError, Requant};
 
 /// Proof that this CPU supports AVX2 and AVX-512 F, BW, VL and VNNI.
 #[derive(Debug, Clone, Copy)]
@@ -68,6 +72,10 @@ impl ByteIsa for Vnni512 {
 
     fn col_sums(self, panel: &[u8], sums: &mut [i32; NR]) {
         unsafe { col_sums(panel, sums) }
+    }
+
+    fn pool_pairs_requant(self, rows: &[i32], requant: &LayerRequant, o: usize, out: &mut [u8]) {
+        unsafe { pool_pairs_requant(rows, &requant.scalar[o], &requant.splat[o], out) }
     }
 }
 
@@ -193,4 +201,69 @@ fn col_sums(panel: &[u8], sums: &mut [i32; NR]) {
     });
     // SAFETY: `sums` is 64 writable bytes; `storeu` has no alignment requirement.
     unsafe { _mm512_storeu_si512(sums.as_mut_ptr().cast(), sum) }
+}
+
+/// One channel's requantization constants (the same in all eight lanes of `splat`) in sixteen.
+#[inline]
+#[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn splat16(v: &[i32; 8]) -> __m512i {
+    _mm512_broadcast_i64x4(avx2::load(v))
+}
+
+/// Requantizes sixteen accumulators of one channel, whose constants `p` has in every lane:
+/// the stages of `avx2::requant8`, with mask registers for the comparisons.
+#[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn requant16(acc: __m512i, p: &Lanes) -> __m512i {
+    // 1. a = sat(acc · 2^left), skipped where no lane shifts left.
+    let a = if p.any_left {
+        let left = splat16(&p.left);
+        let shifted = _mm512_sllv_epi32(acc, left);
+        let exact = _mm512_cmpeq_epi32_mask(_mm512_srav_epi32(shifted, left), acc);
+        let saturated = _mm512_xor_si512(_mm512_srai_epi32::<31>(acc), _mm512_set1_epi32(i32::MAX));
+        _mm512_mask_blend_epi32(exact, saturated, shifted)
+    } else {
+        acc
+    };
+    // 2. x = ⌊(a·m0 + 2^30) / 2^31⌋, even and odd lanes apart.
+    let m0 = splat16(&p.m0);
+    let nudge = _mm512_set1_epi64(1 << 30);
+    let even = _mm512_add_epi64(_mm512_mul_epi32(a, m0), nudge);
+    let odd = _mm512_mul_epi32(_mm512_srli_epi64::<32>(a), _mm512_srli_epi64::<32>(m0));
+    let odd = _mm512_add_epi64(odd, nudge);
+    let x = _mm512_mask_blend_epi32(
+        0b1010_1010_1010_1010,
+        _mm512_srli_epi64::<31>(even),
+        _mm512_slli_epi64::<1>(odd),
+    );
+    // 3. y = (x >> right) + (rem > thr).
+    let rem = _mm512_and_si512(x, splat16(&p.mask));
+    let thr = _mm512_sub_epi32(splat16(&p.half), _mm512_srai_epi32::<31>(x));
+    let shifted = _mm512_srav_epi32(x, splat16(&p.right));
+    let round = _mm512_cmpgt_epi32_mask(rem, thr);
+    let y = _mm512_mask_add_epi32(shifted, round, shifted, _mm512_set1_epi32(1));
+    // 4. clamp(y, act_min − Z, act_max − Z) + Z.
+    let y = _mm512_min_epi32(_mm512_max_epi32(y, splat16(&p.lo)), splat16(&p.hi));
+    _mm512_add_epi32(y, splat16(&p.zero_point))
+}
+
+/// [`ByteIsa::pool_pairs_requant`]: sixteen outputs from thirty-two values per step (pairs
+/// gathered with `vpermt2d`), the rest with the AVX2 kernel.
+#[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn pool_pairs_requant(rows: &[i32], requant: &Requant, lanes: &Lanes, out: &mut [u8]) {
+    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    let odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+    let (rows32, rows_tail) = rows.as_chunks::<32>();
+    let (out16, _) = out.as_chunks_mut::<16>();
+    for (v, q) in rows32.iter().zip(out16.iter_mut()) {
+        let (halves, _) = v.as_chunks::<NR>();
+        let (a, b) = (load(&halves[0]), load(&halves[1]));
+        let max = _mm512_max_epi32(
+            _mm512_permutex2var_epi32(a, even, b),
+            _mm512_permutex2var_epi32(a, odd, b),
+        );
+        // Codes in [0, 255]: truncating each lane to its low byte keeps them.
+        avx2::store_u8x16(q, _mm512_cvtepi32_epi8(requant16(max, lanes)));
+    }
+    let done = rows32.len() * 16;
+    avx2::pool_pairs_requant(rows_tail, requant, lanes, &mut out[done..]);
 }
