@@ -1,8 +1,12 @@
 //! Criterion benchmarks of the integer kernels at the tutorial network's real shapes, the
 //! reference engine against each fast kernel this CPU runs, in multiply-accumulates per second
 //! (`Throughput::Elements(MACs)`), of the requantization, and of the whole network (batch 64
-//! and 10 000, 1 and 2 threads; batch 1 latency). Run with `cargo bench -p burnq-quant`; about
-//! a minute and a half.
+//! and 10 000, 1 and 2 threads; batch 1 latency), and a per-layer breakdown of the engine's
+//! stages per bit width and kernel (`breakdown …`: a convolution's im2col + GEMM alone, then
+//! fused with its requantization and max-pool, the difference being that pass; the linear
+//! layers at the engine's batch of 48) with the whole network on 10 000 images (2 threads) and
+//! on one image. Run with `cargo bench -p burnq-quant`; filter with a regex, e.g.
+//! `cargo bench -p burnq-quant -- breakdown`.
 
 use std::time::Duration;
 
@@ -20,6 +24,11 @@ const BATCH: usize = 64;
 const LARGE: usize = 10_000;
 
 fn model() -> QuantModel {
+    model_bits(8)
+}
+
+/// The benchmark model with `bits`-bit weights and activations (per tensor).
+fn model_bits(bits: u8) -> QuantModel {
     let ranges = ActivationRanges {
         // The MNIST-normalized pixel range; conversion does not read it.
         input: (-0.43, 2.83),
@@ -32,7 +41,7 @@ fn model() -> QuantModel {
         &burnq_testkit::random_network(1),
         &ranges,
         Normalization::MNIST,
-        8,
+        bits,
     )
     .unwrap()
 }
@@ -183,6 +192,64 @@ fn network(c: &mut Criterion) {
     group.finish();
 }
 
+/// Per bit width and kernel: each engine stage per image (conv1 and conv2 on one image, as
+/// the engine runs them; fc1 and fc2 on the engine's batch of 48, so divide by 48), then the
+/// whole network on 10 000 images with 2 threads and on one image.
+fn breakdown(c: &mut Criterion) {
+    const FC_BATCH: usize = 48;
+    for bits in [8, 4, 2] {
+        let model = model_bits(bits);
+        let [conv1, conv2, fc1, fc2] = model
+            .layers()
+            .each_ref()
+            .map(|l| PackedLayer::new(l).unwrap());
+        let image = codes(5, IMAGE_PIXELS);
+        // Real intermediate codes, so every layer sees in-range inputs.
+        let reference = |layer: &PackedLayer, input: &[u8], n, side| {
+            kernels::conv2d_requant_pool(KernelChoice::Generic, layer, input, n, side, side)
+                .unwrap()
+        };
+        let pool1 = reference(&conv1, &image, 1, 28);
+        let images = codes(6, FC_BATCH * IMAGE_PIXELS);
+        let pool1_batch = reference(&conv1, &images, FC_BATCH, 28);
+        let features = reference(&conv2, &pool1_batch, FC_BATCH, 12);
+        let hidden =
+            kernels::linear_requant(KernelChoice::Generic, &fc1, &features, FC_BATCH).unwrap();
+        let large = codes(3, LARGE * IMAGE_PIXELS);
+        for kernel in available() {
+            let mut group = c.benchmark_group(format!("breakdown w{bits}a{bits} {kernel}"));
+            for (name, layer, input, side) in
+                [("conv1", &conv1, &image, 28), ("conv2", &conv2, &pool1, 12)]
+            {
+                group.bench_function(format!("{name} gemm"), |b| {
+                    b.iter(|| black_box(kernels::conv2d(kernel, layer, input, 1, side, side)))
+                });
+                group.bench_function(format!("{name} fused"), |b| {
+                    b.iter(|| {
+                        black_box(kernels::conv2d_requant_pool(
+                            kernel, layer, input, 1, side, side,
+                        ))
+                    })
+                });
+            }
+            group.bench_function("fc1 n=48", |b| {
+                b.iter(|| {
+                    black_box(kernels::linear_requant(kernel, &fc1, &features, FC_BATCH).unwrap())
+                })
+            });
+            group.bench_function("fc2 n=48", |b| {
+                b.iter(|| black_box(kernels::linear(kernel, &fc2, &hidden, FC_BATCH).unwrap()))
+            });
+            let engine = Engine::with_kernel(&model, kernel).unwrap();
+            group.bench_function("network n=10000 2 threads", |b| {
+                b.iter(|| black_box(engine.forward_parallel(&large, LARGE, 2).unwrap()))
+            });
+            bench_engine(&mut group, "network n=1", &engine, 1, 1);
+            group.finish();
+        }
+    }
+}
+
 fn main() {
     let mut c = Criterion::default()
         .sample_size(10)
@@ -191,5 +258,6 @@ fn main() {
         .configure_from_args();
     layers(&mut c);
     network(&mut c);
+    breakdown(&mut c);
     c.final_summary();
 }

@@ -12,8 +12,8 @@
 use std::thread;
 
 use crate::kernels::{
-    Im2col, Isa, KernelChoice, LinearOut, PackedLayer, conv_image, linear_rows, pool_requant_image,
-    with_isa,
+    Im2col, Isa, KernelChoice, LinearOut, PackedLayer, Scratch, conv_image, grow, linear_rows,
+    pool_requant_image, with_isa,
 };
 use crate::model::{POOL1_SIDE, check_images};
 use crate::{IMAGE_PIXELS, IMAGE_SIDE, NUM_CLASSES, Output, QuantError, QuantModel, QuantParams};
@@ -37,8 +37,8 @@ pub struct Engine {
 /// needs on first use and are reused afterwards. Any workspace fits any engine.
 #[derive(Debug, Default, Clone)]
 pub struct Workspace {
-    /// One column panel of an im2col matrix.
-    panel: Vec<i16>,
+    /// The layer drivers' scratch (im2col panels, packed rows).
+    scratch: Scratch,
     /// One image's convolution accumulators.
     acc: Vec<i32>,
     /// Vertical maxima of one channel's accumulators.
@@ -49,8 +49,6 @@ pub struct Workspace {
     features: Vec<u8>,
     /// The batch's fc1 outputs, fc2's input rows.
     hidden: Vec<u8>,
-    /// The batch's input rows of a linear layer, packed.
-    packed: Vec<i32>,
 }
 
 impl Workspace {
@@ -58,14 +56,6 @@ impl Workspace {
     pub fn new() -> Self {
         Self::default()
     }
-}
-
-/// The first `len` elements of `buffer`, grown (zero-filled) if it is shorter.
-fn scratch<T: Default + Clone>(buffer: &mut Vec<T>, len: usize) -> &mut [T] {
-    if buffer.len() < len {
-        buffer.resize(len, T::default());
-    }
-    &mut buffer[..len]
 }
 
 /// Empties `v` and refills it with `len` default values, in place.
@@ -221,22 +211,20 @@ impl Engine {
         let [conv1, conv2, fc1, fc2] = &self.layers;
         let (plan1, plan2) = (&self.conv1_plan, &self.conv2_plan);
         let Workspace {
-            panel,
+            scratch,
             acc,
             rows,
             pool1,
             features,
             hidden,
-            packed,
         } = workspace;
-        let panel = scratch(panel, conv1.panel_len().max(conv2.panel_len()));
-        let acc = scratch(
+        let acc = grow(
             acc,
             (conv1.out_channels() * plan1.positions())
                 .max(conv2.out_channels() * plan2.positions()),
         );
-        let rows = scratch(rows, plan1.positions().max(plan2.positions()) / 2);
-        let pool1 = scratch(pool1, plan2.image_len);
+        let rows = grow(rows, plan1.positions().max(plan2.positions()) / 2);
+        let pool1 = grow(pool1, plan2.image_len);
         let (width1, width2) = (fc1.fan_in(), fc2.fan_in());
         let batches = images
             .chunks(BATCH * IMAGE_PIXELS)
@@ -245,19 +233,19 @@ impl Engine {
             .zip(predictions.chunks_mut(BATCH));
         for (((images, fc2_acc), logits), predictions) in batches {
             let n = predictions.len();
-            let features = scratch(features, n * width1);
-            let hidden = scratch(hidden, n * width2);
+            let features = grow(features, n * width1);
+            let hidden = grow(hidden, n * width2);
             let rows_in = images
                 .chunks_exact(IMAGE_PIXELS)
                 .zip(features.chunks_exact_mut(width1));
             for (image, pooled) in rows_in {
-                conv_image(isa, conv1, plan1, image, panel, acc);
+                conv_image(isa, conv1, plan1, image, scratch, acc);
                 pool_requant_image(isa, conv1, plan1, acc, rows, pool1);
-                conv_image(isa, conv2, plan2, pool1, panel, acc);
+                conv_image(isa, conv2, plan2, pool1, scratch, acc);
                 pool_requant_image(isa, conv2, plan2, acc, rows, pooled);
             }
-            linear_rows(isa, fc1, features, n, packed, LinearOut::Requant(hidden));
-            linear_rows(isa, fc2, hidden, n, packed, LinearOut::Acc(fc2_acc));
+            linear_rows(isa, fc1, features, n, scratch, LinearOut::Requant(hidden));
+            linear_rows(isa, fc2, hidden, n, scratch, LinearOut::Acc(fc2_acc));
             let per_image = fc2_acc
                 .chunks_exact(NUM_CLASSES)
                 .zip(logits.chunks_exact_mut(NUM_CLASSES))

@@ -24,8 +24,9 @@
 //! and [`range`](mod@range) (clipping ranges for calibration: percentile and MSE search, SQNR).
 //! Online: [`QuantModel::forward_reference`] runs the [`reference`](mod@reference) engine, the bit-exact
 //! definition that any faster kernel must reproduce; [`Engine`] runs the same arithmetic with
-//! the packed, SIMD [`kernels`] (portable or AVX2, chosen by [`kernels::KernelChoice`]),
-//! batch-parallel, and reproduces it bit for bit, for every bit width and granularity.
+//! the packed, SIMD [`kernels`] (portable, AVX2, AVX2 `vpmaddubsw` or AVX-512 VNNI, chosen by
+//! [`kernels::KernelChoice`]), batch-parallel, and reproduces it bit for bit, for every bit
+//! width and granularity.
 //!
 //! # Rounding contract
 //!

@@ -6,7 +6,9 @@
 //! multipliers in each channel.
 //!
 //! `kernel_tests!` generates the suite once per kernel implementation. On a CPU without AVX2
-//! the AVX2 tests print `SKIPPED: no AVX2`, or fail if `BURNQ_REQUIRE_AVX2=1`.
+//! the AVX2 tests (`avx2`, `avx2_maddubs`) print `SKIPPED: no AVX2`, or fail if
+//! `BURNQ_REQUIRE_AVX2=1`; without AVX-512 VNNI the `avx512_vnni` tests print
+//! `SKIPPED: no AVX-512 VNNI`, or fail if `BURNQ_REQUIRE_AVX512_VNNI=1`.
 
 mod common;
 
@@ -531,7 +533,14 @@ fn bad_arguments(kernel: KernelChoice) {
     );
     let shape =
         |r: Result<Vec<i32>, QuantError>| matches!(r, Err(QuantError::ShapeMismatch { .. }));
-    let value = |r: Result<Vec<i32>, QuantError>| matches!(r, Err(QuantError::InvalidValue { .. }));
+    let value = |r: Result<Vec<i32>, QuantError>| {
+        matches!(
+            r,
+            Err(QuantError::ImageTooSmall { .. }
+                | QuantError::WrongLayerKind { .. }
+                | QuantError::CodeAboveQmax { .. })
+        )
+    };
     assert!(shape(kernels::conv2d(kernel, &conv, &[0; 49], 1, 5, 5)));
     assert!(value(kernels::conv2d(kernel, &conv, &[0; 8], 1, 2, 2)));
     assert!(value(kernels::conv2d(kernel, &fc, &[0; 50], 1, 5, 5)));
@@ -569,6 +578,113 @@ fn bad_arguments(kernel: KernelChoice) {
             .unwrap()
             .is_empty()
     );
+}
+
+/// A per-channel layer at the byte GEMMs' bounds: channels with weight zero points 0, mid and
+/// `qmax`, each with every code at the end farthest from its zero point but one at the other
+/// end (so that `max|q_w − c|` is as large as the centre rule allows, with one sign), inputs
+/// all `qmax_in`: every `vpmaddubsw` pair sum is `±2·qmax_in·max|s|` and a chain adds them with
+/// one sign. The reduction spans more than one chain (from 67 up to 8000 terms). Returns the layer and
+/// its pair bound `2·qmax_in·max|s|`.
+fn bound_layer(
+    weight_bits: u8,
+    input_bits: u8,
+    kind: impl Fn(usize) -> LayerKind,
+) -> (QuantLayer, i64) {
+    let (w_qmax, x_qmax) = ((1 << weight_bits) - 1, (1i64 << input_bits) - 1);
+    let zero_points = vec![0, (w_qmax + 1) / 2, w_qmax];
+    // The largest |q − c| of the centre rule: |q − z| if it fits i8, else half the range.
+    let far = |z: i32| z.max(w_qmax - z);
+    let max_s = zero_points
+        .iter()
+        .map(|&z| if far(z) <= 127 { far(z) } else { 128 })
+        .max()
+        .unwrap();
+    let pair = 2 * x_qmax * i64::from(max_s);
+    let chain = usize::try_from(32767 / pair).unwrap();
+    // At least 16 groups of four, the shortest reduction `avx2-maddubs` takes.
+    let fan_in = (4 * (chain + 1) + 3).clamp(67, 8000);
+    let layer = Params {
+        weight_bits,
+        input_bits,
+        act_bits: 8,
+        ..Params::random(u64::from(weight_bits) * 16 + u64::from(input_bits))
+    }
+    .layer(kind(fan_in));
+    let fan_in = layer.kind.fan_in();
+    let weights = zero_points
+        .iter()
+        .flat_map(|&z| {
+            let (far_code, near_code) = if z > w_qmax - z {
+                (0, w_qmax)
+            } else {
+                (w_qmax, 0)
+            };
+            (0..fan_in).map(move |k| if k + 1 == fan_in { near_code } else { far_code } as u8)
+        })
+        .collect();
+    let layer = QuantLayer {
+        weights,
+        weight_zero_points: zero_points,
+        bias: vec![0; 3],
+        ..layer
+    };
+    (layer, pair)
+}
+
+/// Every width pair at the byte GEMMs' bounds ([`bound_layer`]), as a linear layer and as a
+/// convolution: each kernel equals the reference, `avx2-maddubs` runs its byte GEMM exactly
+/// when `2·qmax_in·max|s| ≤ 32767` (else the `i16` GEMM), `avx512-vnni` always.
+#[test]
+fn byte_gemm_bounds_are_exact() {
+    let kernels = common::kernels::all();
+    for weight_bits in 2..=8u8 {
+        for input_bits in 2..=8u8 {
+            let (linear, pair) = bound_layer(weight_bits, input_bits, |fan_in| LayerKind::Linear {
+                in_features: fan_in,
+                out_features: 3,
+            });
+            let (conv, _) = bound_layer(weight_bits, input_bits, |fan_in| LayerKind::Conv2d {
+                in_channels: fan_in.div_ceil(9),
+                out_channels: 3,
+                kernel: 3,
+            });
+            let x_qmax = (1u16 << input_bits) - 1;
+            let maddubs_exact = pair <= 32767;
+            let what = format!("w{weight_bits} x{input_bits}");
+            for layer in [&linear, &conv] {
+                let packed = PackedLayer::new(layer).unwrap();
+                let (n, side) = (2, 4);
+                let (input_len, expected) = match layer.kind {
+                    LayerKind::Linear { in_features, .. } => {
+                        let input = vec![x_qmax as u8; n * in_features];
+                        (input.len(), reference::linear(layer, &input, n).unwrap())
+                    }
+                    LayerKind::Conv2d { in_channels, .. } => {
+                        let input = vec![x_qmax as u8; n * in_channels * side * side];
+                        let acc = reference::conv2d(layer, &input, n, side, side).unwrap();
+                        (input.len(), acc)
+                    }
+                };
+                let input = vec![x_qmax as u8; input_len];
+                for &kernel in &kernels {
+                    let got = match layer.kind {
+                        LayerKind::Linear { .. } => kernels::linear(kernel, &packed, &input, n),
+                        LayerKind::Conv2d { .. } => {
+                            kernels::conv2d(kernel, &packed, &input, n, side, side)
+                        }
+                    };
+                    assert_eq!(got.unwrap(), expected, "{what} {kernel}");
+                    let bytes = packed.runs_byte_gemm(kernel).unwrap();
+                    match kernel {
+                        KernelChoice::Avx2Maddubs => assert_eq!(bytes, maddubs_exact, "{what}"),
+                        KernelChoice::Avx512Vnni => assert!(bytes, "{what}"),
+                        KernelChoice::Generic | KernelChoice::Avx2 => assert!(!bytes),
+                    }
+                }
+            }
+        }
+    }
 }
 
 macro_rules! kernel_tests {
@@ -624,6 +740,8 @@ macro_rules! kernel_tests {
 kernel_tests! {
     generic: KernelChoice::Generic;
     avx2: KernelChoice::Avx2;
+    avx2_maddubs: KernelChoice::Avx2Maddubs;
+    avx512_vnni: KernelChoice::Avx512Vnni;
 }
 
 #[test]

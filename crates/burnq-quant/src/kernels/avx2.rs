@@ -13,33 +13,54 @@
 //! `vpsllvd`/`vpsravd` with a blend for the saturating left shift, `vpmuldq` on even and odd
 //! lanes for the 64-bit products of SRDHM, then RDBP and the clamp in 32-bit lanes.
 //!
+//! **Byte GEMMs.** An [`Avx2`] token may carry a byte GEMM `B` ([`super::maddubs`],
+//! [`super::vnni`]), which then runs every layer it [accepts](ByteIsa::accepts); the `i16`
+//! GEMM here runs the others. The byte tiles end with this module's epilogue ([`finish`]).
+//!
 //! Every `#[target_feature(enable = "avx2")]` function here is only called through an
 //! [`Avx2`] token, which exists only once AVX2 has been detected. Functions that are the same
 //! algorithm as the portable kernel are thin wrappers that compile it again with AVX2.
 
 use std::arch::x86_64::*;
 
+use super::bytes::{ByteForm, ByteIsa, NoBytes, Outer};
 use super::choice::KernelChoice;
 use super::generic;
 use super::isa::{Isa, TileBias, TileOut};
-use super::pack::{self, MR, NR};
+use super::pack::{self, GROUP, Im2col, MR, MRB, NR};
 use super::requant::{Lanes, LayerRequant};
 use crate::{QuantError, Requant};
 
-/// Proof that this CPU supports AVX2: the only way to reach the AVX2 code.
+/// Proof that this CPU supports AVX2: the only way to reach the AVX2 code. Carries the byte
+/// GEMM `B`, if any (a token of its own CPU features).
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Avx2(());
+pub(crate) struct Avx2<B = NoBytes> {
+    bytes: Option<B>,
+}
 
 impl Avx2 {
     /// The token, or an error if the CPU lacks AVX2.
     pub(crate) fn new() -> Result<Self, QuantError> {
-        KernelChoice::Avx2.check_available().map(|()| Self(()))
+        KernelChoice::Avx2
+            .check_available()
+            .map(|()| Self { bytes: None })
+    }
+
+    /// This token, running the layers `bytes` accepts with it.
+    pub(crate) fn with_bytes<B: ByteIsa>(self, bytes: B) -> Avx2<B> {
+        Avx2 { bytes: Some(bytes) }
     }
 }
 
 // SAFETY (every `unsafe` block in this impl): the callees need AVX2, and an `Avx2` value
 // exists only if `Avx2::new` detected it.
-impl Isa for Avx2 {
+impl<B: ByteIsa> Isa for Avx2<B> {
+    type Bytes = B;
+
+    fn bytes(self, form: &ByteForm) -> Option<B> {
+        self.bytes.filter(|b| b.accepts(form))
+    }
+
     fn tile(self, rows: usize, a: &[i32], b: &[i16], bias: TileBias<'_>, out: TileOut<'_>) {
         unsafe {
             match rows {
@@ -66,12 +87,15 @@ impl Isa for Avx2 {
         unsafe { requant_channels(acc, requant, out) }
     }
 
-    fn max_rows(self, top: &[i32], bottom: &[i32], out: &mut [i32]) {
-        unsafe { max_rows(top, bottom, out) }
+    fn max_rows(self, plane: &[i32], width: usize, rows: usize, out: &mut [i32]) {
+        unsafe { max_rows(plane, width, rows, out) }
     }
 
     fn pool_pairs_requant(self, rows: &[i32], requant: &LayerRequant, o: usize, out: &mut [u8]) {
-        unsafe { pool_pairs_requant(rows, &requant.scalar[o], &requant.splat[o], out) }
+        match self.bytes {
+            Some(bytes) => bytes.pool_pairs_requant(rows, requant, o, out),
+            None => unsafe { pool_pairs_requant(rows, &requant.scalar[o], &requant.splat[o], out) },
+        }
     }
 
     fn max_pool_row(self, top: &[u8], bottom: &[u8], out: &mut [u8]) {
@@ -80,8 +104,9 @@ impl Isa for Avx2 {
 }
 
 /// Eight `i32` from memory (unaligned).
+#[inline]
 #[target_feature(enable = "avx2")]
-fn load(v: &[i32; 8]) -> __m256i {
+pub(super) fn load(v: &[i32; 8]) -> __m256i {
     // SAFETY: `v` is 32 readable bytes; `loadu` has no alignment requirement.
     unsafe { _mm256_loadu_si256(v.as_ptr().cast()) }
 }
@@ -108,8 +133,9 @@ fn store_i16(dst: &mut [i16; 16], v: __m256i) {
 }
 
 /// Stores eight `i32` (unaligned).
+#[inline]
 #[target_feature(enable = "avx2")]
-fn store(dst: &mut [i32; 8], v: __m256i) {
+pub(super) fn store(dst: &mut [i32; 8], v: __m256i) {
     // SAFETY: `dst` is 32 writable bytes; `storeu` has no alignment requirement.
     unsafe { _mm256_storeu_si256(dst.as_mut_ptr().cast(), v) }
 }
@@ -122,8 +148,9 @@ fn store_u8x8(dst: &mut [u8; 8], v: __m128i) {
 }
 
 /// Stores sixteen bytes.
+#[inline]
 #[target_feature(enable = "avx2")]
-fn store_u8x16(dst: &mut [u8; 16], v: __m128i) {
+pub(super) fn store_u8x16(dst: &mut [u8; 16], v: __m128i) {
     // SAFETY: `dst` is 16 writable bytes; `storeu` has no alignment requirement.
     unsafe { _mm_storeu_si128(dst.as_mut_ptr().cast(), v) }
 }
@@ -131,19 +158,7 @@ fn store_u8x16(dst: &mut [u8; 16], v: __m128i) {
 /// One GEMM tile of `R` rows, as [`Isa::tile`].
 #[target_feature(enable = "avx2")]
 fn tile<const R: usize>(a: &[i32], b: &[i16], bias: TileBias<'_>, out: TileOut<'_>) {
-    const { assert!(R >= 1 && R <= MR) };
-    let mut acc = [[_mm256_setzero_si256(); 2]; R];
-    match bias {
-        TileBias::Rows(bias) => {
-            for (row, &b) in acc.iter_mut().zip(bias) {
-                *row = [_mm256_set1_epi32(b); 2];
-            }
-        }
-        TileBias::Cols(bias) => {
-            let (halves, _) = bias.as_chunks::<8>();
-            acc.fill([load(&halves[0]), load(&halves[1])]);
-        }
-    }
+    let mut acc = init::<R>(bias);
     let (a, _) = a.as_chunks::<MR>();
     let (b, _) = b.as_chunks::<{ 2 * NR }>();
     for (a, b) in a.iter().zip(b) {
@@ -155,6 +170,29 @@ fn tile<const R: usize>(a: &[i32], b: &[i16], bias: TileBias<'_>, out: TileOut<'
             row[1] = _mm256_add_epi32(row[1], _mm256_madd_epi16(pair, b1));
         }
     }
+    finish(&acc, out);
+}
+
+/// The accumulators of a tile of `R ≤ MRB` rows, set to the bias: two vectors of eight
+/// columns per row.
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(super) fn init<const R: usize>(bias: TileBias<'_>) -> [[__m256i; 2]; R] {
+    const { assert!(R >= 1 && R <= MRB) };
+    match bias {
+        TileBias::Rows(bias) => std::array::from_fn(|r| [_mm256_set1_epi32(bias[r]); 2]),
+        TileBias::Cols(bias) => {
+            let (halves, _) = bias.as_chunks::<8>();
+            [[load(&halves[0]), load(&halves[1])]; R]
+        }
+    }
+}
+
+/// A tile's epilogue: writes the accumulators of its rows to `out` (requantized, for
+/// [`TileOut::Requant`]).
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(super) fn finish(acc: &[[__m256i; 2]], out: TileOut<'_>) {
     match out {
         TileOut::Acc { c, ld, cols: NR } => {
             for (r, row) in acc.iter().enumerate() {
@@ -179,13 +217,13 @@ fn tile<const R: usize>(a: &[i32], b: &[i16], bias: TileBias<'_>, out: TileOut<'
             }
         }
         partial => {
-            let mut rows = [[0; NR]; R];
-            for (dst, row) in rows.iter_mut().zip(&acc) {
+            let mut rows = [[0; NR]; MRB];
+            for (dst, row) in rows.iter_mut().zip(acc) {
                 let (dst, _) = dst.as_chunks_mut::<8>();
                 store(&mut dst[0], row[0]);
                 store(&mut dst[1], row[1]);
             }
-            generic::store_tile(&rows, partial);
+            generic::store_tile(&rows[..acc.len()], partial);
         }
     }
 }
@@ -194,12 +232,17 @@ fn tile<const R: usize>(a: &[i32], b: &[i16], bias: TileBias<'_>, out: TileOut<'
 /// [`super::requant`] for the stages); the results are codes in `[0, 255]`.
 #[target_feature(enable = "avx2")]
 fn requant8(acc: __m256i, p: &Lanes) -> __m256i {
-    // 1. a = sat(acc · 2^left): shifting back must give acc, else saturate by sign.
-    let left = load(&p.left);
-    let shifted = _mm256_sllv_epi32(acc, left);
-    let exact = _mm256_cmpeq_epi32(_mm256_srav_epi32(shifted, left), acc);
-    let saturated = _mm256_xor_si256(_mm256_srai_epi32::<31>(acc), _mm256_set1_epi32(i32::MAX));
-    let a = _mm256_blendv_epi8(saturated, shifted, exact);
+    // 1. a = sat(acc · 2^left): shifting back must give acc, else saturate by sign (skipped
+    //    where no lane shifts left, the usual case M < 1).
+    let a = if p.any_left {
+        let left = load(&p.left);
+        let shifted = _mm256_sllv_epi32(acc, left);
+        let exact = _mm256_cmpeq_epi32(_mm256_srav_epi32(shifted, left), acc);
+        let saturated = _mm256_xor_si256(_mm256_srai_epi32::<31>(acc), _mm256_set1_epi32(i32::MAX));
+        _mm256_blendv_epi8(saturated, shifted, exact)
+    } else {
+        acc
+    };
     // 2. x = ⌊(a·m0 + 2^30) / 2^31⌋: bits 31..62 of the 64-bit sums, even and odd lanes apart.
     let m0 = load(&p.m0);
     let nudge = _mm256_set1_epi64x(1 << 30);
@@ -265,7 +308,7 @@ fn requant_channels(acc: &[i32], requant: &LayerRequant, out: &mut [u8]) {
 
 /// [`Isa::pool_pairs_requant`]: eight outputs from sixteen values per step, the rest scalar.
 #[target_feature(enable = "avx2")]
-fn pool_pairs_requant(rows: &[i32], requant: &Requant, lanes: &Lanes, out: &mut [u8]) {
+pub(super) fn pool_pairs_requant(rows: &[i32], requant: &Requant, lanes: &Lanes, out: &mut [u8]) {
     let (rows16, rows_tail) = rows.as_chunks::<16>();
     let (out8, out_tail) = out.as_chunks_mut::<8>();
     for (v, q) in rows16.iter().zip(out8) {
@@ -320,10 +363,142 @@ fn im2col_panel(input: &[u8], k_off: &[usize], cols: &[usize], z: i32, out: &mut
     }
 }
 
-/// [`generic::max_rows`] compiled with AVX2.
+/// [`pack::im2col_bytes`]. A full panel whose two halves are runs of eight consecutive bytes
+/// takes, per group of four `k`, one 16-byte load per row (two 8-byte loads where the halves
+/// are apart), transposed in registers (bytes, then 16-bit units interleaved) into the sixteen
+/// columns' groups; other panels run the portable algorithm, compiled with AVX2.
 #[target_feature(enable = "avx2")]
-fn max_rows(top: &[i32], bottom: &[i32], out: &mut [i32]) {
-    generic::max_rows(top, bottom, out);
+pub(super) fn im2col_bytes(input: &[u8], plan: &Im2col, cols: &[usize], out: &mut [u8]) {
+    let k_off = plan.k_offsets();
+    let runs = cols.len() == NR && (1..NR).all(|c| c == NR / 2 || cols[c] == cols[c - 1] + 1);
+    if !runs || plan.max_k_offset() + cols[0].max(cols[NR / 2]) + 8 > input.len() {
+        return pack::im2col_bytes(input, k_off, cols, out);
+    }
+    let (first, second) = (cols[0], cols[NR / 2]);
+    // SAFETY: every row reads 8 bytes from `k_off[k] + first` and from `k_off[k] + second`
+    // (16 from `k_off[k] + first` when `second = first + 8`), within `input` by the check
+    // above.
+    unsafe {
+        if second == first + 8 {
+            im2col_runs::<true>(input.as_ptr(), k_off, first, second, out);
+        } else {
+            im2col_runs::<false>(input.as_ptr(), k_off, first, second, out);
+        }
+    }
+}
+
+/// Row `k` of an im2col panel of two runs: 16 codes from `input + k_off[k]` (`first` and
+/// `second` the runs' offsets, `ADJACENT`: `second = first + 8`).
+///
+/// # Safety
+/// The 8 bytes at `input + k_off[k] + first` and at `input + k_off[k] + second` are readable.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn run_row<const ADJACENT: bool>(
+    input: *const u8,
+    k_off: usize,
+    first: usize,
+    second: usize,
+) -> __m128i {
+    // SAFETY: the caller's guarantee; unaligned loads.
+    unsafe {
+        let base = input.add(k_off);
+        if ADJACENT {
+            _mm_loadu_si128(base.add(first).cast())
+        } else {
+            _mm_unpacklo_epi64(
+                _mm_loadl_epi64(base.add(first).cast()),
+                _mm_loadl_epi64(base.add(second).cast()),
+            )
+        }
+    }
+}
+
+/// The byte im2col panel of two runs, as [`im2col_bytes`].
+///
+/// # Safety
+/// [`run_row`]'s condition holds for every offset of `k_off`.
+#[target_feature(enable = "avx2")]
+unsafe fn im2col_runs<const ADJACENT: bool>(
+    input: *const u8,
+    k_off: &[usize],
+    first: usize,
+    second: usize,
+    out: &mut [u8],
+) {
+    let (steps, _) = out.as_chunks_mut::<{ GROUP * NR }>();
+    let (groups, tail) = k_off.as_chunks::<GROUP>();
+    // SAFETY (both blocks): the caller's guarantee.
+    for (step, group) in steps.iter_mut().zip(groups) {
+        // Not `group.map(…)`: a closure would not inherit the target features.
+        let rows = unsafe {
+            [
+                run_row::<ADJACENT>(input, group[0], first, second),
+                run_row::<ADJACENT>(input, group[1], first, second),
+                run_row::<ADJACENT>(input, group[2], first, second),
+                run_row::<ADJACENT>(input, group[3], first, second),
+            ]
+        };
+        transpose_store(rows, step);
+    }
+    if let Some(step) = steps.get_mut(groups.len()) {
+        let mut rows = [_mm_setzero_si128(); GROUP];
+        for (row, &k) in rows.iter_mut().zip(tail) {
+            *row = unsafe { run_row::<ADJACENT>(input, k, first, second) };
+        }
+        transpose_store(rows, step);
+    }
+}
+
+/// Stores four rows of sixteen codes as the sixteen columns' groups of four: bytes, then
+/// 16-bit units interleaved.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn transpose_store([r0, r1, r2, r3]: [__m128i; GROUP], step: &mut [u8; GROUP * NR]) {
+    let (t0, t1) = (_mm_unpacklo_epi8(r0, r1), _mm_unpackhi_epi8(r0, r1));
+    let (t2, t3) = (_mm_unpacklo_epi8(r2, r3), _mm_unpackhi_epi8(r2, r3));
+    let (dst, _) = step.as_chunks_mut::<16>();
+    store_u8x16(&mut dst[0], _mm_unpacklo_epi16(t0, t2));
+    store_u8x16(&mut dst[1], _mm_unpackhi_epi16(t0, t2));
+    store_u8x16(&mut dst[2], _mm_unpacklo_epi16(t1, t3));
+    store_u8x16(&mut dst[3], _mm_unpackhi_epi16(t1, t3));
+}
+
+/// Adds the rank-one correction of a byte tile: `acc[r][c] += outer.rows[r]·outer.cols[c]`
+/// (`vpmulld`, wrapping like every accumulation).
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(super) fn add_outer(acc: &mut [[__m256i; 2]], outer: Outer<'_>) {
+    let (cols, _) = outer.cols.as_chunks::<8>();
+    let cols = [load(&cols[0]), load(&cols[1])];
+    for (row, &f) in acc.iter_mut().zip(outer.rows) {
+        let f = _mm256_set1_epi32(f);
+        for (v, c) in row.iter_mut().zip(cols) {
+            *v = _mm256_add_epi32(*v, _mm256_mullo_epi32(f, c));
+        }
+    }
+}
+
+/// [`Isa::max_rows`]: eight values per step, the rest scalar.
+#[target_feature(enable = "avx2")]
+fn max_rows(plane: &[i32], width: usize, rows: usize, out: &mut [i32]) {
+    let w = out.len() / rows;
+    for (y, out) in out.chunks_exact_mut(w).enumerate() {
+        let (top, bottom) = (
+            &plane[2 * y * width..][..w],
+            &plane[(2 * y + 1) * width..][..w],
+        );
+        let (top8, _) = top.as_chunks::<8>();
+        let (bottom8, _) = bottom.as_chunks::<8>();
+        let (out8, _) = out.as_chunks_mut::<8>();
+        for ((m, t), b) in out8.iter_mut().zip(top8).zip(bottom8) {
+            store(m, _mm256_max_epi32(load(t), load(b)));
+        }
+        let done = w / 8 * 8;
+        if done < w {
+            generic::max_rows(&plane[2 * y * width + done..], width, 1, &mut out[done..]);
+        }
+    }
 }
 
 /// [`generic::max_pool_row`] compiled with AVX2.

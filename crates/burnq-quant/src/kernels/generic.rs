@@ -5,6 +5,7 @@
 //!
 //! Requantization here is [`Requant::apply`](crate::Requant::apply) itself, the definition.
 
+use super::bytes::{ByteForm, NoBytes};
 use super::isa::{Isa, TileBias, TileOut};
 use super::pack::{self, MR, NR, unpair};
 use super::requant::LayerRequant;
@@ -15,6 +16,12 @@ use crate::Requant;
 pub(crate) struct Generic;
 
 impl Isa for Generic {
+    type Bytes = NoBytes;
+
+    fn bytes(self, _: &ByteForm) -> Option<NoBytes> {
+        None
+    }
+
     fn tile(self, rows: usize, a: &[i32], b: &[i16], bias: TileBias<'_>, out: TileOut<'_>) {
         let mut acc = [[0i32; NR]; MR];
         match bias {
@@ -52,8 +59,8 @@ impl Isa for Generic {
         requant_channels(acc, &requant.scalar, out);
     }
 
-    fn max_rows(self, top: &[i32], bottom: &[i32], out: &mut [i32]) {
-        max_rows(top, bottom, out);
+    fn max_rows(self, plane: &[i32], width: usize, rows: usize, out: &mut [i32]) {
+        max_rows(plane, width, rows, out);
     }
 
     fn pool_pairs_requant(self, rows: &[i32], requant: &LayerRequant, o: usize, out: &mut [u8]) {
@@ -110,11 +117,16 @@ pub(crate) fn pool_pairs_requant(rows: &[i32], requant: &Requant, out: &mut [u8]
     }
 }
 
-/// `out[x] = max(top[x], bottom[x])`.
+/// [`Isa::max_rows`].
 #[inline(always)]
-pub(crate) fn max_rows(top: &[i32], bottom: &[i32], out: &mut [i32]) {
-    for ((m, &t), &b) in out.iter_mut().zip(top).zip(bottom) {
-        *m = t.max(b);
+pub(crate) fn max_rows(plane: &[i32], width: usize, rows: usize, out: &mut [i32]) {
+    let w = out.len() / rows;
+    for (y, out) in out.chunks_exact_mut(w).enumerate() {
+        let top = &plane[2 * y * width..][..w];
+        let bottom = &plane[(2 * y + 1) * width..][..w];
+        for ((m, &t), &b) in out.iter_mut().zip(top).zip(bottom) {
+            *m = t.max(b);
+        }
     }
 }
 

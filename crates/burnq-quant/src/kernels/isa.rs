@@ -2,6 +2,7 @@
 //! algorithms (`ops`) are written once over it and monomorphized per implementation, so the
 //! loops, the packing and the shape logic are shared by every kernel.
 
+use super::bytes::{ByteForm, ByteIsa};
 use super::pack::NR;
 use super::requant::LayerRequant;
 
@@ -12,6 +13,16 @@ pub(crate) enum TileBias<'a> {
     Rows(&'a [i32]),
     /// One bias per column (a linear layer's output features).
     Cols(&'a [i32; NR]),
+}
+
+impl<'a> TileBias<'a> {
+    /// The bias of the rows from `r` on.
+    pub(crate) fn rows_from(self, r: usize) -> Self {
+        match self {
+            Self::Rows(bias) => Self::Rows(&bias[r..]),
+            cols => cols,
+        }
+    }
 }
 
 /// Where a tile's results go: a slice starting at the tile's first element, rows `ld` apart,
@@ -42,9 +53,52 @@ pub(crate) enum TileOut<'a> {
     },
 }
 
+impl<'a> TileOut<'a> {
+    /// Splits the destination into rows `..r` and rows `r..` (the tile has more than `r` rows).
+    pub(crate) fn split_rows(self, r: usize) -> (Self, Self) {
+        match self {
+            Self::Acc { c, ld, cols } => {
+                let (top, bottom) = c.split_at_mut(r * ld);
+                (
+                    Self::Acc { c: top, ld, cols },
+                    Self::Acc {
+                        c: bottom,
+                        ld,
+                        cols,
+                    },
+                )
+            }
+            Self::Requant {
+                out,
+                ld,
+                cols,
+                requant,
+                col0,
+            } => {
+                let (top, bottom) = out.split_at_mut(r * ld);
+                let half = |out| Self::Requant {
+                    out,
+                    ld,
+                    cols,
+                    requant,
+                    col0,
+                };
+                (half(top), half(bottom))
+            }
+        }
+    }
+}
+
 /// The primitives of one instruction set. Every method computes exactly what the portable
 /// implementation ([`super::generic::Generic`]) computes; slices must have the lengths stated.
 pub(crate) trait Isa: Copy {
+    /// This instruction set's byte GEMM ([`super::bytes::NoBytes`] if it has none).
+    type Bytes: ByteIsa;
+
+    /// The byte GEMM to run a layer of byte form `form` with, if this implementation has one
+    /// that is exact for it; `None`: run the `i16` GEMM.
+    fn bytes(self, form: &ByteForm) -> Option<Self::Bytes>;
+
     /// One GEMM tile: `acc[r][c] = bias + Σ_p (A[r][2p]·B[2p][c] + A[r][2p+1]·B[2p+1][c])` for
     /// `r < rows` (`1..=MR`) and `c < NR`, in wrapping `i32`, then written to `out`. `a` is one
     /// row panel (`⌈K/2⌉·MR` pairs), `b` one column panel (`⌈K/2⌉·2·NR` offsets).
@@ -59,8 +113,9 @@ pub(crate) trait Isa: Copy {
     /// `out[c] = requant_c(acc[c])` over the channels `0..acc.len()` of `requant`.
     fn requant_channels(self, acc: &[i32], requant: &LayerRequant, out: &mut [u8]);
 
-    /// `out[x] = max(top[x], bottom[x])`.
-    fn max_rows(self, top: &[i32], bottom: &[i32], out: &mut [i32]);
+    /// Vertical maxima of row pairs of a plane of rows `width` apart: with `w = out.len() / rows`,
+    /// `out[y·w + x] = max(plane[2y·width + x], plane[(2y + 1)·width + x])` for `x < w ≤ width`.
+    fn max_rows(self, plane: &[i32], width: usize, rows: usize, out: &mut [i32]);
 
     /// `out[j] = requant_o(max(rows[2j], rows[2j + 1]))` for the one channel `o`,
     /// `rows.len() = 2·out.len()`: the horizontal half of a 2×2 max-pool, then requantization

@@ -1,11 +1,15 @@
-//! [`PackedLayer`]: a [`QuantLayer`] prepared once for the fast kernels. Weights become `i16`
-//! offsets `q_w − Z_w[o]` (zero points subtracted here, not per product) in the panel layout
-//! of [`super::pack`]: a convolution's weights are the GEMM's A (rows = output channels, one
-//! broadcast per channel), a linear layer's are its B (columns = output features, eight per
-//! vector), so that a batch of any size, even one, fills the vectors.
+//! [`PackedLayer`]: a [`QuantLayer`] prepared once for the fast kernels, in both GEMM forms.
+//! Weights become `i16` offsets `q_w − Z_w[o]` (zero points subtracted here, not per product)
+//! and `i8` values around a centre ([`ByteForm`], with the bounds that decide which byte GEMM
+//! is exact for the layer) in the panel layouts of [`super::pack`]: a convolution's weights
+//! are the GEMM's A (rows = output channels, one broadcast per channel), a linear layer's are
+//! its B (columns = output features, eight per vector), so that a batch of any size, even one,
+//! fills the vectors.
 
-use super::pack::{self, Im2col, MR, NR, offset, pairs};
+use super::bytes::{ByteForm, ByteWeights};
+use super::pack::{self, GROUP, Im2col, MR, MRB, NR, groups, offset, pairs};
 use super::requant::LayerRequant;
+use super::{Isa, KernelChoice, with_isa};
 use crate::{LayerKind, QuantError, QuantLayer, QuantParams};
 
 /// A layer in the fast kernels' layout; see the module docs. Built by [`PackedLayer::new`].
@@ -17,6 +21,8 @@ pub struct PackedLayer {
     weights: Weights,
     /// One bias per output channel, zero-padded to a whole column panel.
     bias: Vec<i32>,
+    /// The weights in the byte form, for the byte GEMMs.
+    bytes: ByteForm,
     requant: LayerRequant,
 }
 
@@ -73,6 +79,7 @@ impl PackedLayer {
             input: layer.input,
             weights,
             bias,
+            bytes: ByteForm::new(layer),
             requant: LayerRequant::new(&layer.name, layer.requants().collect())?,
         })
     }
@@ -123,6 +130,40 @@ impl PackedLayer {
         }
     }
 
+    /// Whether `kernel` runs this layer with its byte GEMM (`false`: the `i16` GEMM); an
+    /// error if this CPU cannot run `kernel`.
+    pub fn runs_byte_gemm(&self, kernel: KernelChoice) -> Result<bool, QuantError> {
+        Ok(with_isa!(kernel, |isa| isa.bytes(&self.bytes).is_some()))
+    }
+
+    /// The byte form of the weights.
+    pub(crate) fn byte_form(&self) -> &ByteForm {
+        &self.bytes
+    }
+
+    /// Bytes in one byte column panel of the im2col matrix (or of this layer's B).
+    pub(crate) fn byte_panel_len(&self) -> usize {
+        groups(self.fan_in()) * GROUP * NR
+    }
+
+    /// Byte row panel `i` of a convolution's weights.
+    pub(crate) fn byte_row_panel(&self, i: usize) -> &[i32] {
+        let len = groups(self.fan_in()) * MRB;
+        match &self.bytes.weights {
+            ByteWeights::Rows(rows) => &rows[i * len..][..len],
+            ByteWeights::Cols(_) => panic!("{} is not a convolution", self.name),
+        }
+    }
+
+    /// Byte column panel `j` of a linear layer's transposed weights.
+    pub(crate) fn byte_col_panel(&self, j: usize) -> &[u8] {
+        let len = self.byte_panel_len();
+        match &self.bytes.weights {
+            ByteWeights::Cols(cols) => &cols[j * len..][..len],
+            ByteWeights::Rows(_) => panic!("{} is not a linear layer", self.name),
+        }
+    }
+
     /// The biases, zero-padded to a multiple of `NR`.
     pub(crate) fn bias(&self) -> &[i32] {
         &self.bias
@@ -144,9 +185,11 @@ impl PackedLayer {
             return Err(self.wrong_kind("conv2d"));
         };
         if kernel > height || kernel > width {
-            return Err(QuantError::InvalidValue {
-                what: format!("{} input", self.name),
-                reason: format!("{height}×{width} image too small for a {kernel}×{kernel} kernel"),
+            return Err(QuantError::ImageTooSmall {
+                layer: self.name.clone(),
+                height,
+                width,
+                kernel,
             });
         }
         Ok(Im2col::new(in_channels, kernel, height, width))
@@ -160,10 +203,11 @@ impl PackedLayer {
         }
     }
 
-    fn wrong_kind(&self, op: &str) -> QuantError {
-        QuantError::InvalidValue {
-            what: self.name.clone(),
-            reason: format!("{:?} layer passed to {op}", self.kind),
+    fn wrong_kind(&self, op: &'static str) -> QuantError {
+        QuantError::WrongLayerKind {
+            layer: self.name.clone(),
+            kind: self.kind,
+            op,
         }
     }
 }

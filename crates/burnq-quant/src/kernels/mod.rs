@@ -3,18 +3,27 @@
 //! `unsafe` code (in `avx2`, for the SIMD intrinsics and their loads and stores).
 //!
 //! # Design
-//! - Every layer is a GEMM `C[r][c] = bias + Σ_k A[r][k]·B[k][c]` on `i16` offsets `q − Z`
-//!   (zero points subtracted once, when packing; see `pack`). The paper's expansion
-//!   `Σ q_x·q_w − Z_w·Σ q_x − Z_in·Σ q_w + K·Z_in·Z_w` is not needed: widened to `i16`, the
-//!   offsets multiply directly with `vpmaddwd`, which adds two `i16` products into an `i32`
-//!   without saturating for offsets within ±255 (unlike `vpmaddubsw`, see `avx2`).
+//! - Every layer is a GEMM `C[r][c] = bias + Σ_k A[r][k]·B[k][c]`, in one of two forms
+//!   (`pack`), both packed once per layer by [`PackedLayer::new`]:
+//!   - **`i16`**: offsets `q − Z` on both sides (zero points subtracted once, when packing),
+//!     multiplied with `vpmaddwd`, which adds two `i16` products into an `i32` without
+//!     saturating for offsets within ±255. Exact for every layer.
+//!   - **bytes** (`bytes`): the input codes as `u8` and the weights as `i8` around a centre per
+//!     channel, with the paper's correction terms folded into the bias and, where a centre is
+//!     not the zero point, a rank-one term from the input's code sums. Run with `vpdpbusd`
+//!     (`vnni`, exact for every layer) or `vpmaddubsw` (`maddubs`, only for the layers whose
+//!     operand bounds, computed when packing, exclude `i16` saturation).
+//!
+//!   Which form a layer runs is decided per layer by the kernel ([`KernelChoice`]) and the
+//!   layer's bounds: a layer the byte GEMM cannot run exactly falls back to the `i16` GEMM.
 //! - Weights are packed once ([`PackedLayer`]); activations are packed per call into
 //!   reusable scratch. Requantization is fused into the GEMM epilogue (linear layers) or into
 //!   the 2×2 max-pool pass over one image's accumulators (convolutions).
 //! - The implementation is chosen in one place, [`KernelChoice`]: detected once at run time,
-//!   overridable with `BURNQ_KERNEL=generic|avx2`. The algorithms (`ops`) are written once
-//!   over the `Isa` trait; `generic` implements it portably, `avx2` with intrinsics behind a
-//!   token that proves the CPU has AVX2.
+//!   overridable with `BURNQ_KERNEL=generic|avx2|avx2-maddubs|avx512-vnni`. The algorithms
+//!   (`ops`) are written once over the `Isa` trait (and its byte GEMM, `ByteIsa`); `generic`
+//!   implements it portably, `avx2`, `maddubs` and `vnni` with intrinsics behind tokens that
+//!   prove the CPU features.
 //!
 //! # Exactness
 //! The kernels add in wrapping `i32` where the reference sums in `i64` and checks the
@@ -24,6 +33,7 @@
 //! [`Requant::apply`](crate::Requant::apply) exactly (see `requant`); max-pooling accumulators
 //! before requantizing is exact because requantization is non-decreasing (`m0 ≥ 0`).
 
+mod bytes;
 mod choice;
 mod generic;
 mod isa;
@@ -34,13 +44,17 @@ mod requant;
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod maddubs;
+#[cfg(target_arch = "x86_64")]
+mod vnni;
 
 pub use choice::{KERNEL_ENV, KernelChoice};
 pub use layer::PackedLayer;
 pub use ops::{conv2d, conv2d_requant_pool, linear, linear_requant, max_pool_2x2, requantize};
 
 pub(crate) use isa::Isa;
-pub(crate) use ops::{LinearOut, conv_image, linear_rows, pool_requant_image};
+pub(crate) use ops::{LinearOut, Scratch, conv_image, grow, linear_rows, pool_requant_image};
 pub(crate) use pack::Im2col;
 
 /// Evaluates `$body` with `$isa` bound to the implementation of the [`KernelChoice`]
@@ -55,6 +69,14 @@ macro_rules! with_isa {
             }
             $crate::kernels::KernelChoice::Avx2 => {
                 let $isa = $crate::kernels::avx2_isa()?;
+                $body
+            }
+            $crate::kernels::KernelChoice::Avx2Maddubs => {
+                let $isa = $crate::kernels::maddubs_isa()?;
+                $body
+            }
+            $crate::kernels::KernelChoice::Avx512Vnni => {
+                let $isa = $crate::kernels::vnni_isa()?;
                 $body
             }
         }
@@ -73,11 +95,37 @@ pub(crate) fn avx2_isa() -> Result<avx2::Avx2, crate::QuantError> {
     avx2::Avx2::new()
 }
 
-/// On targets other than x86-64, always the error that this CPU cannot run AVX2 (typed as the
-/// portable implementation so that `with_isa!` compiles everywhere).
+/// The AVX2 implementation with the `vpmaddubsw` byte GEMM, or an error if this CPU lacks AVX2.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn maddubs_isa() -> Result<avx2::Avx2<maddubs::Maddubs>, crate::QuantError> {
+    Ok(avx2::Avx2::new()?.with_bytes(maddubs::Maddubs::new()?))
+}
+
+/// The AVX2 implementation with the AVX-512 VNNI byte GEMM, or an error if this CPU lacks one
+/// of the features.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn vnni_isa() -> Result<avx2::Avx2<vnni::Vnni512>, crate::QuantError> {
+    Ok(avx2::Avx2::new()?.with_bytes(vnni::Vnni512::new()?))
+}
+
+/// On targets other than x86-64, always the error that this CPU cannot run `kernel` (typed as
+/// the portable implementation so that `with_isa!` compiles everywhere).
+#[cfg(not(target_arch = "x86_64"))]
+fn unavailable(kernel: KernelChoice) -> Result<generic::Generic, crate::QuantError> {
+    kernel.check_available().map(|()| generic::Generic)
+}
+
 #[cfg(not(target_arch = "x86_64"))]
 pub(crate) fn avx2_isa() -> Result<generic::Generic, crate::QuantError> {
-    KernelChoice::Avx2
-        .check_available()
-        .map(|()| generic::Generic)
+    unavailable(KernelChoice::Avx2)
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+pub(crate) fn maddubs_isa() -> Result<generic::Generic, crate::QuantError> {
+    unavailable(KernelChoice::Avx2Maddubs)
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+pub(crate) fn vnni_isa() -> Result<generic::Generic, crate::QuantError> {
+    unavailable(KernelChoice::Avx512Vnni)
 }

@@ -9,27 +9,56 @@
 //! because requantization is non-decreasing, and it requantizes four times fewer values.
 //! A linear layer is a GEMM with A = the input rows and B = the packed weights, requantized in
 //! the tile's epilogue.
+//!
+//! Each driver runs the layer's byte GEMM if the instruction set has one that is exact for it
+//! ([`Isa::bytes`]), else the `i16` GEMM.
 
+use super::bytes::{ByteIsa, Codes, Outer};
 use super::isa::{Isa, TileBias, TileOut};
 use super::layer::PackedLayer;
-use super::pack::{self, Im2col, MR, NR, offset, pairs};
+use super::pack::{self, Im2col, MR, MRB, NR, groups, offset, pairs};
+use super::requant::LayerRequant;
 use super::{KernelChoice, with_isa};
 use crate::QuantError;
 
+/// Reusable scratch of the layer drivers: its buffers grow to the sizes a layer needs on
+/// first use and are reused afterwards.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Scratch {
+    /// One column panel of an im2col matrix as `i16` pairs.
+    panel: Vec<i16>,
+    /// One column panel of an im2col matrix as bytes.
+    bytes: Vec<u8>,
+    /// A linear layer's input rows, packed.
+    packed: Vec<i32>,
+    /// The code sums of a linear layer's input rows.
+    sums: Vec<i32>,
+}
+
+/// The first `len` elements of `buffer`, grown (zero-filled) if it is shorter.
+pub(crate) fn grow<T: Default + Clone>(buffer: &mut Vec<T>, len: usize) -> &mut [T] {
+    if buffer.len() < len {
+        buffer.resize(len, T::default());
+    }
+    &mut buffer[..len]
+}
+
 /// The accumulators of one image: `c[o·positions + pos]` for every output channel `o` and
-/// output position `pos = y·out_w + x`, bias included. `panel` is scratch of
-/// [`PackedLayer::panel_len`] offsets.
+/// output position `pos = y·out_w + x`, bias included.
 pub(crate) fn conv_image<K: Isa>(
     isa: K,
     layer: &PackedLayer,
     plan: &Im2col,
     image: &[u8],
-    panel: &mut [i16],
+    scratch: &mut Scratch,
     c: &mut [i32],
 ) {
+    if let Some(bytes) = isa.bytes(layer.byte_form()) {
+        return conv_image_bytes(bytes, layer, plan, image, scratch, c);
+    }
     let ld = plan.positions();
     let out = layer.out_channels();
-    let panel = &mut panel[..layer.panel_len()];
+    let panel = grow(&mut scratch.panel, layer.panel_len());
     let z = layer.input().zero_point();
     for (j, cols) in plan.panels().enumerate() {
         isa.im2col_panel(image, plan.k_offsets(), cols, z, panel);
@@ -42,6 +71,44 @@ pub(crate) fn conv_image<K: Isa>(
                 cols: cols.len(),
             };
             isa.tile(rows, layer.row_panel(i), panel, bias, dst);
+        }
+    }
+}
+
+/// [`conv_image`] with the byte GEMM `isa`: B is the im2col matrix of the codes themselves,
+/// with its column sums where the layer needs them.
+fn conv_image_bytes<B: ByteIsa>(
+    isa: B,
+    layer: &PackedLayer,
+    plan: &Im2col,
+    image: &[u8],
+    scratch: &mut Scratch,
+    c: &mut [i32],
+) {
+    let ld = plan.positions();
+    let out = layer.out_channels();
+    let form = layer.byte_form();
+    let panel = grow(&mut scratch.bytes, layer.byte_panel_len());
+    let mut sums = [0; NR];
+    for (j, cols) in plan.panels().enumerate() {
+        isa.im2col_bytes(image, plan, cols, panel);
+        if form.centre_shift.is_some() {
+            isa.col_sums(panel, &mut sums);
+        }
+        for i in 0..out.div_ceil(MRB) {
+            let rows = (out - i * MRB).min(MRB);
+            let bias = TileBias::Rows(&form.bias[i * MRB..][..rows]);
+            let outer = form.centre_shift.as_deref().map(|d| Outer {
+                rows: &d[i * MRB..][..rows],
+                cols: &sums,
+            });
+            let dst = TileOut::Acc {
+                c: &mut c[i * MRB * ld + j * NR..],
+                ld,
+                cols: cols.len(),
+            };
+            let a = layer.byte_row_panel(i);
+            isa.byte_tile(rows, a, panel, Codes::B, form.chain, bias, outer, dst);
         }
     }
 }
@@ -67,11 +134,7 @@ pub(crate) fn pool_requant_image<K: Isa>(
         .chunks_exact(plan.positions())
         .zip(out.chunks_exact_mut(ph * pw));
     for (o, (plane, pooled)) in planes.take(layer.out_channels()).enumerate() {
-        for (py, vertical) in rows.chunks_exact_mut(2 * pw).enumerate() {
-            let top = &plane[2 * py * ow..][..2 * pw];
-            let bottom = &plane[(2 * py + 1) * ow..][..2 * pw];
-            isa.max_rows(top, bottom, vertical);
-        }
+        isa.max_rows(plane, ow, ph, rows);
         isa.pool_pairs_requant(rows, requant, o, pooled);
     }
 }
@@ -85,43 +148,101 @@ pub(crate) enum LinearOut<'a> {
     Requant(&'a mut [u8]),
 }
 
-/// A linear layer on `n` rows of `input` (`[n, in]`); `packed` is reusable scratch for the
-/// rows as A.
+impl LinearOut<'_> {
+    /// The destination of the tile at element `at` of `[n, out]` (row stride `ld`), its first
+    /// column `col0` and `cols` columns wide.
+    fn tile<'b>(
+        &'b mut self,
+        at: usize,
+        ld: usize,
+        cols: usize,
+        requant: &'b LayerRequant,
+        col0: usize,
+    ) -> TileOut<'b> {
+        match self {
+            LinearOut::Acc(c) => TileOut::Acc {
+                c: &mut c[at..],
+                ld,
+                cols,
+            },
+            LinearOut::Requant(q) => TileOut::Requant {
+                out: &mut q[at..],
+                ld,
+                cols,
+                requant,
+                col0,
+            },
+        }
+    }
+}
+
+/// A linear layer on `n` rows of `input` (`[n, in]`).
 pub(crate) fn linear_rows<K: Isa>(
     isa: K,
     layer: &PackedLayer,
     input: &[u8],
     n: usize,
-    packed: &mut Vec<i32>,
+    scratch: &mut Scratch,
     mut out: LinearOut<'_>,
 ) {
+    if let Some(bytes) = isa.bytes(layer.byte_form()) {
+        return linear_rows_bytes(bytes, layer, input, n, scratch, out);
+    }
     let (k, m) = (layer.fan_in(), layer.out_channels());
     let z = layer.input().zero_point();
+    let packed = &mut scratch.packed;
     pack::pack_rows(n, k, |r, i| offset(input[r * k + i], z), packed);
     let a_len = pairs(k) * MR;
-    let requant = layer.requant();
     for j in 0..m.div_ceil(NR) {
         let cols = (m - j * NR).min(NR);
         let b = layer.col_panel(j);
         let bias = TileBias::Cols(layer.bias()[j * NR..][..NR].try_into().unwrap());
         for i in 0..n.div_ceil(MR) {
             let rows = (n - i * MR).min(MR);
-            let at = i * MR * m + j * NR;
-            let dst = match &mut out {
-                LinearOut::Acc(c) => TileOut::Acc {
-                    c: &mut c[at..],
-                    ld: m,
-                    cols,
-                },
-                LinearOut::Requant(q) => TileOut::Requant {
-                    out: &mut q[at..],
-                    ld: m,
-                    cols,
-                    requant,
-                    col0: j * NR,
-                },
-            };
+            let dst = out.tile(i * MR * m + j * NR, m, cols, layer.requant(), j * NR);
             isa.tile(rows, &packed[i * a_len..][..a_len], b, bias, dst);
+        }
+    }
+}
+
+/// [`linear_rows`] with the byte GEMM `isa`: A is the input codes themselves, with their row
+/// sums where the layer needs them.
+fn linear_rows_bytes<B: ByteIsa>(
+    isa: B,
+    layer: &PackedLayer,
+    input: &[u8],
+    n: usize,
+    scratch: &mut Scratch,
+    mut out: LinearOut<'_>,
+) {
+    let (k, m) = (layer.fan_in(), layer.out_channels());
+    let form = layer.byte_form();
+    let Scratch { packed, sums, .. } = scratch;
+    pack::pack_code_rows(input, n, k, packed);
+    if form.centre_shift.is_some() {
+        sums.clear();
+        sums.extend(
+            input[..n * k]
+                .chunks_exact(k)
+                .map(|row| row.iter().map(|&q| i32::from(q)).sum::<i32>()),
+        );
+    }
+    let a_len = groups(k) * MRB;
+    for j in 0..m.div_ceil(NR) {
+        let cols = (m - j * NR).min(NR);
+        let b = layer.byte_col_panel(j);
+        let bias = TileBias::Cols(form.bias[j * NR..][..NR].try_into().unwrap());
+        let shift = form.centre_shift.as_deref();
+        let shift: Option<&[i32; NR]> = shift.map(|d| d[j * NR..][..NR].try_into().unwrap());
+        for i in 0..n.div_ceil(MRB) {
+            let rows = (n - i * MRB).min(MRB);
+            let outer = shift.map(|cols| Outer {
+                rows: &sums[i * MRB..][..rows],
+                cols,
+            });
+            let dst = out.tile(i * MRB * m + j * NR, m, cols, layer.requant(), j * NR);
+            let a = &packed[i * a_len..][..a_len];
+            isa.byte_tile(rows, a, b, Codes::A, form.chain, bias, outer, dst);
         }
     }
 }
@@ -137,10 +258,16 @@ fn check_input(layer: &PackedLayer, input: &[u8], dims: &[usize]) -> Result<(), 
         });
     }
     let qmax = layer.input().qmax();
+    // The maximum first (a fold that vectorizes), the offending code only if there is one.
+    if i32::from(input.iter().fold(0, |max: u8, &q| max.max(q))) <= qmax {
+        return Ok(());
+    }
     match input.iter().find(|&&q| i32::from(q) > qmax) {
-        Some(q) => Err(QuantError::InvalidValue {
+        Some(&code) => Err(QuantError::CodeAboveQmax {
             what: format!("{} input", layer.name()),
-            reason: format!("code {q} exceeds {qmax}"),
+            code,
+            qmax,
+            bits: layer.input().bits(),
         }),
         None => Ok(()),
     }
@@ -160,13 +287,13 @@ pub fn conv2d(
     check_input(layer, input, &[n, plan.image_len])?;
     let plane = layer.out_channels() * plan.positions();
     let mut acc = vec![0; n * plane];
-    let mut panel = vec![0; layer.panel_len()];
+    let mut scratch = Scratch::default();
     let images = input
         .chunks_exact(plan.image_len)
         .zip(acc.chunks_exact_mut(plane));
     with_isa!(kernel, |isa| {
         for (image, c) in images {
-            conv_image(isa, layer, &plan, image, &mut panel, c);
+            conv_image(isa, layer, &plan, image, &mut scratch, c);
         }
     });
     Ok(acc)
@@ -188,12 +315,12 @@ pub fn conv2d_requant_pool(
     let out = layer.out_channels();
     let pooled = out * (plan.out_h / 2) * (plan.out_w / 2);
     let mut codes = vec![0; n * pooled];
-    let mut panel = vec![0; layer.panel_len()];
+    let mut scratch = Scratch::default();
     let mut c = vec![0; out * plan.positions()];
     let mut rows = vec![0; plan.positions() / 2];
     with_isa!(kernel, |isa| {
         for (i, image) in input.chunks_exact(plan.image_len).enumerate() {
-            conv_image(isa, layer, &plan, image, &mut panel, &mut c);
+            conv_image(isa, layer, &plan, image, &mut scratch, &mut c);
             let dst = &mut codes[i * pooled..][..pooled];
             pool_requant_image(isa, layer, &plan, &c, &mut rows, dst);
         }
@@ -242,7 +369,7 @@ fn linear_checked(
         layer,
         input,
         n,
-        &mut Vec::new(),
+        &mut Scratch::default(),
         out
     ));
     Ok(())

@@ -40,6 +40,8 @@ pub(crate) struct Lanes {
     pub(crate) hi: [i32; 8],
     /// `Z_out`.
     pub(crate) zero_point: [i32; 8],
+    /// Whether some lane shifts left (`left > 0`); if none does, stage 1 is the identity.
+    pub(crate) any_left: bool,
 }
 
 impl Lanes {
@@ -59,6 +61,7 @@ impl Lanes {
             lanes.hi[i] = i32::from(r.act_max) - zero_point;
             lanes.zero_point[i] = zero_point;
         }
+        lanes.any_left = lanes.left.iter().any(|&l| l > 0);
         lanes
     }
 }
@@ -122,6 +125,7 @@ mod tests {
         assert_eq!((g.left[0], g.right[0], g.mask[0], g.half[0]), (0, 3, 7, 3));
         assert_eq!((g.lo[0], g.hi[0], g.zero_point[0]), (-7, 190, 10));
         assert_eq!((g.left[1], g.right[1]), (32, 0));
+        assert!(g.any_left && !prepared.splat[0].any_left);
         assert_eq!(g.m0[2..], [0; 6]);
         assert_eq!(prepared.splat[0].mask, [7; 8]);
         let r31 = LayerRequant::new("t", vec![requant(1 << 30, -31, 0)]).unwrap();

@@ -1,0 +1,188 @@
+//! The AVX2 byte GEMM: `vpmaddubsw`, for the layers whose proven operand bounds make it exact
+//! ([`ByteForm::chain`] `≥ 1`, see [`super::bytes`]) and whose reduction is long enough to
+//! repay it ([`MIN_GROUPS`]); the [`super::avx2`] `i16` GEMM runs the others.
+//!
+//! **Tile.** Up to [`MRB`] rows in passes of [`PASS`] rows, sixteen columns as two vectors.
+//! Per group of four `k` and row: one broadcast group of A, `vpmaddubsw` with each vector of B
+//! (sixteen `u8 × i8` products added in pairs into `i16` lanes, which cannot saturate because
+//! `2·qmax_in·max|s| ≤ 32767`), then `vpaddw` into `i16` chain sums. After `chain` groups
+//! (`chain·2·qmax_in·max|s| ≤ 32767`, so no chain sum wraps) each chain sum is widened with
+//! `vpmaddwd` by ones (adding its two `i16` lanes of the column's group into one `i32`) and
+//! added to the `i32` accumulators. At 4 bits and below `chain` is in the tens, so a group
+//! costs about two instructions per vector against four for the `i16` GEMM's two `k` pairs.
+//!
+//! Every function here needs AVX2, and runs only through a [`Maddubs`] token.
+
+use std::arch::x86_64::*;
+
+use super::avx2;
+use super::bytes::{ByteForm, ByteIsa, Codes, Outer};
+use super::choice::KernelChoice;
+use super::isa::{TileBias, TileOut};
+use super::pack::{GROUP, Im2col, MRB, NR};
+use super::requant::LayerRequant;
+use crate::QuantError;
+
+/// Fewest groups of four in a reduction that this GEMM runs: with fewer, the fixed cost of a
+/// tile's two passes (bias, widening, epilogue) outweighs the saving (conv1, `K = 25`, ran
+/// slower than with the `i16` GEMM).
+const MIN_GROUPS: usize = 16;
+
+/// Rows per pass of a tile: five rows of two `i16` chain sums and two `i32` sums, with the two
+/// vectors of B, stay within the sixteen vector registers (but for a few `i32` sums, touched
+/// once per chain).
+const PASS: usize = 5;
+
+/// Proof that this CPU supports AVX2, for the `vpmaddubsw` byte GEMM.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Maddubs(());
+
+impl Maddubs {
+    /// The token, or an error if the CPU lacks AVX2.
+    pub(crate) fn new() -> Result<Self, QuantError> {
+        KernelChoice::Avx2Maddubs
+            .check_available()
+            .map(|()| Self(()))
+    }
+}
+
+// SAFETY (every `unsafe` block in this impl): the callees need AVX2, and a `Maddubs` value
+// exists only if `Maddubs::new` detected it.
+impl ByteIsa for Maddubs {
+    fn accepts(self, form: &ByteForm) -> bool {
+        form.chain >= 1 && form.groups >= MIN_GROUPS
+    }
+
+    fn byte_tile(
+        self,
+        rows: usize,
+        a: &[i32],
+        b: &[u8],
+        codes: Codes,
+        chain: usize,
+        bias: TileBias<'_>,
+        outer: Option<Outer<'_>>,
+        out: TileOut<'_>,
+    ) {
+        let pass = |r0: usize, rows: usize, bias, outer, out| unsafe {
+            match codes {
+                Codes::A => pass::<true>(r0, rows, a, b, chain, bias, outer, out),
+                Codes::B => pass::<false>(r0, rows, a, b, chain, bias, outer, out),
+            }
+        };
+        if rows <= PASS {
+            pass(0, rows, bias, outer, out);
+        } else {
+            let (top, bottom) = out.split_rows(PASS);
+            pass(0, PASS, bias, outer, top);
+            let outer = outer.map(|o| Outer {
+                rows: &o.rows[PASS..],
+                cols: o.cols,
+            });
+            pass(PASS, rows - PASS, bias.rows_from(PASS), outer, bottom);
+        }
+    }
+
+    fn im2col_bytes(self, input: &[u8], plan: &Im2col, cols: &[usize], out: &mut [u8]) {
+        unsafe { avx2::im2col_bytes(input, plan, cols, out) }
+    }
+
+    fn col_sums(self, panel: &[u8], sums: &mut [i32; NR]) {
+        unsafe { col_sums(panel, sums) }
+    }
+
+    fn pool_pairs_requant(self, rows: &[i32], requant: &LayerRequant, o: usize, out: &mut [u8]) {
+        let (scalar, lanes) = (&requant.scalar[o], &requant.splat[o]);
+        unsafe { avx2::pool_pairs_requant(rows, scalar, lanes, out) }
+    }
+}
+
+/// Rows `r0..r0 + rows` (`rows ≤ PASS`) of a byte tile, `A_CODES`: whether A holds the codes.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2")]
+fn pass<const A_CODES: bool>(
+    r0: usize,
+    rows: usize,
+    a: &[i32],
+    b: &[u8],
+    chain: usize,
+    bias: TileBias<'_>,
+    outer: Option<Outer<'_>>,
+    out: TileOut<'_>,
+) {
+    match rows {
+        1 => tile::<1, A_CODES>(r0, a, b, chain, bias, outer, out),
+        2 => tile::<2, A_CODES>(r0, a, b, chain, bias, outer, out),
+        3 => tile::<3, A_CODES>(r0, a, b, chain, bias, outer, out),
+        4 => tile::<4, A_CODES>(r0, a, b, chain, bias, outer, out),
+        PASS => tile::<PASS, A_CODES>(r0, a, b, chain, bias, outer, out),
+        _ => panic!("a pass has 1 to {PASS} rows, not {rows}"),
+    }
+}
+
+/// `R` rows from row `r0` of a byte tile; see the module docs.
+#[target_feature(enable = "avx2")]
+fn tile<const R: usize, const A_CODES: bool>(
+    r0: usize,
+    a: &[i32],
+    b: &[u8],
+    chain: usize,
+    bias: TileBias<'_>,
+    outer: Option<Outer<'_>>,
+    out: TileOut<'_>,
+) {
+    let mut acc = avx2::init::<R>(bias);
+    let ones = _mm256_set1_epi16(1);
+    let (a, _) = a.as_chunks::<MRB>();
+    let (b, _) = b.as_chunks::<{ GROUP * NR }>();
+    for (a, b) in a.chunks(chain).zip(b.chunks(chain)) {
+        let mut sums = [[_mm256_setzero_si256(); 2]; R];
+        for (a, b) in a.iter().zip(b) {
+            let (halves, _) = b.as_chunks::<32>();
+            let b = [load_u8x32(&halves[0]), load_u8x32(&halves[1])];
+            for (row, &group) in sums.iter_mut().zip(&a[r0..]) {
+                let group = _mm256_set1_epi32(group);
+                for (sum, &b) in row.iter_mut().zip(&b) {
+                    let products = if A_CODES {
+                        _mm256_maddubs_epi16(group, b)
+                    } else {
+                        _mm256_maddubs_epi16(b, group)
+                    };
+                    *sum = _mm256_add_epi16(*sum, products);
+                }
+            }
+        }
+        for (row, sums) in acc.iter_mut().zip(&sums) {
+            for (v, &s) in row.iter_mut().zip(sums) {
+                *v = _mm256_add_epi32(*v, _mm256_madd_epi16(s, ones));
+            }
+        }
+    }
+    if let Some(outer) = outer {
+        avx2::add_outer(&mut acc, outer);
+    }
+    avx2::finish(&acc, out);
+}
+
+/// Thirty-two bytes from memory (unaligned).
+#[target_feature(enable = "avx2")]
+fn load_u8x32(v: &[u8; 32]) -> __m256i {
+    // SAFETY: `v` is 32 readable bytes; `loadu` has no alignment requirement.
+    unsafe { _mm256_loadu_si256(v.as_ptr().cast()) }
+}
+
+/// [`ByteIsa::col_sums`]: per group, `vpmaddubsw` by ones (two codes per `i16`, at most 510)
+/// and `vpmaddwd` by ones (the column's four codes in one `i32`).
+#[target_feature(enable = "avx2")]
+fn col_sums(panel: &[u8], sums: &mut [i32; NR]) {
+    let (ones8, ones16) = (_mm256_set1_epi8(1), _mm256_set1_epi16(1));
+    let mut acc = [_mm256_setzero_si256(); 2];
+    let (steps, _) = panel.as_chunks::<32>();
+    for (i, step) in steps.iter().enumerate() {
+        let v = _mm256_maddubs_epi16(load_u8x32(step), ones8);
+        acc[i % 2] = _mm256_add_epi32(acc[i % 2], _mm256_madd_epi16(v, ones16));
+    }
+    let (dst, _) = sums.as_chunks_mut::<8>();
+    avx2::store(&mut dst[0], acc[0]);
+    avx2::store(&mut dst[1], acc[1]);
+}
