@@ -97,6 +97,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         max_body: args.max_body,
         panic_route: std::env::var_os("BURNQ_SERVE_TEST_PANIC").is_some_and(|v| v == "1"),
     });
+    // A panicking handler answers 500 (`http::handle`); the log gets one line, not a backtrace.
+    std::panic::set_hook(Box::new(|info| {
+        eprintln!("burnq serve: a request handler panicked: {info}");
+    }));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .max_blocking_threads(args.threads.max(1))

@@ -70,6 +70,7 @@ async function send() {
   if (inflight) { pending = true; return; }
   inflight = true;
   pending = false;
+  document.body.dataset.busy = "1";
   try {
     const blob = await new Promise((resolve) => pad.toBlob(resolve, "image/png"));
     const url = "/api/predict" + (picker.value ? "?model=" + encodeURIComponent(picker.value) : "");
@@ -82,6 +83,7 @@ async function send() {
   }
   inflight = false;
   if (pending) send();
+  else document.body.dataset.busy = "0";
 }
 
 function show(a) {
@@ -145,5 +147,6 @@ async function loadModels() {
   }
 }
 
+document.body.dataset.busy = "0";
 clearPad();
 loadModels();
