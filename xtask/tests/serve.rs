@@ -50,6 +50,19 @@ fn artifacts() -> &'static Path {
             out,
         ]);
         assert!(quant.status.success(), "{}", text(&quant));
+        let sweep = xtask(&[
+            "sweep",
+            "--bits",
+            "4,8",
+            "--qat-epochs",
+            "0",
+            "--test-limit",
+            "300",
+            "--offline",
+            "--out",
+            out,
+        ]);
+        assert!(sweep.status.success(), "{}", text(&sweep));
         dir
     })
     .path()
@@ -274,9 +287,9 @@ fn the_api_answers_and_names_what_is_wrong() {
     let report = request(server.addr, "GET", "/report", b"").unwrap().text();
     for needle in [
         "/plots/mnist/training.svg",
+        "/plots/mnist/sweep.svg",
         "table class=\"confusion\"",
-        "cargo xtask sweep",
-        "cargo xtask bench",
+        "cargo xtask bench --dataset mnist",
     ] {
         assert!(report.contains(needle), "the report lacks {needle}");
     }
@@ -619,7 +632,7 @@ fn chromium_draws_a_seven_and_opens_the_report() {
            height: document.documentElement.scrollHeight }",
     );
     eprintln!("report: {report}");
-    assert!(report["plots"].as_u64().unwrap() >= 1, "{report}");
+    assert_eq!(report["plots"], 2, "training and sweep plots: {report}");
     assert_eq!(
         report["drawn"], report["plots"],
         "a plot did not load: {report}"
@@ -627,7 +640,7 @@ fn chromium_draws_a_seven_and_opens_the_report() {
     assert!(report["tables"].as_u64().unwrap() >= 2, "{report}");
     assert_eq!(report["confusion"], 2, "{report}");
     assert!(
-        report["missing"].to_string().contains("cargo xtask sweep"),
+        report["missing"].to_string().contains("cargo xtask bench"),
         "{report}"
     );
     let height = report["height"].as_u64().unwrap().clamp(600, 6000);

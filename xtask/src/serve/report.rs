@@ -131,11 +131,11 @@ impl Reports {
         );
         let dir = self.root.dataset(chosen);
         html += &self.training(&dir, chosen);
-        html += &quantize_table(&dir);
+        html += &quantize_table(&dir, chosen);
         html += &self.sweep(&dir, chosen);
         html += &self.bench(chosen);
-        html += &sqnr_table(&dir);
-        html += &qat_table(&dir);
+        html += &sqnr_table(&dir, chosen);
+        html += &qat_table(&dir, chosen);
         html += &self.comparison_html(models, chosen);
         html += "</main><script src=\"/assets/report.js\"></script></body></html>\n";
         html
@@ -160,7 +160,7 @@ impl Reports {
                 d.dir_name()
             );
         } else {
-            s += &missing(&format!("cargo xtask train --dataset {}", d.dir_name()));
+            s += &missing("cargo xtask train", d);
         }
         s + "</section>"
     }
@@ -174,7 +174,7 @@ impl Reports {
                 d.dir_name()
             );
         } else {
-            s += &missing(&format!("cargo xtask sweep --dataset {}", d.dir_name()));
+            s += &missing("cargo xtask sweep", d);
         }
         s + "</section>"
     }
@@ -193,7 +193,7 @@ impl Reports {
                     esc(r["machine"]["date_utc"].as_str().unwrap_or("?")),
                 );
             }
-            _ => s += &missing(&format!("cargo xtask bench --dataset {}", d.dir_name())),
+            _ => s += &missing("cargo xtask bench", d),
         }
         s + "</section>"
     }
@@ -202,10 +202,13 @@ impl Reports {
         let mut s = section("confusion", "Confusion matrices: float vs integer");
         let mut gallery = section("gallery", "Where the integer and float models disagree");
         let Some(model) = models.get(d.dir_name()) else {
-            let m = missing(&format!(
-                "cargo xtask train --dataset {0} && cargo xtask quantize --dataset {0}",
-                d.dir_name()
-            ));
+            let m = missing(
+                &format!(
+                    "cargo xtask train --dataset {} && cargo xtask quantize",
+                    d.dir_name()
+                ),
+                d,
+            );
             return format!("{s}{m}</section>{gallery}{m}</section>");
         };
         if let (Err(e), _) | (_, Err(e)) = (&model.int, &model.float) {
@@ -333,10 +336,12 @@ fn section(id: &str, title: &str) -> String {
     format!("<section id=\"{id}\"><h2>{}</h2>", esc(title))
 }
 
-fn missing(command: &str) -> String {
+/// The command that makes a missing artifact of data set `d`.
+fn missing(command: &str, d: DatasetKind) -> String {
     format!(
-        "<p class=\"missing\">Not made yet: run <code>{}</code></p>",
-        esc(command)
+        "<p class=\"missing\">Not made yet: run <code>{} --dataset {}</code></p>",
+        esc(command),
+        d.dir_name()
     )
 }
 
@@ -345,11 +350,11 @@ fn read_json(path: &Path) -> Result<Value, String> {
     serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-fn quantize_table(dir: &ArtifactDir) -> String {
+fn quantize_table(dir: &ArtifactDir, d: DatasetKind) -> String {
     let mut s = section("quantize", "Float vs integer (cargo xtask quantize)");
     let r = match read_json(&dir.quantize_report()) {
         Ok(r) => r,
-        Err(_) => return s + &missing("cargo xtask quantize") + "</section>",
+        Err(_) => return s + &missing("cargo xtask quantize", d) + "</section>",
     };
     let _ = write!(
         s,
@@ -381,12 +386,12 @@ fn quantize_table(dir: &ArtifactDir) -> String {
     s + "</tbody></table></section>"
 }
 
-fn sqnr_table(dir: &ArtifactDir) -> String {
+fn sqnr_table(dir: &ArtifactDir, d: DatasetKind) -> String {
     let mut s = section("sqnr", "Per-layer SQNR");
     let quant = read_json(&dir.quantize_report()).ok();
     let sens = read_json(&dir.sensitivity_reports().0).ok();
     let Some(quant) = quant else {
-        return s + &missing("cargo xtask quantize") + "</section>";
+        return s + &missing("cargo xtask quantize", d) + "</section>";
     };
     s += "<table class=\"data\"><thead><tr><th>layer</th><th>SQNR of the integer output (dB, cumulative)</th>\
           <th>accuracy with only this layer quantized</th></tr></thead><tbody>";
@@ -406,16 +411,16 @@ fn sqnr_table(dir: &ArtifactDir) -> String {
     }
     s += "</tbody></table>";
     if sens.is_none() {
-        s += &missing("cargo xtask sensitivity");
+        s += &missing("cargo xtask sensitivity", d);
     }
     s + "</section>"
 }
 
-fn qat_table(dir: &ArtifactDir) -> String {
+fn qat_table(dir: &ArtifactDir, d: DatasetKind) -> String {
     let mut s = section("qat", "Quantization-aware training runs");
     let runs = dir.qat_runs();
     if runs.is_empty() {
-        return s + &missing("cargo xtask qat --weight-bits 4 --act-bits 4") + "</section>";
+        return s + &missing("cargo xtask qat --weight-bits 4 --act-bits 4", d) + "</section>";
     }
     s += "<table class=\"data\"><thead><tr><th>run</th><th>epochs</th><th>float start</th>\
           <th>fake-quant</th><th>integer</th><th>integer = fake-quant</th></tr></thead><tbody>";
