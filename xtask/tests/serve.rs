@@ -570,28 +570,11 @@ fn chromium_draws_a_seven_and_opens_the_report() {
     // A 7: the bar from left to right, then, from its right end, the stroke down and left.
     // Offsets from the canvas's centre, in CSS pixels (the pad is 280×280).
     let pad = wd.find("#pad");
-    let strokes: [&[(i64, i64)]; 2] = [&[(-75, -90), (80, -90)], &[(80, -90), (-15, 105)]];
-    let mut actions = Vec::new();
-    for stroke in strokes {
-        let origin = |(x, y): (i64, i64), duration: u64| serde_json::json!({"type": "pointerMove", "origin": pad, "x": x, "y": y, "duration": duration});
-        actions.push(origin(stroke[0], 0));
-        actions.push(serde_json::json!({"type": "pointerDown", "button": 0}));
-        for pair in stroke.windows(2) {
-            let (a, b) = (pair[0], pair[1]);
-            let steps = 16;
-            for s in 1..=steps {
-                let at = |p: i64, q: i64| p + (q - p) * s / steps;
-                actions.push(origin((at(a.0, b.0), at(a.1, b.1)), 15));
-            }
-        }
-        actions.push(serde_json::json!({"type": "pointerUp", "button": 0}));
-    }
-    wd.call(
-        "POST",
-        &wd.path("/actions"),
-        serde_json::json!({"actions": [{
-            "type": "pointer", "id": "pen", "parameters": {"pointerType": "mouse"}, "actions": actions
-        }]}),
+    draw(
+        &wd,
+        &pad,
+        "mouse",
+        &[&[(-75, -90), (80, -90)], &[(80, -90), (-15, 105)]],
     );
     wait_for(
         &wd,
@@ -614,6 +597,20 @@ fn chromium_draws_a_seven_and_opens_the_report() {
         seen.as_u64().unwrap() > 20,
         "the 28×28 image shown has {seen} bright pixels"
     );
+    // Clear, then a 1 with a finger (touch pointer events).
+    wd.click("#clear");
+    assert_eq!(
+        wd.execute("return document.getElementById('int-class').dataset.class"),
+        ""
+    );
+    draw(&wd, &pad, "touch", &[&[(5, -105), (-5, 105)]]);
+    wait_for(
+        &wd,
+        "the answer to the touch stroke",
+        "return document.body.dataset.busy === '0' && document.getElementById('int-class').dataset.class !== ''",
+    );
+    let one = wd.execute("return document.getElementById('int-class').dataset.class");
+    assert_eq!(one, "1", "a touch-drawn vertical stroke read as {one}");
 
     wd.go(&server.url("/report"));
     wait_for(
@@ -652,6 +649,36 @@ fn chromium_draws_a_seven_and_opens_the_report() {
     let shot = save_artifact("report.png", &wd.screenshot());
     eprintln!("report screenshot {}", shot.display());
     assert!(server.healthy());
+}
+
+/// Draws `strokes` on the element `pad` with a pointer of `pointer_type` (`mouse`, `touch`):
+/// each stroke is a polyline of offsets from the element's centre, in CSS pixels, walked in
+/// 16 moves per segment.
+fn draw(wd: &WebDriver, pad: &serde_json::Value, pointer_type: &str, strokes: &[&[(i64, i64)]]) {
+    let mut actions = Vec::new();
+    let move_to = |(x, y): (i64, i64), duration: u64| serde_json::json!({"type": "pointerMove", "origin": pad, "x": x, "y": y, "duration": duration});
+    for stroke in strokes {
+        actions.push(move_to(stroke[0], 0));
+        actions.push(serde_json::json!({"type": "pointerDown", "button": 0}));
+        for pair in stroke.windows(2) {
+            let (a, b) = (pair[0], pair[1]);
+            let steps = 16;
+            for s in 1..=steps {
+                let at = |p: i64, q: i64| p + (q - p) * s / steps;
+                actions.push(move_to((at(a.0, b.0), at(a.1, b.1)), 15));
+            }
+        }
+        actions.push(serde_json::json!({"type": "pointerUp", "button": 0}));
+    }
+    wd.call(
+        "POST",
+        &wd.path("/actions"),
+        serde_json::json!({"actions": [{
+            "type": "pointer", "id": pointer_type, "parameters": {"pointerType": pointer_type},
+            "actions": actions
+        }]}),
+    );
+    wd.call("DELETE", &wd.path("/actions"), serde_json::Value::Null);
 }
 
 /// Polls `script` (returning a boolean) for up to 30 s.
@@ -791,6 +818,19 @@ impl WebDriver {
             &self.path("/element"),
             serde_json::json!({"using": "css selector", "value": css}),
         )
+    }
+
+    /// Clicks the first match of a CSS selector.
+    fn click(&self, css: &str) {
+        let element = self.find(css);
+        let id = element["element-6066-11e4-a52e-4f735466cecf"]
+            .as_str()
+            .unwrap();
+        self.call(
+            "POST",
+            &self.path(&format!("/element/{id}/click")),
+            serde_json::json!({}),
+        );
     }
 
     /// A PNG of the viewport.
