@@ -70,12 +70,10 @@ fn draw_line_panels(
             .x_label_area_size(44)
             .y_label_area_size(64)
             .build_cartesian_2d(x0..x1, y0..y1)?;
-        let x_format = |v: &f64| {
-            if integer_x && *v != v.round() {
-                String::new()
-            } else {
-                format_tick(*v)
-            }
+        let x_format = |v: &f64| match integer_x {
+            true if *v != v.round() => String::new(),
+            true => format!("{v:.0}"),
+            false => axis_tick(*v, x1 - x0),
         };
         chart
             .configure_mesh()
@@ -88,7 +86,7 @@ fn draw_line_panels(
             })
             .y_labels(6)
             .x_label_formatter(&x_format)
-            .y_label_formatter(&|v| format_tick(*v))
+            .y_label_formatter(&|v| axis_tick(*v, y1 - y0))
             .label_style((FONT, 13))
             .axis_desc_style((FONT, 14))
             .light_line_style(RGBColor(240, 240, 240))
@@ -239,6 +237,17 @@ fn hex(color: &str) -> RGBColor {
     RGBColor(c(1), c(3), c(5))
 }
 
+/// A tick of an axis spanning `span`: every tick of one axis with the same decimals.
+fn axis_tick(v: f64, span: f64) -> String {
+    let decimals = match span {
+        s if s >= 20.0 => 0,
+        s if s >= 2.0 => 1,
+        s if s >= 0.2 => 2,
+        _ => 3,
+    };
+    format!("{v:.decimals$}")
+}
+
 fn format_tick(v: f64) -> String {
     if v.abs() >= 100.0 || v == v.trunc() {
         format!("{v:.0}")
@@ -363,6 +372,6 @@ mod tests {
             !texts.iter().any(|t| t == "1.25" || t == "1.50"),
             "{texts:?}"
         );
-        assert!(texts.iter().any(|t| t == "95") && texts.iter().any(|t| t == "96"));
+        assert!(texts.iter().any(|t| t == "95.0") && texts.iter().any(|t| t == "96.0"));
     }
 }
