@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use burnq_arch::write_atomic;
-use burnq_data::{IMAGE_PIXELS, ImageSet, Split};
+use burnq_data::{IMAGE_PIXELS, ImageSet};
 use burnq_model::checkpoint::{load_model, write_json_atomic};
 use burnq_model::predict::Predictor;
 use burnq_model::{BackendChoice, NetConfig};
@@ -104,7 +104,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let quant_path = models.quant_model();
     let quant = burnq_quant::load(&quant_path)
         .context("loading the integer model (`cargo xtask quantize` writes it)")?;
-    let set = args.data.load(Split::Test)?;
+    let set = args.data.load_test()?;
     let norm = args.data.dataset.normalization();
     let flex = load_model(
         &NetConfig::new(),
@@ -209,10 +209,7 @@ fn reference_candidate(model: &QuantModel) -> Candidate<'_> {
         slow: true,
         run: Box::new(move |px| {
             let out = model.forward_reference(px, px.len() / IMAGE_PIXELS)?;
-            Ok((
-                out.predictions.iter().map(|&p| p as u8).collect(),
-                Some(out.fc2_acc),
-            ))
+            Ok((out.predictions.clone(), Some(out.fc2_acc)))
         }),
     }
 }
@@ -231,10 +228,7 @@ fn engine_candidate(engine: &Engine, threads: usize) -> Candidate<'_> {
             } else {
                 engine.forward_parallel(px, n, threads)?
             };
-            Ok((
-                out.predictions.iter().map(|&p| p as u8).collect(),
-                Some(out.fc2_acc),
-            ))
+            Ok((out.predictions.clone(), Some(out.fc2_acc)))
         }),
     }
 }

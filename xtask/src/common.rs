@@ -49,6 +49,39 @@ impl DataArgs {
         }
         Ok(set)
     }
+
+    /// Loads the test split, which every command evaluates on: a split without images is an
+    /// error (an accuracy over no image would read as 0 %).
+    pub fn load_test(&self) -> anyhow::Result<ImageSet> {
+        let set = self.load(Split::Test)?;
+        anyhow::ensure!(
+            !set.is_empty(),
+            "the {} test split holds no image: there is nothing to evaluate",
+            self.dataset
+        );
+        Ok(set)
+    }
+
+    /// Like [`load_test`](Self::load_test), keeping only the first `limit` images when the
+    /// flag `flag` (e.g. `--test-limit`) gives a limit; a limit of 0 is an error naming it.
+    pub fn load_test_limited(&self, limit: Option<usize>, flag: &str) -> anyhow::Result<ImageSet> {
+        ensure_images(limit.unwrap_or(1), flag)?;
+        let mut set = self.load_test()?;
+        if let Some(n) = limit {
+            set.truncate(n);
+        }
+        Ok(set)
+    }
+}
+
+/// An evaluation over `images` images, as the flag `flag` asks: none is an error naming the
+/// flag, as an empty training set is.
+pub fn ensure_images(images: usize, flag: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        images > 0,
+        "{flag} 0 leaves no test image to evaluate: ask for at least one"
+    );
+    Ok(())
 }
 
 /// The workspace root (the parent of `xtask/`).

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use burnq_data::{IMAGE_SIDE, Split};
+use burnq_data::IMAGE_SIDE;
 use burnq_model::checkpoint::load_model;
 use burnq_model::data::ImageBatcher;
 use burnq_model::{BackendChoice, NetConfig};
@@ -13,7 +13,7 @@ use burnq_model::{BackendChoice, NetConfig};
 use crate::common::{DataArgs, display_path};
 use crate::npy;
 use crate::paths::ArtifactDir;
-use crate::pipeline::{agreement, classes, run_integer};
+use crate::pipeline::{agreement, run_integer};
 
 /// Flags of `cargo xtask eval`.
 #[derive(Debug, clap::Args)]
@@ -37,7 +37,7 @@ pub struct EvalArgs {
 
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let dir = ArtifactDir::new(None, args.data.dataset);
-    let set = args.data.load_limited(Split::Test, args.limit)?;
+    let set = args.data.load_test_limited(args.limit, "--limit")?;
     anyhow::ensure!(
         args.dump.is_none() || args.quantized,
         "--dump needs --quantized"
@@ -60,11 +60,11 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let path = args.model.unwrap_or_else(|| dir.quant_model());
     let model = burnq_quant::load(&path)?;
     let out = run_integer(&model, &set)?;
-    let pred = classes(&out);
+    let pred = &out.predictions;
     println!(
         "{}: integer accuracy {:.2}% ({} images, w{}a{}{})",
         display_path(&path),
-        100.0 * agreement(&pred, &set.labels),
+        100.0 * agreement(pred, &set.labels),
         set.len(),
         model.weight_bits(),
         model.act_bits(),
@@ -85,7 +85,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         )?;
         npy::write(&dump.join("fc2_acc.npy"), &out.fc2_acc, &[n, 10])?;
         npy::write(&dump.join("logits.npy"), &out.logits_u8, &[n, 10])?;
-        npy::write(&dump.join("pred.npy"), &to_i64(&pred), &[n])?;
+        npy::write(&dump.join("pred.npy"), &to_i64(pred), &[n])?;
         npy::write(&dump.join("labels.npy"), &to_i64(&set.labels), &[n])?;
         println!(
             "wrote input.npy, fc2_acc.npy, logits.npy, pred.npy, labels.npy to {}",

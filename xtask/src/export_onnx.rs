@@ -1,15 +1,17 @@
 //! `cargo xtask export-onnx`: the integer model as a standard ONNX graph (QLinearConv, uint8
 //! MaxPool, MatMulInteger; see `burnq-onnx`), and with `--verify` a run of that graph by ONNX
-//! Runtime on the test set, compared with burnq's engine.
+//! Runtime on the test set (through Python, see `burnq-onnxruntime`), compared with burnq's
+//! engine.
 
 use std::path::PathBuf;
 
-use burnq_data::Split;
+use anyhow::Context;
 use burnq_model::checkpoint::write_json_atomic;
-use burnq_onnx::{ExportInfo, compare, run_onnxruntime, save, to_onnx};
+use burnq_onnx::{ExportInfo, save, to_onnx};
+use burnq_onnxruntime::compare;
 use serde::Serialize;
 
-use crate::common::{DataArgs, display_path};
+use crate::common::{DataArgs, display_path, ensure_images};
 use crate::paths::ArtifactDir;
 use crate::pipeline::run_integer;
 use crate::table::markdown;
@@ -56,6 +58,10 @@ struct VerifyReport {
 }
 
 pub fn run(args: ExportOnnxArgs) -> anyhow::Result<()> {
+    if args.verify {
+        // Refused before anything is written.
+        ensure_images(args.test_limit.unwrap_or(1), "--test-limit")?;
+    }
     let dir = ArtifactDir::new(args.out.as_deref(), args.data.dataset);
     let model_path = args.model.clone().unwrap_or_else(|| dir.quant_model());
     let onnx_path = args
@@ -106,8 +112,11 @@ pub fn run(args: ExportOnnxArgs) -> anyhow::Result<()> {
         return Ok(());
     }
 
-    let set = args.data.load_limited(Split::Test, args.test_limit)?;
-    let runtime = run_onnxruntime(&args.python, &onnx_path, &set.pixels)?;
+    let set = args
+        .data
+        .load_test_limited(args.test_limit, "--test-limit")?;
+    let runtime = burnq_onnxruntime::run(&args.python, &onnx_path, &set.pixels)
+        .context("--verify: running the ONNX graph with ONNX Runtime")?;
     let output = run_integer(&model, &set)?;
     let a = compare(&output, &runtime, &set.labels);
     let report = VerifyReport {

@@ -4,7 +4,6 @@
 
 use std::path::PathBuf;
 
-use burnq_data::Split;
 use burnq_model::checkpoint::{save_model, write_json_atomic};
 use burnq_model::data::ImageBatcher;
 use burnq_model::eval::evaluate;
@@ -57,7 +56,9 @@ pub fn run(args: ImportArgs) -> anyhow::Result<()> {
     let config = NetConfig::new();
     let imported = import_pytorch(&config, &args.pytorch, &device)?;
     let model = imported.net;
-    let test_set = args.data.load_limited(Split::Test, args.test_limit)?;
+    let test_set = args
+        .data
+        .load_test_limited(args.test_limit, "--test-limit")?;
     let batcher = ImageBatcher::new(args.data.dataset.normalization());
     let (result, _) = evaluate(&model, &test_set, &batcher, 1000, &device);
 

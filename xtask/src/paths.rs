@@ -8,7 +8,7 @@
 //!   quant/   model.safetensors report.json sensitivity.{json,md}
 //!            model.onnx onnxruntime.json (onnx_beside, onnxruntime_report)
 //!   calibration.json  sweep.{json,md,svg}
-//!   qat-w<W>a<A>[-pc]/            ArtifactDir::qat_run: float/ and quant/ as above, qat.json
+//!   qat-[lsq-]w<W>a<A>[-pc]/      ArtifactDir::qat_run: float/ and quant/ as above, qat.json
 //! artifacts/bench/                bench_dir(), bench_reports(): report.{json,md} throughput.svg
 //! artifacts/pytorch-<dataset>/    ArtifactDir::imported(dataset): float/ as above
 //! artifacts/data/                 data_cache(): downloaded data sets
@@ -21,6 +21,7 @@
 use std::path::{Path, PathBuf};
 
 use burnq_data::DatasetKind;
+use burnq_qat::{QatConfig, Quantizer};
 
 use crate::common::project_root;
 
@@ -134,21 +135,27 @@ impl ArtifactDir {
         }
     }
 
-    /// A QAT run's own folder inside this one, e.g. `qat-w2a2` or `qat-w4a4-pc`.
-    pub fn qat_run(&self, weight_bits: u8, act_bits: u8, per_channel: bool) -> Self {
-        let pc = if per_channel { "-pc" } else { "" };
+    /// A QAT run's own folder inside this one: `qat-w2a2`, `qat-w4a4-pc`, and with learned
+    /// step sizes `qat-lsq-w2a2-pc`.
+    pub fn qat_run(&self, config: &QatConfig) -> Self {
+        let pc = if config.per_channel { "-pc" } else { "" };
+        let quantizer = match config.quantizer {
+            Quantizer::Minmax => "",
+            Quantizer::Lsq => "lsq-",
+        };
+        let (w, a) = (config.weight_bits, config.act_bits);
         Self {
-            root: self.root.join(format!("qat-w{weight_bits}a{act_bits}{pc}")),
+            root: self.root.join(format!("qat-{quantizer}w{w}a{a}{pc}")),
         }
     }
 
-    /// The QAT runs inside this folder (`qat-w<W>a<A>[-pc]/`), sorted by name.
+    /// The QAT runs inside this folder (`qat-[lsq-]w<W>a<A>[-pc]/`), sorted by name.
     pub fn qat_runs(&self) -> Vec<Self> {
         let mut runs: Vec<Self> = std::fs::read_dir(&self.root)
             .into_iter()
             .flatten()
             .flatten()
-            .filter(|e| e.file_name().to_string_lossy().starts_with("qat-w") && e.path().is_dir())
+            .filter(|e| e.file_name().to_string_lossy().starts_with("qat-") && e.path().is_dir())
             .map(|e| Self { root: e.path() })
             .collect();
         runs.sort_by(|a, b| a.root.cmp(&b.root));
@@ -246,11 +253,20 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let root = ArtifactsRoot::new(Some(tmp.path()));
         let mnist = root.dataset(DatasetKind::Mnist);
-        let qat = mnist.qat_run(4, 4, true);
+        let mut config = QatConfig {
+            weight_bits: 4,
+            act_bits: 4,
+            per_channel: true,
+            ..QatConfig::default()
+        };
+        let qat = mnist.qat_run(&config);
+        config.quantizer = Quantizer::Lsq;
+        let lsq = mnist.qat_run(&config);
         let imported = root.imported(DatasetKind::Mnist);
         for file in [
             mnist.quant_model(),
             qat.float_model(),
+            lsq.quant_model(),
             imported.float_model(),
         ] {
             std::fs::create_dir_all(file.parent().unwrap()).unwrap();
@@ -262,7 +278,15 @@ mod tests {
             .into_iter()
             .map(|(id, _)| id)
             .collect();
-        assert_eq!(ids, ["mnist", "mnist/qat-w4a4-pc", "pytorch-mnist"]);
+        assert_eq!(
+            ids,
+            [
+                "mnist",
+                "mnist/qat-lsq-w4a4-pc",
+                "mnist/qat-w4a4-pc",
+                "pytorch-mnist"
+            ]
+        );
         assert!(root.model_dirs(DatasetKind::FashionMnist).is_empty());
         assert_eq!(
             bench_reports(&root.bench_dir())[2],
@@ -276,8 +300,16 @@ mod tests {
         assert_eq!(dir.float_model(), Path::new("/a/float/model.bpk"));
         assert_eq!(dir.quant_model(), Path::new("/a/quant/model.safetensors"));
         assert_eq!(dir.calibration(), Path::new("/a/calibration.json"));
-        let qat = dir.qat_run(2, 4, true);
+        let mut config = QatConfig {
+            weight_bits: 2,
+            act_bits: 4,
+            per_channel: true,
+            ..QatConfig::default()
+        };
+        let qat = dir.qat_run(&config);
         assert_eq!(qat.qat_report(), Path::new("/a/qat-w2a4-pc/qat.json"));
+        config.quantizer = Quantizer::Lsq;
+        assert_eq!(dir.qat_run(&config).root(), Path::new("/a/qat-lsq-w2a4-pc"));
         assert_eq!(
             qat.float_model(),
             Path::new("/a/qat-w2a4-pc/float/model.bpk")

@@ -19,11 +19,6 @@ pub fn run_integer_pixels(model: &QuantModel, pixels: &[u8]) -> anyhow::Result<O
     Ok(engine.forward_parallel(pixels, pixels.len() / IMAGE_PIXELS, 0)?)
 }
 
-/// Predicted classes of an integer run.
-pub fn classes(out: &Output) -> Vec<u8> {
-    out.predictions.iter().map(|&p| p as u8).collect()
-}
-
 /// Fraction of positions where `a` and `b` agree (e.g. predictions vs labels).
 pub fn agreement(a: &[u8], b: &[u8]) -> f64 {
     let same = a.iter().zip(b).filter(|(x, y)| x == y).count();

@@ -52,7 +52,7 @@ pub fn run(args: PredictArgs) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     for (i, image) in args.images.iter().enumerate() {
         let p = &probs[i * 10..(i + 1) * 10];
-        let class = out.predictions[i];
+        let class = usize::from(out.predictions[i]);
         let mut row = vec![
             image.display().to_string(),
             names[class].to_string(),

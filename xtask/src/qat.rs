@@ -9,7 +9,7 @@ use burnq_data::Split;
 use burnq_model::checkpoint::{load_model, save_model, write_json_atomic};
 use burnq_model::training::EpochRecord;
 use burnq_model::{BackendChoice, NetConfig};
-use burnq_qat::{QatConfig, QatSettings, run_qat};
+use burnq_qat::{QatConfig, QatSettings, Quantizer, run_qat};
 use burnq_quant::ActivationRanges;
 use serde::Serialize;
 
@@ -27,6 +27,10 @@ const DEFAULTS: QatConfig = QatConfig::DEFAULT;
 pub struct QatArgs {
     #[command(flatten)]
     pub data: DataArgs,
+    /// How the grids are chosen: minmax (weights' min/max, EMA activation ranges) or lsq
+    /// (learned step sizes, Esser et al. 2019).
+    #[arg(long, default_value = DEFAULTS.quantizer.name(), value_parser = parse_quantizer)]
+    pub quantizer: Quantizer,
     /// Bits of the weight codes (2..=8).
     #[arg(long, default_value_t = DEFAULTS.weight_bits, value_parser = clap::value_parser!(u8).range(2..=8))]
     pub weight_bits: u8,
@@ -127,10 +131,18 @@ pub fn run(args: QatArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn parse_quantizer(name: &str) -> Result<Quantizer, String> {
+    Quantizer::ALL
+        .into_iter()
+        .find(|q| q.name() == name)
+        .ok_or_else(|| format!("unknown quantizer `{name}` (minmax or lsq)"))
+}
+
 impl QatArgs {
     /// The library configuration these flags ask for.
     pub fn config(&self) -> QatConfig {
         QatConfig {
+            quantizer: self.quantizer,
             weight_bits: self.weight_bits,
             act_bits: self.act_bits,
             per_channel: self.per_channel,
@@ -160,8 +172,8 @@ pub fn run_qat_command(
     let dir = ArtifactDir::new(out, data.dataset);
     let float = load_model(&NetConfig::new(), &dir.float_model(), &device)?;
     let train_set = data.load(Split::Train)?;
-    let test_set = data.load_limited(Split::Test, test_limit)?;
-    let out = dir.qat_run(config.weight_bits, config.act_bits, config.per_channel);
+    let test_set = data.load_test_limited(test_limit, "--test-limit")?;
+    let out = dir.qat_run(config);
     let model_path = out.float_model();
     let progress = TrainProgress::new(config.epochs);
     let mut on_event = |e| {

@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use crate::common::{DataArgs, display_path};
 use crate::paths::ArtifactDir;
-use crate::pipeline::{agreement, classes, layer_sqnr, run_integer};
+use crate::pipeline::{agreement, layer_sqnr, run_integer};
 use crate::table::markdown;
 
 /// Flags of `cargo xtask quantize`.
@@ -144,7 +144,9 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
     let dir = ArtifactDir::new(args.out.as_deref(), args.data.dataset);
     let float_path = dir.float_model();
     let model = load_model(&NetConfig::new(), &float_path, &device)?;
-    let test_set = args.data.load_limited(Split::Test, args.test_limit)?;
+    let test_set = args
+        .data
+        .load_test_limited(args.test_limit, "--test-limit")?;
     let calib_set = args.data.load(args.calib_split)?;
 
     let settings = CalibrationSettings {
@@ -195,7 +197,7 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
         };
         results.push(engine_result(
             format!("integer {label}, {}{marker}", method.name()),
-            &classes(&out),
+            &out.predictions,
             &test_set,
             &float_pred,
         ));

@@ -8,17 +8,16 @@ use std::path::PathBuf;
 use anyhow::Context;
 use burnq_arch::write_atomic;
 use burnq_calib::Calibration;
-use burnq_data::Split;
 use burnq_model::checkpoint::{load_model, write_json_atomic};
 use burnq_model::data::ImageBatcher;
 use burnq_model::eval::evaluate;
 use burnq_model::{BackendChoice, NetConfig};
-use burnq_qat::{QatForward, QatSettings};
+use burnq_qat::{QatForward, QatSettings, Quantizer};
 use serde::Serialize;
 
-use crate::common::{DataArgs, display_path};
+use crate::common::{DataArgs, display_path, ensure_images};
 use crate::paths::ArtifactDir;
-use crate::pipeline::{agreement, classes, layer_sqnr, run_integer};
+use crate::pipeline::{agreement, layer_sqnr, run_integer};
 use crate::table::markdown;
 
 /// Flags of `cargo xtask sensitivity`.
@@ -59,21 +58,28 @@ struct SensitivityReport {
 }
 
 pub fn run(args: SensitivityArgs) -> anyhow::Result<()> {
+    ensure_images(args.sqnr_images, "--sqnr-images")?;
     let device = BackendChoice::Flex.device()?;
     let dir = ArtifactDir::new(args.out.as_deref(), args.data.dataset);
     let model = load_model(&NetConfig::new(), &dir.float_model(), &device)?;
     let quant = burnq_quant::load(dir.quant_model())
         .context("loading the integer model (`cargo xtask quantize` writes it)")?;
     let calibration = Calibration::load(&dir.calibration())?;
-    let test_set = args.data.load_limited(Split::Test, args.test_limit)?;
+    let test_set = args
+        .data
+        .load_test_limited(args.test_limit, "--test-limit")?;
     let batcher = ImageBatcher::new(args.data.dataset.normalization());
     let (float_eval, _) = evaluate(&model, &test_set, &batcher, 1000, &device);
-    let integer_accuracy = agreement(&classes(&run_integer(&quant, &test_set)?), &test_set.labels);
+    let integer_accuracy = agreement(
+        &run_integer(&quant, &test_set)?.predictions,
+        &test_set.labels,
+    );
 
     let sqnr = layer_sqnr(&model, &quant, &test_set, args.sqnr_images, &device)?;
 
     let ranges = calibration.ranges(calibration.method);
     let settings = QatSettings {
+        quantizer: Quantizer::Minmax,
         weight_bits: quant.weight_bits(),
         act_bits: quant.act_bits(),
         per_channel: quant.per_channel(),

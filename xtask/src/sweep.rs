@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use crate::common::{DataArgs, display_path, progress_bar};
 use crate::paths::ArtifactDir;
-use crate::pipeline::{agreement, classes, run_integer};
+use crate::pipeline::{agreement, run_integer};
 use crate::plot::{Panel, Series, line_panels};
 use crate::qat::run_qat_command;
 use crate::quantize::convert_with;
@@ -78,7 +78,9 @@ pub fn run(args: SweepArgs) -> anyhow::Result<()> {
     let dir = ArtifactDir::new(args.out.as_deref(), args.data.dataset);
     let model = load_model(&NetConfig::new(), &dir.float_model(), &device)?;
     let train_set = args.data.load(Split::Train)?;
-    let test_set = args.data.load_limited(Split::Test, args.test_limit)?;
+    let test_set = args
+        .data
+        .load_test_limited(args.test_limit, "--test-limit")?;
     let norm = args.data.dataset.normalization();
     let network = float_network(&model)?;
     let (float_eval, _) = evaluate(&model, &test_set, &ImageBatcher::new(norm), 1000, &device);
@@ -103,7 +105,7 @@ pub fn run(args: SweepArgs) -> anyhow::Result<()> {
                 .map(|&m| {
                     let quant = convert_with(&network, &calibration, m, norm, options)?;
                     Ok(agreement(
-                        &classes(&run_integer(&quant, &test_set)?),
+                        &run_integer(&quant, &test_set)?.predictions,
                         &test_set.labels,
                     ))
                 })

@@ -72,7 +72,9 @@ struct TrainReport {
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let device = args.backend.device()?;
     let train_set = args.data.load_limited(Split::Train, args.train_limit)?;
-    let test_set = args.data.load_limited(Split::Test, args.test_limit)?;
+    let test_set = args
+        .data
+        .load_test_limited(args.test_limit, "--test-limit")?;
     let dir = ArtifactDir::new(args.out.as_deref(), args.data.dataset);
     let config = TrainingConfig::new(NetConfig::new())
         .with_epochs(args.epochs)

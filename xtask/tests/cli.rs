@@ -2,6 +2,8 @@
 
 mod common;
 
+use std::path::Path;
+
 use common::{command, json, text, xtask};
 
 #[test]
@@ -236,6 +238,102 @@ fn train_then_quantize_writes_every_artifact() {
     let w = json(&dir.path().join("sweep.json"));
     assert_eq!(w["rows"][0]["ptq_per_channel"].as_array().unwrap().len(), 5);
     assert!(dir.path().join("sweep.svg").is_file() && dir.path().join("sweep.md").is_file());
+
+    // An empty evaluation is an error naming its flag (status 1), as an empty training set is.
+    let float_file = format!("{out}/float/model.bpk");
+    let fixture = format!(
+        "{}/../crates/burnq-model/tests/fixtures/mnist_cnn.pt",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let pytorch_out = format!("{out}/pytorch");
+    for (args, flag) in [
+        (
+            vec![
+                "eval",
+                "--quantized",
+                "--limit",
+                "0",
+                "--model",
+                &model_file,
+            ],
+            "--limit 0",
+        ),
+        (
+            vec!["eval", "--limit", "0", "--model", &float_file],
+            "--limit 0",
+        ),
+        (
+            vec!["quantize", "--test-limit", "0", "--out", out],
+            "--test-limit 0",
+        ),
+        (
+            vec!["qat", "--epochs", "1", "--test-limit", "0", "--out", out],
+            "--test-limit 0",
+        ),
+        (
+            vec!["sweep", "--bits", "4", "--test-limit", "0", "--out", out],
+            "--test-limit 0",
+        ),
+        (
+            vec!["sensitivity", "--sqnr-images", "0", "--out", out],
+            "--sqnr-images 0",
+        ),
+        (
+            vec!["sensitivity", "--test-limit", "0", "--out", out],
+            "--test-limit 0",
+        ),
+        (
+            vec!["export-onnx", "--verify", "--test-limit", "0", "--out", out],
+            "--test-limit 0",
+        ),
+        (
+            vec![
+                "import",
+                "--pytorch",
+                &fixture,
+                "--test-limit",
+                "0",
+                "--out",
+                &pytorch_out,
+            ],
+            "--test-limit 0",
+        ),
+        (
+            vec!["train", "--test-limit", "0", "--out", out],
+            "--test-limit 0",
+        ),
+    ] {
+        let run = xtask(&[args.as_slice(), &["--offline"]].concat());
+        let message = text(&run);
+        assert_eq!(run.status.code(), Some(1), "{args:?}: {message}");
+        assert!(
+            message.contains(&format!("{flag} leaves no test image to evaluate"))
+                && !message.contains("accuracy"),
+            "{args:?}: {message}"
+        );
+    }
+    assert!(!dir.path().join("quant/model.onnx").exists() && !Path::new(&pytorch_out).exists());
+
+    // export-onnx --verify without a usable Python: the runner's error, with xtask's context.
+    let no_python = xtask(&[
+        "export-onnx",
+        "--verify",
+        "--python",
+        "burnq-no-such-python",
+        "--test-limit",
+        "10",
+        "--offline",
+        "--out",
+        out,
+    ]);
+    let message = text(&no_python);
+    assert_eq!(no_python.status.code(), Some(1), "{message}");
+    assert!(
+        message.contains("--verify")
+            && message.contains("cannot start `burnq-no-such-python`")
+            && message.contains("pip install onnxruntime"),
+        "{message}"
+    );
 
     // A failing run leaves the previous artifacts as they were.
     let model = std::fs::read(dir.path().join("quant/model.safetensors")).unwrap();

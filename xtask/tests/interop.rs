@@ -7,13 +7,11 @@
 //! `BURNQ_REQUIRE_ONNXRUNTIME=1` (set by `.ci/run`). `BURNQ_PYTHON` names the interpreter.
 
 mod common;
-#[path = "../../crates/burnq-onnx/tests/common/onnxruntime.rs"]
-mod onnxruntime;
 
 use std::path::Path;
 
+use burnq_testkit::onnxruntime::onnxruntime_available;
 use common::{json, text, xtask};
-use onnxruntime::onnxruntime_available;
 
 /// `export-onnx --verify` of `<out>/quant/model.safetensors` over `images` test images; returns
 /// `onnxruntime.json`.

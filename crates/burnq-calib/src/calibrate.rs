@@ -80,10 +80,7 @@ pub fn calibrate(
     for (name, observer) in TAP_NAMES.iter().zip(&observers) {
         let s = observer
             .stats(settings.act_bits)
-            .map_err(|e| CalibError::Range {
-                tap: name,
-                message: e.to_string(),
-            })?
+            .map_err(|source| CalibError::Range { tap: name, source })?
             .expect("at least one batch observed");
         stats.push((name.to_string(), s));
     }

@@ -23,14 +23,29 @@ pub enum CalibError {
     )]
     NonFinite { tap: &'static str },
     /// A range estimate could not be computed.
-    #[error("range estimate of `{tap}` failed: {message}")]
-    Range { tap: &'static str, message: String },
+    #[error("range estimate of `{tap}` failed")]
+    Range {
+        tap: &'static str,
+        #[source]
+        source: burnq_quant::QuantError,
+    },
     /// A batch size of zero.
     #[error("the calibration batch size must be at least 1")]
     ZeroBatch,
-    /// The calibration file could not be read, parsed or written.
-    #[error("{path}: {message}")]
-    File { path: PathBuf, message: String },
+    /// The calibration file could not be read (run `cargo xtask quantize` to make it).
+    #[error("{}: cannot read the calibration (run `cargo xtask quantize` to calibrate)", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The calibration file is not the JSON of a calibration.
+    #[error("{}: not a calibration file", path.display())]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
     /// The calibration file is readable but inconsistent.
     #[error("{path}: invalid calibration: {message}")]
     Invalid { path: PathBuf, message: String },

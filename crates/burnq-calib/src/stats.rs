@@ -240,13 +240,15 @@ impl Calibration {
 
     /// Reads and validates a calibration file.
     pub fn load(path: &Path) -> Result<Self, CalibError> {
-        let file_err = |message: String| CalibError::File {
+        let bytes = std::fs::read(path).map_err(|source| CalibError::Read {
             path: path.to_owned(),
-            message,
-        };
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| file_err(format!("{e} (run `cargo xtask quantize` to calibrate)")))?;
-        let cal: Calibration = serde_json::from_str(&text).map_err(|e| file_err(e.to_string()))?;
+            source,
+        })?;
+        let cal: Calibration =
+            serde_json::from_slice(&bytes).map_err(|source| CalibError::Parse {
+                path: path.to_owned(),
+                source,
+            })?;
         cal.validate(path)?;
         Ok(cal)
     }
@@ -334,7 +336,7 @@ mod tests {
 
         std::fs::write(&path, "{ not json").unwrap();
         let err = Calibration::load(&path).unwrap_err();
-        assert!(matches!(err, CalibError::File { .. }) && err.to_string().contains("c.json"));
+        assert!(matches!(err, CalibError::Parse { .. }) && err.to_string().contains("c.json"));
 
         let err = Calibration::load(&dir.path().join("none.json")).unwrap_err();
         assert!(err.to_string().contains("cargo xtask quantize"));

@@ -10,21 +10,13 @@
 //!
 //! Each property runs `PROPTEST_CASES` cases (256 by default).
 
-#[allow(dead_code)]
-#[path = "../../burnq-quant/tests/common/mutation.rs"]
-mod mutation;
-
-#[allow(dead_code)]
-#[path = "../../burnq-quant/tests/common/json_edit.rs"]
-mod json_edit;
-
 use std::cell::RefCell;
 use std::path::Path;
 use std::sync::OnceLock;
 
 use burnq_calib::{CalibError, Calibration, CalibrationMethod, RangeStats, TAP_NAMES};
-use json_edit::json_edit;
-use mutation::{Tally, byte_edit, describe_change, runner};
+use burnq_testkit::json_edit::json_edit;
+use burnq_testkit::mutation::{Tally, byte_edit, describe_change, runner};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 
@@ -91,7 +83,7 @@ fn check_load(
     match Calibration::load(path) {
         Err(err) => {
             prop_assert!(
-                matches!(err, CalibError::File { .. } | CalibError::Invalid { .. }),
+                matches!(err, CalibError::Parse { .. } | CalibError::Invalid { .. }),
                 "unexpected error: {err:?}"
             );
             let message = err.to_string();

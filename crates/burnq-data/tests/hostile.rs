@@ -11,10 +11,6 @@
 //!
 //! Each property runs `PROPTEST_CASES` cases (256 by default).
 
-#[allow(dead_code)]
-#[path = "../../burnq-quant/tests/common/mutation.rs"]
-mod mutation;
-
 use std::cell::RefCell;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -23,8 +19,8 @@ use std::sync::OnceLock;
 use burnq_data::idx::{IMAGES_MAGIC, LABELS_MAGIC, parse_images, parse_labels, read_maybe_gzip};
 use burnq_data::locate::test_locator;
 use burnq_data::{DataError, DatasetKind, IMAGE_PIXELS, ImageSet, Split};
+use burnq_testkit::mutation::{ByteEdit, Tally, byte_edit, runner};
 use flate2::{Compression, read::GzDecoder, write::GzEncoder};
-use mutation::{ByteEdit, Tally, byte_edit, runner};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 

@@ -86,6 +86,10 @@ pub trait ForwardMode {
     fn train_forward(&mut self, model: &Net, images: Tensor<4>) -> Tensor<2>;
     /// The evaluation forward pass; updates nothing.
     fn eval_forward(&self, model: &Net, images: Tensor<4>) -> Tensor<2>;
+    /// Called after each backward pass with its gradients and the step's learning rate and
+    /// momentum, before the optimizer updates the network: a mode with trainable parameters of
+    /// its own (QAT's learned step sizes) updates them here. The default does nothing.
+    fn after_backward(&mut self, _grads: &burn::tensor::Gradients, _lr: f64, _momentum: f64) {}
 }
 
 /// The plain float network.
@@ -176,7 +180,9 @@ pub fn fit(
                     loss: loss_value,
                 });
             }
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            let grads = loss.backward();
+            mode.after_backward(&grads, lr, config.momentum);
+            let grads = GradientsParams::from_grads(grads, &model);
             model = optim.step(lr, model, grads);
             loss_sum += f64::from(loss_value);
             seen += n;

@@ -2,16 +2,12 @@
 //! network's and the float16 checkpoint's zip header, pickle and central directory) must give an `Import` error naming the
 //! file, or load (an edit inside tensor data), never a panic. `PROPTEST_CASES` sets the count.
 
-#[path = "../../burnq-quant/tests/common/mutation.rs"]
-#[allow(dead_code)]
-mod mutation;
-
 use std::cell::RefCell;
 use std::path::Path;
 
 use burnq_model::import::import_pytorch;
 use burnq_model::{Device, ModelError, NetConfig};
-use mutation::{Tally, byte_edit, runner};
+use burnq_testkit::mutation::{Tally, byte_edit, runner};
 use proptest::prelude::*;
 
 fn fixture(name: &str) -> Vec<u8> {

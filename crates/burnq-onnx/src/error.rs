@@ -14,15 +14,4 @@ pub enum OnnxError {
         #[source]
         source: std::io::Error,
     },
-    /// ONNX Runtime could not run the model.
-    #[error(
-        "ONNX Runtime could not run {}: {reason} (it needs Python 3 with `pip install onnxruntime onnx numpy`)",
-        model.display()
-    )]
-    Runtime {
-        /// The ONNX file.
-        model: PathBuf,
-        /// What failed.
-        reason: String,
-    },
 }

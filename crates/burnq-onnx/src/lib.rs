@@ -16,13 +16,11 @@ mod error;
 mod export;
 pub mod onnx;
 pub mod proto;
-mod runtime;
 
 use std::path::Path;
 
 pub use error::OnnxError;
 pub use export::{ExportInfo, OPSET, to_onnx};
-pub use runtime::{Agreement, RuntimeOutput, compare, run_onnxruntime};
 
 /// Writes `model` as an ONNX file at `path`, atomically (temporary file, then rename).
 /// Returns the number of bytes written.

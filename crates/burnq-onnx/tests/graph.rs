@@ -2,18 +2,10 @@
 //! of the model (fc2's transposed for MatMulInteger), scalar parameters for per-tensor weights,
 //! and a Clip exactly where burnq's clamp is narrower than `[0, 255]`.
 
-#[path = "../../burnq-quant/tests/common/golden.rs"]
-#[allow(dead_code)]
-mod golden;
-
 use burnq_onnx::onnx::{DataType, Model, Tensor};
 use burnq_onnx::{ExportInfo, to_onnx};
 use burnq_quant::QuantModel;
-
-fn golden_model() -> QuantModel {
-    let bytes = golden::read();
-    golden::Golden::parse(&bytes).model()
-}
+use burnq_testkit::golden;
 
 fn export(model: &QuantModel) -> Model {
     let info = ExportInfo {
@@ -33,7 +25,7 @@ fn initializer<'a>(graph: &'a Model, name: &str) -> &'a Tensor {
 
 #[test]
 fn the_graph_holds_the_models_codes_in_standard_operators() {
-    let model = golden_model();
+    let model = golden::model();
     let graph = export(&model);
     let ops: Vec<&str> = graph.nodes.iter().map(|n| n.op_type).collect();
     assert_eq!(
@@ -94,7 +86,7 @@ fn the_graph_holds_the_models_codes_in_standard_operators() {
 
 #[test]
 fn a_clamp_narrower_than_u8_becomes_a_clip() {
-    let model = golden_model();
+    let model = golden::model();
     let mut layers = model.layers().clone();
     layers[0].act_max = 200;
     let narrowed =
@@ -113,7 +105,7 @@ fn a_clamp_narrower_than_u8_becomes_a_clip() {
 
 #[test]
 fn the_encoding_starts_with_the_model_header_and_holds_every_weight() {
-    let model = golden_model();
+    let model = golden::model();
     let bytes = export(&model).encode();
     // ModelProto field 1 (ir_version) = 8: key 0x08, value 0x08.
     assert_eq!(bytes[..2], [0x08, 0x08]);

@@ -1,25 +1,18 @@
-//! The ONNX export run by ONNX Runtime and compared with burnq's integer engine, on the golden
-//! model (an independent implementation's 8-bit MNIST network, `shared/golden/`) over the whole
+//! The ONNX export run by ONNX Runtime (with `burnq-onnxruntime`, the runner `cargo xtask
+//! export-onnx --verify` uses) and compared with burnq's integer engine, on the golden model
+//! (an independent implementation's 8-bit MNIST network, `shared/golden/`) over the whole
 //! MNIST test set.
 //!
 //! ONNX Runtime comes from PyPI (`pip install onnxruntime onnx numpy`; `.ci/run` installs it and
 //! sets `BURNQ_REQUIRE_ONNXRUNTIME=1`, so CI fails rather than skips). `BURNQ_PYTHON` names the
 //! interpreter (default `python3`).
 
-mod common;
-#[path = "../../burnq-quant/tests/common/golden.rs"]
-#[allow(dead_code)]
-mod golden;
-
 use burnq_data::{DatasetKind, ImageSet, Split, locate::test_locator};
-use burnq_onnx::{Agreement, ExportInfo, OnnxError, compare, run_onnxruntime, save};
+use burnq_onnx::{ExportInfo, save};
+use burnq_onnxruntime::{Agreement, compare};
 use burnq_quant::{Engine, IMAGE_PIXELS, QuantModel};
-use common::onnxruntime::{onnxruntime_available, python};
-
-fn golden_model() -> QuantModel {
-    let bytes = golden::read();
-    golden::Golden::parse(&bytes).model()
-}
+use burnq_testkit::golden;
+use burnq_testkit::onnxruntime::{onnxruntime_available, python};
 
 fn export(model: &QuantModel, dir: &std::path::Path) -> std::path::PathBuf {
     let path = dir.join("model.onnx");
@@ -34,7 +27,7 @@ fn export(model: &QuantModel, dir: &std::path::Path) -> std::path::PathBuf {
 fn run_both(model: &QuantModel, set: &ImageSet) -> Agreement {
     let dir = tempfile::tempdir().unwrap();
     let path = export(model, dir.path());
-    let runtime = run_onnxruntime(&python(), &path, &set.pixels).expect("ONNX Runtime runs");
+    let runtime = burnq_onnxruntime::run(&python(), &path, &set.pixels).expect("ONNX Runtime runs");
     let output = Engine::new(model)
         .unwrap()
         .forward_parallel(&set.pixels, set.len(), 0)
@@ -50,7 +43,7 @@ fn onnxruntime_matches_burnq_on_the_mnist_test_set() {
         return;
     }
     let set = ImageSet::load(&test_locator(), DatasetKind::Mnist, Split::Test).unwrap();
-    let a = run_both(&golden_model(), &set);
+    let a = run_both(&golden::model(), &set);
     assert_eq!(a.images, 10_000);
     assert!(
         a.burnq_accuracy > 0.98,
@@ -89,21 +82,8 @@ fn onnxruntime_reproduces_the_golden_images() {
     let model = g.model();
     let pixels = g.u8s("out.q_in");
     let dir = tempfile::tempdir().unwrap();
-    let runtime = run_onnxruntime(&python(), &export(&model, dir.path()), &pixels).unwrap();
+    let runtime = burnq_onnxruntime::run(&python(), &export(&model, dir.path()), &pixels).unwrap();
     let expected: Vec<i64> = g.predictions().iter().map(|&p| p as i64).collect();
     assert_eq!(runtime.classes, expected);
     assert_eq!(runtime.classes.len(), pixels.len() / IMAGE_PIXELS);
-}
-
-#[test]
-fn a_missing_interpreter_is_a_runtime_error_naming_the_model() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = export(&golden_model(), dir.path());
-    let err = run_onnxruntime("burnq-no-such-python", &path, &[0; IMAGE_PIXELS]).unwrap_err();
-    assert!(matches!(err, OnnxError::Runtime { .. }), "{err:?}");
-    let message = err.to_string();
-    assert!(
-        message.contains("model.onnx") && message.contains("pip install onnxruntime"),
-        "{message}"
-    );
 }

@@ -36,19 +36,27 @@ impl LayerRequant {
     /// values of the accumulators, after ReLU and max-pooling, which commute with this
     /// increasing map), dequantized; straight-through gradient inside the clamp range.
     pub fn apply<const D: usize>(&self, y: Tensor<D>) -> Tensor<D> {
+        let output = self.layer.output;
+        let codes = self.code_offsets(&y).mul_scalar(output.scale());
+        let first = self.layer.requants[0];
+        let lo = output.dequantize(first.act_min);
+        let hi = output.dequantize(first.act_max);
+        let clipped = y.clamp(lo, hi);
+        clipped.clone() + (codes - clipped).detach()
+    }
+
+    /// The engine's output codes for `y` as offsets `q − Z_out` in `f32`, without gradient.
+    pub fn code_offsets<const D: usize>(&self, y: &Tensor<D>) -> Tensor<D> {
         let LayerQuantization {
             accumulator_scales,
             requants,
             output,
             ..
         } = &self.layer;
-        let codes = map_accumulators(&y, accumulator_scales, |acc, o| {
-            output.dequantize(requants[o].apply(acc))
-        });
-        let lo = output.dequantize(requants[0].act_min);
-        let hi = output.dequantize(requants[0].act_max);
-        let clipped = y.clamp(lo, hi);
-        clipped.clone() + (codes - clipped).detach()
+        let z = output.zero_point();
+        map_accumulators(y, accumulator_scales, |acc, o| {
+            (i32::from(requants[o].apply(acc)) - z) as f32
+        })
     }
 }
 

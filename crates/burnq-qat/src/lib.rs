@@ -14,11 +14,12 @@
 pub mod adapter;
 pub mod error;
 pub mod int_sim;
+pub mod lsq;
 pub mod qat;
 pub mod run;
 pub mod simulated;
 
 pub use adapter::float_network;
 pub use error::QatError;
-pub use qat::{QatForward, QatSettings};
+pub use qat::{QatForward, QatSettings, Quantizer};
 pub use run::{QatConfig, QatOutcome, run_qat};

@@ -30,6 +30,7 @@
 use burn::nn::Linear;
 use burn::nn::conv::Conv2d;
 use burn::prelude::*;
+use burn::tensor::Gradients;
 use burn::tensor::activation::{log_softmax, relu};
 use burnq_data::ImageSet;
 use burnq_model::Net;
@@ -39,15 +40,44 @@ use burnq_model::export::to_vec;
 use burnq_model::training::ForwardMode;
 use burnq_quant::derive::{LayerQuantization, accumulator_scales, weight_params};
 use burnq_quant::range::EmaRange;
-use burnq_quant::{ActivationRanges, ConvertOptions, Normalization, QuantParams};
+use burnq_quant::{ActivationRanges, ConvertOptions, LayerGrids, Normalization, QuantParams};
 use serde::{Deserialize, Serialize};
 
 use crate::int_sim::{LayerRequant, snap};
+use crate::lsq::LsqState;
 use crate::simulated::{fake_quantize, fake_quantize_channels};
+
+/// How the quantizers' grids are chosen during QAT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Quantizer {
+    /// Weights on the min/max grid of their current values, activations on the grid of an
+    /// exponential moving average of their batch min/max.
+    #[default]
+    Minmax,
+    /// Learned step sizes ([`crate::lsq`]): weights symmetric around a fixed zero point,
+    /// activations unsigned, every step size trained with the LSQ gradient.
+    Lsq,
+}
+
+impl Quantizer {
+    /// Every quantizer, by command-line name.
+    pub const ALL: [Self; 2] = [Self::Minmax, Self::Lsq];
+
+    /// The command-line name.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Minmax => "minmax",
+            Self::Lsq => "lsq",
+        }
+    }
+}
 
 /// Settings of the fake-quantized forward pass.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct QatSettings {
+    /// How the grids are chosen.
+    pub quantizer: Quantizer,
     /// Bits of the weight codes (2..=8).
     pub weight_bits: u8,
     /// Bits of the activation codes (2..=8).
@@ -88,6 +118,10 @@ pub struct QatForward {
     layers: [bool; 4],
     /// Output ranges of conv1, conv2, fc1 and fc2 (the logits), by layer index.
     ranges: [EmaRange; 4],
+    /// The learned step sizes, with [`Quantizer::Lsq`].
+    lsq: Option<LsqState>,
+    /// Whether the current forward pass trains (tracks the step sizes' gradients).
+    training: bool,
     steps: usize,
 }
 
@@ -98,6 +132,8 @@ impl QatForward {
             settings,
             layers: [true; 4],
             ranges: Default::default(),
+            lsq: None,
+            training: false,
             steps: 0,
         }
     }
@@ -109,13 +145,48 @@ impl QatForward {
         self
     }
 
-    /// A QAT state whose ranges start from calibrated ones.
+    /// A QAT state whose ranges start from calibrated ones; with [`Quantizer::Lsq`] the
+    /// activation step sizes start from them too. (Without starting ranges, LSQ has nothing to
+    /// start from and min/max grids are used.)
     pub fn with_ranges(settings: QatSettings, ranges: &ActivationRanges) -> Self {
         let mut s = Self::new(settings);
         for (r, (lo, hi)) in s.ranges.iter_mut().zip(ranges.layer_outputs()) {
             r.update(lo, hi, 0.0);
         }
+        if settings.quantizer == Quantizer::Lsq {
+            let [a, b, c, _] = ranges.layer_outputs();
+            s.lsq = Some(LsqState::new([a, b, c], settings.act_bits));
+        }
         s
+    }
+
+    /// The grids the integer model must be converted onto to compute what this network
+    /// computes: with learned step sizes, every layer's learned grids (the logits' from
+    /// their tracked range); `None` with min/max grids, which the converter derives itself
+    /// from the weights and [`QatForward::ranges`]. `model` gives the layers' widths.
+    pub fn learned_grids(&self, model: &Net) -> Option<[LayerGrids; 4]> {
+        let lsq = self.lsq.as_ref()?;
+        let (wb, ab) = (self.settings.weight_bits, self.settings.act_bits);
+        let outs = [
+            model.conv1.weight.dims()[0],
+            model.conv2.weight.dims()[0],
+            model.fc1.weight.dims()[1],
+            model.fc2.weight.dims()[1],
+        ];
+        let (lo, hi) = self.ranges[3].range();
+        let logits = QuantParams::from_range(lo, hi, ab).ok()?;
+        let mut grids = Vec::with_capacity(4);
+        for (index, out) in outs.into_iter().enumerate() {
+            grids.push(LayerGrids {
+                output: if index < 3 {
+                    lsq.activation_grid(index, ab)?
+                } else {
+                    logits
+                },
+                weights: Some(lsq.weight_grids(index, out, wb)?),
+            });
+        }
+        grids.try_into().ok()
     }
 
     /// The tracked ranges. The network input's range is the normalized pixel range
@@ -153,6 +224,7 @@ impl QatForward {
     }
 
     fn forward(&mut self, model: &Net, images: Tensor<4>, observe: bool) -> Tensor<2> {
+        self.training = observe;
         let quantize_acts = !observe || self.steps >= self.settings.act_delay;
         let q = self.layers;
         // conv1 reads the raw pixels, whose grid is exactly 1/255.
@@ -160,12 +232,12 @@ impl QatForward {
         let (x, w) = self.conv1_folded(&model.conv1, images, q[0]);
         let x = model.pool.forward(relu(x));
         let (x, input) = self.activation(x, 0, observe, quantize_acts && q[0], input.zip(w));
-        let (x, w) = self.conv(&model.conv2, x, q[1]);
+        let (x, w) = self.conv(1, &model.conv2, x, q[1]);
         let x = model.pool.forward(relu(x));
         let (x, input) = self.activation(x, 1, observe, quantize_acts && q[1], input.zip(w));
-        let (x, w) = self.linear(&model.fc1, x.flatten(1, 3), q[2]);
+        let (x, w) = self.linear(2, &model.fc1, x.flatten(1, 3), q[2]);
         let (x, input) = self.activation(relu(x), 2, observe, quantize_acts && q[2], input.zip(w));
-        let (mut logits, w) = self.linear(&model.fc2, x, q[3]);
+        let (mut logits, w) = self.linear(3, &model.fc2, x, q[3]);
         if let Some((input, grids)) = input.zip(w) {
             logits = snap(logits, &accumulator_scales(input, &grids));
         }
@@ -197,12 +269,28 @@ impl QatForward {
         if !quantize || r.updates == 0 {
             return (x, None);
         }
-        let Ok(output) = QuantParams::from_range(r.min, r.max, self.settings.act_bits) else {
-            return (x, None);
+        let bits = self.settings.act_bits;
+        let learned = self
+            .lsq
+            .as_ref()
+            .and_then(|lsq| lsq.activation_grid(index, bits));
+        let output = match learned {
+            Some(grid) => grid,
+            None => match QuantParams::from_range(r.min, r.max, bits) {
+                Ok(grid) => grid,
+                Err(_) => return (x, None),
+            },
         };
         let exact = producer.and_then(|(input, grids)| {
             LayerQuantization::from_grids(input, grids, output, true).ok()
         });
+        if let (Some(lsq), true) = (self.lsq.as_mut(), learned.is_some()) {
+            let codes = exact.map(|layer| LayerRequant::new(layer).code_offsets(&x));
+            return (
+                lsq.activation(index, x, codes, bits, self.training),
+                Some(output),
+            );
+        }
         match exact {
             Some(layer) => (LayerRequant::new(layer).apply(x), Some(output)),
             None => (fake_quantize_ste(x, output), Some(output)),
@@ -211,7 +299,8 @@ impl QatForward {
 
     /// conv2 with fake-quantized weights when `quantize`; also returns the weight grids.
     fn conv(
-        &self,
+        &mut self,
+        index: usize,
         conv: &Conv2d,
         x: Tensor<4>,
         quantize: bool,
@@ -219,7 +308,7 @@ impl QatForward {
         if !quantize {
             return (conv.forward(x), None);
         }
-        let Some(w) = self.weights(conv.weight.val()) else {
+        let Some(w) = self.weights(index, conv.weight.val()) else {
             return (conv.forward(x), None);
         };
         let mut conv = conv.clone();
@@ -231,7 +320,7 @@ impl QatForward {
     /// and `b' = b − (mean/std)·Σ_k w[o,k]` from the float weights.
     /// Also returns the grids of the folded weights `w/std`.
     fn conv1_folded(
-        &self,
+        &mut self,
         conv: &Conv2d,
         images: Tensor<4>,
         quantize: bool,
@@ -241,7 +330,7 @@ impl QatForward {
         }
         let Normalization { mean, std } = self.settings.normalization;
         let w = conv.weight.val();
-        let Some(folded_w) = self.weights(w.clone().div_scalar(std)) else {
+        let Some(folded_w) = self.weights(0, w.clone().div_scalar(std)) else {
             return (conv.forward(images), None);
         };
         let pixels = images.mul_scalar(std).add_scalar(mean);
@@ -258,7 +347,8 @@ impl QatForward {
     /// A linear layer with fake-quantized weights when `quantize`; also returns the weight
     /// grids.
     fn linear(
-        &self,
+        &mut self,
+        index: usize,
         linear: &Linear,
         x: Tensor<2>,
         quantize: bool,
@@ -268,7 +358,7 @@ impl QatForward {
         }
         // Burn stores [in, out]: output channels are the columns, so transpose for
         // per-channel grids and back.
-        let Some(w) = self.weights(linear.weight.val().transpose()) else {
+        let Some(w) = self.weights(index, linear.weight.val().transpose()) else {
             return (linear.forward(x), None);
         };
         let mut linear = linear.clone();
@@ -279,7 +369,16 @@ impl QatForward {
     /// The converter's grids of `w` (output channels on dim 0) and `w` fake-quantized on
     /// them with a straight-through gradient; `None` when the weights have no grid (they are
     /// no longer finite: the loss then diverges and training stops with an error).
-    fn weights<const D: usize>(&self, w: Tensor<D>) -> Option<QuantizedWeights<D>> {
+    fn weights<const D: usize>(
+        &mut self,
+        index: usize,
+        w: Tensor<D>,
+    ) -> Option<QuantizedWeights<D>> {
+        let (bits, per_channel) = (self.settings.weight_bits, self.settings.per_channel);
+        if let Some(lsq) = self.lsq.as_mut() {
+            let (fake, grids) = lsq.weights(index, w, bits, per_channel, self.training)?;
+            return Some(QuantizedWeights { grids, fake });
+        }
         let out_channels = w.dims()[0];
         let grids = weight_params(
             &to_vec(w.clone().detach()),
@@ -303,6 +402,12 @@ impl ForwardMode for QatForward {
 
     fn eval_forward(&self, model: &Net, images: Tensor<4>) -> Tensor<2> {
         self.clone().forward(model, images, false)
+    }
+
+    fn after_backward(&mut self, grads: &Gradients, lr: f64, momentum: f64) {
+        if let Some(lsq) = self.lsq.as_mut() {
+            lsq.update(grads, lr, momentum);
+        }
     }
 }
 

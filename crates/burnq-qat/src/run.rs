@@ -11,9 +11,9 @@ use burnq_data::{IMAGE_PIXELS, ImageSet};
 use burnq_model::eval::EvalResult;
 use burnq_model::training::{EpochRecord, TrainEvent, TrainingConfig, fit};
 use burnq_model::{Device, ModelError, Net, NetConfig};
-use burnq_quant::{Engine, QuantModel};
+use burnq_quant::{Engine, QuantModel, convert, convert_with_grids};
 
-use crate::{QatError, QatForward, QatSettings, float_network};
+use crate::{QatError, QatForward, QatSettings, Quantizer, float_network};
 
 /// Images per batch when the fake-quantized network is evaluated (does not change results).
 const EVAL_BATCH: usize = 1000;
@@ -23,6 +23,8 @@ const EVAL_BATCH: usize = 1000;
 /// from the tutorial's mean of batch min/max and tracked with EMA decay 0.99.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct QatConfig {
+    /// How the quantizers' grids are chosen: min/max and EMA ranges, or learned step sizes.
+    pub quantizer: Quantizer,
     /// Bits of the weight codes (2..=8).
     pub weight_bits: u8,
     /// Bits of the activation codes (2..=8).
@@ -53,6 +55,7 @@ pub struct QatConfig {
 impl QatConfig {
     /// The defaults, as a constant (command-line defaults read it).
     pub const DEFAULT: Self = Self {
+        quantizer: Quantizer::Minmax,
         weight_bits: 4,
         act_bits: 4,
         per_channel: false,
@@ -70,6 +73,7 @@ impl QatConfig {
     /// The forward pass's settings for a data set normalized by `normalization`.
     pub fn settings(&self, normalization: burnq_quant::Normalization) -> QatSettings {
         QatSettings {
+            quantizer: self.quantizer,
             weight_bits: self.weight_bits,
             act_bits: self.act_bits,
             per_channel: self.per_channel,
@@ -157,12 +161,12 @@ pub fn run_qat(
         on_event,
         on_epoch,
     )?;
-    let quant = burnq_quant::convert(
-        &float_network(&model)?,
-        &forward.ranges(),
-        normalization,
-        forward.settings().convert_options(),
-    )
+    let network = float_network(&model)?;
+    let options = forward.settings().convert_options();
+    let quant = match forward.learned_grids(&model) {
+        Some(grids) => convert_with_grids(&network, grids, normalization, options),
+        None => convert(&network, &forward.ranges(), normalization, options),
+    }
     .map_err(QatError::Quant)?;
     let (fake_quant, fake_quant_predictions) =
         forward.evaluate(&model, test_set, EVAL_BATCH, device);
@@ -171,10 +175,7 @@ pub fn run_qat(
             engine.forward_parallel(&test_set.pixels, test_set.pixels.len() / IMAGE_PIXELS, 0)
         })
         .map_err(QatError::Quant)?
-        .predictions
-        .iter()
-        .map(|&p| p as u8)
-        .collect();
+        .predictions;
     Ok(QatOutcome {
         model,
         history,

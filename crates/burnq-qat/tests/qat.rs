@@ -12,7 +12,7 @@ use burnq_model::eval::evaluate_with;
 use burnq_model::training::{TrainingConfig, fit, train};
 use burnq_qat::qat::{QatForward, QatSettings, fake_quantize_ste};
 use burnq_qat::simulated::{fake_quantize, fake_quantize_channels};
-use burnq_qat::{QatConfig, run_qat};
+use burnq_qat::{QatConfig, Quantizer, run_qat};
 use burnq_quant::QuantParams;
 use burnq_quant::derive::weight_params;
 
@@ -84,6 +84,7 @@ fn a_short_qat_run_at_2_bits_beats_post_training_2_bits() {
     )
     .unwrap();
     let settings = QatSettings {
+        quantizer: Quantizer::Minmax,
         weight_bits: 2,
         act_bits: 2,
         per_channel: false,
@@ -157,8 +158,14 @@ fn run_qat_exports_an_integer_model_that_predicts_what_qat_predicted() {
         &mut |_, _| Ok(()),
     )
     .unwrap();
-    for (weight_bits, act_bits, per_channel) in [(2, 2, true), (8, 3, false)] {
+    for (quantizer, weight_bits, act_bits, per_channel) in [
+        (Quantizer::Minmax, 2, 2, true),
+        (Quantizer::Minmax, 8, 3, false),
+        (Quantizer::Lsq, 2, 2, true),
+        (Quantizer::Lsq, 4, 3, false),
+    ] {
         let qat = QatConfig {
+            quantizer,
             weight_bits,
             act_bits,
             per_channel,
@@ -189,7 +196,7 @@ fn run_qat_exports_an_integer_model_that_predicts_what_qat_predicted() {
         assert_eq!(outcome.integer_predictions.len(), test_set.len());
         assert_eq!(
             outcome.integer_predictions, outcome.fake_quant_predictions,
-            "w{weight_bits}a{act_bits} per_channel={per_channel}"
+            "{quantizer:?} w{weight_bits}a{act_bits} per_channel={per_channel}"
         );
     }
 }

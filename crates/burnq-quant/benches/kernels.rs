@@ -4,9 +4,6 @@
 //! and 10 000, 1 and 2 threads; batch 1 latency). Run with `cargo bench -p burnq-quant`; about
 //! a minute and a half.
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-
 use std::time::Duration;
 
 use burnq_quant::kernels::{self, KernelChoice, PackedLayer};
@@ -31,12 +28,18 @@ fn model() -> QuantModel {
         fc2_input: (0.0, 6.0),
         logits: (-8.0, 8.0),
     };
-    convert(&common::random_network(1), &ranges, Normalization::MNIST, 8).unwrap()
+    convert(
+        &burnq_testkit::random_network(1),
+        &ranges,
+        Normalization::MNIST,
+        8,
+    )
+    .unwrap()
 }
 
 /// `len` pseudo-random codes.
 fn codes(seed: u64, len: usize) -> Vec<u8> {
-    let mut rng = common::Rng::new(seed);
+    let mut rng = burnq_testkit::Rng::new(seed);
     (0..len).map(|_| rng.next_u64() as u8).collect()
 }
 

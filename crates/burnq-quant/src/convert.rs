@@ -126,21 +126,52 @@ pub fn convert(
 ) -> Result<QuantModel, QuantError> {
     let options = options.into();
     options.check()?;
+    let mut grids = Vec::with_capacity(4);
+    for (min, max) in ranges.layer_outputs() {
+        grids.push(LayerGrids {
+            output: QuantParams::from_range(min, max, options.act_bits)?,
+            weights: None,
+        });
+    }
+    let grids: [LayerGrids; 4] = grids
+        .try_into()
+        .unwrap_or_else(|_| unreachable!("four layer outputs"));
+    convert_with_grids(network, grids, norm, options)
+}
+
+/// The grids one layer is converted onto.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerGrids {
+    /// The grid of the layer's output codes (`act_bits` bits).
+    pub output: QuantParams,
+    /// One weight grid per output channel (all equal per tensor), or `None` to derive them
+    /// from the weights' min/max ([`crate::derive::weight_params`]). Learned grids (QAT with
+    /// learned step sizes) are given here; conv1's refer to its normalization-folded weights.
+    pub weights: Option<Vec<QuantParams>>,
+}
+
+/// Like [`convert`], with each layer's grids given explicitly (`[conv1, conv2, fc1, fc2]`): a
+/// network trained on learned grids is exported on exactly those grids. Validation is that of
+/// [`QuantModel::new`] (widths and per-tensor uniformity against `options`, accumulator bound).
+pub fn convert_with_grids(
+    network: &FloatNetwork,
+    grids: [LayerGrids; 4],
+    norm: Normalization,
+    options: impl Into<ConvertOptions>,
+) -> Result<QuantModel, QuantError> {
+    let options = options.into();
+    options.check()?;
     let [conv1, conv2, fc1, fc2] = network.layers();
     let folded = fold_input_normalization(conv1, norm)?;
-    let params = |(min, max)| QuantParams::from_range(min, max, options.act_bits);
-    let conv2_in = params(ranges.conv2_input)?;
-    let fc1_in = params(ranges.fc1_input)?;
-    let fc2_in = params(ranges.fc2_input)?;
-    let logits = params(ranges.logits)?;
-    let layer = |name, float, input, output, relu| {
-        quantize_layer(name, float, (input, output), relu, &options)
-    };
+    let [g1, g2, g3, g4] = grids;
+    let (i2, i3, i4) = (g1.output, g2.output, g3.output);
+    let layer =
+        |name, float, input, grids, relu| quantize_layer(name, float, input, grids, relu, &options);
     let layers = [
-        layer("conv1", &folded, QuantParams::RAW_PIXELS, conv2_in, true)?,
-        layer("conv2", conv2, conv2_in, fc1_in, true)?,
-        layer("fc1", fc1, fc1_in, fc2_in, true)?,
-        layer("fc2", fc2, fc2_in, logits, false)?,
+        layer("conv1", &folded, QuantParams::RAW_PIXELS, g1, true)?,
+        layer("conv2", conv2, i2, g2, true)?,
+        layer("fc1", fc1, i3, g3, true)?,
+        layer("fc2", fc2, i4, g4, false)?,
     ];
     QuantModel::new(options, layers, Some(norm))
 }
@@ -152,13 +183,27 @@ pub fn convert(
 fn quantize_layer(
     name: &str,
     float: &FloatLayer,
-    (input, output): (QuantParams, QuantParams),
+    input: QuantParams,
+    grids: LayerGrids,
     relu: bool,
     options: &ConvertOptions,
 ) -> Result<QuantLayer, QuantError> {
     float.check(name)?;
     let out = float.kind.out_channels();
-    let q = LayerQuantization::derive(&float.weights, out, input, output, relu, options)?;
+    let output = grids.output;
+    let q = match grids.weights {
+        Some(weights) if weights.len() == out => {
+            LayerQuantization::from_grids(input, weights, output, relu)?
+        }
+        Some(weights) => {
+            return Err(QuantError::ShapeMismatch {
+                what: format!("{name} weight grids"),
+                expected: out,
+                found: weights.len(),
+            });
+        }
+        None => LayerQuantization::derive(&float.weights, out, input, output, relu, options)?,
+    };
     let (act_min, act_max) = output_clamp(output, relu);
     Ok(QuantLayer {
         name: name.to_owned(),
@@ -357,6 +402,50 @@ mod tests {
                 .sum()
         };
         assert!(error(fc1) < error(&per_tensor.layers()[2]));
+    }
+
+    #[test]
+    fn explicit_grids_are_used_as_given() {
+        let net = pattern_network();
+        let norm = Normalization::MNIST;
+        let options = ConvertOptions {
+            weight_bits: 4,
+            act_bits: 4,
+            per_channel: true,
+        };
+        let derived = convert(&net, &pattern_ranges(), norm, options).unwrap();
+        // The grids `convert` derives, given explicitly, give the same model.
+        let explicit = derived.layers().clone().map(|l| LayerGrids {
+            output: l.output,
+            weights: Some(
+                l.weight_scales
+                    .iter()
+                    .zip(&l.weight_zero_points)
+                    .map(|(&s, &z)| QuantParams::new(s, z, 4).unwrap())
+                    .collect(),
+            ),
+        });
+        assert_eq!(
+            convert_with_grids(&net, explicit.clone(), norm, options).unwrap(),
+            derived
+        );
+        // A learned symmetric grid (zero point 8 of 15) is kept, and the weights are on it.
+        let mut learned = explicit.clone();
+        let out = net.layers()[2].kind.out_channels();
+        learned[2].weights = Some(vec![QuantParams::new(0.01, 8, 4).unwrap(); out]);
+        let model = convert_with_grids(&net, learned.clone(), norm, options).unwrap();
+        let fc1 = &model.layers()[2];
+        assert!(fc1.weight_scales.iter().all(|&s| s == 0.01));
+        assert!(fc1.weight_zero_points.iter().all(|&z| z == 8));
+        let grid = QuantParams::new(0.01, 8, 4).unwrap();
+        for (q, &w) in fc1.weights.iter().zip(&net.layers()[2].weights) {
+            assert_eq!(*q, grid.quantize(w));
+        }
+        learned[2].weights = Some(vec![grid; out - 1]);
+        assert!(matches!(
+            convert_with_grids(&net, learned, norm, options),
+            Err(QuantError::ShapeMismatch { .. })
+        ));
     }
 
     #[test]

@@ -196,7 +196,7 @@ impl Engine {
         images: &[u8],
         fc2_acc: &mut [i32],
         logits: &mut [u8],
-        predictions: &mut [usize],
+        predictions: &mut [u8],
     ) -> Result<(), QuantError> {
         with_isa!(self.kernel, |isa| self.run_with(
             isa,
@@ -216,7 +216,7 @@ impl Engine {
         images: &[u8],
         fc2_acc: &mut [i32],
         logits: &mut [u8],
-        predictions: &mut [usize],
+        predictions: &mut [u8],
     ) {
         let [conv1, conv2, fc1, fc2] = &self.layers;
         let (plan1, plan2) = (&self.conv1_plan, &self.conv2_plan);

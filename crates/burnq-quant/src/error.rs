@@ -80,6 +80,18 @@ pub enum QuantError {
         bits: u8,
     },
 
+    /// A NaN or an infinity among float values that must be finite (weights, calibration
+    /// values).
+    #[error("{what}: non-finite value {value} at index {index}")]
+    NonFinite {
+        /// Which values, e.g. `"fc1 float weights"`.
+        what: String,
+        /// Position of the first non-finite value.
+        index: usize,
+        /// The value.
+        value: f32,
+    },
+
     /// An image smaller than the convolution kernel.
     #[error("{layer} input: {height}×{width} image too small for a {kernel}×{kernel} kernel")]
     ImageTooSmall {

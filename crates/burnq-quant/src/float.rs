@@ -32,10 +32,11 @@ impl FloatLayer {
                     found: values.len(),
                 });
             }
-            if let Some(v) = values.iter().find(|v| !v.is_finite()) {
-                return Err(QuantError::InvalidValue {
+            if let Some((index, &value)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+                return Err(QuantError::NonFinite {
                     what: format!("{name} float {what}"),
-                    reason: format!("non-finite value {v}"),
+                    index,
+                    value,
                 });
             }
         }

@@ -62,7 +62,7 @@ mod sensitivity;
 mod test_support;
 
 pub use burnq_arch::Normalization;
-pub use convert::{ConvertOptions, convert};
+pub use convert::{ConvertOptions, LayerGrids, convert, convert_with_grids};
 pub use cost::macs_per_image;
 pub use derive::LayerQuantization;
 pub use engine::{Engine, Workspace};

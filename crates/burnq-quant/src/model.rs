@@ -72,7 +72,7 @@ pub struct Output {
     pub logits_u8: Vec<u8>,
     /// The class with the largest real logit `S_in·S_w[o]·acc[o]` per row ([`reference::predict`]:
     /// the argmax of `fc2_acc` for per-tensor weights), the lowest index on ties.
-    pub predictions: Vec<usize>,
+    pub predictions: Vec<u8>,
 }
 
 /// Every intermediate tensor of a forward pass over `n` images (NCHW, or `[n, features]`).
@@ -336,6 +336,7 @@ mod tests {
             assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-5);
         }
         for (row, &p) in out.fc2_acc.chunks(10).zip(&out.predictions) {
+            let p = usize::from(p);
             assert_eq!(row.iter().max(), Some(&row[p]));
             assert!(row[..p].iter().all(|&v| v < row[p]));
         }

@@ -62,15 +62,18 @@ impl EmaRange {
 
 /// Errors unless `values` is non-empty and every value is finite.
 fn check_values(values: &[f32]) -> Result<(), QuantError> {
-    let invalid = |reason: String| QuantError::InvalidValue {
-        what: "calibration values".into(),
-        reason,
-    };
     if values.is_empty() {
-        return Err(invalid("no values".into()));
+        return Err(QuantError::InvalidValue {
+            what: "calibration values".into(),
+            reason: "no values".into(),
+        });
     }
-    match values.iter().find(|v| !v.is_finite()) {
-        Some(v) => Err(invalid(format!("non-finite value {v}"))),
+    match values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+        Some((index, &value)) => Err(QuantError::NonFinite {
+            what: "calibration values".into(),
+            index,
+            value,
+        }),
         None => Ok(()),
     }
 }
@@ -377,8 +380,14 @@ mod tests {
             assert!(percentile(&[1.0], p).is_err(), "{p}");
         }
         assert!(percentile(&[], 99.0).is_err());
-        assert!(percentile(&[1.0, f32::INFINITY], 99.0).is_err());
-        assert!(mse(&[1.0, f32::NAN], 8).is_err());
+        assert!(matches!(
+            percentile(&[1.0, f32::INFINITY], 99.0),
+            Err(QuantError::NonFinite { index: 1, .. })
+        ));
+        assert!(matches!(
+            mse(&[1.0, f32::NAN], 8),
+            Err(QuantError::NonFinite { index: 1, .. })
+        ));
         assert!(mse(&[], 8).is_err());
         assert!(matches!(
             mse(&[1.0], 9),

@@ -2,13 +2,11 @@
 //! stroke images, its activation ranges are measured on a calibration set, it is converted,
 //! and the integer engine (on raw pixels, normalization folded) must mostly agree with it.
 
-mod common;
-
 use burnq_quant::{
     ActivationRanges, ConvertOptions, FloatLayer, FloatNetwork, IMAGE_PIXELS, IMAGE_SIDE,
     LayerKind, Normalization, convert,
 };
-use common::{Rng, random_network};
+use burnq_testkit::{Rng, random_network};
 
 /// Valid stride-1 convolution of one CHW image.
 fn conv(x: &[f32], side: usize, layer: &FloatLayer) -> Vec<f32> {
@@ -195,7 +193,7 @@ fn integer_engine_agrees_with_float_network() {
         let agree = float_logits
             .iter()
             .zip(&out.predictions)
-            .filter(|(logits, p)| float_argmax(logits) == **p)
+            .filter(|(logits, p)| float_argmax(logits) == usize::from(**p))
             .count();
         println!("{name}: {agree}/{n} predictions agree");
         assert!(
@@ -303,7 +301,7 @@ fn per_channel_weights_keep_predictions_when_channel_scales_differ() {
         out.predictions
             .iter()
             .zip(&want)
-            .filter(|(p, w)| p == w)
+            .filter(|(p, w)| usize::from(**p) == **w)
             .count()
     };
     let (tensor, channel) = (agree(false), agree(true));

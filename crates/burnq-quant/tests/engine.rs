@@ -11,7 +11,8 @@ use burnq_quant::{
     ActivationRanges, ConvertOptions, Engine, IMAGE_PIXELS, Normalization, Output, QuantError,
     QuantModel, QuantParams, Workspace, convert, quantize_multiplier,
 };
-use common::{Rng, golden, kernels, random_network};
+use burnq_testkit::{Rng, golden, random_network};
+use common::kernels;
 
 const THREADS: [usize; 3] = [1, 2, 3];
 

@@ -2,12 +2,10 @@
 //! file can be wrong, each asserting the specific error variant and that the message names the
 //! file.
 
-mod common;
-
 use std::path::Path;
 
 use burnq_quant::{ConvertOptions, IMAGE_PIXELS, QuantError, load, save};
-use common::model_file::{Tensors, load_err, model, rewrite, rewrite_signed, saved};
+use burnq_testkit::model_file::{Tensors, load_err, model, rewrite, rewrite_signed, saved};
 use safetensors::{Dtype, SafeTensors};
 
 /// Every combination of widths and granularity the round trip covers.

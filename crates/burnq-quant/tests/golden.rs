@@ -3,10 +3,8 @@
 //! from its `qm.*` parameters, run the reference engine from its `out.q_in`, and compare every
 //! intermediate tensor exactly. A missing file fails the test.
 
-mod common;
-
 use burnq_quant::{IMAGE_PIXELS, load, save};
-use common::golden::{self, Golden, N};
+use burnq_testkit::golden::{self, Golden, N};
 
 #[test]
 fn reference_engine_matches_golden_vectors() {

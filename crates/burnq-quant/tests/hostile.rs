@@ -17,8 +17,6 @@
 //! A counting allocator also checks that a forged header length fails without allocating
 //! what it claims.
 
-mod common;
-
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::{Cell, RefCell};
 use std::ops::Range;
@@ -26,9 +24,9 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use burnq_quant::{ConvertOptions, QuantModel, load, save};
-use common::json_edit::json_edit;
-use common::model_file::{model, rewrite_signed};
-use common::mutation::{ByteEdit, Tally, byte_edit, describe_change, runner};
+use burnq_testkit::json_edit::json_edit;
+use burnq_testkit::model_file::{model, rewrite_signed};
+use burnq_testkit::mutation::{ByteEdit, Tally, byte_edit, describe_change, runner};
 use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::TestCaseError;
@@ -119,7 +117,7 @@ impl Original {
 }
 
 /// Two valid files, read once: 8-bit per tensor (the model of
-/// [`saved`](common::model_file::saved)) and 4-bit weights per channel with 8-bit activations.
+/// [`saved`](burnq_testkit::model_file::saved)) and 4-bit weights per channel with 8-bit activations.
 fn originals() -> &'static [Original; 2] {
     static ORIGINALS: OnceLock<[Original; 2]> = OnceLock::new();
     ORIGINALS.get_or_init(|| {

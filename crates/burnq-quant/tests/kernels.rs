@@ -14,7 +14,8 @@ use std::fmt::Debug;
 
 use burnq_quant::kernels::{self, KernelChoice, PackedLayer};
 use burnq_quant::{LayerKind, QuantError, QuantLayer, QuantParams, reference};
-use common::{Rng, kernels::available};
+use burnq_testkit::Rng;
+use common::kernels::available;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 

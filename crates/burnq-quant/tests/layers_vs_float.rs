@@ -10,12 +10,10 @@
 //! match, and rounding `acc·m0·2^(shift − 31)` once instead reproduces the float codes exactly.
 //! Input ranges are fitted to these random inputs, so that most outputs are not clamped.
 
-mod common;
-
 use burnq_quant::{
     ActivationRanges, ConvertOptions, LayerKind, Normalization, QuantLayer, convert, reference,
 };
-use common::{Rng, random_network};
+use burnq_testkit::{Rng, random_network};
 use std::sync::OnceLock;
 
 /// Input side of each layer as a convolution: a linear layer is a 1×1 convolution of a 1×1

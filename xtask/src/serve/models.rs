@@ -146,7 +146,7 @@ impl ServedModel {
             .map_err(|e| e.to_string())?;
         let latency_us = start.elapsed().as_secs_f64() * 1e6;
         Ok(Answer {
-            class: out.predictions[0],
+            class: usize::from(out.predictions[0]),
             probabilities: int.model.class_probabilities(&out.logits_u8),
             logits_u8: out.logits_u8,
             latency_us,

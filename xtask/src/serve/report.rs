@@ -310,7 +310,10 @@ impl Reports {
         };
         let (mut fc, mut ic) = (0usize, 0usize);
         for (k, &label) in set.labels.iter().enumerate() {
-            let (f, i) = (float_pred[k] as usize % 10, int_pred[k] % 10);
+            let (f, i) = (
+                usize::from(float_pred[k]) % 10,
+                usize::from(int_pred[k]) % 10,
+            );
             let l = label as usize % 10;
             c.confusion_float[l][f] += 1;
             c.confusion_int[l][i] += 1;

@@ -61,8 +61,9 @@ pub fn argmax<T: Ord>(values: &[T]) -> Option<usize> {
 /// `acc[o]·m0[o]·2^(shift[o] − min_o shift)` in i128 (|acc|, m0 < 2^31 and shifts differ by at
 /// most 61: below 2^124). With per-tensor weights every multiplier is the same and this is the
 /// argmax of the accumulators; with per-channel weights the raw accumulators are in different
-/// units and their argmax would be wrong. `None` for an empty row or a length mismatch.
-pub fn predict(acc: &[i32], requants: &[crate::Requant]) -> Option<usize> {
+/// units and their argmax would be wrong. `None` for an empty row, a length mismatch or more
+/// than 256 classes (a class is a `u8`, like the data sets' labels).
+pub fn predict(acc: &[i32], requants: &[crate::Requant]) -> Option<u8> {
     if acc.len() != requants.len() {
         return None;
     }
@@ -72,7 +73,7 @@ pub fn predict(acc: &[i32], requants: &[crate::Requant]) -> Option<usize> {
         .zip(requants)
         .map(|(&a, r)| (i128::from(a) * i128::from(r.m0)) << (r.shift - min_shift))
         .collect();
-    argmax(&scaled)
+    argmax(&scaled).and_then(|class| u8::try_from(class).ok())
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! Edits of a JSON document for the hostile-input tests (burnq-quant's model `meta`, and
-//! burnq-calib's `calibration.json`, whose test includes this file by path): replace, remove
-//! or add a node anywhere, with values at the edges of the usual field types.
+//! burnq-calib's `calibration.json`): replace, remove or add a node anywhere, with values at
+//! the edges of the usual field types.
 
 use proptest::prelude::*;
 use proptest::sample::Index;

@@ -1,13 +1,20 @@
-//! Running an exported model with ONNX Runtime (through its Python package, the reference
-//! distribution: `pip install onnxruntime onnx numpy`) and measuring how far its outputs are
-//! from burnq's integer engine.
+//! Running a model exported by `burnq-onnx` with ONNX Runtime (through its Python package, the
+//! reference distribution: `pip install onnxruntime onnx numpy`) and measuring how far its
+//! outputs are from burnq's integer engine.
+//!
+//! This is the one place burnq starts a Python interpreter. It serves `cargo xtask export-onnx
+//! --verify` and the tests that run the exported graph (burnq-onnx's and xtask's), so it is a
+//! crate of its own: the exporter library stays free of subprocesses, and the command and the
+//! tests share one runner. Like `burnq-onnx`, it knows nothing of Burn.
+
+mod error;
 
 use std::path::Path;
 use std::process::Command;
 
 use burnq_quant::{IMAGE_PIXELS, NUM_CLASSES, Output};
 
-use crate::OnnxError;
+pub use error::RuntimeError;
 
 /// The Python side: checks the model with the ONNX checker and runs it on the CPU.
 const SCRIPT: &str = include_str!("onnxruntime.py");
@@ -27,17 +34,12 @@ pub struct RuntimeOutput {
 
 /// Runs the ONNX model at `model` on `n × 784` raw pixels with ONNX Runtime, using
 /// `python` (e.g. `"python3"`) with the `onnxruntime`, `onnx` and `numpy` packages.
-pub fn run_onnxruntime(
-    python: &str,
-    model: &Path,
-    pixels: &[u8],
-) -> Result<RuntimeOutput, OnnxError> {
+pub fn run(python: &str, model: &Path, pixels: &[u8]) -> Result<RuntimeOutput, RuntimeError> {
     let n = pixels.len() / IMAGE_PIXELS;
-    let runtime = |reason: String| OnnxError::Runtime {
+    let io = |source| RuntimeError::Io {
         model: model.to_owned(),
-        reason,
+        source,
     };
-    let io = |e: std::io::Error| runtime(e.to_string());
     let dir = tempfile::tempdir().map_err(io)?;
     let pixels_path = dir.path().join("pixels.bin");
     std::fs::write(&pixels_path, pixels).map_err(io)?;
@@ -49,24 +51,30 @@ pub fn run_onnxruntime(
         .arg(n.to_string())
         .arg(dir.path())
         .output()
-        .map_err(|e| runtime(format!("cannot start `{python}`: {e}")))?;
+        .map_err(|source| RuntimeError::Start {
+            model: model.to_owned(),
+            python: python.to_owned(),
+            source,
+        })?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         let last = stderr.lines().rev().find(|l| !l.trim().is_empty());
-        return Err(runtime(format!(
-            "`{python}` failed ({}): {}",
-            output.status,
-            last.unwrap_or("no message")
-        )));
+        return Err(RuntimeError::Failed {
+            model: model.to_owned(),
+            python: python.to_owned(),
+            status: output.status,
+            message: last.unwrap_or("no message").to_owned(),
+        });
     }
-    let read = |name: &str, width: usize, len: usize| -> Result<Vec<u8>, OnnxError> {
+    let read = |name: &'static str, width: usize, len: usize| -> Result<Vec<u8>, RuntimeError> {
         let bytes = std::fs::read(dir.path().join(name)).map_err(io)?;
         if bytes.len() != len * width {
-            return Err(runtime(format!(
-                "{name}: {} bytes, expected {}",
-                bytes.len(),
-                len * width
-            )));
+            return Err(RuntimeError::Output {
+                model: model.to_owned(),
+                file: name,
+                len: bytes.len(),
+                expected: len * width,
+            });
         }
         Ok(bytes)
     };
@@ -118,7 +126,7 @@ pub fn compare(output: &Output, runtime: &RuntimeOutput, labels: &[u8]) -> Agree
             .filter(|(c, l)| *c == i64::from(**l))
             .count()
     };
-    let burnq_classes = || output.predictions.iter().map(|&c| c as i64);
+    let burnq_classes = || output.predictions.iter().map(|&c| i64::from(c));
     let rows_equal = |a: &[u8], b: &[u8]| {
         a.chunks_exact(NUM_CLASSES)
             .zip(b.chunks_exact(NUM_CLASSES))
@@ -147,5 +155,37 @@ pub fn compare(output: &Output, runtime: &RuntimeOutput, labels: &[u8]) -> Agree
         logits_u8_values: fraction(pairs().filter(|(a, b)| a == b).count(), n * NUM_CLASSES),
         logits_u8_max_diff: pairs().map(|(a, b)| a.abs_diff(*b)).max().unwrap_or(0),
         fc2_acc_rows: fraction(acc_rows, n),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_interpreter_is_a_start_error_naming_the_model() {
+        let model = Path::new("some/dir/model.onnx");
+        let err = run("burnq-no-such-python", model, &[0; IMAGE_PIXELS]).unwrap_err();
+        assert!(matches!(err, RuntimeError::Start { .. }), "{err:?}");
+        let message = err.to_string();
+        assert!(
+            message.contains("model.onnx")
+                && message.contains("burnq-no-such-python")
+                && message.contains("pip install onnxruntime"),
+            "{message}"
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_failing_interpreter_is_a_failed_error() {
+        // `false` ignores its arguments and exits with status 1, printing nothing.
+        let err = run("false", Path::new("model.onnx"), &[0; IMAGE_PIXELS]).unwrap_err();
+        assert!(matches!(err, RuntimeError::Failed { .. }), "{err:?}");
+        let message = err.to_string();
+        assert!(
+            message.contains("`false` failed") && message.contains("no message"),
+            "{message}"
+        );
     }
 }

@@ -9,7 +9,7 @@ use burnq_quant::{
 };
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
-/// [`random_network`](super::random_network)`(1)` converted under `options`, with fixed
+/// [`random_network`](crate::random_network)`(1)` converted under `options`, with fixed
 /// activation ranges.
 pub fn model(options: impl Into<ConvertOptions>) -> QuantModel {
     let ranges = ActivationRanges {
@@ -21,7 +21,7 @@ pub fn model(options: impl Into<ConvertOptions>) -> QuantModel {
         logits: (-10.0, 10.0),
     };
     convert(
-        &super::random_network(1),
+        &crate::random_network(1),
         &ranges,
         Normalization::MNIST,
         options,

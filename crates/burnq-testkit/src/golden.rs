@@ -36,7 +36,13 @@ pub fn read() -> Vec<u8> {
     })
 }
 
+/// The golden model ([`Golden::model`] of the file [`read`] returns).
+pub fn model() -> QuantModel {
+    Golden::parse(&read()).model()
+}
+
 /// Typed access to the golden tensors; every accessor checks the dtype.
+#[derive(Debug)]
 pub struct Golden<'a>(SafeTensors<'a>);
 
 impl<'a> Golden<'a> {
@@ -94,10 +100,10 @@ impl<'a> Golden<'a> {
     }
 
     /// The golden predictions.
-    pub fn predictions(&self) -> Vec<usize> {
+    pub fn predictions(&self) -> Vec<u8> {
         self.i64s_as_i32("out.pred")
             .iter()
-            .map(|&p| usize::try_from(p).unwrap())
+            .map(|&p| u8::try_from(p).unwrap())
             .collect()
     }
 

@@ -1,4 +1,4 @@
-# Runs an ONNX model written by burnq with ONNX Runtime (called by burnq_onnx::run_onnxruntime).
+# Runs an ONNX model written by burnq with ONNX Runtime (called by burnq_onnxruntime::run).
 # argv: model.onnx pixels.bin images out_dir. Reads N×1×28×28 u8 pixels, checks the model with
 # the ONNX checker (full shape inference), runs it on the CPU in batches of 1000 and writes the
 # outputs as raw little-endian arrays: logits_u8.bin (u8), fc2_acc.bin (i32), class.bin (i64).

@@ -1,8 +1,6 @@
-//! Whether ONNX Runtime can run here, for the tests that need it (this crate's, and xtask's,
-//! which include this file by path). It comes from PyPI (`pip install onnxruntime onnx numpy`);
-//! `BURNQ_PYTHON` names the interpreter (default `python3`).
-
-#![allow(dead_code)]
+//! Whether ONNX Runtime can run here, for the tests that need it (burnq-onnx's and xtask's).
+//! It comes from PyPI (`pip install onnxruntime onnx numpy`); `BURNQ_PYTHON` names the
+//! interpreter (default `python3`).
 
 use std::process::Command;
 

@@ -1,7 +1,7 @@
-//! Corruptions for the hostile-input tests (`tests/hostile.rs` of burnq-quant, and of
-//! burnq-data and burnq-calib, which include this file by path): byte edits of a file, the
-//! proptest runner they share, and a tally of how the cases ended. JSON edits are in
-//! `json_edit.rs` beside this file.
+//! Corruptions for the hostile-input tests (`tests/hostile.rs` of burnq-quant, burnq-data and
+//! burnq-calib, `tests/import_hostile.rs` of burnq-model): byte edits of a file, the proptest
+//! runner they share, and a tally of how the cases ended. JSON edits are in
+//! [`json_edit`](crate::json_edit).
 
 use std::collections::BTreeMap;
 use std::ops::Range;

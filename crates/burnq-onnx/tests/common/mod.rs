@@ -1,3 +1,0 @@
-//! Helpers shared by this crate's tests.
-
-pub mod onnxruntime;
