@@ -995,8 +995,9 @@ fn write_outputs(report: &Report, args: &BenchArgs) -> anyhow::Result<()> {
     let notes: String = report.notes.iter().map(|n| format!("- {n}\n")).collect();
     let md = format!("{header}{table}\n{ratios}{candidates}\n{notes}");
     println!("\n{md}");
-    write_json_atomic(report, &out.join("report.json"))?;
-    write_atomic(&out.join("report.md"), md.as_bytes())?;
+    let [json_path, md_path, svg_path] = crate::paths::bench_reports(&out);
+    write_json_atomic(report, &json_path)?;
+    write_atomic(&md_path, md.as_bytes())?;
     let bars: Vec<(String, f64)> = report
         .rows
         .iter()
@@ -1013,10 +1014,10 @@ fn write_outputs(report: &Report, args: &BenchArgs) -> anyhow::Result<()> {
         "img/s",
         &bars,
     );
-    write_atomic(&out.join("throughput.svg"), svg.as_bytes())?;
+    write_atomic(&svg_path, svg.as_bytes())?;
     println!("wrote:");
-    for f in ["report.json", "report.md", "throughput.svg"] {
-        println!("  {}", display_path(&out.join(f)));
+    for f in [json_path, md_path, svg_path] {
+        println!("  {}", display_path(&f));
     }
     Ok(())
 }

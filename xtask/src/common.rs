@@ -19,7 +19,8 @@ pub struct DataArgs {
     pub offline: bool,
 }
 
-fn parse_dataset(s: &str) -> Result<DatasetKind, String> {
+/// A `--dataset` value: `mnist` or `fashion-mnist`.
+pub fn parse_dataset(s: &str) -> Result<DatasetKind, String> {
     DatasetKind::from_name(s)
         .ok_or_else(|| format!("unknown data set `{s}` (mnist or fashion-mnist)"))
 }

@@ -16,6 +16,7 @@ mod predict;
 mod qat;
 mod quantize;
 mod sensitivity;
+mod serve;
 mod sweep;
 mod table;
 mod train;
@@ -51,6 +52,9 @@ enum Command {
     Import(import::ImportArgs),
     /// Write the integer model as an ONNX graph (QLinearConv…); --verify runs it with ONNX Runtime.
     ExportOnnx(export_onnx::ExportOnnxArgs),
+    /// A local web server: a drawing pad answered by the integer and float models, a report
+    /// page per data set, and a JSON API (/api/predict, /api/models, /healthz).
+    Serve(serve::ServeArgs),
     /// Verify, then time every engine (Burn float and Q8, burnq per width, ONNX Runtime) on the test set.
     Bench(bench::BenchArgs),
 }
@@ -67,5 +71,6 @@ fn main() -> anyhow::Result<()> {
         Command::Sensitivity(args) => sensitivity::run(args),
         Command::Import(args) => import::run(args),
         Command::ExportOnnx(args) => export_onnx::run(args),
+        Command::Serve(args) => serve::run(args),
     }
 }

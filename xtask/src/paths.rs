@@ -10,10 +10,14 @@
 //!            model.onnx onnxruntime.json (onnx_beside, onnxruntime_report)
 //!   calibration.json  sweep.{json,md,svg}
 //!   qat-[lsq-]w<W>a<A>[-pc]/      ArtifactDir::qat_run: float/ and quant/ as above, qat.json
-//! artifacts/bench/                bench_dir(): report.{json,md} throughput.svg
+//! artifacts/bench/                bench_dir(), bench_reports(): report.{json,md} throughput.svg
 //! artifacts/pytorch-<dataset>/    ArtifactDir::imported(dataset): float/ as above
 //! artifacts/data/                 data_cache(): downloaded data sets
+//! artifacts/serve/                screenshots of `serve`'s pages (written by xtask/tests/serve.rs)
 //! ```
+//!
+//! [`ArtifactsRoot`] is the same layout under another folder (`serve --artifacts DIR`), and
+//! finds the model folders that exist in it.
 
 use std::path::{Path, PathBuf};
 
@@ -34,7 +38,75 @@ pub fn data_cache() -> PathBuf {
 
 /// The benchmark's folder: `artifacts/bench/`.
 pub fn bench_dir() -> PathBuf {
-    artifacts().join("bench")
+    ArtifactsRoot::new(None).bench_dir()
+}
+
+/// The benchmark's `report.json`, `report.md` and `throughput.svg` in its folder `dir`.
+pub fn bench_reports(dir: &Path) -> [PathBuf; 3] {
+    ["report.json", "report.md", "throughput.svg"].map(|f| dir.join(f))
+}
+
+/// An `artifacts/` folder: the project's own, or another with the same layout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArtifactsRoot {
+    root: PathBuf,
+}
+
+impl ArtifactsRoot {
+    /// `dir` when given, else the project's `artifacts/`.
+    pub fn new(dir: Option<&Path>) -> Self {
+        Self {
+            root: dir.map(Path::to_path_buf).unwrap_or_else(artifacts),
+        }
+    }
+
+    /// The folder itself.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// `<dataset>/`: the float model trained on `dataset` and what is derived from it.
+    pub fn dataset(&self, dataset: DatasetKind) -> ArtifactDir {
+        ArtifactDir {
+            root: self.root.join(dataset.dir_name()),
+        }
+    }
+
+    /// `pytorch-<dataset>/`: a model imported from PyTorch.
+    pub fn imported(&self, dataset: DatasetKind) -> ArtifactDir {
+        ArtifactDir {
+            root: self.root.join(format!("pytorch-{}", dataset.dir_name())),
+        }
+    }
+
+    /// `bench/`: the benchmark's reports.
+    pub fn bench_dir(&self) -> PathBuf {
+        self.root.join("bench")
+    }
+
+    /// Every folder of a model of `dataset` that holds a float or an integer model:
+    /// `<dataset>/`, `pytorch-<dataset>/` and the QAT runs inside each, with an id (the
+    /// folder relative to this root, `/`-separated, e.g. `mnist/qat-w4a4-pc`).
+    pub fn model_dirs(&self, dataset: DatasetKind) -> Vec<(String, ArtifactDir)> {
+        let mut found = Vec::new();
+        for top in [self.dataset(dataset), self.imported(dataset)] {
+            let runs = top.qat_runs();
+            for dir in std::iter::once(top).chain(runs) {
+                if dir.float_model().is_file() || dir.quant_model().is_file() {
+                    let id = dir
+                        .root
+                        .strip_prefix(&self.root)
+                        .unwrap_or(&dir.root)
+                        .components()
+                        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                        .collect::<Vec<_>>()
+                        .join("/");
+                    found.push((id, dir));
+                }
+            }
+        }
+        found
+    }
 }
 
 /// The artifacts of one float model and what is derived from it.
@@ -46,19 +118,21 @@ pub struct ArtifactDir {
 impl ArtifactDir {
     /// `out` when given (a `--out` flag), else `artifacts/<dataset>/`.
     pub fn new(out: Option<&Path>, dataset: DatasetKind) -> Self {
-        Self {
-            root: out
-                .map(Path::to_path_buf)
-                .unwrap_or_else(|| artifacts().join(dataset.dir_name())),
+        match out {
+            Some(out) => Self {
+                root: out.to_path_buf(),
+            },
+            None => ArtifactsRoot::new(None).dataset(dataset),
         }
     }
 
     /// `out` when given, else `artifacts/pytorch-<dataset>/`: a model imported from PyTorch.
     pub fn imported(out: Option<&Path>, dataset: DatasetKind) -> Self {
-        Self {
-            root: out
-                .map(Path::to_path_buf)
-                .unwrap_or_else(|| artifacts().join(format!("pytorch-{}", dataset.dir_name()))),
+        match out {
+            Some(out) => Self {
+                root: out.to_path_buf(),
+            },
+            None => ArtifactsRoot::new(None).imported(dataset),
         }
     }
 
@@ -74,6 +148,19 @@ impl ArtifactDir {
         Self {
             root: self.root.join(format!("qat-{quantizer}w{w}a{a}{pc}")),
         }
+    }
+
+    /// The QAT runs inside this folder (`qat-[lsq-]w<W>a<A>[-pc]/`), sorted by name.
+    pub fn qat_runs(&self) -> Vec<Self> {
+        let mut runs: Vec<Self> = std::fs::read_dir(&self.root)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("qat-") && e.path().is_dir())
+            .map(|e| Self { root: e.path() })
+            .collect();
+        runs.sort_by(|a, b| a.root.cmp(&b.root));
+        runs
     }
 
     /// The folder itself.
@@ -161,6 +248,52 @@ pub fn onnxruntime_report(onnx: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn model_folders_are_found_with_their_ids() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = ArtifactsRoot::new(Some(tmp.path()));
+        let mnist = root.dataset(DatasetKind::Mnist);
+        let mut config = QatConfig {
+            weight_bits: 4,
+            act_bits: 4,
+            per_channel: true,
+            ..QatConfig::default()
+        };
+        let qat = mnist.qat_run(&config);
+        config.quantizer = Quantizer::Lsq;
+        let lsq = mnist.qat_run(&config);
+        let imported = root.imported(DatasetKind::Mnist);
+        for file in [
+            mnist.quant_model(),
+            qat.float_model(),
+            lsq.quant_model(),
+            imported.float_model(),
+        ] {
+            std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+            std::fs::write(file, b"").unwrap();
+        }
+        std::fs::create_dir_all(mnist.root().join("qat-w2a2/float")).unwrap();
+        let ids: Vec<String> = root
+            .model_dirs(DatasetKind::Mnist)
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                "mnist",
+                "mnist/qat-lsq-w4a4-pc",
+                "mnist/qat-w4a4-pc",
+                "pytorch-mnist"
+            ]
+        );
+        assert!(root.model_dirs(DatasetKind::FashionMnist).is_empty());
+        assert_eq!(
+            bench_reports(&root.bench_dir())[2],
+            tmp.path().join("bench/throughput.svg")
+        );
+    }
 
     #[test]
     fn layout_matches_the_artifacts_readme() {

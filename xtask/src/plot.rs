@@ -1,11 +1,17 @@
-//! Small hand-written SVG charts (no plotting dependency): line panels side by side.
+//! Every chart burnq draws (`training.svg`, `sweep.svg`, `throughput.svg`), drawn by one
+//! plotting library: plotters, with its SVG backend (text stays text; no font files needed).
+//! `cargo xtask serve`'s report page shows these files as they are.
 
-use std::fmt::Write;
+use plotters::coord::Shift;
+use plotters::coord::ranged1d::SegmentValue;
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 /// One line of a chart.
 #[derive(Debug, Clone)]
 pub struct Series {
     pub name: String,
+    /// `#rrggbb`.
     pub color: &'static str,
     pub points: Vec<(f64, f64)>,
 }
@@ -17,168 +23,230 @@ pub struct Panel {
     pub series: Vec<Series>,
 }
 
-const PANEL_W: f64 = 420.0;
-const PANEL_H: f64 = 280.0;
-const MARGIN: f64 = 72.0;
+const PANEL_W: u32 = 520;
+const PANEL_H: u32 = 380;
+const FONT: &str = "sans-serif";
 
-/// Renders `panels` side by side under `title`, sharing the x label.
+/// Drawing errors: the SVG goes to a `String`, so only plotters' own layout can fail.
+type DrawResult = Result<(), DrawingAreaErrorKind<std::io::Error>>;
+
+/// Renders `panels` side by side under `title`, sharing the x label; every series is a line
+/// with a dot per point, named in the panel's legend.
 pub fn line_panels(title: &str, x_label: &str, panels: &[Panel]) -> String {
-    let width = panels.len() as f64 * (PANEL_W + MARGIN) + MARGIN;
-    let height = PANEL_H + 2.5 * MARGIN;
-    let mut svg = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" \
-         font-family=\"sans-serif\" font-size=\"12\">\n\
-         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
-         <text x=\"{}\" y=\"22\" text-anchor=\"middle\" font-size=\"16\">{}</text>\n",
-        width / 2.0,
-        escape(title)
-    );
-    for (i, panel) in panels.iter().enumerate() {
-        let left = MARGIN + i as f64 * (PANEL_W + MARGIN);
-        draw_panel(&mut svg, panel, left, 1.2 * MARGIN, x_label);
+    let width = PANEL_W * panels.len().max(1) as u32;
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (width, PANEL_H + 40)).into_drawing_area();
+        if let Err(e) = draw_line_panels(&root, title, x_label, panels) {
+            eprintln!("warning: the chart `{title}` is incomplete: {e}");
+        }
     }
-    svg.push_str("</svg>\n");
     svg
 }
 
-fn draw_panel(svg: &mut String, panel: &Panel, left: f64, top: f64, x_label: &str) {
-    let points = panel.series.iter().flat_map(|s| s.points.iter());
+fn draw_line_panels(
+    root: &DrawingArea<SVGBackend<'_>, Shift>,
+    title: &str,
+    x_label: &str,
+    panels: &[Panel],
+) -> DrawResult {
+    root.fill(&WHITE)?;
+    let root = root.titled(title, (FONT, 20))?;
+    let areas = root.split_evenly((1, panels.len().max(1)));
+    for (panel, area) in panels.iter().zip(&areas) {
+        let series: Vec<&Series> = panel
+            .series
+            .iter()
+            .filter(|s| !s.points.is_empty())
+            .collect();
+        let Some((x0, x1, y0, y1)) = bounds(&series) else {
+            continue;
+        };
+        let integer_x = series
+            .iter()
+            .all(|s| s.points.iter().all(|p| p.0 == p.0.trunc()));
+        let mut chart = ChartBuilder::on(area)
+            .margin(14)
+            .x_label_area_size(44)
+            .y_label_area_size(64)
+            .build_cartesian_2d(x0..x1, y0..y1)?;
+        let x_format = |v: &f64| match integer_x {
+            true if *v != v.round() => String::new(),
+            true => format!("{v:.0}"),
+            false => axis_tick(*v, x1 - x0),
+        };
+        chart
+            .configure_mesh()
+            .x_desc(x_label)
+            .y_desc(panel.y_label.as_str())
+            .x_labels(if integer_x {
+                ((x1 - x0).round() as usize + 1).clamp(2, 12)
+            } else {
+                6
+            })
+            .y_labels(6)
+            .x_label_formatter(&x_format)
+            .y_label_formatter(&|v| axis_tick(*v, y1 - y0))
+            .label_style((FONT, 13))
+            .axis_desc_style((FONT, 14))
+            .light_line_style(RGBColor(240, 240, 240))
+            .bold_line_style(RGBColor(220, 220, 220))
+            .draw()?;
+        for s in &series {
+            let color = hex(s.color);
+            chart
+                .draw_series(LineSeries::new(
+                    s.points.iter().copied(),
+                    color.stroke_width(2),
+                ))?
+                .label(s.name.as_str())
+                .legend(move |(x, y)| {
+                    Rectangle::new([(x, y - 2), (x + 16, y + 2)], color.filled())
+                });
+            chart.draw_series(s.points.iter().map(|&p| Circle::new(p, 3, color.filled())))?;
+        }
+        // Falling lines (losses) leave the top right free, rising ones (accuracies) the bottom.
+        let falling = series.iter().all(|s| {
+            s.points.first().map(|p| p.1) >= s.points.last().map(|p| p.1) && s.points.len() > 1
+        });
+        chart
+            .configure_series_labels()
+            .position(if falling {
+                SeriesLabelPosition::UpperRight
+            } else {
+                SeriesLabelPosition::LowerRight
+            })
+            .label_font((FONT, 13))
+            .background_style(WHITE.mix(0.9))
+            .border_style(RGBColor(180, 180, 180))
+            .draw()?;
+    }
+    root.present()
+}
+
+/// The axes' ranges over every point, padded; a single x or y value gets a range around it.
+fn bounds(series: &[&Series]) -> Option<(f64, f64, f64, f64)> {
+    let points = series.iter().flat_map(|s| s.points.iter());
     let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
-    for &(x, y) in points {
+    for &(x, y) in points.filter(|(x, y)| x.is_finite() && y.is_finite()) {
         (x0, x1, y0, y1) = (x0.min(x), x1.max(x), y0.min(y), y1.max(y));
     }
     if x0 > x1 {
-        return;
+        return None;
     }
-    let pad = ((y1 - y0) * 0.08).max(1e-9);
-    let (y0, y1) = (y0 - pad, y1 + pad);
-    let x1 = if x1 > x0 { x1 } else { x0 + 1.0 };
-    let sx = |x: f64| left + (x - x0) / (x1 - x0) * PANEL_W;
-    let sy = |y: f64| top + PANEL_H - (y - y0) / (y1 - y0) * PANEL_H;
-    let _ = writeln!(
-        svg,
-        "<rect x=\"{left}\" y=\"{top}\" width=\"{PANEL_W}\" height=\"{PANEL_H}\" fill=\"none\" stroke=\"#999\"/>"
-    );
-    for k in 0..=4 {
-        let y = y0 + (y1 - y0) * f64::from(k) / 4.0;
-        let _ = writeln!(
-            svg,
-            "<line x1=\"{left}\" x2=\"{}\" y1=\"{py}\" y2=\"{py}\" stroke=\"#eee\"/>\
-             <text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>",
-            left + PANEL_W,
-            left - 4.0,
-            sy(y) + 4.0,
-            format_tick(y),
-            py = sy(y)
-        );
-        let x = x0 + (x1 - x0) * f64::from(k) / 4.0;
-        let _ = writeln!(
-            svg,
-            "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{}</text>",
-            sx(x),
-            top + PANEL_H + 16.0,
-            format_tick(x)
-        );
-    }
-    let _ = writeln!(
-        svg,
-        "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{}</text>\
-         <text x=\"{}\" y=\"{}\" text-anchor=\"middle\" transform=\"rotate(-90 {} {})\">{}</text>",
-        left + PANEL_W / 2.0,
-        top + PANEL_H + 34.0,
-        escape(x_label),
-        left - 56.0,
-        top + PANEL_H / 2.0,
-        left - 56.0,
-        top + PANEL_H / 2.0,
-        escape(&panel.y_label)
-    );
-    for (j, s) in panel.series.iter().enumerate() {
-        let path: Vec<String> = s
-            .points
-            .iter()
-            .map(|&(x, y)| format!("{:.1},{:.1}", sx(x), sy(y)))
-            .collect();
-        let _ = writeln!(
-            svg,
-            "<polyline fill=\"none\" stroke=\"{c}\" stroke-width=\"2\" points=\"{}\"/>",
-            path.join(" "),
-            c = s.color
-        );
-        for &(x, y) in &s.points {
-            let _ = writeln!(
-                svg,
-                "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"{}\"/>",
-                sx(x),
-                sy(y),
-                s.color
-            );
-        }
-        let ly = top + 16.0 + 16.0 * j as f64;
-        let _ = writeln!(
-            svg,
-            "<rect x=\"{}\" y=\"{}\" width=\"12\" height=\"3\" fill=\"{c}\"/>\
-             <text x=\"{}\" y=\"{}\">{}</text>",
-            left + PANEL_W - 150.0,
-            ly - 4.0,
-            left + PANEL_W - 134.0,
-            ly,
-            escape(&s.name),
-            c = s.color
-        );
-    }
+    let (x0, x1) = if x1 - x0 < 1e-9 {
+        (x0 - 0.5, x1 + 0.5)
+    } else {
+        let pad = (x1 - x0) * 0.04;
+        (x0 - pad, x1 + pad)
+    };
+    let pad = if y1 - y0 < 1e-9 {
+        (y0.abs() * 0.02).max(0.01)
+    } else {
+        (y1 - y0) * 0.08
+    };
+    Some((x0, x1, y0 - pad, y1 + pad))
 }
 
-/// A horizontal bar chart: one bar per `(label, value)`, value printed at the bar's end.
+/// A horizontal bar chart: one bar per `(label, value)`, top to bottom, the value printed at
+/// the bar's end.
 pub fn bar_chart(title: &str, unit: &str, bars: &[(String, f64)]) -> String {
-    let label_w = 330.0;
-    let bar_w = 420.0;
-    let row_h = 30.0;
-    let top = 48.0;
-    let width = label_w + bar_w + 140.0;
-    let height = top + row_h * bars.len() as f64 + 40.0;
-    let max = bars.iter().map(|b| b.1).fold(0.0, f64::max).max(1e-12);
-    let mut svg = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" \
-         font-family=\"sans-serif\" font-size=\"13\">\n\
-         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
-         <text x=\"{}\" y=\"26\" text-anchor=\"middle\" font-size=\"16\">{}</text>\n",
-        width / 2.0,
-        escape(title)
-    );
-    for (i, (label, value)) in bars.iter().enumerate() {
-        let y = top + row_h * i as f64;
-        let w = (value / max * bar_w).max(1.0);
-        let _ = writeln!(
-            svg,
-            "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>\
-             <rect x=\"{label_w}\" y=\"{}\" width=\"{w:.1}\" height=\"{}\" fill=\"{}\"/>\
-             <text x=\"{}\" y=\"{}\">{} {}</text>",
-            label_w - 8.0,
-            y + row_h * 0.62,
-            escape(label),
-            y + 4.0,
-            row_h - 8.0,
-            PALETTE[i % PALETTE.len()],
-            label_w + w + 6.0,
-            y + row_h * 0.62,
-            format_tick(*value),
-            escape(unit)
-        );
+    let height = 110 + 34 * bars.len() as u32;
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (960, height)).into_drawing_area();
+        if let Err(e) = draw_bar_chart(&root, title, unit, bars) {
+            eprintln!("warning: the chart `{title}` is incomplete: {e}");
+        }
     }
-    let _ = writeln!(
-        svg,
-        "<line x1=\"{label_w}\" x2=\"{label_w}\" y1=\"{}\" y2=\"{}\" stroke=\"#333\"/>",
-        top - 4.0,
-        top + row_h * bars.len() as f64
-    );
-    svg.push_str("</svg>\n");
     svg
+}
+
+fn draw_bar_chart(
+    root: &DrawingArea<SVGBackend<'_>, Shift>,
+    title: &str,
+    unit: &str,
+    bars: &[(String, f64)],
+) -> DrawResult {
+    root.fill(&WHITE)?;
+    let root = root.titled(title, (FONT, 18))?;
+    let n = bars.len().max(1);
+    let max = bars
+        .iter()
+        .map(|b| b.1)
+        .filter(|v| v.is_finite())
+        .fold(0.0, f64::max)
+        .max(1e-12);
+    // Bar i (from the top) sits in segment n − 1 − i: segments count from the bottom.
+    let row = |i: usize| n - 1 - i;
+    let mut chart = ChartBuilder::on(&root)
+        .margin(14)
+        .x_label_area_size(40)
+        .y_label_area_size(320)
+        // A segmented `0..k` axis holds k + 1 segments.
+        .build_cartesian_2d(0.0..max * 1.22, (0..n - 1).into_segmented())?;
+    chart
+        .configure_mesh()
+        .disable_y_mesh()
+        .x_desc(unit)
+        .y_labels(n)
+        .y_label_formatter(&|v| match v {
+            SegmentValue::CenterOf(k) if *k < n => {
+                bars.get(n - 1 - k).map(|b| b.0.clone()).unwrap_or_default()
+            }
+            _ => String::new(),
+        })
+        .x_label_formatter(&|v| format_tick(*v))
+        .label_style((FONT, 13))
+        .light_line_style(RGBColor(240, 240, 240))
+        .draw()?;
+    chart.draw_series(bars.iter().enumerate().map(|(i, (_, value))| {
+        let mut bar = Rectangle::new(
+            [
+                (0.0, SegmentValue::Exact(row(i))),
+                (value.max(0.0), SegmentValue::Exact(row(i) + 1)),
+            ],
+            hex(PALETTE[i % PALETTE.len()]).filled(),
+        );
+        bar.set_margin(5, 5, 0, 0);
+        bar
+    }))?;
+    let style = TextStyle::from((FONT, 13).into_font()).pos(Pos::new(HPos::Left, VPos::Center));
+    chart.draw_series(bars.iter().enumerate().map(|(i, (_, value))| {
+        Text::new(
+            format!("{} {unit}", format_tick(*value)),
+            (value.max(0.0) + max * 0.01, SegmentValue::CenterOf(row(i))),
+            style.clone(),
+        )
+    }))?;
+    root.present()
 }
 
 const PALETTE: [&str; 6] = [
     "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
 ];
+
+/// `#rrggbb` as a colour (black when malformed).
+fn hex(color: &str) -> RGBColor {
+    let c = |i: usize| {
+        color
+            .get(i..i + 2)
+            .and_then(|h| u8::from_str_radix(h, 16).ok())
+            .unwrap_or(0)
+    };
+    RGBColor(c(1), c(3), c(5))
+}
+
+/// A tick of an axis spanning `span`: every tick of one axis with the same decimals.
+fn axis_tick(v: f64, span: f64) -> String {
+    let decimals = match span {
+        s if s >= 20.0 => 0,
+        s if s >= 2.0 => 1,
+        s if s >= 0.2 => 2,
+        _ => 3,
+    };
+    format!("{v:.decimals$}")
+}
 
 fn format_tick(v: f64) -> String {
     if v.abs() >= 100.0 || v == v.trunc() {
@@ -190,24 +258,62 @@ fn format_tick(v: f64) -> String {
     }
 }
 
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// The elements `<tag …/>` whose attributes mention `color` (plotters writes `#RRGGBB`).
+    fn elements<'a>(svg: &'a str, tag: &str, color: &str) -> Vec<&'a str> {
+        let color = color.to_uppercase();
+        svg.split(&format!("<{tag} "))
+            .skip(1)
+            .filter_map(|e| e.split("/>").next())
+            .filter(|e| e.contains(&format!("\"{color}\"")))
+            .collect()
+    }
+
+    /// The width of every `<rect>` filled with `color`.
+    fn widths(svg: &str, color: &str) -> Vec<f64> {
+        elements(svg, "rect", color)
+            .iter()
+            .filter_map(|r| r.split("width=\"").nth(1)?.split('"').next()?.parse().ok())
+            .collect()
+    }
+
+    /// The text of every `<text>` element, trimmed.
+    fn texts(svg: &str) -> Vec<String> {
+        svg.split("<text")
+            .skip(1)
+            .filter_map(|t| t.split_once('>')?.1.split("</text>").next())
+            .map(|t| t.trim().to_string())
+            .collect()
+    }
+
     #[test]
     fn bar_chart_scales_bars_to_the_largest() {
-        let svg = bar_chart("speed", "img/s", &[("a".into(), 50.0), ("b".into(), 100.0)]);
+        let svg = bar_chart(
+            "speed",
+            "img/s",
+            &[("a <engine>".into(), 50.0), ("b".into(), 100.0)],
+        );
         assert!(
-            svg.contains("width=\"210.0\"") && svg.contains("width=\"420.0\""),
+            svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"),
             "{svg}"
         );
-        assert!(svg.contains(">100 img/s<") && svg.contains(">a<"));
+        let (a, b) = (widths(&svg, PALETTE[0]), widths(&svg, PALETTE[1]));
+        assert_eq!((a.len(), b.len()), (1, 1), "{svg}");
+        assert!((b[0] / a[0] - 2.0).abs() < 0.05, "bars {a:?} {b:?}");
+        let texts = texts(&svg);
+        for t in [
+            "100 img/s",
+            "50 img/s",
+            "a &lt;engine&gt;",
+            "b",
+            "speed",
+            "img/s",
+        ] {
+            assert!(texts.iter().any(|x| x == t), "{t} missing from {texts:?}");
+        }
     }
 
     #[test]
@@ -215,18 +321,57 @@ mod tests {
         let svg = line_panels(
             "t <1>",
             "epoch",
-            &[Panel {
-                y_label: "loss".into(),
-                series: vec![Series {
-                    name: "train".into(),
-                    color: "#1f77b4",
-                    points: vec![(1.0, 0.5), (2.0, 0.25)],
-                }],
-            }],
+            &[
+                Panel {
+                    y_label: "loss".into(),
+                    series: vec![
+                        Series {
+                            name: "train".into(),
+                            color: "#1f77b4",
+                            points: vec![(1.0, 0.5), (2.0, 0.25)],
+                        },
+                        Series {
+                            name: "skipped".into(),
+                            color: "#ff7f0e",
+                            points: Vec::new(),
+                        },
+                    ],
+                },
+                Panel {
+                    y_label: "accuracy".into(),
+                    series: vec![Series {
+                        name: "one epoch".into(),
+                        color: "#2ca02c",
+                        points: vec![(1.0, 95.2)],
+                    }],
+                },
+            ],
         );
-        assert!(svg.starts_with("<svg") && svg.ends_with("</svg>\n"));
-        assert_eq!(svg.matches("<polyline").count(), 1);
-        assert_eq!(svg.matches("<circle").count(), 2);
-        assert!(svg.contains("t &lt;1&gt;") && svg.contains(">loss<") && svg.contains(">train<"));
+        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+        assert_eq!(elements(&svg, "polyline", "#1f77b4").len(), 1, "{svg}");
+        assert_eq!(elements(&svg, "circle", "#1f77b4").len(), 2, "{svg}");
+        assert_eq!(elements(&svg, "circle", "#2ca02c").len(), 1, "{svg}");
+        let texts = texts(&svg);
+        for t in [
+            "t &lt;1&gt;",
+            "loss",
+            "accuracy",
+            "train",
+            "one epoch",
+            "epoch",
+        ] {
+            assert!(texts.iter().any(|x| x == t), "{t} missing from {texts:?}");
+        }
+        assert!(
+            !texts.iter().any(|t| t == "skipped"),
+            "an empty series has no legend entry"
+        );
+        // A single point gets a range around it, with whole epochs on x.
+        assert!(texts.iter().any(|t| t == "1"), "{texts:?}");
+        assert!(
+            !texts.iter().any(|t| t == "1.25" || t == "1.50"),
+            "{texts:?}"
+        );
+        assert!(texts.iter().any(|t| t == "95.0") && texts.iter().any(|t| t == "96.0"));
     }
 }

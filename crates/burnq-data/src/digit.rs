@@ -20,31 +20,49 @@ pub struct Gray {
     pub values: Vec<f32>,
 }
 
+/// The largest picture [`load_digit`] decodes, in pixels (a 64-megapixel PNG or PGM).
+pub const MAX_FILE_PIXELS: usize = 64 << 20;
+
 /// Reads a PGM or PNG file and returns the 784 raw pixel bytes of the MNIST-like digit.
 pub fn load_digit(path: &Path) -> Result<Vec<u8>, DataError> {
     let bytes = std::fs::read(path).map_err(|source| DataError::Io {
         path: path.to_owned(),
         source,
     })?;
-    let err = |message: String| DataError::Image {
+    digit_from_bytes(&bytes, MAX_FILE_PIXELS).map_err(|e| DataError::Image {
         path: path.to_owned(),
-        message,
-    };
+        message: e.0,
+    })
+}
+
+/// Why the bytes of a picture could not be read: the message names the problem
+/// (unknown signature, malformed header, truncated data, too many pixels).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct PictureError(pub String);
+
+/// The 784 raw pixel bytes of the MNIST-like digit in the PGM (P2/P5) or PNG file `bytes`,
+/// exactly as [`load_digit`] makes them from a file; pictures of more than `max_pixels`
+/// pixels are refused before they are decoded.
+pub fn digit_from_bytes(bytes: &[u8], max_pixels: usize) -> Result<Vec<u8>, PictureError> {
     let gray = if bytes.starts_with(b"\x89PNG") {
-        decode_png(&bytes).map_err(err)?
+        decode_png(bytes, max_pixels)
     } else if bytes.starts_with(b"P5") || bytes.starts_with(b"P2") {
-        decode_pgm(&bytes).map_err(err)?
+        decode_pgm(bytes, max_pixels)
     } else {
-        return Err(err("unknown signature".into()));
-    };
+        Err("unknown signature".into())
+    }
+    .map_err(PictureError)?;
     Ok(to_mnist(&gray))
 }
 
 /// Decodes a PNG of any colour type and bit depth into luminance.
-fn decode_png(bytes: &[u8]) -> Result<Gray, String> {
+fn decode_png(bytes: &[u8], max_pixels: usize) -> Result<Gray, String> {
     let mut decoder = png::Decoder::new(std::io::Cursor::new(bytes));
     decoder.set_transformations(png::Transformations::normalize_to_color8());
     let mut reader = decoder.read_info().map_err(|e| e.to_string())?;
+    let (w, h) = reader.info().size();
+    check_pixels(w as usize, h as usize, max_pixels)?;
     let size = reader.output_buffer_size().ok_or("image too large")?;
     if size > 64 << 20 {
         return Err(format!("a {size}-byte image is larger than burnq accepts"));
@@ -73,7 +91,7 @@ fn decode_png(bytes: &[u8]) -> Result<Gray, String> {
 }
 
 /// Decodes a PGM, binary (P5, 8 or 16 bits) or ASCII (P2).
-fn decode_pgm(bytes: &[u8]) -> Result<Gray, String> {
+fn decode_pgm(bytes: &[u8], max_pixels: usize) -> Result<Gray, String> {
     let mut pos = 2;
     let mut header = [0usize; 3];
     for field in &mut header {
@@ -102,6 +120,7 @@ fn decode_pgm(bytes: &[u8]) -> Result<Gray, String> {
     if w == 0 || h == 0 || maxval == 0 || maxval > 65535 {
         return Err(format!("PGM header {w}×{h}, maxval {maxval}"));
     }
+    check_pixels(w, h, max_pixels)?;
     let n = w
         .checked_mul(h)
         .filter(|&n| n <= bytes.len())
@@ -134,6 +153,16 @@ fn decode_pgm(bytes: &[u8]) -> Result<Gray, String> {
         height: h,
         values,
     })
+}
+
+/// Refuses a `w × h` picture of more than `max_pixels` pixels.
+fn check_pixels(w: usize, h: usize, max_pixels: usize) -> Result<(), String> {
+    match w.checked_mul(h) {
+        Some(n) if n <= max_pixels => Ok(()),
+        _ => Err(format!(
+            "a {w}×{h} picture is larger than the {max_pixels} pixels accepted"
+        )),
+    }
 }
 
 /// The MNIST-like 28×28 digit of a grayscale picture (see the module docs).
@@ -299,6 +328,37 @@ mod tests {
                 Err(e) => proptest::prop_assert!(e.to_string().contains("x")),
             }
         }
+    }
+
+    #[test]
+    fn pictures_over_the_pixel_limit_are_refused() {
+        let page = pgm(100, 100, &[0; 100 * 100]);
+        let err = digit_from_bytes(&page, 100 * 99).unwrap_err();
+        assert!(err.0.contains("100×100"), "{err}");
+        assert_eq!(
+            digit_from_bytes(&page, 100 * 100).unwrap().len(),
+            IMAGE_PIXELS
+        );
+        let mut png_bytes = Vec::new();
+        {
+            let mut enc = png::Encoder::new(&mut png_bytes, 300, 200);
+            enc.set_color(png::ColorType::Grayscale);
+            enc.set_depth(png::BitDepth::Eight);
+            let rows = vec![255u8; 300 * 200];
+            enc.write_header().unwrap().write_image_data(&rows).unwrap();
+        }
+        assert!(
+            digit_from_bytes(&png_bytes, 1000)
+                .unwrap_err()
+                .0
+                .contains("300×200")
+        );
+        assert!(
+            digit_from_bytes(b"GIF89a", 1000)
+                .unwrap_err()
+                .0
+                .contains("signature")
+        );
     }
 
     #[test]
