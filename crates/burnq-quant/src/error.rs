@@ -176,7 +176,7 @@ pub enum QuantError {
     },
 
     /// The `version` metadata entry names a version this crate cannot read.
-    #[error("{}: unsupported format version `{found}` (supported: 1, 2)", path.display())]
+    #[error("{}: unsupported format version `{found}` (supported: 1, 2, 3)", path.display())]
     UnsupportedVersion {
         /// The file.
         path: PathBuf,

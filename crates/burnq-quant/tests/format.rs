@@ -1,4 +1,5 @@
-//! The model file: round trip, atomic save, reading version-1 files, and one test per way a
+//! The model file: round trip, atomic save, dense sub-byte codes, reading version-1 and
+//! version-2 files, and one test per way a
 //! file can be wrong, each asserting the specific error variant and that the message names the
 //! file.
 
@@ -54,10 +55,46 @@ fn round_trip_keeps_model_and_outputs() {
     }
 }
 
-/// Rewrites a saved file into the layout the version-1 code wrote: `version` `"1"`, and a
-/// `meta` with one `bits` where version 2 has `weight_bits`, `act_bits` and `per_channel`
-/// (every other key and every tensor are the same in both versions).
+/// The codes of a version-3 weight tensor, read from the documented layout (written here
+/// independently of the library's packing): `n` codes of `bits` bits, code `i` at bits
+/// `i·bits ..` of the little-endian bit stream, least significant bit first.
+fn unpack_documented(bytes: &[u8], bits: u8, n: usize) -> Vec<u8> {
+    let bit = |k: usize| (bytes[k / 8] >> (k % 8)) & 1;
+    (0..n)
+        .map(|i| {
+            (0..usize::from(bits)).fold(0u8, |code, j| code | (bit(i * usize::from(bits) + j) << j))
+        })
+        .collect()
+}
+
+/// Rewrites a saved version-3 file into the version-2 layout: one code per byte in a
+/// `weight_shape` tensor at every width (`meta` is the same in both versions).
+fn downgrade_to_v2(path: &Path, weight_bits: u8) {
+    rewrite_signed(path, |tensors, m| {
+        m.insert("version".into(), "2".into());
+        let meta: serde_json::Value = serde_json::from_str(&m["meta"]).unwrap();
+        for layer in meta["layers"].as_array().unwrap() {
+            let name = format!("{}.weight", layer["name"].as_str().unwrap());
+            let shape: Vec<usize> = layer["weight_shape"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d.as_u64().unwrap() as usize)
+                .collect();
+            let tensor = tensors.iter_mut().find(|t| t.0 == name).unwrap();
+            if weight_bits < 8 {
+                tensor.3 = unpack_documented(&tensor.3, weight_bits, shape.iter().product());
+            }
+            tensor.2 = shape;
+        }
+    });
+}
+
+/// Rewrites a saved file into the layout the version-1 code wrote: one code per byte (as
+/// version 2), `version` `"1"`, and a `meta` with one `bits` where version 2 has `weight_bits`,
+/// `act_bits` and `per_channel` (every other key is the same in both versions).
 fn downgrade_to_v1(path: &Path, bits: u8) {
+    downgrade_to_v2(path, bits);
     rewrite_signed(path, |_, m| {
         m.insert("version".into(), "1".into());
         let meta = m.get_mut("meta").unwrap();
@@ -81,6 +118,88 @@ fn downgrade_to_v1(path: &Path, bits: u8) {
         );
         *meta = json.to_string();
     });
+}
+
+#[test]
+fn version_2_files_still_load() {
+    let images = images();
+    for options in OPTIONS {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v2.safetensors");
+        let model = model(options);
+        save(&model, &path).unwrap();
+        downgrade_to_v2(&path, options.weight_bits);
+        let loaded = load(&path).unwrap();
+        assert_eq!(loaded, model, "{options:?}");
+        assert_eq!(
+            loaded.forward_reference(&images, 4).unwrap(),
+            model.forward_reference(&images, 4).unwrap()
+        );
+    }
+}
+
+#[test]
+fn sub_byte_codes_are_stored_densely() {
+    let size = |bits: u8| {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.safetensors");
+        save(&model(bits), &path).unwrap();
+        std::fs::metadata(&path).unwrap().len() as f64
+    };
+    let eight = size(8);
+    // The targets: a 4-bit file at most 55 % of the 8-bit one, a 2-bit file at most 30 %.
+    assert!(size(4) <= 0.55 * eight, "{} of {eight}", size(4));
+    assert!(size(2) <= 0.30 * eight, "{} of {eight}", size(2));
+    // The stored bytes are the documented layout of the model's codes.
+    for options in OPTIONS {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.safetensors");
+        let model = model(options);
+        save(&model, &path).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let st = SafeTensors::deserialize(&bytes).unwrap();
+        for layer in model.layers() {
+            let view = st.tensor(&format!("{}.weight", layer.name)).unwrap();
+            let stored = if options.weight_bits < 8 {
+                assert_eq!(
+                    view.shape(),
+                    [(layer.weights.len() * usize::from(options.weight_bits)).div_ceil(8)]
+                );
+                unpack_documented(view.data(), options.weight_bits, layer.weights.len())
+            } else {
+                assert_eq!(view.shape(), layer.kind.weight_shape());
+                view.data().to_vec()
+            };
+            assert_eq!(stored, layer.weights, "{options:?} {}", layer.name);
+        }
+    }
+}
+
+#[test]
+fn packed_padding_and_length_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.safetensors");
+    save(&model(2), &path).unwrap();
+    let original = std::fs::read(&path).unwrap();
+    // fc2: 10 × 500 codes of 2 bits fill 1250 bytes exactly; conv1's 500 codes too. Cut a
+    // byte: the declared shape no longer matches.
+    rewrite_signed(&path, |tensors, _| {
+        let fc2 = tensors.iter_mut().find(|t| t.0 == "fc2.weight").unwrap();
+        fc2.3.pop();
+        fc2.2 = vec![fc2.3.len()];
+    });
+    assert!(matches!(load_err(&path), QuantError::WrongShape { .. }));
+    // A model whose last packed byte has padding: 3 bits × 500 codes = 1500 bits = 187.5
+    // bytes; setting a padding bit is refused.
+    std::fs::write(&path, &original).unwrap();
+    save(&model(3), &path).unwrap();
+    rewrite_signed(&path, |tensors, _| {
+        let conv1 = tensors.iter_mut().find(|t| t.0 == "conv1.weight").unwrap();
+        *conv1.3.last_mut().unwrap() |= 0x80;
+    });
+    assert!(
+        matches!(load_err(&path), QuantError::BadMetadata { reason, .. } if reason.contains("padding"))
+    );
 }
 
 #[test]
@@ -162,7 +281,9 @@ fn per_tensor_file_with_differing_channels_is_invalid() {
 fn weight_codes_must_fit_the_declared_width() {
     // Declaring 4-bit weights for a file of 8-bit weights: codes above 15 are refused.
     let (_dir, path, _) = saved();
+    // (Version 2 stores one code per byte at every width, so the codes can be read.)
     rewrite_signed(&path, |_, m| {
+        m.insert("version".into(), "2".into());
         let meta = m.get_mut("meta").unwrap();
         *meta = meta.replace("\"weight_bits\":8", "\"weight_bits\":4");
     });
@@ -200,7 +321,7 @@ fn metadata_is_documented_json() {
     let (_, header) = SafeTensors::read_metadata(&bytes).unwrap();
     let metadata = header.metadata().clone().unwrap();
     assert_eq!(metadata["format"], "burnq-int");
-    assert_eq!(metadata["version"], "2");
+    assert_eq!(metadata["version"], "3");
     assert_eq!(metadata["version"], burnq_quant::format::FORMAT_VERSION);
     assert_eq!(metadata["checksum"].len(), 64);
     let meta: serde_json::Value = serde_json::from_str(&metadata["meta"]).unwrap();
@@ -275,7 +396,7 @@ fn wrong_format_name() {
 #[test]
 fn wrong_version() {
     let (_dir, path, _) = saved();
-    for version in ["3", "0", "", "2.0"] {
+    for version in ["4", "0", "", "2.0"] {
         rewrite_signed(&path, |_, m| {
             m.insert("version".into(), version.into());
         });

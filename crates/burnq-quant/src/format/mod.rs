@@ -1,7 +1,7 @@
 //! The model file: safetensors with tensors `conv1.weight` (u8, OIHW), `conv1.bias` (i32),
 //! …, `fc2.weight` (u8, out × in), `fc2.bias` (i32), and a `__metadata__` string map:
 //!
-//! - `format` = `"burnq-int"`, `version` = `"2"` ([`FORMAT_VERSION`]);
+//! - `format` = `"burnq-int"`, `version` = `"3"` ([`FORMAT_VERSION`]);
 //! - `meta`: a JSON object (unknown keys are errors) with
 //!   - `weight_bits` (2..=8): bit width of every weight code;
 //!   - `act_bits` (2..=8): bit width of every layer's output, the logits included (so of every
@@ -19,7 +19,14 @@
 //!   exactly as stored (little endian), followed by the UTF-8 bytes of `meta` exactly as
 //!   stored — so a changed scale, zero point or multiplier is caught like a changed weight.
 //!
-//! Version `"1"` files are still read: their `meta` has one `bits` (both widths) instead of
+//! Weight codes of fewer than 8 bits are stored densely (version 3): `<layer>.weight` is then a
+//! 1-D u8 tensor of `⌈n·weight_bits/8⌉` bytes for the `n = Π weight_shape` codes, code `i` at
+//! bits `i·b .. (i + 1)·b` of the little-endian bit stream, least significant bit first, the
+//! padding bits of the last byte zero (`packing`); 8-bit codes keep the `weight_shape` tensor
+//! of one code per byte. Everything else is as in version 2.
+//!
+//! Version `"2"` files (one code per byte at every width, otherwise identical) and version
+//! `"1"` files are still read: their `meta` has one `bits` (both widths) instead of
 //! `weight_bits`, `act_bits` and `per_channel`, and is read as per channel exactly when some
 //! layer's per-channel arrays differ; their checksum covers the tensor data only. Other
 //! versions are refused.
@@ -34,16 +41,17 @@ use std::path::Path;
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 use sha2::{Digest, Sha256};
 
-use crate::{Normalization, QuantError, QuantLayer, QuantModel};
+use crate::{MAX_BITS, MIN_BITS, Normalization, QuantError, QuantLayer, QuantModel};
 
 mod meta;
+mod packing;
 
 use meta::{Meta, MetaV1, ParamsMeta, build_layer};
 
 /// The `format` metadata value.
 pub const FORMAT_NAME: &str = "burnq-int";
-/// The `version` metadata value written. [`load`] reads it and version `"1"`.
-pub const FORMAT_VERSION: &str = "2";
+/// The `version` metadata value written. [`load`] reads it and versions `"2"` and `"1"`.
+pub const FORMAT_VERSION: &str = "3";
 
 /// Writes `model` to `path` atomically (temporary file in the same folder, then rename).
 pub fn save(model: &QuantModel, path: impl AsRef<Path>) -> Result<(), QuantError> {
@@ -52,18 +60,20 @@ pub fn save(model: &QuantModel, path: impl AsRef<Path>) -> Result<(), QuantError
         path: path.to_owned(),
         source,
     };
+    let bits = model.weight_bits();
     let data: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = model
         .layers()
         .iter()
         .flat_map(|l| {
             let bias = l.bias.iter().flat_map(|b| b.to_le_bytes()).collect();
+            let (shape, weights) = if bits < 8 {
+                let packed = packing::pack(&l.weights, bits);
+                (vec![packed.len()], packed)
+            } else {
+                (l.kind.weight_shape(), l.weights.clone())
+            };
             [
-                (
-                    format!("{}.weight", l.name),
-                    Dtype::U8,
-                    l.kind.weight_shape(),
-                    l.weights.clone(),
-                ),
+                (format!("{}.weight", l.name), Dtype::U8, shape, weights),
                 (
                     format!("{}.bias", l.name),
                     Dtype::I32,
@@ -152,7 +162,7 @@ pub fn load(path: impl AsRef<Path>) -> Result<QuantModel, QuantError> {
     };
     let meta_json = entry("meta")?;
     let meta = match version.as_str() {
-        FORMAT_VERSION => serde_json::from_str::<Meta>(meta_json),
+        FORMAT_VERSION | "2" => serde_json::from_str::<Meta>(meta_json),
         "1" => serde_json::from_str::<MetaV1>(meta_json).map(MetaV1::upgrade),
         _ => {
             return Err(QuantError::UnsupportedVersion {
@@ -170,14 +180,23 @@ pub fn load(path: impl AsRef<Path>) -> Result<QuantModel, QuantError> {
             tensors.len()
         )));
     }
+    let bits = meta.options().weight_bits;
+    // Packed only at a valid sub-byte width; any other width is refused by validation below.
+    let packed = version == FORMAT_VERSION && (MIN_BITS..MAX_BITS).contains(&bits);
     let mut raw = Vec::with_capacity(meta.layers.len());
     for l in &meta.layers {
+        let n: usize = l.weight_shape.iter().product();
+        let shape = if packed {
+            vec![packing::packed_len(n, bits)]
+        } else {
+            l.weight_shape.clone()
+        };
         let weight = tensor(
             path,
             &tensors,
             &format!("{}.weight", l.name),
             Dtype::U8,
-            &l.weight_shape,
+            &shape,
         )?;
         let bias = tensor(
             path,
@@ -206,13 +225,17 @@ pub fn load(path: impl AsRef<Path>) -> Result<QuantModel, QuantError> {
         path: path.to_owned(),
         source: Box::new(source),
     };
-    let layers: Vec<QuantLayer> = meta
-        .layers
-        .iter()
-        .zip(&raw)
-        .map(|(l, (w, b))| build_layer(l, w, b))
-        .collect::<Result<_, _>>()
-        .map_err(invalid)?;
+    let mut layers = Vec::with_capacity(meta.layers.len());
+    for (l, (w, b)) in meta.layers.iter().zip(&raw) {
+        let codes = if packed {
+            let n = l.weight_shape.iter().product();
+            packing::unpack(w, bits, n)
+                .map_err(|reason| bad(format!("{}.weight: {reason}", l.name)))?
+        } else {
+            w.to_vec()
+        };
+        layers.push(build_layer(l, &codes, b).map_err(invalid)?);
+    }
     let layers: [QuantLayer; 4] = layers
         .try_into()
         .map_err(|v: Vec<_>| bad(format!("{} layers, expected 4", v.len())))?;
