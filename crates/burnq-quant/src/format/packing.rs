@@ -36,7 +36,7 @@ pub(super) fn unpack(bytes: &[u8], bits: u8, n: usize) -> Result<Vec<u8>, String
         ));
     }
     let used = n * usize::from(bits);
-    if used % 8 != 0 && bytes[expected - 1] >> (used % 8) != 0 {
+    if !used.is_multiple_of(8) && bytes[expected - 1] >> (used % 8) != 0 {
         return Err("non-zero padding bits after the last packed code".into());
     }
     let mask = (1u16 << bits) - 1;
