@@ -175,18 +175,17 @@ impl QatForward {
         ];
         let (lo, hi) = self.ranges[3].range();
         let logits = QuantParams::from_range(lo, hi, ab).ok()?;
-        let mut grids = Vec::with_capacity(4);
-        for (index, out) in outs.into_iter().enumerate() {
-            grids.push(LayerGrids {
+        let layer = |index: usize| -> Option<LayerGrids> {
+            Some(LayerGrids {
                 output: if index < 3 {
                     lsq.activation_grid(index, ab)?
                 } else {
                     logits
                 },
-                weights: Some(lsq.weight_grids(index, out, wb)?),
-            });
-        }
-        grids.try_into().ok()
+                weights: Some(lsq.weight_grids(index, outs[index], wb)?),
+            })
+        };
+        Some([layer(0)?, layer(1)?, layer(2)?, layer(3)?])
     }
 
     /// The tracked ranges. The network input's range is the normalized pixel range

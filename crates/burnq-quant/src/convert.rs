@@ -126,16 +126,14 @@ pub fn convert(
 ) -> Result<QuantModel, QuantError> {
     let options = options.into();
     options.check()?;
-    let mut grids = Vec::with_capacity(4);
-    for (min, max) in ranges.layer_outputs() {
-        grids.push(LayerGrids {
+    let grid = |(min, max)| -> Result<LayerGrids, QuantError> {
+        Ok(LayerGrids {
             output: QuantParams::from_range(min, max, options.act_bits)?,
             weights: None,
-        });
-    }
-    let grids: [LayerGrids; 4] = grids
-        .try_into()
-        .unwrap_or_else(|_| unreachable!("four layer outputs"));
+        })
+    };
+    let [conv1, conv2, fc1, fc2] = ranges.layer_outputs();
+    let grids = [grid(conv1)?, grid(conv2)?, grid(fc1)?, grid(fc2)?];
     convert_with_grids(network, grids, norm, options)
 }
 
