@@ -4,13 +4,13 @@ mod common;
 
 use std::path::Path;
 
-use common::{command, json, text, xtask};
+use common::{command, json, text, xtask, xtask_ok};
 
 #[test]
 fn train_then_quantize_writes_every_artifact() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().to_str().unwrap();
-    let train = xtask(&[
+    let train = xtask_ok(&[
         "train",
         "--epochs",
         "1",
@@ -22,7 +22,6 @@ fn train_then_quantize_writes_every_artifact() {
         "--out",
         out,
     ]);
-    assert!(train.status.success(), "{}", text(&train));
     for f in ["model.bpk", "config.json", "train.json", "training.svg"] {
         assert!(
             dir.path().join("float").join(f).is_file(),
@@ -44,7 +43,7 @@ fn train_then_quantize_writes_every_artifact() {
         text(&train)
     );
 
-    let quant = xtask(&[
+    xtask_ok(&[
         "quantize",
         "--calib-samples",
         "200",
@@ -54,7 +53,6 @@ fn train_then_quantize_writes_every_artifact() {
         "--out",
         out,
     ]);
-    assert!(quant.status.success(), "{}", text(&quant));
     assert!(dir.path().join("quant/model.safetensors").is_file());
     let cal = json(&dir.path().join("calibration.json"));
     assert_eq!(cal["samples"], 200);
@@ -100,7 +98,7 @@ fn train_then_quantize_writes_every_artifact() {
     }
     assert!(q["int_model_bytes"].as_u64().unwrap() * 3 < q["float_model_bytes"].as_u64().unwrap());
 
-    let sens = xtask(&[
+    xtask_ok(&[
         "sensitivity",
         "--test-limit",
         "300",
@@ -110,7 +108,6 @@ fn train_then_quantize_writes_every_artifact() {
         "--out",
         out,
     ]);
-    assert!(sens.status.success(), "{}", text(&sens));
     let s = json(&dir.path().join("quant/sensitivity.json"));
     let layers = s["layers"].as_array().unwrap();
     assert_eq!(layers.len(), 4);
@@ -118,7 +115,7 @@ fn train_then_quantize_writes_every_artifact() {
         assert!(l["sqnr_db"].as_f64().unwrap() > 20.0, "{l}");
     }
 
-    let qat = xtask(&[
+    xtask_ok(&[
         "qat",
         "--weight-bits",
         "4",
@@ -138,7 +135,6 @@ fn train_then_quantize_writes_every_artifact() {
         "--out",
         out,
     ]);
-    assert!(qat.status.success(), "{}", text(&qat));
     let r = json(&dir.path().join("qat-w4a4/qat.json"));
     assert_eq!(r["range_init"], "mse");
     assert!(
@@ -155,7 +151,7 @@ fn train_then_quantize_writes_every_artifact() {
     );
 
     let dump = dir.path().join("dump");
-    let eval = xtask(&[
+    xtask_ok(&[
         "eval",
         "--quantized",
         "--limit",
@@ -166,7 +162,6 @@ fn train_then_quantize_writes_every_artifact() {
         "--dump",
         dump.to_str().unwrap(),
     ]);
-    assert!(eval.status.success(), "{}", text(&eval));
     for (f, bytes) in [
         ("input.npy", 50 * 784),
         ("fc2_acc.npy", 50 * 40),
@@ -198,14 +193,13 @@ fn train_then_quantize_writes_every_artifact() {
     let image = dir.path().join("seven.pgm");
     std::fs::write(&image, pgm).unwrap();
     let model_file = format!("{out}/quant/model.safetensors");
-    let predict = xtask(&[
+    let predict = xtask_ok(&[
         "predict",
         image.to_str().unwrap(),
         "--model",
         &model_file,
         "--offline",
     ]);
-    assert!(predict.status.success(), "{}", text(&predict));
     assert!(text(&predict).contains("seven.pgm |"), "{}", text(&predict));
     let bad = dir.path().join("bad.pgm");
     std::fs::write(&bad, b"P5\n9 9\n255\n").unwrap();
@@ -222,7 +216,7 @@ fn train_then_quantize_writes_every_artifact() {
         text(&refused)
     );
 
-    let sweep = xtask(&[
+    xtask_ok(&[
         "sweep",
         "--bits",
         "4",
@@ -234,7 +228,6 @@ fn train_then_quantize_writes_every_artifact() {
         "--out",
         out,
     ]);
-    assert!(sweep.status.success(), "{}", text(&sweep));
     let w = json(&dir.path().join("sweep.json"));
     assert_eq!(w["rows"][0]["ptq_per_channel"].as_array().unwrap().len(), 5);
     assert!(dir.path().join("sweep.svg").is_file() && dir.path().join("sweep.md").is_file());

@@ -11,11 +11,11 @@ mod common;
 use std::path::Path;
 
 use burnq_testkit::onnxruntime::onnxruntime_available;
-use common::{json, text, xtask};
+use common::{json, text, xtask, xtask_ok};
 use serde_json::Value;
 
 fn train_and_quantize(out: &str) {
-    let train = xtask(&[
+    xtask_ok(&[
         "train",
         "--epochs",
         "1",
@@ -27,8 +27,7 @@ fn train_and_quantize(out: &str) {
         "--out",
         out,
     ]);
-    assert!(train.status.success(), "{}", text(&train));
-    let quant = xtask(&[
+    xtask_ok(&[
         "quantize",
         "--calib-samples",
         "200",
@@ -38,7 +37,6 @@ fn train_and_quantize(out: &str) {
         "--out",
         out,
     ]);
-    assert!(quant.status.success(), "{}", text(&quant));
 }
 
 /// `bench` on 300 test images, widths w8a8 (saved) and w4a4, threads 1 and 2.
@@ -96,8 +94,7 @@ fn bench_times_burnq_per_width_against_onnxruntime_in_the_same_run() {
     train_and_quantize(out);
 
     // The float export is written beside the float model, with or without ONNX Runtime.
-    let export = xtask(&["export-onnx", "--float", "--offline", "--out", out]);
-    assert!(export.status.success(), "{}", text(&export));
+    let export = xtask_ok(&["export-onnx", "--float", "--offline", "--out", out]);
     assert!(text(&export).contains("Gemm"), "{}", text(&export));
     assert!(dir.path().join("float/model.onnx").is_file());
 
@@ -118,7 +115,7 @@ fn bench_times_burnq_per_width_against_onnxruntime_in_the_same_run() {
     if !onnxruntime_available() {
         return;
     }
-    let verify = xtask(&[
+    xtask_ok(&[
         "export-onnx",
         "--float",
         "--verify",
@@ -128,7 +125,6 @@ fn bench_times_burnq_per_width_against_onnxruntime_in_the_same_run() {
         "--out",
         out,
     ]);
-    assert!(verify.status.success(), "{}", text(&verify));
     let v = json(&dir.path().join("float/onnxruntime.json"));
     assert_eq!(v["images"], 300);
     assert!(f(&v["class_agreement"]) >= 0.99, "{v}");

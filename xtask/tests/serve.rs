@@ -15,7 +15,7 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use common::http::{Conn, Response, base64_decode, request};
-use common::{command, text, xtask};
+use common::{command, xtask_ok};
 
 /// The artifacts folder with `mnist/` trained and quantized, made once.
 fn artifacts() -> &'static Path {
@@ -24,7 +24,7 @@ fn artifacts() -> &'static Path {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("mnist");
         let out = out.to_str().unwrap();
-        let train = xtask(&[
+        xtask_ok(&[
             "train",
             "--epochs",
             "1",
@@ -38,8 +38,7 @@ fn artifacts() -> &'static Path {
             "--out",
             out,
         ]);
-        assert!(train.status.success(), "{}", text(&train));
-        let quant = xtask(&[
+        xtask_ok(&[
             "quantize",
             "--calib-samples",
             "200",
@@ -49,8 +48,7 @@ fn artifacts() -> &'static Path {
             "--out",
             out,
         ]);
-        assert!(quant.status.success(), "{}", text(&quant));
-        let sweep = xtask(&[
+        xtask_ok(&[
             "sweep",
             "--bits",
             "4,8",
@@ -62,7 +60,6 @@ fn artifacts() -> &'static Path {
             "--out",
             out,
         ]);
-        assert!(sweep.status.success(), "{}", text(&sweep));
         dir
     })
     .path()

@@ -22,6 +22,13 @@ pub fn xtask(args: &[&str]) -> Output {
     command(args).output().expect("the xtask binary runs")
 }
 
+/// Runs `xtask <args>` to completion and asserts that it succeeded (its output in the message).
+pub fn xtask_ok(args: &[&str]) -> Output {
+    let out = xtask(args);
+    assert!(out.status.success(), "{}", text(&out));
+    out
+}
+
 /// Standard output then standard error, as text.
 pub fn text(out: &Output) -> String {
     format!(
