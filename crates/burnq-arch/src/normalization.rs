@@ -41,6 +41,20 @@ impl Normalization {
         (f32::from(pixel) / 255.0 - self.mean) / self.std
     }
 
+    /// The pixel byte closest to the mean, `round(255·mean)` clamped to `[0, 255]`: the code
+    /// a convolution of raw pixels pads with once the normalization is folded into it (the
+    /// nearest code to a normalized 0, which no byte represents exactly).
+    pub fn padding_pixel(&self) -> u8 {
+        (255.0 * self.mean).round().clamp(0.0, 255.0) as u8
+    }
+
+    /// The normalized value of [`Normalization::padding_pixel`]: what a float network pads its
+    /// first layer's input with, so that float and integer pad the same real value
+    /// (`(33/255 − 0.1307)/0.3081 ≈ −0.0041` for MNIST, not 0).
+    pub fn padding_value(&self) -> f32 {
+        self.apply(self.padding_pixel())
+    }
+
     /// Errors unless `mean` is finite and `std` finite, normal and > 0.
     pub fn check(&self) -> Result<(), InvalidNormalization> {
         if self.mean.is_finite() && self.std.is_normal() && self.std > 0.0 {
@@ -63,6 +77,10 @@ mod tests {
         let n = Normalization::MNIST;
         assert_eq!(n.apply(0), -0.1307 / 0.3081);
         assert!(n.check().is_ok());
+        assert_eq!(n.padding_pixel(), 33);
+        assert_eq!(n.padding_value(), (33.0 / 255.0 - 0.1307) / 0.3081);
+        assert!(n.padding_value().abs() < 0.005);
+        assert_eq!(Normalization::FASHION_MNIST.padding_pixel(), 73);
         for (mean, std) in [
             (0.1, 0.0),
             (f32::NAN, 1.0),

@@ -4,6 +4,7 @@
 //! layer and the mismatch. Presets ([`Architecture::preset`]) are TOML files compiled in.
 
 mod layer;
+mod params;
 mod plan;
 mod presets;
 
@@ -12,6 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use layer::{BatchNorm, Conv2d, Dropout, Layer, Linear, Pool, Residual, Size2};
+pub use params::{BatchNormParams, FloatParams, StepParams};
 pub use plan::{Activation, ConvGeometry, Op, Plan, PoolGeometry, Shape, Step};
 pub use presets::PRESETS;
 
@@ -72,6 +74,12 @@ pub enum ArchError {
         name: String,
         /// What is wrong.
         problem: String,
+    },
+    /// Float parameters that do not match the network, every problem by tensor name.
+    #[error("parameters do not match the network: {}", problems.join("; "))]
+    Params {
+        /// One line per missing, extra, mis-shaped or non-finite tensor.
+        problems: Vec<String>,
     },
     /// A description file could not be read.
     #[error("reading architecture file {}: {source}", path.display())]
