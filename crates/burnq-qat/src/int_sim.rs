@@ -96,7 +96,7 @@ fn map_accumulators<const D: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burnq_quant::{QuantParams, Requant};
+    use burnq_quant::{Activation, QuantParams, Requant};
     use proptest::prelude::*;
 
     fn device() -> Device {
@@ -119,7 +119,7 @@ mod tests {
             let input = QuantParams::new(s_in, 0, 8).unwrap();
             let grids = w_scales.iter().map(|&s| QuantParams::new(s, 0, 8).unwrap()).collect();
             let output = QuantParams::from_range(0.0, hi, bits).unwrap();
-            let layer = LayerQuantization::from_grids(input, grids, output, true).unwrap();
+            let layer = LayerQuantization::from_grids(input, grids, output, Activation::Relu).unwrap();
             let r = LayerRequant::new(layer.clone());
             // [2 images, 3 channels, 4 positions]: channel of value i is (i / 4) % 3.
             let y: Vec<f32> = accs

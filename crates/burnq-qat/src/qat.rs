@@ -40,7 +40,9 @@ use burnq_model::export::to_vec;
 use burnq_model::training::ForwardMode;
 use burnq_quant::derive::{LayerQuantization, accumulator_scales, weight_params};
 use burnq_quant::range::EmaRange;
-use burnq_quant::{ActivationRanges, ConvertOptions, LayerGrids, Normalization, QuantParams};
+use burnq_quant::{
+    Activation, ActivationRanges, ConvertOptions, LayerGrids, Normalization, QuantParams,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::int_sim::{LayerRequant, snap};
@@ -281,7 +283,7 @@ impl QatForward {
             },
         };
         let exact = producer.and_then(|(input, grids)| {
-            LayerQuantization::from_grids(input, grids, output, true).ok()
+            LayerQuantization::from_grids(input, grids, output, Activation::Relu).ok()
         });
         if let (Some(lsq), true) = (self.lsq.as_mut(), learned.is_some()) {
             let codes = exact.map(|layer| LayerRequant::new(layer).code_offsets(&x));

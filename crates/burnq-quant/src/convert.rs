@@ -20,6 +20,8 @@
 //!    and 5 are the one derivation of [`crate::derive`], which QAT uses too.
 //! 6. Validation, including the worst-case accumulator bound.
 
+use burnq_arch::arch::Activation;
+
 use crate::derive::{LayerQuantization, output_clamp};
 use crate::{
     ActivationRanges, FloatLayer, FloatNetwork, LayerKind, Normalization, QuantError, QuantLayer,
@@ -74,11 +76,35 @@ impl From<&ConvertOptions> for ConvertOptions {
     }
 }
 
-/// Folds `norm` into a convolution that was trained on normalized input, so that it takes
-/// `p/255` directly: `w' = w/std`, `b' = b − (mean/std)·Σ_k w[o,k]` (sums in `f64`).
+/// Folds `norm` into a layer trained on normalized input, so that it takes `p/255` directly:
+/// `w' = w/std`, `b' = b − (mean/std)·Σ_k w[o,k]` (sums in `f64`), for weights `[out, fan_in]`.
 ///
-/// Exact in real arithmetic for a valid (unpadded) convolution, whose outputs all see every
-/// kernel tap; with zero padding the border outputs would differ.
+/// Exact in real arithmetic for every output that sees only image pixels; a padded
+/// convolution must pad with the raw pixel of a normalized 0, which the engine approximates
+/// by [`Normalization::padding_pixel`] (and training pads with its normalized value).
+pub fn fold_normalization(
+    weights: &[f32],
+    bias: &[f32],
+    fan_in: usize,
+    norm: Normalization,
+) -> (Vec<f32>, Vec<f32>) {
+    let (mean, std) = (f64::from(norm.mean), f64::from(norm.std));
+    let folded = weights
+        .iter()
+        .map(|&w| (f64::from(w) / std) as f32)
+        .collect();
+    let bias = bias
+        .iter()
+        .zip(weights.chunks(fan_in.max(1)))
+        .map(|(&b, row)| {
+            let sum: f64 = row.iter().map(|&w| f64::from(w)).sum();
+            (f64::from(b) - mean / std * sum) as f32
+        })
+        .collect();
+    (folded, bias)
+}
+
+/// [`fold_normalization`] of the tutorial's conv1 (a valid convolution: exact).
 pub fn fold_input_normalization(
     conv: &FloatLayer,
     norm: Normalization,
@@ -91,22 +117,7 @@ pub fn fold_input_normalization(
         });
     }
     conv.check("folded conv")?;
-    let (mean, std) = (f64::from(norm.mean), f64::from(norm.std));
-    let fan_in = conv.kind.fan_in().max(1);
-    let weights = conv
-        .weights
-        .iter()
-        .map(|&w| (f64::from(w) / std) as f32)
-        .collect();
-    let bias = conv
-        .bias
-        .iter()
-        .zip(conv.weights.chunks(fan_in))
-        .map(|(&b, row)| {
-            let sum: f64 = row.iter().map(|&w| f64::from(w)).sum();
-            (f64::from(b) - mean / std * sum) as f32
-        })
-        .collect();
+    let (weights, bias) = fold_normalization(&conv.weights, &conv.bias, conv.kind.fan_in(), norm);
     Ok(FloatLayer {
         kind: conv.kind,
         weights,
@@ -163,13 +174,20 @@ pub fn convert_with_grids(
     let folded = fold_input_normalization(conv1, norm)?;
     let [g1, g2, g3, g4] = grids;
     let (i2, i3, i4) = (g1.output, g2.output, g3.output);
-    let layer =
-        |name, float, input, grids, relu| quantize_layer(name, float, input, grids, relu, &options);
+    let layer = |name, float, input, grids, activation| {
+        quantize_layer(name, float, input, grids, activation, &options)
+    };
     let layers = [
-        layer("conv1", &folded, QuantParams::RAW_PIXELS, g1, true)?,
-        layer("conv2", conv2, i2, g2, true)?,
-        layer("fc1", fc1, i3, g3, true)?,
-        layer("fc2", fc2, i4, g4, false)?,
+        layer(
+            "conv1",
+            &folded,
+            QuantParams::RAW_PIXELS,
+            g1,
+            Activation::Relu,
+        )?,
+        layer("conv2", conv2, i2, g2, Activation::Relu)?,
+        layer("fc1", fc1, i3, g3, Activation::Relu)?,
+        layer("fc2", fc2, i4, g4, Activation::None)?,
     ];
     QuantModel::new(options, layers, Some(norm))
 }
@@ -183,7 +201,7 @@ fn quantize_layer(
     float: &FloatLayer,
     input: QuantParams,
     grids: LayerGrids,
-    relu: bool,
+    activation: Activation,
     options: &ConvertOptions,
 ) -> Result<QuantLayer, QuantError> {
     float.check(name)?;
@@ -191,7 +209,7 @@ fn quantize_layer(
     let output = grids.output;
     let q = match grids.weights {
         Some(weights) if weights.len() == out => {
-            LayerQuantization::from_grids(input, weights, output, relu)?
+            LayerQuantization::from_grids(input, weights, output, activation)?
         }
         Some(weights) => {
             return Err(QuantError::ShapeMismatch {
@@ -200,9 +218,9 @@ fn quantize_layer(
                 found: weights.len(),
             });
         }
-        None => LayerQuantization::derive(&float.weights, out, input, output, relu, options)?,
+        None => LayerQuantization::derive(&float.weights, out, input, output, activation, options)?,
     };
-    let (act_min, act_max) = output_clamp(output, relu);
+    let (act_min, act_max) = output_clamp(output, activation);
     Ok(QuantLayer {
         name: name.to_owned(),
         kind: float.kind,

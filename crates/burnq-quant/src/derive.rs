@@ -13,6 +13,8 @@
 //! 4. codes: weights `q = clamp(round(w/S_w) + Z_w, 0, qmax)`, bias
 //!    `q_b[o] = round(b[o]/S_acc[o])` ([`quantize_bias`]), both half away from zero.
 
+use burnq_arch::arch::Activation;
+
 use crate::{ConvertOptions, QuantError, QuantParams, Requant, quantize_multiplier, range};
 
 /// The weight grid of each output channel: the min/max of that channel's `fan_in` weights
@@ -53,11 +55,16 @@ pub fn quantize_bias(bias: f32, bias_scale: f64) -> i32 {
         .clamp(f64::from(i32::MIN), f64::from(i32::MAX)) as i32
 }
 
-/// The output clamp `[act_min, act_max]` on `output`'s codes: `act_min = Z_out` when a ReLU is
-/// folded in (the code of real 0), else 0; `act_max = qmax_out`.
-pub fn output_clamp(output: QuantParams, relu: bool) -> (u8, u8) {
-    let act_min = if relu { output.zero_point() as u8 } else { 0 };
-    (act_min, output.qmax() as u8)
+/// The output clamp `[act_min, act_max]` on `output`'s codes with `activation` folded in:
+/// `act_min = Z_out` (the code of real 0) for ReLU and ReLU6, else 0; `act_max` the code of
+/// real 6 (`output.quantize(6.0)`: nearest, at most `qmax_out`) for ReLU6, else `qmax_out`.
+pub fn output_clamp(output: QuantParams, activation: Activation) -> (u8, u8) {
+    let z = output.zero_point() as u8;
+    match activation {
+        Activation::None => (0, output.qmax() as u8),
+        Activation::Relu => (z, output.qmax() as u8),
+        Activation::Relu6 => (z, output.quantize(6.0)),
+    }
 }
 
 /// Every integer parameter of one layer except its codes: what the engine needs to turn the
@@ -78,7 +85,7 @@ pub struct LayerQuantization {
 
 impl LayerQuantization {
     /// Derives a layer's parameters from its float `weights` (row-major `[out_channels,
-    /// fan_in]`), its input and output grids, whether a ReLU is folded into the output clamp,
+    /// fan_in]`), its input and output grids, the activation folded into the output clamp,
     /// and the weight width and granularity of `options`. Errors on a weight range or a
     /// multiplier that cannot be represented.
     pub fn derive(
@@ -86,7 +93,7 @@ impl LayerQuantization {
         out_channels: usize,
         input: QuantParams,
         output: QuantParams,
-        relu: bool,
+        activation: Activation,
         options: &ConvertOptions,
     ) -> Result<Self, QuantError> {
         let weights = weight_params(
@@ -95,7 +102,7 @@ impl LayerQuantization {
             options.weight_bits,
             options.per_channel,
         )?;
-        Self::from_grids(input, weights, output, relu)
+        Self::from_grids(input, weights, output, activation)
     }
 
     /// The parameters of a layer whose weight grids are already known (one per output
@@ -104,10 +111,10 @@ impl LayerQuantization {
         input: QuantParams,
         weights: Vec<QuantParams>,
         output: QuantParams,
-        relu: bool,
+        activation: Activation,
     ) -> Result<Self, QuantError> {
         let accumulator_scales = accumulator_scales(input, &weights);
-        let (act_min, act_max) = output_clamp(output, relu);
+        let (act_min, act_max) = output_clamp(output, activation);
         let requants = accumulator_scales
             .iter()
             .map(|&s| {
@@ -191,7 +198,8 @@ mod tests {
             act_bits: 4,
             per_channel: true,
         };
-        let q = LayerQuantization::derive(&w, 2, input, output, true, &options).unwrap();
+        let q =
+            LayerQuantization::derive(&w, 2, input, output, Activation::Relu, &options).unwrap();
         assert_eq!(q.weights, weight_params(&w, 2, 3, true).unwrap());
         for (o, grid) in q.weights.iter().enumerate() {
             let s = f64::from(input.scale()) * f64::from(grid.scale());
@@ -223,7 +231,19 @@ mod tests {
                 quantize_bias(-0.1, q.accumulator_scales[1])
             ]
         );
-        let no_relu = LayerQuantization::derive(&w, 2, input, output, false, &options).unwrap();
+        let no_relu =
+            LayerQuantization::derive(&w, 2, input, output, Activation::None, &options).unwrap();
         assert_eq!(no_relu.requants[0].act_min, 0);
+        // ReLU6: [Z, code of 6]; 6 beyond the grid clamps to qmax.
+        let out8 = QuantParams::from_range(-1.0, 10.0, 8).unwrap();
+        assert_eq!(
+            output_clamp(out8, Activation::Relu6),
+            (out8.zero_point() as u8, out8.quantize(6.0))
+        );
+        assert!(out8.quantize(6.0) < 255);
+        assert_eq!(
+            output_clamp(output, Activation::Relu6),
+            (output.zero_point() as u8, 15)
+        );
     }
 }

@@ -51,6 +51,7 @@ mod error;
 pub mod fixedpoint;
 mod float;
 pub mod format;
+pub mod graph;
 pub mod kernels;
 mod layer;
 mod model;
@@ -63,6 +64,7 @@ mod sensitivity;
 mod test_support;
 
 pub use burnq_arch::Normalization;
+pub use burnq_arch::arch::Activation;
 pub use convert::{ConvertOptions, LayerGrids, convert, convert_with_grids};
 pub use cost::macs_per_image;
 pub use derive::LayerQuantization;
@@ -74,6 +76,7 @@ pub use fixedpoint::{
 };
 pub use float::{ActivationRanges, FloatLayer, FloatNetwork};
 pub use format::{load, save};
+pub use graph::{GraphTaps, PointRanges, QuantAdd, QuantGraph, QuantOp, convert_graph};
 pub use layer::{LayerKind, QuantLayer};
 pub use model::{ARCHITECTURE, IMAGE_PIXELS, IMAGE_SIDE, NUM_CLASSES, Output, QuantModel, Taps};
 pub use params::{MAX_BITS, MIN_BITS, QuantParams, qmax};

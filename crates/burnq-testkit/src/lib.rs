@@ -7,6 +7,7 @@
 //! Like `burnq-quant`, whose tests use it, this crate knows nothing of Burn.
 
 pub mod golden;
+pub mod graph;
 pub mod json_edit;
 pub mod model_file;
 pub mod mutation;

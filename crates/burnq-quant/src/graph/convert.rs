@@ -1,0 +1,184 @@
+//! Conversion of any described network: float parameters ([`FloatParams`]) and the
+//! calibrated output range of every quantization point ([`PointRanges`]) to a
+//! [`QuantGraph`], through the crate's one derivation ([`LayerQuantization`]).
+//!
+//! Per convolution or linear step: the batch norm folded into the weights and bias
+//! ([`StepParams::folded`]); for the first such step, the input normalization folded too
+//! ([`fold_normalization`]), so the engine reads raw pixels and pads with the normalization's
+//! padding pixel; then weight grids (per tensor or per channel), bias at `S_in·S_w[o]`,
+//! multipliers onto the step's output grid and the activation's clamp. Pools, flatten and
+//! dropout keep their input's grid; a residual add gets its own ([`QuantAdd::derive`]).
+
+use std::collections::BTreeMap;
+
+use burnq_arch::Architecture;
+use burnq_arch::arch::{FloatParams, Op, Step};
+
+use super::{QuantAdd, QuantGraph, QuantOp};
+use crate::convert::fold_normalization;
+use crate::{
+    ConvertOptions, LayerKind, LayerQuantization, Normalization, QuantError, QuantLayer,
+    QuantParams,
+};
+
+/// The calibrated real `(min, max)` output range of each quantization point (convolution,
+/// linear layer or residual add; after its batch norm and activation), by step name.
+pub type PointRanges = BTreeMap<String, (f32, f32)>;
+
+/// Quantizes `params` of `architecture` with the output grids of `ranges` (each on
+/// `act_bits` bits) and `options`; `norm` is folded into the first convolution or linear
+/// layer, which must come before any residual block.
+pub fn convert_graph(
+    architecture: &Architecture,
+    params: &FloatParams,
+    ranges: &PointRanges,
+    norm: Normalization,
+    options: impl Into<ConvertOptions>,
+) -> Result<QuantGraph, QuantError> {
+    let options = options.into();
+    options.check()?;
+    norm.check()?;
+    let plan = architecture
+        .plan()
+        .map_err(|e| invalid("architecture", e.to_string()))?;
+    params
+        .check(&plan)
+        .map_err(|e| invalid("float parameters", e.to_string()))?;
+    let mut converter = Converter {
+        params,
+        ranges,
+        options,
+        pending_normalization: Some(norm),
+    };
+    let (ops, _) = converter.steps(&plan.steps, QuantParams::RAW_PIXELS)?;
+    QuantGraph::new(
+        architecture.clone(),
+        options,
+        QuantParams::RAW_PIXELS,
+        Some(norm),
+        ops,
+    )
+}
+
+fn invalid(what: &str, reason: String) -> QuantError {
+    QuantError::InvalidValue {
+        what: what.into(),
+        reason,
+    }
+}
+
+struct Converter<'a> {
+    params: &'a FloatParams,
+    ranges: &'a PointRanges,
+    options: ConvertOptions,
+    /// The normalization still to fold (into the first convolution or linear layer).
+    pending_normalization: Option<Normalization>,
+}
+
+impl Converter<'_> {
+    /// Converts `steps` whose input is on `grid`; returns the ops and the output grid.
+    fn steps(
+        &mut self,
+        steps: &[Step],
+        mut grid: QuantParams,
+    ) -> Result<(Vec<QuantOp>, QuantParams), QuantError> {
+        let mut ops = Vec::with_capacity(steps.len());
+        for step in steps {
+            let op = match &step.op {
+                Op::Conv2d(g) => {
+                    let pad = match self.pending_normalization {
+                        Some(norm) => norm.padding_pixel(),
+                        None => grid.zero_point() as u8,
+                    };
+                    let layer = self.layer(step, g.out_channels, g.fan_in(), grid)?;
+                    grid = layer.output;
+                    QuantOp::Conv2d { layer, pad }
+                }
+                Op::Linear {
+                    in_features,
+                    out_features,
+                } => {
+                    let layer = self.layer(step, *out_features, *in_features, grid)?;
+                    grid = layer.output;
+                    QuantOp::Linear(layer)
+                }
+                Op::MaxPool(_) => QuantOp::MaxPool,
+                Op::AvgPool(_) => QuantOp::AvgPool,
+                Op::GlobalAvgPool(_) => QuantOp::GlobalAvgPool,
+                Op::Flatten => QuantOp::Flatten,
+                Op::Dropout(_) => QuantOp::Dropout,
+                Op::Residual(body) => {
+                    if self.pending_normalization.is_some() {
+                        return Err(invalid(
+                            &step.name,
+                            "the normalization folds into the first convolution or linear \
+                             layer, which must come before any residual block"
+                                .into(),
+                        ));
+                    }
+                    let (body, body_grid) = self.steps(body, grid)?;
+                    let output = self.output_grid(step)?;
+                    let add = QuantAdd::derive(grid, body_grid, output, step.activation)?;
+                    grid = output;
+                    QuantOp::Residual { body, add }
+                }
+            };
+            ops.push(op);
+        }
+        Ok((ops, grid))
+    }
+
+    /// The output grid of a quantization point, from its calibrated range.
+    fn output_grid(&self, step: &Step) -> Result<QuantParams, QuantError> {
+        let &(min, max) = self.ranges.get(&step.name).ok_or_else(|| {
+            invalid(
+                &step.name,
+                "no calibrated range for this quantization point".into(),
+            )
+        })?;
+        QuantParams::from_range(min, max, self.options.act_bits)
+    }
+
+    /// A convolution's or linear layer's [`QuantLayer`] (GEMM view `[out, fan_in]`).
+    fn layer(
+        &mut self,
+        step: &Step,
+        out: usize,
+        fan_in: usize,
+        input: QuantParams,
+    ) -> Result<QuantLayer, QuantError> {
+        let p = &self.params.layers[&step.name];
+        let eps = step.batch_norm.map_or(0.0, |bn| bn.eps);
+        let (mut weights, mut bias) = p.folded(eps);
+        if let Some(norm) = self.pending_normalization.take() {
+            (weights, bias) = fold_normalization(&weights, &bias, fan_in, norm);
+        }
+        let output = self.output_grid(step)?;
+        let q = LayerQuantization::derive(
+            &weights,
+            out,
+            input,
+            output,
+            step.activation,
+            &self.options,
+        )?;
+        let first = q.requants.first().copied();
+        Ok(QuantLayer {
+            name: step.name.clone(),
+            kind: LayerKind::Linear {
+                in_features: fan_in,
+                out_features: out,
+            },
+            weights: q.quantize_weights(&weights),
+            weight_zero_points: q.weights.iter().map(QuantParams::zero_point).collect(),
+            weight_scales: q.weights.iter().map(QuantParams::scale).collect(),
+            bias: q.quantize_bias(&bias),
+            input,
+            output,
+            m0: q.requants.iter().map(|r| r.m0).collect(),
+            shift: q.requants.iter().map(|r| r.shift).collect(),
+            act_min: first.map_or(0, |r| r.act_min),
+            act_max: first.map_or(0, |r| r.act_max),
+        })
+    }
+}

@@ -1,0 +1,406 @@
+//! Any described network, quantized: a [`QuantGraph`] pairs an [`Architecture`] (and its
+//! [`Plan`]) with one [`QuantOp`] per step, and runs the reference forward pass over them.
+//!
+//! Each convolution and linear layer is a [`QuantLayer`] whose weights are its GEMM view,
+//! `[out, fan_in]` (a convolution's `fan_in = (in/groups)·kh·kw` in channel, row, column
+//! order; its [`crate::LayerKind`] is `Linear { in_features: fan_in, out_features: out }`), with
+//! the batch norm folded in and the activation folded into its clamp. Pools, flatten and
+//! dropout keep their input's grid; a residual add requantizes onto its own grid
+//! ([`QuantAdd`]). The last step is a linear layer whose accumulators give the predictions,
+//! as in the tutorial model.
+
+mod add;
+mod convert;
+pub mod reference;
+mod tutorial;
+
+use burnq_arch::arch::{Op, Step};
+use burnq_arch::{Architecture, Plan};
+
+use crate::{
+    ConvertOptions, LayerKind, Normalization, Output, QuantError, QuantLayer, QuantParams,
+};
+
+pub use add::{ADD_LEFT_SHIFT, Multiplier, QuantAdd};
+pub use convert::{PointRanges, convert_graph};
+
+/// One step of a quantized graph, aligned with the [`Plan`]'s step of the same index.
+#[derive(Debug, Clone, PartialEq)]
+pub enum QuantOp {
+    /// A convolution: its GEMM-view layer and the code it pads with.
+    Conv2d {
+        /// Weights `[out, fan_in]`, bias, grids, requantization.
+        layer: QuantLayer,
+        /// The code outside the image: the input zero point, or the folded normalization's
+        /// padding pixel for the first layer.
+        pad: u8,
+    },
+    /// A fully connected layer.
+    Linear(QuantLayer),
+    /// Max pooling (keeps the grid).
+    MaxPool,
+    /// Average pooling on the input's grid.
+    AvgPool,
+    /// Global average pooling on the input's grid.
+    GlobalAvgPool,
+    /// Flatten (codes unchanged, C, H, W order).
+    Flatten,
+    /// Dropout: the identity at inference.
+    Dropout,
+    /// A residual block: its body and the add.
+    Residual {
+        /// The body's ops, aligned with the step's body.
+        body: Vec<QuantOp>,
+        /// The add of the block's input and the body's output.
+        add: QuantAdd,
+    },
+}
+
+/// A validated quantized network of any architecture. Built by [`convert_graph`] or
+/// [`QuantGraph::new`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuantGraph {
+    architecture: Architecture,
+    plan: Plan,
+    options: ConvertOptions,
+    input: QuantParams,
+    normalization: Option<Normalization>,
+    ops: Vec<QuantOp>,
+}
+
+/// Every step's output codes of a forward pass, by step name (NCHW or `[n, features]`), plus
+/// the final output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GraphTaps {
+    /// `(step name, codes)` in execution order; a residual's body before its add. The last
+    /// linear layer's entry holds its `u8` logits.
+    pub codes: Vec<(String, Vec<u8>)>,
+    /// Accumulators of the last layer, logits and predictions.
+    pub output: Output,
+}
+
+impl QuantGraph {
+    /// Validates and builds a graph: `ops` must mirror `architecture`'s plan step for step;
+    /// each layer must have the GEMM geometry of its step, the grid of the step's input as
+    /// its input grid and pass [`QuantLayer::validate`] under `options`; each add must take
+    /// the grids of its block's input and body output. With `normalization`, the input grid
+    /// must be raw pixels ([`QuantParams::RAW_PIXELS`]).
+    pub fn new(
+        architecture: Architecture,
+        options: ConvertOptions,
+        input: QuantParams,
+        normalization: Option<Normalization>,
+        ops: Vec<QuantOp>,
+    ) -> Result<Self, QuantError> {
+        options.check()?;
+        let plan = architecture
+            .plan()
+            .map_err(|e| invalid("architecture", e.to_string()))?;
+        if let Some(norm) = normalization {
+            norm.check()?;
+            if input != QuantParams::RAW_PIXELS {
+                return Err(invalid(
+                    "input parameters",
+                    format!("{input:?}, but a folded normalization needs raw pixels"),
+                ));
+            }
+        }
+        check_ops(&plan.steps, &ops, input, &options)?;
+        Ok(Self {
+            architecture,
+            plan,
+            options,
+            input,
+            normalization,
+            ops,
+        })
+    }
+
+    /// The description.
+    pub fn architecture(&self) -> &Architecture {
+        &self.architecture
+    }
+
+    /// The validated plan of the description.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// Widths and granularity.
+    pub fn options(&self) -> ConvertOptions {
+        self.options
+    }
+
+    /// The grid input images are read on.
+    pub fn input_params(&self) -> QuantParams {
+        self.input
+    }
+
+    /// The normalization folded into the first layer, if any.
+    pub fn input_normalization(&self) -> Option<Normalization> {
+        self.normalization
+    }
+
+    /// The ops, aligned with [`Plan::steps`].
+    pub fn ops(&self) -> &[QuantOp] {
+        &self.ops
+    }
+
+    /// Every convolution and linear layer, in execution order.
+    pub fn layers(&self) -> Vec<&QuantLayer> {
+        fn walk<'a>(ops: &'a [QuantOp], out: &mut Vec<&'a QuantLayer>) {
+            for op in ops {
+                match op {
+                    QuantOp::Conv2d { layer, .. } | QuantOp::Linear(layer) => out.push(layer),
+                    QuantOp::Residual { body, .. } => walk(body, out),
+                    _ => {}
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.ops, &mut out);
+        out
+    }
+
+    /// The last layer, whose accumulators are the logits.
+    pub fn logit_layer(&self) -> &QuantLayer {
+        match self
+            .ops
+            .iter()
+            .rev()
+            .find(|op| !matches!(op, QuantOp::Dropout))
+        {
+            Some(QuantOp::Linear(layer)) => layer,
+            _ => unreachable!("a validated plan ends with a linear layer"),
+        }
+    }
+
+    /// Runs the reference engine on `n` images of `plan.input` codes.
+    pub fn forward_reference(&self, images: &[u8], n: usize) -> Result<Output, QuantError> {
+        Ok(self.forward_reference_taps(images, n)?.output)
+    }
+
+    /// [`QuantGraph::forward_reference`], keeping every step's output codes.
+    pub fn forward_reference_taps(&self, images: &[u8], n: usize) -> Result<GraphTaps, QuantError> {
+        check_codes(
+            "input images",
+            self.input,
+            images,
+            n.checked_mul(self.plan.input.len()),
+        )?;
+        let mut codes = Vec::new();
+        let mut acc = Vec::new();
+        let x = run_steps(
+            &self.plan.steps,
+            &self.ops,
+            self.input,
+            images.to_vec(),
+            n,
+            &mut codes,
+            &mut acc,
+        )?;
+        let layer = self.logit_layer();
+        let requants: Vec<_> = layer.requants().collect();
+        let classes = self.plan.classes();
+        let predictions = acc
+            .chunks_exact(classes)
+            .filter_map(|row| crate::reference::predict(row, &requants))
+            .collect();
+        Ok(GraphTaps {
+            codes,
+            output: Output {
+                fc2_acc: acc,
+                logits_u8: x,
+                predictions,
+            },
+        })
+    }
+}
+
+fn invalid(what: &str, reason: String) -> QuantError {
+    QuantError::InvalidValue {
+        what: what.into(),
+        reason,
+    }
+}
+
+/// Checks that `codes` has `expected` elements (`None`: overflowed), each at most `qmax`.
+pub(crate) fn check_codes(
+    what: &str,
+    params: QuantParams,
+    codes: &[u8],
+    expected: Option<usize>,
+) -> Result<(), QuantError> {
+    if expected != Some(codes.len()) {
+        return Err(QuantError::ShapeMismatch {
+            what: what.into(),
+            expected: expected.unwrap_or(usize::MAX),
+            found: codes.len(),
+        });
+    }
+    if let Some(&q) = codes.iter().find(|&&q| i32::from(q) > params.qmax()) {
+        return Err(QuantError::CodeAboveQmax {
+            what: what.into(),
+            code: q,
+            qmax: params.qmax(),
+            bits: params.bits(),
+        });
+    }
+    Ok(())
+}
+
+/// The GEMM geometry a step's layer must have: `Linear { fan_in, out }`.
+fn gemm_kind(step: &Step) -> Option<LayerKind> {
+    match &step.op {
+        Op::Conv2d(g) => Some(LayerKind::Linear {
+            in_features: g.fan_in(),
+            out_features: g.out_channels,
+        }),
+        Op::Linear {
+            in_features,
+            out_features,
+        } => Some(LayerKind::Linear {
+            in_features: *in_features,
+            out_features: *out_features,
+        }),
+        _ => None,
+    }
+}
+
+/// Validates `ops` against `steps` starting from the grid `input`; returns the output grid.
+fn check_ops(
+    steps: &[Step],
+    ops: &[QuantOp],
+    input: QuantParams,
+    options: &ConvertOptions,
+) -> Result<QuantParams, QuantError> {
+    if steps.len() != ops.len() {
+        return Err(invalid(
+            "graph",
+            format!("{} ops for {} steps", ops.len(), steps.len()),
+        ));
+    }
+    let mut grid = input;
+    for (step, op) in steps.iter().zip(ops) {
+        let mismatch = || {
+            invalid(
+                &step.name,
+                format!("op {op:?} does not fit step {:?}", step.op),
+            )
+        };
+        grid = match (op, &step.op) {
+            (QuantOp::Conv2d { layer, pad }, Op::Conv2d(_)) => {
+                if i32::from(*pad) > grid.qmax() {
+                    return Err(invalid(
+                        &step.name,
+                        format!("padding code {pad} above its input's qmax {}", grid.qmax()),
+                    ));
+                }
+                check_layer(step, layer, grid, options)?;
+                layer.output
+            }
+            (QuantOp::Linear(layer), Op::Linear { .. }) => {
+                check_layer(step, layer, grid, options)?;
+                layer.output
+            }
+            (QuantOp::MaxPool, Op::MaxPool(_))
+            | (QuantOp::AvgPool, Op::AvgPool(_))
+            | (QuantOp::GlobalAvgPool, Op::GlobalAvgPool(_))
+            | (QuantOp::Flatten, Op::Flatten)
+            | (QuantOp::Dropout, Op::Dropout(_)) => grid,
+            (QuantOp::Residual { body, add }, Op::Residual(steps)) => {
+                let out = check_ops(steps, body, grid, options)?;
+                if add.skip != grid || add.body != out || add.output.bits() != options.act_bits {
+                    return Err(invalid(
+                        &step.name,
+                        format!("add grids {add:?} do not match its inputs"),
+                    ));
+                }
+                if *add != QuantAdd::derive(add.skip, add.body, add.output, step.activation)? {
+                    return Err(invalid(
+                        &step.name,
+                        "add multipliers or clamp are not derived from its grids".into(),
+                    ));
+                }
+                add.output
+            }
+            _ => return Err(mismatch()),
+        };
+    }
+    Ok(grid)
+}
+
+fn check_layer(
+    step: &Step,
+    layer: &QuantLayer,
+    input: QuantParams,
+    options: &ConvertOptions,
+) -> Result<(), QuantError> {
+    if layer.name != step.name || Some(layer.kind) != gemm_kind(step) {
+        return Err(invalid(
+            &step.name,
+            format!(
+                "layer {} {:?}, expected {:?}",
+                layer.name,
+                layer.kind,
+                gemm_kind(step)
+            ),
+        ));
+    }
+    if layer.input != input {
+        return Err(invalid(
+            &format!("{} input parameters", step.name),
+            format!("{:?} differ from its input's grid {input:?}", layer.input),
+        ));
+    }
+    layer.validate(*options)
+}
+
+/// Runs `steps` on `x` (`n` images on grid `grid`), recording codes; the last linear
+/// layer's accumulators go to `acc`.
+fn run_steps(
+    steps: &[Step],
+    ops: &[QuantOp],
+    mut grid: QuantParams,
+    mut x: Vec<u8>,
+    n: usize,
+    codes: &mut Vec<(String, Vec<u8>)>,
+    acc: &mut Vec<i32>,
+) -> Result<Vec<u8>, QuantError> {
+    for (step, op) in steps.iter().zip(ops) {
+        let positions = |s: &burnq_arch::arch::Shape| match *s {
+            burnq_arch::arch::Shape::Image { height, width, .. } => height * width,
+            burnq_arch::arch::Shape::Features(_) => 1,
+        };
+        x = match (op, &step.op) {
+            (QuantOp::Conv2d { layer, pad }, Op::Conv2d(g)) => {
+                let a = reference::conv2d(layer, g, *pad, &x, n)?;
+                grid = layer.output;
+                crate::reference::requantize(layer, &a, positions(&step.output))?
+            }
+            (QuantOp::Linear(layer), Op::Linear { .. }) => {
+                let a = crate::reference::linear(layer, &x, n)?;
+                grid = layer.output;
+                let out = crate::reference::requantize(layer, &a, 1)?;
+                *acc = a;
+                out
+            }
+            (QuantOp::MaxPool, Op::MaxPool(g)) => reference::max_pool(g, &x, n)?,
+            (QuantOp::AvgPool, Op::AvgPool(g)) | (QuantOp::GlobalAvgPool, Op::GlobalAvgPool(g)) => {
+                reference::avg_pool(g, grid, &x, n)?
+            }
+            (QuantOp::Flatten | QuantOp::Dropout, _) => x,
+            (QuantOp::Residual { body, add }, Op::Residual(inner)) => {
+                let y = run_steps(inner, body, grid, x.clone(), n, codes, acc)?;
+                grid = add.output;
+                x.iter().zip(&y).map(|(&a, &b)| add.apply(a, b)).collect()
+            }
+            _ => return Err(invalid(&step.name, "op does not fit its step".into())),
+        };
+        codes.push((step.name.clone(), x.clone()));
+    }
+    Ok(x)
+}
+
+#[cfg(test)]
+mod tests;
