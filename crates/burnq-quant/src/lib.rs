@@ -75,7 +75,7 @@ pub use fixedpoint::{
     saturating_rounding_doubling_high_mul,
 };
 pub use float::{ActivationRanges, FloatLayer, FloatNetwork};
-pub use format::{load, save};
+pub use format::{load, load_graph, save, save_graph};
 pub use graph::{GraphTaps, PointRanges, QuantAdd, QuantGraph, QuantOp, convert_graph};
 pub use layer::{LayerKind, QuantLayer};
 pub use model::{ARCHITECTURE, IMAGE_PIXELS, IMAGE_SIDE, NUM_CLASSES, Output, QuantModel, Taps};

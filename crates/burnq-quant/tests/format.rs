@@ -396,7 +396,7 @@ fn wrong_format_name() {
 #[test]
 fn wrong_version() {
     let (_dir, path, _) = saved();
-    for version in ["4", "0", "", "2.0"] {
+    for version in ["5", "0", "", "2.0"] {
         rewrite_signed(&path, |_, m| {
             m.insert("version".into(), version.into());
         });
@@ -404,6 +404,13 @@ fn wrong_version() {
             matches!(load_err(&path), QuantError::UnsupportedVersion { found, .. } if found == version)
         );
     }
+    // Version 4 holds any architecture: `load` (the tutorial model) points to `load_graph`.
+    rewrite_signed(&path, |_, m| {
+        m.insert("version".into(), "4".into());
+    });
+    assert!(
+        matches!(load_err(&path), QuantError::BadMetadata { reason, .. } if reason.contains("load_graph"))
+    );
 }
 
 #[test]

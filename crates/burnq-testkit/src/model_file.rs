@@ -71,14 +71,26 @@ pub fn rewrite(path: &Path, edit: impl FnOnce(&mut Tensors, &mut HashMap<String,
 }
 
 /// Like [`rewrite`], then signs the result again (the `checksum` entry recomputed over the
-/// tensor data in layer order, plus the `meta` text from version 2 on), so that the loader's
+/// tensor data in the metadata's layer order, plus the `meta` text from version 2 on), so that the loader's
 /// checks behind the checksum can be reached.
 pub fn rewrite_signed(path: &Path, edit: impl FnOnce(&mut Tensors, &mut HashMap<String, String>)) {
     use sha2::{Digest, Sha256};
     rewrite(path, |tensors, metadata| {
         edit(tensors, metadata);
         let mut hasher = Sha256::new();
-        for layer in ["conv1", "conv2", "fc1", "fc2"] {
+        // Layer order as the metadata lists it (every version has `layers[].name`).
+        let meta: serde_json::Value =
+            serde_json::from_str(metadata.get("meta").map_or("{}", String::as_str))
+                .unwrap_or_default();
+        let layers: Vec<String> = meta["layers"]
+            .as_array()
+            .map(|ls| {
+                ls.iter()
+                    .filter_map(|l| l["name"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for layer in &layers {
             for part in ["weight", "bias"] {
                 let name = format!("{layer}.{part}");
                 if let Some((_, _, _, data)) = tensors.iter().find(|t| t.0 == name) {

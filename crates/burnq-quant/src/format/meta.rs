@@ -163,7 +163,7 @@ impl From<QuantParams> for ParamsMeta {
 }
 
 /// The metadata of a layer.
-fn layer_meta(l: &QuantLayer) -> LayerMeta {
+pub(super) fn layer_meta(l: &QuantLayer) -> LayerMeta {
     LayerMeta {
         name: l.name.clone(),
         kind: match l.kind {

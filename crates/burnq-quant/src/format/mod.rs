@@ -43,10 +43,12 @@ use sha2::{Digest, Sha256};
 
 use crate::{MAX_BITS, MIN_BITS, Normalization, QuantError, QuantLayer, QuantModel};
 
+mod graph;
 mod meta;
 mod packing;
 
-use meta::{Meta, MetaV1, ParamsMeta, build_layer};
+pub use graph::{GRAPH_FORMAT_VERSION, load_graph, save_graph};
+use meta::{LayerMeta, Meta, MetaV1, NormalizationMeta, ParamsMeta, build_layer};
 
 /// The `format` metadata value.
 pub const FORMAT_NAME: &str = "burnq-int";
@@ -56,13 +58,19 @@ pub const FORMAT_VERSION: &str = "3";
 /// Writes `model` to `path` atomically (temporary file in the same folder, then rename).
 pub fn save(model: &QuantModel, path: impl AsRef<Path>) -> Result<(), QuantError> {
     let path = path.as_ref();
-    let io = |source| QuantError::Io {
-        path: path.to_owned(),
-        source,
-    };
-    let bits = model.weight_bits();
-    let data: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = model
-        .layers()
+    let layers: Vec<&QuantLayer> = model.layers().iter().collect();
+    let data = layer_tensors(&layers, model.weight_bits());
+    let meta_json = to_json(path, &Meta::new(model))?;
+    write_signed(path, data, FORMAT_VERSION, meta_json)
+}
+
+/// One tensor to write: name, dtype, shape, little-endian bytes.
+type TensorData = (String, Dtype, Vec<usize>, Vec<u8>);
+
+/// `<name>.weight` and `<name>.bias` of each layer in order; weight codes of fewer than 8 bits
+/// packed densely (a 1-D tensor), 8-bit codes with the layer's weight shape.
+fn layer_tensors(layers: &[&QuantLayer], bits: u8) -> Vec<TensorData> {
+    layers
         .iter()
         .flat_map(|l| {
             let bias = l.bias.iter().flat_map(|b| b.to_le_bytes()).collect();
@@ -82,12 +90,24 @@ pub fn save(model: &QuantModel, path: impl AsRef<Path>) -> Result<(), QuantError
                 ),
             ]
         })
-        .collect();
-    let meta_json =
-        serde_json::to_string(&Meta::new(model)).map_err(|e| QuantError::BadMetadata {
-            path: path.to_owned(),
-            reason: e.to_string(),
-        })?;
+        .collect()
+}
+
+fn to_json(path: &Path, meta: &impl serde::Serialize) -> Result<String, QuantError> {
+    serde_json::to_string(meta).map_err(|e| QuantError::BadMetadata {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+/// Writes `data` with the metadata `format`, `version`, `meta` and the `checksum` over the
+/// tensors then `meta`, atomically.
+fn write_signed(
+    path: &Path,
+    data: Vec<TensorData>,
+    version: &str,
+    meta_json: String,
+) -> Result<(), QuantError> {
     let signature = checksum(
         data.iter()
             .map(|t| t.3.as_slice())
@@ -95,7 +115,7 @@ pub fn save(model: &QuantModel, path: impl AsRef<Path>) -> Result<(), QuantError
     );
     let metadata = HashMap::from([
         ("format".to_owned(), FORMAT_NAME.to_owned()),
-        ("version".to_owned(), FORMAT_VERSION.to_owned()),
+        ("version".to_owned(), version.to_owned()),
         ("meta".to_owned(), meta_json),
         ("checksum".to_owned(), signature),
     ]);
@@ -110,7 +130,10 @@ pub fn save(model: &QuantModel, path: impl AsRef<Path>) -> Result<(), QuantError
             path: path.to_owned(),
             source,
         })?;
-    burnq_arch::write_atomic(path, &file_bytes).map_err(io)
+    burnq_arch::write_atomic(path, &file_bytes).map_err(|source| QuantError::Io {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// Lowercase hex SHA-256 of the concatenated `parts`.
@@ -126,98 +149,109 @@ fn checksum<'a>(parts: impl Iterator<Item = &'a [u8]>) -> String {
         .collect()
 }
 
-/// Reads and fully validates a model file of version 2 or 1: safetensors structure, format
-/// name, version, metadata, tensor dtypes and shapes, checksum, parameter ranges (against the
-/// declared bit widths and granularity) and the accumulator bound.
-pub fn load(path: impl AsRef<Path>) -> Result<QuantModel, QuantError> {
-    let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|source| QuantError::Io {
+/// A model file's safetensors structure and its metadata entries, format name checked.
+struct Opened<'a> {
+    tensors: SafeTensors<'a>,
+    version: String,
+    meta_json: String,
+    checksum: String,
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, QuantError> {
+    std::fs::read(path).map_err(|source| QuantError::Io {
         path: path.to_owned(),
         source,
-    })?;
+    })
+}
+
+fn open<'a>(path: &Path, bytes: &'a [u8]) -> Result<Opened<'a>, QuantError> {
     let parse = |source| QuantError::Safetensors {
         path: path.to_owned(),
         source,
     };
-    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(parse)?;
-    let tensors = SafeTensors::deserialize(&bytes).map_err(parse)?;
+    let (_, header) = SafeTensors::read_metadata(bytes).map_err(parse)?;
+    let tensors = SafeTensors::deserialize(bytes).map_err(parse)?;
     let entries = header.metadata().clone().unwrap_or_default();
     let entry = |key: &'static str| {
-        entries.get(key).ok_or_else(|| QuantError::MissingMetadata {
-            path: path.to_owned(),
-            key,
-        })
+        entries
+            .get(key)
+            .cloned()
+            .ok_or_else(|| QuantError::MissingMetadata {
+                path: path.to_owned(),
+                key,
+            })
     };
     let format = entry("format")?;
     if format != FORMAT_NAME {
         return Err(QuantError::WrongFormat {
             path: path.to_owned(),
-            found: format.clone(),
+            found: format,
         });
     }
-    let version = entry("version")?;
-    let bad = |reason: String| QuantError::BadMetadata {
+    Ok(Opened {
+        tensors,
+        version: entry("version")?,
+        meta_json: entry("meta")?,
+        checksum: entry("checksum")?,
+    })
+}
+
+fn bad_metadata(path: &Path, reason: String) -> QuantError {
+    QuantError::BadMetadata {
         path: path.to_owned(),
         reason,
-    };
-    let meta_json = entry("meta")?;
-    let meta = match version.as_str() {
-        FORMAT_VERSION | "2" => serde_json::from_str::<Meta>(meta_json),
-        "1" => serde_json::from_str::<MetaV1>(meta_json).map(MetaV1::upgrade),
-        _ => {
-            return Err(QuantError::UnsupportedVersion {
-                path: path.to_owned(),
-                found: version.clone(),
-            });
-        }
     }
-    .map_err(|e| bad(e.to_string()))?;
-    let expected_checksum = entry("checksum")?;
-    let expected_names = 2 * meta.layers.len();
-    if tensors.len() != expected_names {
-        return Err(bad(format!(
-            "{} tensors in the file, the metadata describes {expected_names}",
-            tensors.len()
-        )));
+}
+
+/// The layers `metas` describes, from the file's tensors: exactly their `2·n` tensors with
+/// the declared dtypes and shapes (weights packed when `packed_bits` is a sub-byte width), the
+/// checksum over them and `signed_meta`, then each [`QuantLayer`] built (values are validated
+/// by the model's constructor).
+fn read_layers(
+    path: &Path,
+    file: &Opened<'_>,
+    metas: &[LayerMeta],
+    packed_bits: Option<u8>,
+    signed_meta: &[u8],
+) -> Result<Vec<QuantLayer>, QuantError> {
+    let expected_names = 2 * metas.len();
+    if file.tensors.len() != expected_names {
+        return Err(bad_metadata(
+            path,
+            format!(
+                "{} tensors in the file, the metadata describes {expected_names}",
+                file.tensors.len()
+            ),
+        ));
     }
-    let bits = meta.options().weight_bits;
-    // Packed only at a valid sub-byte width; any other width is refused by validation below.
-    let packed = version == FORMAT_VERSION && (MIN_BITS..MAX_BITS).contains(&bits);
-    let mut raw = Vec::with_capacity(meta.layers.len());
-    for l in &meta.layers {
+    let mut raw = Vec::with_capacity(metas.len());
+    for l in metas {
         let n: usize = l.weight_shape.iter().product();
-        let shape = if packed {
-            vec![packing::packed_len(n, bits)]
-        } else {
-            l.weight_shape.clone()
+        let shape = match packed_bits {
+            Some(bits) => vec![packing::packed_len(n, bits)],
+            None => l.weight_shape.clone(),
         };
         let weight = tensor(
             path,
-            &tensors,
+            &file.tensors,
             &format!("{}.weight", l.name),
             Dtype::U8,
             &shape,
         )?;
         let bias = tensor(
             path,
-            &tensors,
+            &file.tensors,
             &format!("{}.bias", l.name),
             Dtype::I32,
             &l.bias_shape,
         )?;
         raw.push((weight, bias));
     }
-    // Version 2 also signs the metadata; version 1 signed the tensors only.
-    let signed_meta: &[u8] = if version == "1" {
-        &[]
-    } else {
-        meta_json.as_bytes()
-    };
     let actual = checksum(raw.iter().flat_map(|(w, b)| [*w, *b]).chain([signed_meta]));
-    if &actual != expected_checksum {
+    if actual != file.checksum {
         return Err(QuantError::ChecksumMismatch {
             path: path.to_owned(),
-            expected: expected_checksum.clone(),
+            expected: file.checksum.clone(),
             actual,
         });
     }
@@ -225,34 +259,102 @@ pub fn load(path: impl AsRef<Path>) -> Result<QuantModel, QuantError> {
         path: path.to_owned(),
         source: Box::new(source),
     };
-    let mut layers = Vec::with_capacity(meta.layers.len());
-    for (l, (w, b)) in meta.layers.iter().zip(&raw) {
-        let codes = if packed {
-            let n = l.weight_shape.iter().product();
-            packing::unpack(w, bits, n)
-                .map_err(|reason| bad(format!("{}.weight: {reason}", l.name)))?
-        } else {
-            w.to_vec()
-        };
-        layers.push(build_layer(l, &codes, b).map_err(invalid)?);
+    metas
+        .iter()
+        .zip(&raw)
+        .map(|(l, (w, b))| {
+            let codes = match packed_bits {
+                Some(bits) => {
+                    let n = l.weight_shape.iter().product();
+                    packing::unpack(w, bits, n).map_err(|reason| {
+                        bad_metadata(path, format!("{}.weight: {reason}", l.name))
+                    })?
+                }
+                None => w.to_vec(),
+            };
+            build_layer(l, &codes, b).map_err(invalid)
+        })
+        .collect()
+}
+
+/// The folded normalization a file declares, `folded` and the values agreeing.
+fn normalization(
+    path: &Path,
+    folded: bool,
+    values: Option<NormalizationMeta>,
+) -> Result<Option<Normalization>, QuantError> {
+    match (folded, values) {
+        (true, Some(n)) => Ok(Some(Normalization {
+            mean: n.mean,
+            std: n.std,
+        })),
+        (false, None) => Ok(None),
+        (folded, _) => Err(bad_metadata(
+            path,
+            format!(
+                "input_normalization_folded is {folded} but input_normalization is {}",
+                if folded { "absent" } else { "present" }
+            ),
+        )),
     }
+}
+
+/// Reads and fully validates a tutorial model file of version 3, 2 or 1: safetensors
+/// structure, format name, version, metadata, tensor dtypes and shapes, checksum, parameter
+/// ranges (against the declared bit widths and granularity) and the accumulator bound. A
+/// version-4 file (any architecture) is read by [`load_graph`].
+pub fn load(path: impl AsRef<Path>) -> Result<QuantModel, QuantError> {
+    let path = path.as_ref();
+    let bytes = read(path)?;
+    let file = open(path, &bytes)?;
+    load_tutorial(path, &file)
+}
+
+fn load_tutorial(path: &Path, file: &Opened<'_>) -> Result<QuantModel, QuantError> {
+    let bad = |reason: String| bad_metadata(path, reason);
+    let version = file.version.as_str();
+    let meta = match version {
+        FORMAT_VERSION | "2" => serde_json::from_str::<Meta>(&file.meta_json),
+        "1" => serde_json::from_str::<MetaV1>(&file.meta_json).map(MetaV1::upgrade),
+        GRAPH_FORMAT_VERSION => {
+            return Err(bad(
+                "a version-4 file holds a network of any architecture: read it with load_graph"
+                    .into(),
+            ));
+        }
+        _ => {
+            return Err(QuantError::UnsupportedVersion {
+                path: path.to_owned(),
+                found: version.to_owned(),
+            });
+        }
+    }
+    .map_err(|e| bad(e.to_string()))?;
+    let bits = meta.options().weight_bits;
+    // Packed only at a valid sub-byte width; any other width is refused by validation below.
+    let packed =
+        (version == FORMAT_VERSION && (MIN_BITS..MAX_BITS).contains(&bits)).then_some(bits);
+    // Version 2 and later also sign the metadata; version 1 signed the tensors only.
+    let signed_meta: &[u8] = if version == "1" {
+        &[]
+    } else {
+        file.meta_json.as_bytes()
+    };
+    let layers = read_layers(path, file, &meta.layers, packed, signed_meta)?;
     let layers: [QuantLayer; 4] = layers
         .try_into()
         .map_err(|v: Vec<_>| bad(format!("{} layers, expected 4", v.len())))?;
-    let normalization = match (meta.input_normalization_folded, meta.input_normalization) {
-        (true, Some(n)) => Some(Normalization {
-            mean: n.mean,
-            std: n.std,
-        }),
-        (false, None) => None,
-        (folded, _) => {
-            return Err(bad(format!(
-                "input_normalization_folded is {folded} but input_normalization is {}",
-                if folded { "absent" } else { "present" }
-            )));
+    let norm = normalization(
+        path,
+        meta.input_normalization_folded,
+        meta.input_normalization,
+    )?;
+    let model = QuantModel::new(meta.options(), layers, norm).map_err(|source| {
+        QuantError::InvalidModel {
+            path: path.to_owned(),
+            source: Box::new(source),
         }
-    };
-    let model = QuantModel::new(meta.options(), layers, normalization).map_err(invalid)?;
+    })?;
     if ParamsMeta::from(model.logit_params()) != meta.logits {
         return Err(bad(format!(
             "logit parameters {:?} differ from fc2's output parameters",
