@@ -41,6 +41,9 @@
 //! | [`multiply_by_quantized_multiplier`] | the two above in sequence (double rounding, as TFLite); `acc·2^left` saturates | `M = 0.25` (`m0 = 2^30`, `shift = −1`): `1 → 1` (not 0), `−1 → 0`; `M = 0.5`: `3 → 2`, `−3 → −1` |
 //! | [`Requant`] offset | `y + Z_out` saturating, then clamp to `[act_min, act_max]` | — |
 //! | [`reference::max_pool_2x2`] | exact (max commutes with the increasing map `q ↦ S·(q − Z)`) | — |
+//! | [`graph::reference::conv2d`] padding | outside the image each tap reads the layer's padding code: the input zero point `Z_in` (real 0, so it adds nothing), or for a first layer with a folded normalization [`Normalization::padding_pixel`] `= round(255·mean)` (training pads with its normalized value, so float and integer agree) | MNIST: 33 |
+//! | [`graph::reference::avg_pool`] (and global) | `Z + MBQM(Σ (q − Z), M)`, `M = 1/(kh·kw)` by [`quantize_multiplier`], then clamp `[0, qmax]`: the mean on the input's own grid with the double rounding above | 2×2 (`M = 0.25` exact): window sums `2 → 1`, `−2 → −1`, `6 → 2` (ties away from zero), `−1 → 0` |
+//! | [`QuantAdd::apply`] (residual add, TFLite's quantized `Add`) | `a' = MBQM((q_a − Z_a)·2^20, S_a/(2·max S))`, `b'` likewise, `Z_o + MBQM(a' + b', 2·max S/(2^20·S_o))` saturating, clamp `[act_min, act_max]` | equal scales 0.5, `Z = 0`: `3 + 4 → 7` |
 //! | [`reference::argmax`], [`reference::predict`] | lowest index on ties; `predict` compares `acc[o]·m0[o]·2^shift[o]` exactly (i128), so per-channel logits are compared in real units | `[3, 7, 7] → 1` |
 
 pub mod convert;

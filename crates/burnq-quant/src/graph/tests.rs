@@ -204,3 +204,26 @@ fn new_rejects_ops_that_do_not_fit() {
     let err = convert_graph(&arch, &missing, &ranges, Normalization::MNIST, 8).unwrap_err();
     assert!(err.to_string().contains("conv2: missing"), "{err}");
 }
+
+#[test]
+fn average_rounding_hand_values() {
+    // The contract's 2×2 ties: M = 0.25 exactly, window sums of offsets from Z.
+    let g = PoolGeometry {
+        channels: 1,
+        kernel: Size2::square(2),
+        stride: Size2::square(2),
+        input: Size2::square(2),
+        output: Size2::square(1),
+    };
+    let p = QuantParams::new(1.0, 10, 8).unwrap();
+    let r = reference::pool_multiplier(&g, p).unwrap();
+    assert_eq!((r.m0, r.shift), (1 << 30, -1));
+    for (window, mean) in [
+        ([11u8, 11, 10, 10], 11),
+        ([9, 9, 10, 10], 9),
+        ([12, 12, 11, 11], 12),
+        ([9, 10, 10, 10], 10),
+    ] {
+        assert_eq!(reference::avg_pool(&g, p, &window, 1).unwrap(), [mean], "{window:?}");
+    }
+}
