@@ -25,7 +25,7 @@
 //! `fc2_acc` reproduces burnq's whenever fc2's input codes agree, and `class` is burnq's
 //! prediction rule (largest real logit `S_in·S_w[o]·acc[o]`, lowest index on ties).
 
-use burnq_quant::{LayerKind, QuantLayer, QuantModel};
+use burnq_quant::{ConvertOptions, LayerKind, Normalization, QuantLayer, QuantModel, QuantParams};
 
 use crate::onnx::{DataType, Dim, Model, Node, Tensor, ValueInfo};
 
@@ -43,17 +43,49 @@ pub struct ExportInfo {
 
 /// Graph under construction.
 #[derive(Debug, Default)]
-struct Builder {
-    nodes: Vec<Node>,
-    initializers: Vec<Tensor>,
+pub(crate) struct Builder {
+    pub(crate) nodes: Vec<Node>,
+    pub(crate) initializers: Vec<Tensor>,
+}
+
+/// The geometry of a QLinearConv: weight dims `[out, in/group, kh, kw]`, kernel, strides,
+/// pads `[top, left, bottom, right]`, group.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ConvShape {
+    pub(crate) w_dims: Vec<i64>,
+    pub(crate) strides: [i64; 2],
+    pub(crate) pads: [i64; 4],
+    pub(crate) group: i64,
+}
+
+impl ConvShape {
+    /// A tutorial layer's shape: a valid stride-1 convolution, or a 1×1 convolution over
+    /// `[N, features, 1, 1]` for a fully connected layer.
+    fn of(layer: &QuantLayer) -> Self {
+        let out = layer.kind.out_channels() as i64;
+        let w_dims = match layer.kind {
+            LayerKind::Conv2d {
+                in_channels,
+                kernel,
+                ..
+            } => vec![out, in_channels as i64, kernel as i64, kernel as i64],
+            LayerKind::Linear { in_features, .. } => vec![out, in_features as i64, 1, 1],
+        };
+        Self {
+            w_dims,
+            strides: [1, 1],
+            pads: [0; 4],
+            group: 1,
+        }
+    }
 }
 
 impl Builder {
-    fn node(&mut self, node: Node) {
+    pub(crate) fn node(&mut self, node: Node) {
         self.nodes.push(node);
     }
 
-    fn constant(&mut self, tensor: Tensor) {
+    pub(crate) fn constant(&mut self, tensor: Tensor) {
         self.initializers.push(tensor);
     }
 
@@ -66,23 +98,19 @@ impl Builder {
         }
     }
 
-    /// The layer's constants (`{name}.x_scale` … `{name}.bias`) and a QLinearConv reading
-    /// `input` (NCHW; fully connected layers as 1×1 convolutions), followed by a Clip when
-    /// the clamp is narrower than `[0, 255]`. Returns the name of the layer's output.
-    fn quantized_layer(&mut self, layer: &QuantLayer, input: &str) -> String {
+    /// The layer's constants (`{name}.x_scale` … `{name}.bias`) and a QLinearConv of
+    /// `shape` reading `input` (NCHW; fully connected layers as 1×1 convolutions), followed by
+    /// a Clip when the clamp is narrower than `[0, 255]`. Returns the name of the layer's
+    /// output.
+    pub(crate) fn quantized_layer(
+        &mut self,
+        layer: &QuantLayer,
+        shape: &ConvShape,
+        input: &str,
+    ) -> String {
         let p = &layer.name;
         let out = layer.kind.out_channels() as i64;
-        let (w_dims, kernel) = match layer.kind {
-            LayerKind::Conv2d {
-                in_channels,
-                kernel,
-                ..
-            } => (
-                vec![out, in_channels as i64, kernel as i64, kernel as i64],
-                kernel,
-            ),
-            LayerKind::Linear { in_features, .. } => (vec![out, in_features as i64, 1, 1], 1),
-        };
+        let w_dims = shape.w_dims.clone();
         let (scale_dims, w_scales) = Self::per_channel(&layer.weight_scales);
         let (zp_dims, w_zps) = Self::per_channel(&layer.weight_zero_points);
         let w_zps: Vec<u8> = w_zps.iter().map(|&z| code(z)).collect();
@@ -119,57 +147,80 @@ impl Builder {
         .map(|s| format!("{p}.{s}"));
         let inputs: Vec<String> = std::iter::once(input.to_owned()).chain(inputs).collect();
         let conv_out = format!("{p}.requantized");
-        let k = kernel as i64;
-        self.node(Node {
-            inputs,
-            ..Node::new("QLinearConv", p, &[], &[&conv_out]).with_ints("kernel_shape", &[k, k])
-        });
-        if layer.act_min == 0 && layer.act_max == u8::MAX {
-            return conv_out;
+        let mut node = Node::new("QLinearConv", p, &[], &[&conv_out])
+            .with_ints("kernel_shape", &shape.w_dims[2..]);
+        if shape.strides != [1, 1] {
+            node = node.with_ints("strides", &shape.strides);
+        }
+        if shape.pads != [0; 4] {
+            node = node.with_ints("pads", &shape.pads);
+        }
+        if shape.group != 1 {
+            node = node.with_int("group", shape.group);
+        }
+        self.node(Node { inputs, ..node });
+        self.clip(p, &conv_out, layer.act_min, layer.act_max)
+    }
+
+    /// A Clip of `input` to `[min, max]` named after `p` when narrower than `[0, 255]`;
+    /// returns the name of the result.
+    pub(crate) fn clip(&mut self, p: &str, input: &str, min: u8, max: u8) -> String {
+        if min == 0 && max == u8::MAX {
+            return input.to_owned();
         }
         let clipped = format!("{p}.out");
-        self.constant(Tensor::u8(&format!("{p}.clip_min"), &[], &[layer.act_min]));
-        self.constant(Tensor::u8(&format!("{p}.clip_max"), &[], &[layer.act_max]));
+        self.constant(Tensor::u8(&format!("{p}.clip_min"), &[], &[min]));
+        self.constant(Tensor::u8(&format!("{p}.clip_max"), &[], &[max]));
         self.node(Node::new(
             "Clip",
             &format!("{p}.clip"),
-            &[
-                &conv_out,
-                &format!("{p}.clip_min"),
-                &format!("{p}.clip_max"),
-            ],
+            &[input, &format!("{p}.clip_min"), &format!("{p}.clip_max")],
             &[&clipped],
         ));
         clipped
     }
 
-    fn max_pool(&mut self, name: &str, input: &str) -> String {
+    pub(crate) fn max_pool(
+        &mut self,
+        name: &str,
+        input: &str,
+        kernel: [i64; 2],
+        strides: [i64; 2],
+    ) -> String {
         let out = format!("{name}.out");
         self.node(
             Node::new("MaxPool", name, &[input], &[&out])
-                .with_ints("kernel_shape", &[2, 2])
-                .with_ints("strides", &[2, 2]),
+                .with_ints("kernel_shape", &kernel)
+                .with_ints("strides", &strides),
         );
         out
     }
 
-    fn reshape(&mut self, name: &str, input: &str, shape: &[i64], out: &str) {
+    pub(crate) fn reshape(&mut self, name: &str, input: &str, shape: &[i64], out: &str) {
         let shape_name = format!("{name}.shape");
         self.constant(Tensor::i64(&shape_name, &[shape.len() as i64], shape));
         self.node(Node::new("Reshape", name, &[input, &shape_name], &[out]));
     }
 
-    /// fc2's exact accumulators from fc1's `[N, 500, 1, 1]` codes, the real logits they
-    /// represent and the predicted class.
-    fn exact_logits(&mut self, fc2: &QuantLayer, fc1_out: &str) {
+    /// The last layer's exact accumulators (output `fc2_acc`, named after the tutorial's last
+    /// layer) from its `[N, in, 1, 1]` input codes, the real logits they represent (`logits`)
+    /// and the predicted class (`class`).
+    pub(crate) fn exact_logits(&mut self, fc2: &QuantLayer, fc1_out: &str) {
+        let p = &fc2.name;
+        let name = |s: &str| format!("{p}.{s}");
         let (inputs, outputs) = match fc2.kind {
             LayerKind::Linear {
                 in_features,
                 out_features,
             } => (in_features, out_features),
-            LayerKind::Conv2d { .. } => unreachable!("fc2 is a linear layer (ARCHITECTURE)"),
+            LayerKind::Conv2d { .. } => unreachable!("the last layer is a linear layer"),
         };
-        self.reshape("fc2.flatten", fc1_out, &[-1, inputs as i64], "fc2.input");
+        self.reshape(
+            &name("flatten"),
+            fc1_out,
+            &[-1, inputs as i64],
+            &name("input"),
+        );
         // MatMulInteger wants B as [in, out]: the transpose of burnq's out × in codes.
         let mut transposed = vec![0u8; fc2.weights.len()];
         for (o, row) in fc2.weights.chunks_exact(inputs).enumerate() {
@@ -178,39 +229,45 @@ impl Builder {
             }
         }
         self.constant(Tensor::u8(
-            "fc2.w_t",
+            &name("w_t"),
             &[inputs as i64, outputs as i64],
             &transposed,
         ));
         self.node(Node::new(
             "MatMulInteger",
-            "fc2.matmul",
+            &name("matmul"),
             &[
-                "fc2.input",
-                "fc2.w_t",
-                "fc2.x_zero_point",
-                "fc2.w_zero_point",
+                &name("input"),
+                &name("w_t"),
+                &name("x_zero_point"),
+                &name("w_zero_point"),
             ],
-            &["fc2.products"],
+            &[&name("products")],
         ));
         self.node(Node::new(
             "Add",
-            "fc2.add_bias",
-            &["fc2.products", "fc2.bias"],
+            &name("add_bias"),
+            &[&name("products"), &name("bias")],
             &["fc2_acc"],
         ));
-        self.node(Node::new("Cast", "fc2.cast", &["fc2_acc"], &["fc2.acc_f32"]).with_int("to", 1));
+        self.node(
+            Node::new("Cast", &name("cast"), &["fc2_acc"], &[&name("acc_f32")]).with_int("to", 1),
+        );
         let s_in = f64::from(fc2.input.scale());
         let acc_scales: Vec<f32> = fc2
             .weight_scales
             .iter()
             .map(|&s| (s_in * f64::from(s)) as f32)
             .collect();
-        self.constant(Tensor::f32("fc2.acc_scale", &[outputs as i64], &acc_scales));
+        self.constant(Tensor::f32(
+            &name("acc_scale"),
+            &[outputs as i64],
+            &acc_scales,
+        ));
         self.node(Node::new(
             "Mul",
-            "fc2.dequantize",
-            &["fc2.acc_f32", "fc2.acc_scale"],
+            &name("dequantize"),
+            &[&name("acc_f32"), &name("acc_scale")],
             &["logits"],
         ));
         self.node(
@@ -222,7 +279,7 @@ impl Builder {
 }
 
 /// A zero point or clamp code as the `u8` ONNX stores (validated models keep them in 0..=255).
-fn code(value: i32) -> u8 {
+pub(crate) fn code(value: i32) -> u8 {
     u8::try_from(value).expect("a validated model's codes fit in u8")
 }
 
@@ -230,29 +287,57 @@ fn code(value: i32) -> u8 {
 pub fn to_onnx(model: &QuantModel, info: &ExportInfo) -> Model {
     let [conv1, conv2, fc1, fc2] = model.layers();
     let mut g = Builder::default();
-    let x = g.quantized_layer(conv1, "pixels");
-    let x = g.max_pool("pool1", &x);
-    let x = g.quantized_layer(conv2, &x);
-    let x = g.max_pool("pool2", &x);
+    let x = g.quantized_layer(conv1, &ConvShape::of(conv1), "pixels");
+    let x = g.max_pool("pool1", &x, [2, 2], [2, 2]);
+    let x = g.quantized_layer(conv2, &ConvShape::of(conv2), &x);
+    let x = g.max_pool("pool2", &x, [2, 2], [2, 2]);
     let features = fc1.kind.fan_in() as i64;
     g.reshape("flatten", &x, &[-1, features, 1, 1], "fc1.input");
-    let fc1_out = g.quantized_layer(fc1, "fc1.input");
-    let logits_nchw = g.quantized_layer(fc2, &fc1_out);
+    let fc1_out = g.quantized_layer(fc1, &ConvShape::of(fc1), "fc1.input");
+    let logits_nchw = g.quantized_layer(fc2, &ConvShape::of(fc2), &fc1_out);
     let classes = fc2.kind.out_channels() as i64;
     g.reshape("logits.flatten", &logits_nchw, &[-1, classes], "logits_u8");
     g.exact_logits(fc2, &fc1_out);
 
+    let facts = Facts {
+        options: model.options(),
+        input: model.input_params(),
+        logit: model.logit_params(),
+        normalization: model.input_normalization(),
+        classes: fc2.kind.out_channels(),
+        input_shape: [1, 28, 28],
+        description: "The PyTorch MNIST tutorial network".into(),
+    };
+    assemble(g, info, &facts)
+}
+
+/// What the model's inputs, outputs, metadata and doc string say.
+#[derive(Debug, Clone)]
+pub(crate) struct Facts {
+    pub(crate) options: ConvertOptions,
+    pub(crate) input: QuantParams,
+    pub(crate) logit: QuantParams,
+    pub(crate) normalization: Option<Normalization>,
+    pub(crate) classes: usize,
+    pub(crate) input_shape: [usize; 3],
+    pub(crate) description: String,
+}
+
+/// The model of graph `g`: input `pixels`, outputs `logits_u8`, `fc2_acc`, `logits`, `class`.
+pub(crate) fn assemble(g: Builder, info: &ExportInfo, facts: &Facts) -> Model {
+    let classes = facts.classes as i64;
+    let input = facts.input;
+    let logit = facts.logit;
+    let options = facts.options;
     let batch = || Dim::Named("batch".into());
-    let input = model.input_params();
-    let logit = model.logit_params();
-    let pixels_doc = match model.input_normalization() {
+    let pixels_doc = match facts.normalization {
         Some(n) => format!(
             "raw 8-bit pixels (0 = black background, 255 = white ink), 28×28, as in the MNIST \
-             files; the normalization (mean {}, std {}) is folded into conv1",
+             files; the normalization (mean {}, std {}) is folded into the first layer",
             n.mean, n.std
         ),
         None => format!(
-            "conv1 input codes, real value {}·(q − {})",
+            "input codes, real value {}·(q − {})",
             input.scale(),
             input.zero_point()
         ),
@@ -263,7 +348,7 @@ pub fn to_onnx(model: &QuantModel, info: &ExportInfo) -> Model {
             data_type: DataType::Uint8,
             dims: vec![batch(), Dim::Fixed(classes)],
             doc: format!(
-                "fc2 requantized with the logit parameters: real logit {}·(q − {})",
+                "the last layer requantized with the logit parameters: real logit {}·(q − {})",
                 logit.scale(),
                 logit.zero_point()
             ),
@@ -272,7 +357,8 @@ pub fn to_onnx(model: &QuantModel, info: &ExportInfo) -> Model {
             name: "fc2_acc".into(),
             data_type: DataType::Int32,
             dims: vec![batch(), Dim::Fixed(classes)],
-            doc: "fc2 accumulators, bias included (exact integers, scale S_in·S_w[o])".into(),
+            doc: "the last layer's accumulators, bias included (exact integers, scale S_in·S_w[o])"
+                .into(),
         },
         ValueInfo {
             name: "logits".into(),
@@ -291,9 +377,9 @@ pub fn to_onnx(model: &QuantModel, info: &ExportInfo) -> Model {
         ("format".to_owned(), "burnq-onnx".to_owned()),
         ("dataset".to_owned(), info.dataset.clone()),
         ("source".to_owned(), info.source.clone()),
-        ("weight_bits".to_owned(), model.weight_bits().to_string()),
-        ("act_bits".to_owned(), model.act_bits().to_string()),
-        ("per_channel".to_owned(), model.per_channel().to_string()),
+        ("weight_bits".to_owned(), options.weight_bits.to_string()),
+        ("act_bits".to_owned(), options.act_bits.to_string()),
+        ("per_channel".to_owned(), options.per_channel.to_string()),
         ("input_scale".to_owned(), input.scale().to_string()),
         (
             "input_zero_point".to_owned(),
@@ -305,7 +391,7 @@ pub fn to_onnx(model: &QuantModel, info: &ExportInfo) -> Model {
             logit.zero_point().to_string(),
         ),
     ];
-    if let Some(n) = model.input_normalization() {
+    if let Some(n) = facts.normalization {
         metadata.push(("normalization_mean".into(), n.mean.to_string()));
         metadata.push(("normalization_std".into(), n.std.to_string()));
     }
@@ -317,16 +403,19 @@ pub fn to_onnx(model: &QuantModel, info: &ExportInfo) -> Model {
         inputs: vec![ValueInfo {
             name: "pixels".into(),
             data_type: DataType::Uint8,
-            dims: vec![batch(), Dim::Fixed(1), Dim::Fixed(28), Dim::Fixed(28)],
+            dims: std::iter::once(batch())
+                .chain(facts.input_shape.iter().map(|&d| Dim::Fixed(d as i64)))
+                .collect(),
             doc: pixels_doc,
         }],
         outputs,
         doc: format!(
-            "The PyTorch MNIST tutorial network quantized by burnq (Jacob et al. 2018): \
+            "{} quantized by burnq (Jacob et al. 2018): \
              {}-bit weights, {}-bit activations, {} weight parameters.",
-            model.weight_bits(),
-            model.act_bits(),
-            if model.per_channel() {
+            facts.description,
+            options.weight_bits,
+            options.act_bits,
+            if options.per_channel {
                 "per-channel"
             } else {
                 "per-tensor"

@@ -19,6 +19,7 @@
 mod error;
 mod export;
 mod float;
+mod graph;
 pub mod onnx;
 pub mod proto;
 
@@ -27,6 +28,7 @@ use std::path::Path;
 pub use error::OnnxError;
 pub use export::{ExportInfo, OPSET, to_onnx};
 pub use float::to_float_onnx;
+pub use graph::graph_to_onnx;
 
 /// Writes `model` as an ONNX file at `path`, atomically (temporary file, then rename).
 /// Returns the number of bytes written.
@@ -36,6 +38,16 @@ pub fn save(
     path: &Path,
 ) -> Result<u64, OnnxError> {
     write(&to_onnx(model, info), path)
+}
+
+/// Writes a network of any architecture (see [`graph_to_onnx`]) as an ONNX file at `path`,
+/// atomically. Returns the number of bytes written.
+pub fn save_graph(
+    graph: &burnq_quant::QuantGraph,
+    info: &ExportInfo,
+    path: &Path,
+) -> Result<u64, OnnxError> {
+    write(&graph_to_onnx(graph, info), path)
 }
 
 /// Writes the float network (see [`to_float_onnx`]) as an ONNX file at `path`, atomically.

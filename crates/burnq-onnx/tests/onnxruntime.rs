@@ -154,3 +154,59 @@ fn the_float_export_runs_times_and_quantizes_under_onnxruntime() {
     // A random network's logits are close together, so int8 may flip some classes.
     assert!(same >= 150, "int8 agrees with fp32 on {same} of 200 images");
 }
+
+/// Every preset (strided, padded, depthwise convolutions, batch norm folded, ReLU6, average
+/// pooling and residual adds in `mobile`) exported as a graph and run by ONNX Runtime: the
+/// graph loads, runs, and agrees with burnq's reference engine up to the float-vs-fixed-point
+/// rounding differences the module docs describe.
+#[test]
+fn onnxruntime_runs_every_preset() {
+    if !onnxruntime_available() {
+        return;
+    }
+    let set = {
+        let mut s = ImageSet::load(&test_locator(), DatasetKind::Mnist, Split::Test).unwrap();
+        s.truncate(300);
+        s
+    };
+    let info = ExportInfo {
+        dataset: "mnist".into(),
+        source: "random".into(),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    for name in burnq_arch::arch::PRESETS {
+        let arch = burnq_arch::Architecture::preset(name).unwrap();
+        let (params, ranges) = burnq_testkit::graph::random_graph_inputs(&arch.plan().unwrap(), 5);
+        for per_channel in [false, true] {
+            let options = burnq_quant::ConvertOptions {
+                per_channel,
+                ..burnq_quant::ConvertOptions::uniform(8)
+            };
+            let graph = burnq_quant::convert_graph(
+                &arch,
+                &params,
+                &ranges,
+                burnq_quant::Normalization::MNIST,
+                options,
+            )
+            .unwrap();
+            let path = dir.path().join(format!("{name}.onnx"));
+            burnq_onnx::save_graph(&graph, &info, &path).unwrap();
+            let runtime = burnq_onnxruntime::run(&python(), &path, &set.pixels).expect("runs");
+            let output = graph.forward_reference(&set.pixels, set.len()).unwrap();
+            let a = compare(&output, &runtime, &set.labels);
+            eprintln!("{name} per_channel={per_channel}: {a:?}");
+            assert_eq!(a.images, 300);
+            assert!(a.classes >= 0.95, "{name}: class agreement {}", a.classes);
+            // Measured (random weights, 300 MNIST images): tutorial and lenet5 ≥ 91 % of u8
+            // logits equal, at most 1 code apart; mobile (17 requantizing layers, QDQ pools
+            // and adds) 48 % equal, at most 4 apart; classes 99.7–100 % everywhere. A wrong
+            // stride, padding, group or add would scramble the logits far beyond this.
+            assert!(
+                a.logits_u8_max_diff <= 8,
+                "{name}: u8 logits differ by {} codes",
+                a.logits_u8_max_diff
+            );
+        }
+    }
+}
