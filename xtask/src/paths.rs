@@ -12,6 +12,8 @@
 //!   qat-[lsq-]w<W>a<A>[-pc]/      ArtifactDir::qat_run: float/ and quant/ as above, qat.json
 //! artifacts/bench/                bench_dir(), bench_reports(): report.{json,md} throughput.svg
 //! artifacts/pytorch-<dataset>/    ArtifactDir::imported(dataset): float/ as above
+//! artifacts/<arch>/<dataset>/     ArtifactDir::for_arch(None, dataset, arch): a described network
+//!   float/   model.bpk model.arch.json (float_arch) config.json train.json training.svg
 //! artifacts/data/                 data_cache(): downloaded data sets
 //! artifacts/serve/                screenshots of `serve`'s pages (written by xtask/tests/serve.rs)
 //! ```
@@ -79,6 +81,14 @@ impl ArtifactsRoot {
         }
     }
 
+    /// `<arch>/<dataset>/`: a network trained from the description named `arch` (not the
+    /// tutorial's, whose folder is [`ArtifactsRoot::dataset`]).
+    pub fn arch(&self, arch: &str, dataset: DatasetKind) -> ArtifactDir {
+        ArtifactDir {
+            root: self.root.join(arch).join(dataset.dir_name()),
+        }
+    }
+
     /// `bench/`: the benchmark's reports.
     pub fn bench_dir(&self) -> PathBuf {
         self.root.join("bench")
@@ -136,6 +146,31 @@ impl ArtifactDir {
         }
     }
 
+    /// The folder of a network trained from the description named `arch`: `out` when given,
+    /// else `artifacts/<dataset>/` for the tutorial (exactly [`ArtifactDir::new`]) and
+    /// `artifacts/<arch>/<dataset>/` for any other. The name must be a plain folder name
+    /// (letters, digits, `-`, `_`, `.`, not starting with `.`) that is not one of the
+    /// top-level folders of `artifacts/` (a data set, `data`, `bench`, `serve`, `pytorch-*`).
+    pub fn for_arch(out: Option<&Path>, dataset: DatasetKind, arch: &str) -> anyhow::Result<Self> {
+        if arch == "tutorial" || out.is_some() {
+            return Ok(Self::new(out, dataset));
+        }
+        let plain = !arch.is_empty()
+            && !arch.starts_with('.')
+            && arch
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        let reserved = DatasetKind::from_name(arch).is_some()
+            || matches!(arch, "data" | "bench" | "serve" | "README.md")
+            || arch.starts_with("pytorch-");
+        anyhow::ensure!(
+            plain && !reserved,
+            "architecture name {arch:?} cannot name an artifact folder (use letters, digits, -, _ \
+             and not a data set, data, bench, serve or pytorch-*), or pass --out"
+        );
+        Ok(ArtifactsRoot::new(None).arch(arch, dataset))
+    }
+
     /// A QAT run's own folder inside this one: `qat-w2a2`, `qat-w4a4-pc`, and with learned
     /// step sizes `qat-lsq-w2a2-pc`.
     pub fn qat_run(&self, config: &QatConfig) -> Self {
@@ -176,6 +211,12 @@ impl ArtifactDir {
     /// `float/model.bpk`: the trained float model.
     pub fn float_model(&self) -> PathBuf {
         self.float_dir().join("model.bpk")
+    }
+
+    /// `float/model.arch.json`: the description of a described network's model, beside it
+    /// (`burnq_model::checkpoint::arch_beside`).
+    pub fn float_arch(&self) -> PathBuf {
+        burnq_model::checkpoint::arch_beside(&self.float_model())
     }
 
     /// `float/config.json`: the training configuration.
@@ -349,5 +390,35 @@ mod tests {
                 .root()
                 .ends_with("artifacts/fashion-mnist")
         );
+    }
+
+    #[test]
+    fn described_networks_get_their_own_folder_and_the_tutorial_keeps_its_own() {
+        let mnist = DatasetKind::Mnist;
+        assert_eq!(
+            ArtifactDir::for_arch(None, mnist, "tutorial").unwrap(),
+            ArtifactDir::new(None, mnist)
+        );
+        let lenet = ArtifactDir::for_arch(None, DatasetKind::FashionMnist, "lenet5").unwrap();
+        assert!(lenet.root().ends_with("artifacts/lenet5/fashion-mnist"));
+        assert!(
+            lenet
+                .float_arch()
+                .ends_with("lenet5/fashion-mnist/float/model.arch.json")
+        );
+        let out = ArtifactDir::for_arch(Some(Path::new("/o")), mnist, "mobile").unwrap();
+        assert_eq!(out.float_model(), Path::new("/o/float/model.bpk"));
+        for bad in [
+            "mnist",
+            "bench",
+            "data",
+            "pytorch-mnist",
+            "../x",
+            "a/b",
+            ".hidden",
+            "",
+        ] {
+            assert!(ArtifactDir::for_arch(None, mnist, bad).is_err(), "{bad}");
+        }
     }
 }

@@ -1,14 +1,17 @@
-//! `cargo xtask train`: the tutorial's training run, written to `artifacts/<dataset>/float/`.
+//! `cargo xtask train`: the tutorial's training run, written to `artifacts/<dataset>/float/`;
+//! with `--arch NAME|FILE`, a described network (`burnq_arch`) trained with the same recipe
+//! into `artifacts/<arch>/<dataset>/float/`, its description beside the model.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
+use burnq_arch::Architecture;
 use burnq_data::Split;
-use burnq_model::checkpoint::{save_model, write_json_atomic};
-use burnq_model::training::{EpochRecord, TrainEvent, TrainingConfig, train};
-use burnq_model::{BURN_VERSION, BackendChoice, NetConfig};
+use burnq_model::checkpoint::{save_arch_net, save_model, write_json_atomic};
+use burnq_model::training::{EpochRecord, TrainEvent, TrainingConfig, train, train_arch};
+use burnq_model::{ArchNet, BURN_VERSION, BackendChoice, ModelError, NetConfig};
 use serde::Serialize;
 
 use crate::common::{DataArgs, display_path, progress_bar};
@@ -45,14 +48,22 @@ pub struct TrainArgs {
     /// Evaluate on the first N test images only (quick runs).
     #[arg(long)]
     pub test_limit: Option<usize>,
-    /// Output folder (default artifacts/<dataset>); the model goes to <out>/float/.
+    /// Output folder (default artifacts/<dataset>, or artifacts/<arch>/<dataset> with --arch);
+    /// the model goes to <out>/float/.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// The network: a preset (tutorial, lenet5, mobile) or a .json/.toml description file.
+    /// `tutorial` (the default) trains the tutorial's network exactly as without the flag.
+    #[arg(long, default_value = "tutorial")]
+    pub arch: String,
 }
 
 /// `train.json`: what was trained, how, and how well.
 #[derive(Debug, Serialize)]
 struct TrainReport {
+    /// The description's name; absent for the tutorial's network.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    arch: Option<String>,
     dataset: String,
     backend: String,
     epochs: usize,
@@ -70,12 +81,20 @@ struct TrainReport {
 }
 
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
+    // The tutorial keeps its own network type (`Net`) and exactly its own behaviour.
+    let arch = match args.arch.as_str() {
+        "tutorial" => None,
+        name => Some(Architecture::load(name)?),
+    };
     let device = args.backend.device()?;
     let train_set = args.data.load_limited(Split::Train, args.train_limit)?;
     let test_set = args
         .data
         .load_test_limited(args.test_limit, "--test-limit")?;
-    let dir = ArtifactDir::new(args.out.as_deref(), args.data.dataset);
+    let dir = match &arch {
+        None => ArtifactDir::new(args.out.as_deref(), args.data.dataset),
+        Some(arch) => ArtifactDir::for_arch(args.out.as_deref(), args.data.dataset, &arch.name)?,
+    };
     let config = TrainingConfig::new(NetConfig::new())
         .with_epochs(args.epochs)
         .with_batch_size(args.batch_size)
@@ -84,8 +103,20 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         .with_seed(args.seed);
     let model_path = dir.float_model();
     write_json_atomic(&config, &dir.float_config())?;
+    let network = arch.as_ref().map_or_else(
+        || "the tutorial's network".to_owned(),
+        |a| {
+            let plan = a.plan().expect("a loaded description plans");
+            format!(
+                "{} ({} parameters, {} MACs per image)",
+                a.name,
+                plan.params(),
+                plan.macs()
+            )
+        },
+    );
     eprintln!(
-        "training on {} ({} train / {} test images of {}), {} epochs",
+        "training {network} on {} ({} train / {} test images of {}), {} epochs",
         args.backend.name(),
         train_set.len(),
         test_set.len(),
@@ -95,20 +126,43 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
 
     let progress = TrainProgress::new(args.epochs);
     let mut on_event = |event| progress.on_event(event);
-    let mut on_epoch = |model: &burnq_model::Net, _: &EpochRecord| save_model(model, &model_path);
     let start = Instant::now();
     let n_train = train_set.len();
-    let (_, history) = train(
-        &config,
-        Arc::new(train_set),
-        &test_set,
-        &device,
-        &mut on_event,
-        &mut on_epoch,
-    )?;
+    let history = match &arch {
+        None => {
+            let mut on_epoch =
+                |model: &burnq_model::Net, _: &EpochRecord| save_model(model, &model_path);
+            let (_, history) = train(
+                &config,
+                Arc::new(train_set),
+                &test_set,
+                &device,
+                &mut on_event,
+                &mut on_epoch,
+            )?;
+            history
+        }
+        Some(arch) => {
+            let plan = arch.plan()?;
+            let mut on_epoch = |model: &ArchNet, _: &EpochRecord| -> Result<(), ModelError> {
+                save_arch_net(model, arch, &model_path)
+            };
+            let (_, history) = train_arch(
+                &config,
+                &plan,
+                Arc::new(train_set),
+                &test_set,
+                &device,
+                &mut on_event,
+                &mut on_epoch,
+            )?;
+            history
+        }
+    };
     progress.finish();
     let last = history.last().context("no epoch was run (--epochs 0?)")?;
     let report = TrainReport {
+        arch: arch.as_ref().map(|a| a.name.clone()),
         dataset: args.data.dataset.dir_name().into(),
         backend: args.backend.name().into(),
         epochs: args.epochs,
@@ -203,7 +257,12 @@ fn training_plot(report: &TrainReport) -> String {
     line_panels(
         &format!(
             "{} on {} ({} backend)",
-            "Training", report.dataset, report.backend
+            report
+                .arch
+                .as_ref()
+                .map_or_else(|| "Training".to_owned(), |a| format!("Training {a}")),
+            report.dataset,
+            report.backend
         ),
         "epoch",
         &[
@@ -264,7 +323,11 @@ fn print_summary(report: &TrainReport, dir: &ArtifactDir) {
         )
     );
     println!(
-        "{} on {}: test accuracy {:.2}% after {} epochs ({:.0} s in all)",
+        "{}{} on {}: test accuracy {:.2}% after {} epochs ({:.0} s in all)",
+        report
+            .arch
+            .as_ref()
+            .map_or_else(String::new, |a| format!("{a}, ")),
         report.dataset,
         report.backend,
         100.0 * report.test_accuracy,
@@ -272,12 +335,16 @@ fn print_summary(report: &TrainReport, dir: &ArtifactDir) {
         report.total_seconds
     );
     println!("wrote:");
+    let arch_file = report.arch.as_ref().map(|_| dir.float_arch());
     for f in [
         dir.float_model(),
         dir.float_config(),
         dir.train_report(),
         dir.training_plot(),
-    ] {
+    ]
+    .into_iter()
+    .chain(arch_file)
+    {
         println!("  {}", display_path(&f));
     }
 }

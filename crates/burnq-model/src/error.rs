@@ -54,6 +54,14 @@ pub enum ModelError {
     /// The model record holds a NaN or an infinity.
     #[error("cannot load model from {}: {layer} holds a NaN or infinite value", path.display())]
     NonFinite { path: PathBuf, layer: &'static str },
+    /// A network description (a model's architecture file) cannot be read, is not a valid
+    /// network, or does not describe the model it is saved or loaded with.
+    #[error("network description {}", path.display())]
+    Arch {
+        path: PathBuf,
+        #[source]
+        source: burnq_arch::ArchError,
+    },
     /// A PyTorch file could not be imported.
     #[error("cannot import PyTorch model {path}: {message}")]
     Import { path: PathBuf, message: String },

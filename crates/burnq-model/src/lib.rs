@@ -1,5 +1,6 @@
 //! The float world of burnq: the tutorial's MNIST network in Burn 0.22.
 //!
+//! - [`arch_net`]: any sequential CNN built from a `burnq_arch` description ([`ArchNet`]);
 //! - [`model`]: the network ([`Net`]), its forward pass, and the per-layer taps the
 //!   calibration crate observes;
 //! - [`data`]: Burn [`Dataset`](burn::data::dataset::Dataset) and batcher over the raw
@@ -18,6 +19,7 @@
 //! Backends are chosen at run time through Burn's `Device`; ndarray and wgpu are cargo
 //! features of this crate because each costs many minutes of compile time.
 
+pub mod arch_net;
 pub mod backend;
 pub mod checkpoint;
 pub mod data;
@@ -29,6 +31,7 @@ pub mod model;
 pub mod predict;
 pub mod training;
 
+pub use arch_net::{ArchNet, ArchTaps};
 pub use backend::BackendChoice;
 /// Burn's run-time device, re-exported so callers can hold one without depending on Burn.
 pub use burn::tensor::Device;

@@ -53,7 +53,7 @@ pub struct Taps {
 
 /// Serializes "seed the device, then draw the weights": Burn's seed may be global to the
 /// backend, so two threads initializing at once would otherwise interleave their draws.
-static SEEDED_INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+pub(crate) static SEEDED_INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl NetConfig {
     /// Seeds `device` with `seed` and draws a fresh network from it; the same seed on the

@@ -12,12 +12,14 @@ use burn::data::dataloader::DataLoaderBuilder;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{GradientsParams, SgdConfig};
 use burn::prelude::*;
+use burn::tensor::activation::log_softmax;
+use burnq_arch::Plan;
 use burnq_data::ImageSet;
 use serde::{Deserialize, Serialize};
 
 use crate::data::{ImageBatcher, ImageDataset};
 use crate::eval::{EvalResult, evaluate_with, nll_loss};
-use crate::{ModelError, Net, NetConfig};
+use crate::{ArchNet, ModelError, Net, NetConfig};
 
 /// Hyper-parameters; defaults reproduce the tutorial.
 #[derive(Config, Debug)]
@@ -79,13 +81,34 @@ pub enum TrainEvent {
     EpochEnd(EpochRecord),
 }
 
+/// A network the training loop can train: a Burn module computing log-probabilities of the
+/// classes from normalized images. The tutorial's [`Net`] and the described
+/// [`ArchNet`] are both one.
+pub trait Classifier: burn::module::Module {
+    /// Log-probabilities `[n, classes]` of normalized images `[n, c, h, w]`.
+    fn log_probs(&self, images: Tensor<4>) -> Tensor<2>;
+}
+
+impl Classifier for Net {
+    fn log_probs(&self, images: Tensor<4>) -> Tensor<2> {
+        self.forward(images)
+    }
+}
+
+impl Classifier for ArchNet {
+    fn log_probs(&self, images: Tensor<4>) -> Tensor<2> {
+        log_softmax(self.forward(images), 1)
+    }
+}
+
 /// How the network computes log-probabilities while it is trained and evaluated: plain
-/// float ([`FloatForward`]) or with fake quantization (`burnq_qat::QatForward`).
-pub trait ForwardMode {
+/// float ([`FloatForward`], any [`Classifier`]) or with fake quantization
+/// (`burnq_qat::QatForward`, the tutorial's [`Net`]).
+pub trait ForwardMode<M = Net> {
     /// The training forward pass; may update statistics (e.g. activation ranges).
-    fn train_forward(&mut self, model: &Net, images: Tensor<4>) -> Tensor<2>;
+    fn train_forward(&mut self, model: &M, images: Tensor<4>) -> Tensor<2>;
     /// The evaluation forward pass; updates nothing.
-    fn eval_forward(&self, model: &Net, images: Tensor<4>) -> Tensor<2>;
+    fn eval_forward(&self, model: &M, images: Tensor<4>) -> Tensor<2>;
     /// Called after each backward pass with its gradients and the step's learning rate and
     /// momentum, before the optimizer updates the network: a mode with trainable parameters of
     /// its own (QAT's learned step sizes) updates them here. The default does nothing.
@@ -96,13 +119,13 @@ pub trait ForwardMode {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct FloatForward;
 
-impl ForwardMode for FloatForward {
-    fn train_forward(&mut self, model: &Net, images: Tensor<4>) -> Tensor<2> {
-        model.forward(images)
+impl<M: Classifier> ForwardMode<M> for FloatForward {
+    fn train_forward(&mut self, model: &M, images: Tensor<4>) -> Tensor<2> {
+        model.log_probs(images)
     }
 
-    fn eval_forward(&self, model: &Net, images: Tensor<4>) -> Tensor<2> {
-        model.forward(images)
+    fn eval_forward(&self, model: &M, images: Tensor<4>) -> Tensor<2> {
+        model.log_probs(images)
     }
 }
 
@@ -127,20 +150,45 @@ pub fn train(
     )
 }
 
-/// Trains `model` (its parameters on `device`'s autodiff twin) with `mode`'s forward pass:
-/// SGD with the config's learning rate and momentum, the training set shuffled with the
-/// config's seed, the test set evaluated with `mode` after each epoch.
-#[allow(clippy::too_many_arguments)]
-pub fn fit(
+/// Trains a fresh [`ArchNet`] for `plan` (drawn with the config's seed; `config.net` is not
+/// used) on `train_set` with the tutorial's recipe, normalizing with the training set's
+/// constants, evaluating on `test_set` after every epoch. `on_event` and `on_epoch` as in
+/// [`train`].
+pub fn train_arch(
     config: &TrainingConfig,
-    mut model: Net,
-    mode: &mut dyn ForwardMode,
+    plan: &Plan,
     train_set: Arc<ImageSet>,
     test_set: &ImageSet,
     device: &Device,
     on_event: &mut dyn FnMut(TrainEvent),
-    on_epoch: &mut dyn FnMut(&Net, &EpochRecord) -> Result<(), ModelError>,
-) -> Result<(Net, Vec<EpochRecord>), ModelError> {
+    on_epoch: &mut dyn FnMut(&ArchNet, &EpochRecord) -> Result<(), ModelError>,
+) -> Result<(ArchNet, Vec<EpochRecord>), ModelError> {
+    let model = ArchNet::init_seeded(
+        plan,
+        train_set.kind.normalization(),
+        config.seed,
+        &device.clone().autodiff(),
+    );
+    let mut mode = FloatForward;
+    fit(
+        config, model, &mut mode, train_set, test_set, device, on_event, on_epoch,
+    )
+}
+
+/// Trains `model` (its parameters on `device`'s autodiff twin) with `mode`'s forward pass:
+/// SGD with the config's learning rate and momentum, the training set shuffled with the
+/// config's seed, the test set evaluated with `mode` after each epoch.
+#[allow(clippy::too_many_arguments)]
+pub fn fit<M: Classifier>(
+    config: &TrainingConfig,
+    mut model: M,
+    mode: &mut dyn ForwardMode<M>,
+    train_set: Arc<ImageSet>,
+    test_set: &ImageSet,
+    device: &Device,
+    on_event: &mut dyn FnMut(TrainEvent),
+    on_epoch: &mut dyn FnMut(&M, &EpochRecord) -> Result<(), ModelError>,
+) -> Result<(M, Vec<EpochRecord>), ModelError> {
     if train_set.is_empty() || test_set.is_empty() {
         return Err(ModelError::InvalidInput(
             "training and test sets must hold at least one image".into(),
