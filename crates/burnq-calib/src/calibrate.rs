@@ -2,12 +2,12 @@
 
 use burn::prelude::*;
 use burnq_data::{IMAGE_PIXELS, ImageSet};
-use burnq_model::Net;
 use burnq_model::data::ImageBatcher;
 use burnq_model::export::to_vec as values;
+use burnq_model::{ArchNet, Net};
 
 use crate::CalibError;
-use crate::stats::{Calibration, CalibrationMethod, RangeObserver, TAP_NAMES};
+use crate::stats::{Calibration, CalibrationMethod, RangeObserver, RangeStats, TAP_NAMES};
 
 /// How to calibrate.
 #[derive(Debug, Clone, Copy)]
@@ -33,13 +33,75 @@ impl Default for CalibrationSettings {
     }
 }
 
-/// Observes `model`'s taps over the first `settings.samples` images of `set`.
+/// Observes `model`'s taps over the first `settings.samples` images of `set`: the inputs of
+/// its four layers and the logits ([`TAP_NAMES`]).
 pub fn calibrate(
     model: &Net,
     set: &ImageSet,
     settings: CalibrationSettings,
     device: &Device,
 ) -> Result<Calibration, CalibError> {
+    let taps = observe(set, settings, device, |images| {
+        let taps = model.forward_taps(images);
+        let batch = [
+            values(taps.conv1_in),
+            values(taps.conv2_in),
+            values(taps.fc1_in),
+            values(taps.fc2_in),
+            values(taps.logits),
+        ];
+        TAP_NAMES.iter().map(|n| n.to_string()).zip(batch).collect()
+    })?;
+    Ok(calibration(set, settings, "tutorial", taps))
+}
+
+/// Observes a described network's quantization points ([`burnq_arch::Plan::quantization_points`]:
+/// each convolution's, linear layer's and residual add's output after its batch norm and
+/// activation) over the first `settings.samples` images of `set`; the taps are named by step
+/// and the calibration by the architecture's `name`.
+pub fn calibrate_arch(
+    model: &ArchNet,
+    name: &str,
+    set: &ImageSet,
+    settings: CalibrationSettings,
+    device: &Device,
+) -> Result<Calibration, CalibError> {
+    let taps = observe(set, settings, device, |images| {
+        let taps = model.forward_taps(images);
+        taps.points
+            .into_iter()
+            .map(|(name, value)| (name, value.to_vec()))
+            .collect()
+    })?;
+    Ok(calibration(set, settings, name, taps))
+}
+
+fn calibration(
+    set: &ImageSet,
+    settings: CalibrationSettings,
+    architecture: &str,
+    taps: Vec<(String, RangeStats)>,
+) -> Calibration {
+    Calibration {
+        architecture: architecture.to_owned(),
+        dataset: set.kind.dir_name().to_owned(),
+        split: set.split.name().to_owned(),
+        samples: settings.samples,
+        batch_size: settings.batch_size,
+        act_bits: settings.act_bits,
+        method: settings.method,
+        taps,
+    }
+}
+
+/// Runs `taps_of` on every batch of the first `settings.samples` normalized images of `set`
+/// and returns each named tap's statistics, in the order `taps_of` lists them.
+fn observe(
+    set: &ImageSet,
+    settings: CalibrationSettings,
+    device: &Device,
+    mut taps_of: impl FnMut(Tensor<4>) -> Vec<(String, Vec<f32>)>,
+) -> Result<Vec<(String, RangeStats)>, CalibError> {
     if settings.samples == 0 {
         return Err(CalibError::Empty);
     }
@@ -54,43 +116,31 @@ pub fn calibrate(
         });
     }
     let batcher = ImageBatcher::new(set.kind.normalization());
-    let mut observers: [RangeObserver; 5] = Default::default();
+    let mut observers: Vec<(String, RangeObserver)> = Vec::new();
     for start in (0..settings.samples).step_by(settings.batch_size) {
         let end = (start + settings.batch_size).min(settings.samples);
         let images = batcher.images(
             &set.pixels[start * IMAGE_PIXELS..end * IMAGE_PIXELS],
             device,
         );
-        let taps = model.forward_taps(images);
-        let batch = [
-            values(taps.conv1_in),
-            values(taps.conv2_in),
-            values(taps.fc1_in),
-            values(taps.fc2_in),
-            values(taps.logits),
-        ];
-        for ((observer, values), tap) in observers.iter_mut().zip(batch).zip(TAP_NAMES) {
+        for (i, (tap, values)) in taps_of(images).into_iter().enumerate() {
             if values.iter().any(|v| !v.is_finite()) {
                 return Err(CalibError::NonFinite { tap });
             }
-            observer.observe(&values);
+            if observers.len() == i {
+                observers.push((tap, RangeObserver::default()));
+            }
+            observers[i].1.observe(&values);
         }
     }
-    let mut stats = Vec::with_capacity(TAP_NAMES.len());
-    for (name, observer) in TAP_NAMES.iter().zip(&observers) {
-        let s = observer
-            .stats(settings.act_bits)
-            .map_err(|source| CalibError::Range { tap: name, source })?
-            .expect("at least one batch observed");
-        stats.push((name.to_string(), s));
-    }
-    Ok(Calibration {
-        dataset: set.kind.dir_name().to_owned(),
-        split: set.split.name().to_owned(),
-        samples: settings.samples,
-        batch_size: settings.batch_size,
-        act_bits: settings.act_bits,
-        method: settings.method,
-        taps: stats,
-    })
+    observers
+        .into_iter()
+        .map(|(tap, observer)| {
+            let s = observer.stats(settings.act_bits);
+            match s {
+                Ok(s) => Ok((tap, s.expect("at least one batch observed"))),
+                Err(source) => Err(CalibError::Range { tap, source }),
+            }
+        })
+        .collect()
 }

@@ -21,14 +21,19 @@ pub enum CalibError {
     #[error(
         "activation `{tap}` holds NaN or infinite values: the float model is corrupt or diverged"
     )]
-    NonFinite { tap: &'static str },
+    NonFinite { tap: String },
     /// A range estimate could not be computed.
     #[error("range estimate of `{tap}` failed")]
     Range {
-        tap: &'static str,
+        tap: String,
         #[source]
         source: burnq_quant::QuantError,
     },
+    /// A quantization point of the network was not calibrated.
+    #[error(
+        "the calibration of architecture {architecture:?} has no range for `{tap}`: calibrate this network again"
+    )]
+    MissingTap { tap: String, architecture: String },
     /// A batch size of zero.
     #[error("the calibration batch size must be at least 1")]
     ZeroBatch,

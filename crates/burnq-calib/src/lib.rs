@@ -13,6 +13,6 @@ pub mod calibrate;
 pub mod error;
 pub mod stats;
 
-pub use calibrate::{CalibrationSettings, calibrate};
+pub use calibrate::{CalibrationSettings, calibrate, calibrate_arch};
 pub use error::CalibError;
 pub use stats::{Calibration, CalibrationMethod, RangeStats, TAP_NAMES};

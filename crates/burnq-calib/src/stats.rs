@@ -4,8 +4,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use burnq_quant::ActivationRanges;
 use burnq_quant::range::EmaRange;
+use burnq_quant::{ActivationRanges, PointRanges};
 
 use crate::CalibError;
 
@@ -165,6 +165,9 @@ impl RangeStats {
 /// The calibration of one float model (`calibration.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Calibration {
+    /// The network's architecture name (`tutorial` for files written before descriptions).
+    #[serde(default = "tutorial")]
+    pub architecture: String,
     /// Data set name (`mnist`, `fashion-mnist`).
     pub dataset: String,
     /// Split the samples came from (`train` or `test`).
@@ -177,11 +180,39 @@ pub struct Calibration {
     pub act_bits: u8,
     /// The method chosen to feed quantization.
     pub method: CalibrationMethod,
-    /// Statistics per observed tensor, in the order of [`TAP_NAMES`].
+    /// Statistics per observed tensor: for `tutorial`, the layer inputs and logits in the
+    /// order of [`TAP_NAMES`]; for any other architecture, each quantization point's output
+    /// by step name, in execution order.
     pub taps: Vec<(String, RangeStats)>,
 }
 
+fn tutorial() -> String {
+    "tutorial".into()
+}
+
 impl Calibration {
+    /// Each quantization point's range as `method` estimated it, by step name: the ranges
+    /// [`burnq_quant::convert_graph`] takes. Errors on a point the calibration lacks.
+    pub fn point_ranges(
+        &self,
+        plan: &burnq_arch::Plan,
+        method: CalibrationMethod,
+    ) -> Result<PointRanges, CalibError> {
+        plan.quantization_points()
+            .iter()
+            .map(|step| {
+                let stats = self.taps.iter().find(|(n, _)| n == &step.name);
+                match stats {
+                    Some((_, s)) => Ok((step.name.clone(), s.range(method))),
+                    None => Err(CalibError::MissingTap {
+                        tap: step.name.clone(),
+                        architecture: self.architecture.clone(),
+                    }),
+                }
+            })
+            .collect()
+    }
+
     /// The ranges `method` estimated, keyed by layer: the one shape of ranges that conversion,
     /// QAT, simulation and the sensitivity report take. The taps are validated ([`TAP_NAMES`],
     /// in order) when a calibration is made or loaded.
@@ -210,7 +241,11 @@ impl Calibration {
             return Err(invalid("zero samples".into()));
         }
         let names: Vec<&str> = self.taps.iter().map(|(n, _)| n.as_str()).collect();
-        if names != TAP_NAMES {
+        let unique: std::collections::HashSet<&str> = names.iter().copied().collect();
+        if unique.len() != names.len() {
+            return Err(invalid(format!("a tap appears twice in {names:?}")));
+        }
+        if self.architecture == "tutorial" && names != TAP_NAMES {
             return Err(invalid(format!(
                 "taps are {names:?}, expected {TAP_NAMES:?}"
             )));
@@ -299,6 +334,7 @@ mod tests {
             batches: 1,
         };
         let good = Calibration {
+            architecture: "tutorial".into(),
             dataset: "mnist".into(),
             split: "train".into(),
             samples: 10,

@@ -91,7 +91,49 @@ fn refuses_empty_short_and_non_finite_calibration() {
     net.fc2.weight = Param::from_tensor(Tensor::full(shape, f32::NAN, &d));
     let err = calibrate(&net, &set, settings(10, 10), &d).unwrap_err();
     assert!(
-        matches!(err, CalibError::NonFinite { tap: "logits" }),
+        matches!(&err, CalibError::NonFinite { tap } if tap == "logits"),
         "{err}"
     );
+}
+
+/// A described network (mobile: batch norm, ReLU6, depthwise convolutions, residual adds) is
+/// calibrated at every quantization point, in execution order, and its ranges convert.
+#[test]
+fn described_networks_are_calibrated_at_every_quantization_point() {
+    use burnq_arch::Architecture;
+    use burnq_arch::arch::Activation;
+    use burnq_model::ArchNet;
+
+    let (_, set, d) = setup();
+    let arch = Architecture::preset("mobile").unwrap();
+    let plan = arch.plan().unwrap();
+    let model = ArchNet::init_seeded(&plan, burnq_arch::Normalization::MNIST, 5, &d);
+    let cal = burnq_calib::calibrate_arch(&model, &arch.name, &set, settings(100, 50), &d).unwrap();
+    assert_eq!(cal.architecture, "mobile");
+    let points = plan.quantization_points();
+    let names: Vec<_> = cal.taps.iter().map(|(n, _)| n.as_str()).collect();
+    let expected: Vec<_> = points.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, expected);
+    let ranges = cal.point_ranges(&plan, CalibrationMethod::Minmax).unwrap();
+    for step in &points {
+        let (lo, hi) = ranges[&step.name];
+        assert!(lo <= hi, "{}", step.name);
+        match step.activation {
+            Activation::Relu => assert!(lo >= 0.0, "{}", step.name),
+            Activation::Relu6 => assert!(lo >= 0.0 && hi <= 6.0, "{} {lo} {hi}", step.name),
+            Activation::None => {}
+        }
+    }
+    let params = model.float_params().unwrap();
+    let graph =
+        burnq_quant::convert_graph(&arch, &params, &ranges, burnq_arch::Normalization::MNIST, 8)
+            .unwrap();
+    assert_eq!(graph.layers().len(), 18);
+    // A calibration missing a point is refused by name.
+    let mut partial = cal.clone();
+    partial.taps.retain(|(n, _)| n != "b2_add");
+    assert!(matches!(
+        partial.point_ranges(&plan, CalibrationMethod::Minmax),
+        Err(CalibError::MissingTap { tap, .. }) if tap == "b2_add"
+    ));
 }

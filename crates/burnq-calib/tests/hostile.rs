@@ -43,6 +43,7 @@ fn valid() -> Calibration {
         (-12.5, 14.0),
     ];
     Calibration {
+        architecture: "tutorial".into(),
         dataset: "mnist".into(),
         split: "train".into(),
         samples: 1000,

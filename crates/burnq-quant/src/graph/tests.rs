@@ -224,6 +224,10 @@ fn average_rounding_hand_values() {
         ([12, 12, 11, 11], 12),
         ([9, 10, 10, 10], 10),
     ] {
-        assert_eq!(reference::avg_pool(&g, p, &window, 1).unwrap(), [mean], "{window:?}");
+        assert_eq!(
+            reference::avg_pool(&g, p, &window, 1).unwrap(),
+            [mean],
+            "{window:?}"
+        );
     }
 }
