@@ -139,7 +139,10 @@ fn observe(
             let s = observer.stats(settings.act_bits);
             match s {
                 Ok(s) => Ok((tap, s.expect("at least one batch observed"))),
-                Err(source) => Err(CalibError::Range { tap, source }),
+                Err(source) => Err(CalibError::Range {
+                    tap,
+                    source: Box::new(source),
+                }),
             }
         })
         .collect()

@@ -27,7 +27,7 @@ pub enum CalibError {
     Range {
         tap: String,
         #[source]
-        source: burnq_quant::QuantError,
+        source: Box<burnq_quant::QuantError>,
     },
     /// A quantization point of the network was not calibrated.
     #[error(
