@@ -15,6 +15,7 @@ mod plot;
 mod predict;
 mod qat;
 mod quantize;
+mod quantize_arch;
 mod sensitivity;
 mod serve;
 mod sweep;

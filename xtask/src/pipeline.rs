@@ -5,7 +5,7 @@ use burnq_data::{IMAGE_PIXELS, ImageSet};
 use burnq_model::Net;
 use burnq_model::data::ImageBatcher;
 use burnq_model::eval::float_taps;
-use burnq_quant::{Engine, Output, QuantModel};
+use burnq_quant::{Engine, GraphEngine, Output, QuantGraph, QuantModel};
 
 /// Runs `model` over every image of `set` with the fast engine on all cores (bit-exact with
 /// the scalar reference, which the test suite and `cargo xtask bench` check).
@@ -17,6 +17,13 @@ pub fn run_integer(model: &QuantModel, set: &ImageSet) -> anyhow::Result<Output>
 pub fn run_integer_pixels(model: &QuantModel, pixels: &[u8]) -> anyhow::Result<Output> {
     let engine = Engine::new(model)?;
     Ok(engine.forward_parallel(pixels, pixels.len() / IMAGE_PIXELS, 0)?)
+}
+
+/// Runs a network of any architecture over `pixels` (whole images of its input shape) with
+/// the fast graph engine on all cores (bit-exact with `QuantGraph::forward_reference`).
+pub fn run_graph(graph: &QuantGraph, pixels: &[u8]) -> anyhow::Result<Output> {
+    let n = pixels.len() / graph.plan().input.len();
+    Ok(GraphEngine::new(graph)?.forward_parallel(pixels, n, 0)?)
 }
 
 /// Fraction of positions where `a` and `b` agree (e.g. predictions vs labels).

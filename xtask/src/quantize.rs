@@ -57,6 +57,10 @@ pub struct QuantizeArgs {
     /// Evaluate on the first N test images only (quick runs).
     #[arg(long)]
     pub test_limit: Option<usize>,
+    /// The network: a preset (tutorial, lenet5, mobile) or a .json/.toml description file,
+    /// as trained by `cargo xtask train --arch`.
+    #[arg(long, default_value = "tutorial")]
+    pub arch: String,
 }
 
 pub fn parse_method(s: &str) -> Result<CalibrationMethod, String> {
@@ -139,6 +143,10 @@ struct QuantizeReport {
 }
 
 pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
+    if args.arch != "tutorial" {
+        let arch = burnq_arch::Architecture::load(&args.arch)?;
+        return crate::quantize_arch::run(&args, &arch);
+    }
     let options = args.options();
     let device = BackendChoice::Flex.device()?;
     let dir = ArtifactDir::new(args.out.as_deref(), args.data.dataset);
