@@ -105,7 +105,8 @@ fn conv(
 }
 
 /// Grouped convolutions (several channels per group), depthwise ones with channel
-/// multipliers, strides and padding, residual blocks of grouped convolutions, every pool.
+/// multipliers, strides and padding, wide convolutions, residual blocks of grouped
+/// convolutions, every pool.
 fn grouped_architecture(seed: u64) -> Architecture {
     let mut rng = Rng::new(seed);
     let c = rng.range(1, 4);
@@ -114,6 +115,7 @@ fn grouped_architecture(seed: u64) -> Architecture {
     let c1 = c * m;
     let g2 = [1, c, c1][rng.range(0, 2)];
     let c2 = g2 * rng.range(1, 3);
+    let c3 = 8 * rng.range(3, 4);
     let mut layers = vec![
         // Depthwise with multiplier m (an ordinary convolution if c = 1).
         conv(
@@ -132,6 +134,12 @@ fn grouped_architecture(seed: u64) -> Architecture {
                 conv(c2, [3, 3], 1, 1, [1, g2][rng.range(0, 1)]),
                 Layer::Relu,
             ],
+        }),
+        // Wide enough for im2col's row-by-row copies, whole or per group, with padding.
+        conv(c3, [3, 3], rng.range(1, 2), 1, 1),
+        Layer::Residual(Residual {
+            name: None,
+            layers: vec![conv(c3, [3, 3], 1, 1, rng.range(1, 2)), Layer::Relu],
         }),
     ];
     let pool = Pool {

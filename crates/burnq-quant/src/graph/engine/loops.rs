@@ -37,6 +37,11 @@ pub(super) fn to_nchw(input: &[u8], channels: usize, positions: usize, out: &mut
 
 /// Rows `r0..r0 + rows` of the im2col matrix of NHWC images (row `b·positions + y·out_w + x`),
 /// channels `c0..c0 + cg`, each row in (ky, kx, c) order; `pad` outside the image.
+///
+/// The rows are filled one output row segment (fixed image and `y`) at a time: with at least
+/// [`WIDE`] bytes per kernel row, row by row, copying each kernel row's `kw·cg` bytes at once
+/// where they are contiguous; with fewer, column by column (a strided copy along `x` per
+/// `(ky, kx, c)`), which avoids a call to `memcpy` per few bytes.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn im2col(
     g: &ConvGeometry,
@@ -48,28 +53,128 @@ pub(super) fn im2col(
     pad: u8,
     out: &mut [u8],
 ) {
-    let (c, h, w) = (g.in_channels, g.input.h, g.input.w);
-    let (kh, kw) = (g.kernel.h, g.kernel.w);
-    let positions = g.output.h * g.output.w;
-    let fan_in = kh * kw * cg;
-    for (r, row) in (r0..r0 + rows).zip(out.chunks_exact_mut(fan_in)) {
+    let (h, w) = (g.input.h, g.input.w);
+    let ow = g.output.w;
+    let positions = g.output.h * ow;
+    let fan_in = g.kernel.h * g.kernel.w * cg;
+    let mut r = r0;
+    while r < r0 + rows {
         let (b, pos) = (r / positions, r % positions);
-        let (y, x) = (pos / g.output.w, pos % g.output.w);
-        let image = &input[b * h * w * c..][..h * w * c];
+        let (y, x0) = (pos / ow, pos % ow);
+        let x1 = ow.min(x0 + r0 + rows - r);
+        let image = &input[b * h * w * g.in_channels..][..h * w * g.in_channels];
+        let dst = &mut out[(r - r0) * fan_in..][..(x1 - x0) * fan_in];
+        if g.kernel.w * cg >= WIDE {
+            segment_rows(g, image, y, x0..x1, c0, cg, pad, dst);
+        } else {
+            segment_cols(g, image, y, x0..x1, c0, cg, pad, dst);
+        }
+        r += x1 - x0;
+    }
+}
+
+/// Kernel rows of at least this many bytes are copied row by row.
+const WIDE: usize = 32;
+
+/// The input row of kernel row `ky` at output row `y`, if inside the image.
+fn input_row(g: &ConvGeometry, y: usize, ky: usize) -> Option<usize> {
+    (y * g.stride.h + ky)
+        .checked_sub(g.padding.h)
+        .filter(|&iy| iy < g.input.h)
+}
+
+/// The output columns `x` whose input column `x·s_w + kx − p_w` is inside the image.
+fn inside(g: &ConvGeometry, kx: usize) -> std::ops::Range<usize> {
+    let (s, p, w) = (g.stride.w, g.padding.w, g.input.w);
+    let lo = p.saturating_sub(kx).div_ceil(s);
+    let hi = (w + p).saturating_sub(kx).div_ceil(s);
+    lo..hi.max(lo)
+}
+
+/// [`im2col`] of one output row segment, row by row.
+#[allow(clippy::too_many_arguments)]
+fn segment_rows(
+    g: &ConvGeometry,
+    image: &[u8],
+    y: usize,
+    xs: std::ops::Range<usize>,
+    c0: usize,
+    cg: usize,
+    pad: u8,
+    out: &mut [u8],
+) {
+    let (c, w, kw) = (g.in_channels, g.input.w, g.kernel.w);
+    let fan_in = g.kernel.h * kw * cg;
+    let whole = cg == c;
+    for (x, row) in xs.zip(out.chunks_exact_mut(fan_in)) {
         for (ky, taps) in row.chunks_exact_mut(kw * cg).enumerate() {
-            let iy = (y * g.stride.h + ky)
-                .checked_sub(g.padding.h)
-                .filter(|&iy| iy < h);
-            for (kx, dst) in taps.chunks_exact_mut(cg).enumerate() {
-                let ix = (x * g.stride.w + kx)
-                    .checked_sub(g.padding.w)
-                    .filter(|&ix| ix < w);
-                match (iy, ix) {
-                    (Some(iy), Some(ix)) => {
-                        dst.copy_from_slice(&image[(iy * w + ix) * c + c0..][..cg]);
-                    }
-                    _ => dst.fill(pad),
+            let Some(iy) = input_row(g, y, ky) else {
+                taps.fill(pad);
+                continue;
+            };
+            let first = (x * g.stride.w).checked_sub(g.padding.w);
+            match first {
+                Some(ix) if whole && ix + kw <= w => {
+                    taps.copy_from_slice(&image[(iy * w + ix) * c..][..kw * c]);
                 }
+                _ => {
+                    for (kx, dst) in taps.chunks_exact_mut(cg).enumerate() {
+                        let ix = (x * g.stride.w + kx)
+                            .checked_sub(g.padding.w)
+                            .filter(|&ix| ix < w);
+                        match ix {
+                            Some(ix) => dst.copy_from_slice(&image[(iy * w + ix) * c + c0..][..cg]),
+                            None => dst.fill(pad),
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// [`im2col`] of one output row segment, column by column.
+#[allow(clippy::too_many_arguments)]
+fn segment_cols(
+    g: &ConvGeometry,
+    image: &[u8],
+    y: usize,
+    xs: std::ops::Range<usize>,
+    c0: usize,
+    cg: usize,
+    pad: u8,
+    out: &mut [u8],
+) {
+    let (c, w, kw) = (g.in_channels, g.input.w, g.kernel.w);
+    let fan_in = g.kernel.h * kw * cg;
+    let sx = g.stride.w * c;
+    for ky in 0..g.kernel.h {
+        let iy = input_row(g, y, ky);
+        for kx in 0..kw {
+            let valid = inside(g, kx);
+            let lo = valid.start.clamp(xs.start, xs.end);
+            let hi = valid.end.clamp(lo, xs.end);
+            for ch in 0..cg {
+                let k = (ky * kw + kx) * cg + ch;
+                let column = out[k..].iter_mut().step_by(fan_in);
+                let Some(iy) = iy else {
+                    column.for_each(|q| *q = pad);
+                    continue;
+                };
+                let (before, rest) = (lo - xs.start, hi - lo);
+                let mut column = column;
+                for q in column.by_ref().take(before) {
+                    *q = pad;
+                }
+                if rest > 0 {
+                    // Input column of x = lo: lo·s_w + kx − p_w ≥ 0.
+                    let ix = lo * g.stride.w + kx - g.padding.w;
+                    let src = image[(iy * w + ix) * c + c0 + ch..].iter().step_by(sx);
+                    for (q, &v) in column.by_ref().take(rest).zip(src) {
+                        *q = v;
+                    }
+                }
+                column.for_each(|q| *q = pad);
             }
         }
     }
