@@ -36,12 +36,12 @@ pub(super) fn to_nchw(input: &[u8], channels: usize, positions: usize, out: &mut
 }
 
 /// Rows `r0..r0 + rows` of the im2col matrix of NHWC images (row `b·positions + y·out_w + x`),
-/// channels `c0..c0 + cg`, each row in (ky, kx, c) order; `pad` outside the image.
+/// channels `c0..c0 + cg`, each row in (ky, kx, c) order, `pad` outside the image, then code 0
+/// up to the row length `k ≥ kh·kw·cg`.
 ///
-/// The rows are filled one output row segment (fixed image and `y`) at a time: with at least
-/// [`WIDE`] bytes per kernel row, row by row, copying each kernel row's `kw·cg` bytes at once
-/// where they are contiguous; with fewer, column by column (a strided copy along `x` per
-/// `(ky, kx, c)`), which avoids a call to `memcpy` per few bytes.
+/// Rows are written in order, each kernel row's `kw·cg` bytes with one copy where they are
+/// contiguous (one group, inside the image), else one copy per tap; short copies are
+/// fixed-width ([`copy_short`]), never a call to `memcpy` per few bytes.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn im2col(
     g: &ConvGeometry,
@@ -51,133 +51,92 @@ pub(super) fn im2col(
     c0: usize,
     cg: usize,
     pad: u8,
+    k: usize,
     out: &mut [u8],
 ) {
-    let (h, w) = (g.input.h, g.input.w);
+    let (c, h, w) = (g.in_channels, g.input.h, g.input.w);
+    let (kh, kw) = (g.kernel.h, g.kernel.w);
     let ow = g.output.w;
     let positions = g.output.h * ow;
-    let fan_in = g.kernel.h * g.kernel.w * cg;
-    let mut r = r0;
-    while r < r0 + rows {
+    let fan_in = kh * kw * cg;
+    let whole = cg == c;
+    let pads = [pad; SHORT];
+    let out = &mut out[..rows * k];
+    for r in r0..r0 + rows {
         let (b, pos) = (r / positions, r % positions);
-        let (y, x0) = (pos / ow, pos % ow);
-        let x1 = ow.min(x0 + r0 + rows - r);
-        let image = &input[b * h * w * g.in_channels..][..h * w * g.in_channels];
-        let dst = &mut out[(r - r0) * fan_in..][..(x1 - x0) * fan_in];
-        if g.kernel.w * cg >= WIDE {
-            segment_rows(g, image, y, x0..x1, c0, cg, pad, dst);
-        } else {
-            segment_cols(g, image, y, x0..x1, c0, cg, pad, dst);
+        let (y, x) = (pos / ow, pos % ow);
+        let image = &input[b * h * w * c..][..h * w * c];
+        let at = (r - r0) * k;
+        for ky in 0..kh {
+            let at = at + ky * kw * cg;
+            let Some(iy) = input_row(g, y, ky) else {
+                fill(out, at, kw * cg, &pads);
+                continue;
+            };
+            let first = (x * g.stride.w).checked_sub(g.padding.w);
+            match first {
+                Some(ix) if whole && ix + kw <= w => {
+                    copy_short(out, at, image, (iy * w + ix) * c, kw * c);
+                }
+                _ => {
+                    for kx in 0..kw {
+                        let at = at + kx * cg;
+                        let ix = (x * g.stride.w + kx)
+                            .checked_sub(g.padding.w)
+                            .filter(|&ix| ix < w);
+                        match ix {
+                            Some(ix) => copy_short(out, at, image, (iy * w + ix) * c + c0, cg),
+                            None => fill(out, at, cg, &pads),
+                        }
+                    }
+                }
+            }
         }
-        r += x1 - x0;
+        // After the copies, which may run past the row's `fan_in` bytes.
+        for q in &mut out[at + fan_in..at + k] {
+            *q = 0;
+        }
     }
 }
 
-/// Kernel rows of at least this many bytes are copied row by row.
-const WIDE: usize = 32;
+/// The widest fixed-width copy.
+const SHORT: usize = 32;
+
+/// `dst[at..at + len] = src[from..from + len]`. Copies of up to [`SHORT`] bytes copy a fixed
+/// 8, 16 or 32 bytes where both slices have room, so may overwrite bytes after `at + len`:
+/// callers write in increasing order.
+#[inline(always)]
+fn copy_short(dst: &mut [u8], at: usize, src: &[u8], from: usize, len: usize) {
+    macro_rules! fixed {
+        ($n:literal) => {
+            if len <= $n && at + $n <= dst.len() && from + $n <= src.len() {
+                let d: &mut [u8; $n] = (&mut dst[at..at + $n]).try_into().unwrap();
+                *d = src[from..from + $n].try_into().unwrap();
+                return;
+            }
+        };
+    }
+    fixed!(8);
+    fixed!(16);
+    fixed!(32);
+    dst[at..at + len].copy_from_slice(&src[from..from + len]);
+}
+
+/// `dst[at..at + len] = pad`, `pads` being [`SHORT`] pad codes; as [`copy_short`].
+#[inline(always)]
+fn fill(dst: &mut [u8], at: usize, len: usize, pads: &[u8; SHORT]) {
+    if len <= SHORT {
+        copy_short(dst, at, pads, 0, len);
+    } else {
+        dst[at..at + len].fill(pads[0]);
+    }
+}
 
 /// The input row of kernel row `ky` at output row `y`, if inside the image.
 fn input_row(g: &ConvGeometry, y: usize, ky: usize) -> Option<usize> {
     (y * g.stride.h + ky)
         .checked_sub(g.padding.h)
         .filter(|&iy| iy < g.input.h)
-}
-
-/// The output columns `x` whose input column `x·s_w + kx − p_w` is inside the image.
-fn inside(g: &ConvGeometry, kx: usize) -> std::ops::Range<usize> {
-    let (s, p, w) = (g.stride.w, g.padding.w, g.input.w);
-    let lo = p.saturating_sub(kx).div_ceil(s);
-    let hi = (w + p).saturating_sub(kx).div_ceil(s);
-    lo..hi.max(lo)
-}
-
-/// [`im2col`] of one output row segment, row by row.
-#[allow(clippy::too_many_arguments)]
-fn segment_rows(
-    g: &ConvGeometry,
-    image: &[u8],
-    y: usize,
-    xs: std::ops::Range<usize>,
-    c0: usize,
-    cg: usize,
-    pad: u8,
-    out: &mut [u8],
-) {
-    let (c, w, kw) = (g.in_channels, g.input.w, g.kernel.w);
-    let fan_in = g.kernel.h * kw * cg;
-    let whole = cg == c;
-    for (x, row) in xs.zip(out.chunks_exact_mut(fan_in)) {
-        for (ky, taps) in row.chunks_exact_mut(kw * cg).enumerate() {
-            let Some(iy) = input_row(g, y, ky) else {
-                taps.fill(pad);
-                continue;
-            };
-            let first = (x * g.stride.w).checked_sub(g.padding.w);
-            match first {
-                Some(ix) if whole && ix + kw <= w => {
-                    taps.copy_from_slice(&image[(iy * w + ix) * c..][..kw * c]);
-                }
-                _ => {
-                    for (kx, dst) in taps.chunks_exact_mut(cg).enumerate() {
-                        let ix = (x * g.stride.w + kx)
-                            .checked_sub(g.padding.w)
-                            .filter(|&ix| ix < w);
-                        match ix {
-                            Some(ix) => dst.copy_from_slice(&image[(iy * w + ix) * c + c0..][..cg]),
-                            None => dst.fill(pad),
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// [`im2col`] of one output row segment, column by column.
-#[allow(clippy::too_many_arguments)]
-fn segment_cols(
-    g: &ConvGeometry,
-    image: &[u8],
-    y: usize,
-    xs: std::ops::Range<usize>,
-    c0: usize,
-    cg: usize,
-    pad: u8,
-    out: &mut [u8],
-) {
-    let (c, w, kw) = (g.in_channels, g.input.w, g.kernel.w);
-    let fan_in = g.kernel.h * kw * cg;
-    let sx = g.stride.w * c;
-    for ky in 0..g.kernel.h {
-        let iy = input_row(g, y, ky);
-        for kx in 0..kw {
-            let valid = inside(g, kx);
-            let lo = valid.start.clamp(xs.start, xs.end);
-            let hi = valid.end.clamp(lo, xs.end);
-            for ch in 0..cg {
-                let k = (ky * kw + kx) * cg + ch;
-                let column = out[k..].iter_mut().step_by(fan_in);
-                let Some(iy) = iy else {
-                    column.for_each(|q| *q = pad);
-                    continue;
-                };
-                let (before, rest) = (lo - xs.start, hi - lo);
-                let mut column = column;
-                for q in column.by_ref().take(before) {
-                    *q = pad;
-                }
-                if rest > 0 {
-                    // Input column of x = lo: lo·s_w + kx − p_w ≥ 0.
-                    let ix = lo * g.stride.w + kx - g.padding.w;
-                    let src = image[(iy * w + ix) * c + c0 + ch..].iter().step_by(sx);
-                    for (q, &v) in column.by_ref().take(rest).zip(src) {
-                        *q = v;
-                    }
-                }
-                column.for_each(|q| *q = pad);
-            }
-        }
-    }
 }
 
 /// A convolution with one input channel per group on `nb` NHWC images: per image, the input

@@ -384,8 +384,8 @@ fn gemm_conv<K: Isa>(
         g.out_channels / groups,
         g.out_channels,
     );
-    let fan_in = g.fan_in();
-    let block = (BLOCK_BYTES / fan_in).max(1).next_multiple_of(BLOCK_ROWS);
+    let k = conv.k;
+    let block = (BLOCK_BYTES / k).max(1).next_multiple_of(BLOCK_ROWS);
     let GraphWorkspace {
         scratch,
         cols,
@@ -396,10 +396,10 @@ fn gemm_conv<K: Isa>(
         let rows = block.min(total - r0);
         for (gi, layer) in conv.groups.iter().enumerate() {
             let a: &[u8] = if conv.pointwise {
-                &input[r0 * fan_in..][..rows * fan_in]
+                &input[r0 * k..][..rows * k]
             } else {
-                let cols = grow(cols, rows * fan_in);
-                loops::im2col(g, input, r0, rows, gi * cg, cg, conv.pad, cols);
+                let cols = grow(cols, rows * k);
+                loops::im2col(g, input, r0, rows, gi * cg, cg, conv.pad, k, cols);
                 cols
             };
             if groups == 1 {

@@ -55,6 +55,10 @@ pub(super) struct GemmConv {
     pub(super) pad: u8,
     /// 1×1, stride 1, no padding, one group: the NHWC input is its own im2col matrix.
     pub(super) pointwise: bool,
+    /// The GEMM's reduction length: `fan_in`, or for im2col'd convolutions `fan_in` rounded
+    /// up to a multiple of 4 (the byte GEMM's group), the extra weights the zero point (offset
+    /// 0) and the extra im2col columns code 0, which adds nothing.
+    pub(super) k: usize,
     /// One GEMM-view layer per group, its weights in (ky, kx, c) order.
     pub(super) groups: Vec<PackedLayer>,
 }
@@ -152,19 +156,29 @@ fn gemm_conv(layer: &QuantLayer, g: &ConvGeometry, pad: u8) -> Result<GemmConv, 
     let (cg, og) = (g.in_channels / g.groups, g.out_channels / g.groups);
     let (kh, kw) = (g.kernel.h, g.kernel.w);
     let fan_in = g.fan_in();
+    let one = |s: burnq_arch::arch::Size2| s.h == 1 && s.w == 1;
+    let pointwise =
+        g.groups == 1 && one(g.kernel) && one(g.stride) && g.padding.h == 0 && g.padding.w == 0;
+    let k = if pointwise {
+        fan_in
+    } else {
+        fan_in.next_multiple_of(4)
+    };
     let groups = (0..g.groups)
         .map(|gi| {
             let o = gi * og..(gi + 1) * og;
-            let mut weights = vec![0; og * fan_in];
-            for (row, src) in weights
-                .chunks_exact_mut(fan_in)
+            let mut weights = vec![0; og * k];
+            for ((row, src), &z) in weights
+                .chunks_exact_mut(k)
                 .zip(layer.weights[o.start * fan_in..].chunks_exact(fan_in))
+                .zip(&layer.weight_zero_points[o.clone()])
             {
                 for c in 0..cg {
                     for t in 0..kh * kw {
                         row[t * cg + c] = src[c * kh * kw + t];
                     }
                 }
+                row[fan_in..].fill(z as u8);
             }
             let name = if g.groups == 1 {
                 layer.name.clone()
@@ -174,7 +188,7 @@ fn gemm_conv(layer: &QuantLayer, g: &ConvGeometry, pad: u8) -> Result<GemmConv, 
             PackedLayer::new(&QuantLayer {
                 name,
                 kind: LayerKind::Linear {
-                    in_features: fan_in,
+                    in_features: k,
                     out_features: og,
                 },
                 weights,
@@ -187,15 +201,11 @@ fn gemm_conv(layer: &QuantLayer, g: &ConvGeometry, pad: u8) -> Result<GemmConv, 
             })
         })
         .collect::<Result<_, _>>()?;
-    let one = |s: burnq_arch::arch::Size2| s.h == 1 && s.w == 1;
     Ok(GemmConv {
         g: *g,
         pad,
-        pointwise: g.groups == 1
-            && one(g.kernel)
-            && one(g.stride)
-            && g.padding.h == 0
-            && g.padding.w == 0,
+        pointwise,
+        k,
         groups,
     })
 }
