@@ -141,6 +141,8 @@ fn grouped_architecture(seed: u64) -> Architecture {
             name: None,
             layers: vec![conv(c3, [3, 3], 1, 1, rng.range(1, 2)), Layer::Relu],
         }),
+        // Depthwise on 24 or 32 channels, multiplier 1 or 2: whole register blocks and a tail.
+        conv(c3 * rng.range(1, 2), [3, 3], rng.range(1, 2), 1, c3),
     ];
     let pool = Pool {
         kernel: Size2::square(2),

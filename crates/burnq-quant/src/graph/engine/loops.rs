@@ -183,13 +183,34 @@ pub(super) fn depthwise<K: Isa>(
         }
         for (pos, dst) in out.chunks_exact_mut(oc).enumerate() {
             let (y, x) = (pos / g.output.w, pos % g.output.w);
-            acc.copy_from_slice(&d.bias);
+            let at = |ky: usize, kx: usize| ((y * g.stride.h + ky) * wp + x * g.stride.w + kx) * oc;
+            // Blocks of LANES channels, summed over every tap in registers.
+            let blocks = acc.chunks_exact_mut(LANES).zip(d.bias.chunks_exact(LANES));
+            for (cb, (acc, bias)) in blocks.enumerate() {
+                let mut a: [i32; LANES] = bias.try_into().unwrap();
+                for ky in 0..kh {
+                    for kx in 0..kw {
+                        let xs: &[i16; LANES] = padded[at(ky, kx) + cb * LANES..][..LANES]
+                            .try_into()
+                            .unwrap();
+                        let ws: &[i16; LANES] = d.weights[(ky * kw + kx) * oc + cb * LANES..]
+                            [..LANES]
+                            .try_into()
+                            .unwrap();
+                        for l in 0..LANES {
+                            a[l] += i32::from(xs[l]) * i32::from(ws[l]);
+                        }
+                    }
+                }
+                acc.copy_from_slice(&a);
+            }
+            let tail = oc - oc % LANES;
+            acc[tail..].copy_from_slice(&d.bias[tail..]);
             for ky in 0..kh {
                 for kx in 0..kw {
-                    let at = ((y * g.stride.h + ky) * wp + x * g.stride.w + kx) * oc;
-                    let xs = &padded[at..][..oc];
-                    let ws = &d.weights[(ky * kw + kx) * oc..][..oc];
-                    for ((a, &x), &w) in acc.iter_mut().zip(xs).zip(ws) {
+                    let xs = &padded[at(ky, kx) + tail..][..oc - tail];
+                    let ws = &d.weights[(ky * kw + kx) * oc + tail..][..oc - tail];
+                    for ((a, &x), &w) in acc[tail..].iter_mut().zip(xs).zip(ws) {
                         *a += i32::from(x) * i32::from(w);
                     }
                 }
@@ -198,6 +219,9 @@ pub(super) fn depthwise<K: Isa>(
         }
     }
 }
+
+/// Channels per register block of the depthwise loop.
+const LANES: usize = 16;
 
 /// The window at output position `(y, x)` of `g` over one NHWC image: `f(tap's channels)`
 /// for each tap.

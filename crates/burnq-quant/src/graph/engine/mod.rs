@@ -260,36 +260,46 @@ impl GraphEngine {
             .zip(results.predictions.chunks_mut(chunk));
         for (((images, acc), logits), predictions) in chunks {
             let nb = predictions.len();
-            let mut x = ws.take(nb * len);
-            loops::to_nhwc(images, self.input_channels, self.input_positions, &mut x);
             let mut results = Results {
                 acc,
                 logits,
                 predictions,
             };
-            let x = self.run_nodes(isa, &self.nodes, x, nb, ws, &mut results);
+            if self.input_channels == 1 || self.input_positions == 1 {
+                // NCHW is NHWC.
+                let out = self.run_nodes(isa, &self.nodes, images, nb, ws, &mut results);
+                ws.free.extend(out);
+                continue;
+            }
+            let mut x = ws.take(nb * len);
+            loops::to_nhwc(images, self.input_channels, self.input_positions, &mut x);
+            let out = self.run_nodes(isa, &self.nodes, &x, nb, ws, &mut results);
+            ws.free.extend(out);
             ws.free.push(x);
         }
     }
 
-    /// Runs `nodes` on the chunk `x` of `nb` images; returns the last activation.
+    /// Runs `nodes` on `input`, a chunk of `nb` images; returns the last activation, or
+    /// `None` if no node wrote one (the output is then `input`).
     fn run_nodes<K: Isa>(
         &self,
         isa: K,
         nodes: &[Compiled],
-        mut x: Vec<u8>,
+        input: &[u8],
         nb: usize,
         ws: &mut GraphWorkspace,
         results: &mut Results<'_>,
-    ) -> Vec<u8> {
+    ) -> Option<Vec<u8>> {
+        let mut owned: Option<Vec<u8>> = None;
         for (node, out_len) in nodes {
-            let mut y = match node {
+            let x = owned.as_deref().unwrap_or(input);
+            let y = match node {
                 Node::Identity => continue,
                 Node::Logits(layer) => {
                     linear_rows(
                         isa,
                         layer,
-                        &x,
+                        x,
                         nb,
                         &mut ws.scratch,
                         LinearOut::Acc(results.acc),
@@ -307,24 +317,21 @@ impl GraphEngine {
                     continue;
                 }
                 Node::Residual(body, table) => {
-                    let mut inner = ws.take(x.len());
-                    inner.copy_from_slice(&x);
-                    let b = self.run_nodes(isa, body, inner, nb, ws, results);
+                    let b = self.run_nodes(isa, body, x, nb, ws, results);
                     let mut y = ws.take(nb * out_len);
-                    loops::add(table, &x, &b, &mut y);
-                    ws.free.push(b);
+                    loops::add(table, x, b.as_deref().unwrap_or(x), &mut y);
+                    ws.free.extend(b);
                     y
                 }
                 _ => {
                     let mut y = ws.take(nb * out_len);
-                    self.run_node(isa, node, &x, nb, ws, &mut y);
+                    self.run_node(isa, node, x, nb, ws, &mut y);
                     y
                 }
             };
-            std::mem::swap(&mut x, &mut y);
-            ws.free.push(y);
+            ws.free.extend(owned.replace(y));
         }
-        x
+        owned
     }
 
     /// One step without children: `input` (`nb` images) to `out`.
