@@ -142,13 +142,15 @@ fn input_row(g: &ConvGeometry, y: usize, ky: usize) -> Option<usize> {
 /// A convolution with one input channel per group on `nb` NHWC images: per image, the input
 /// offsets `q − Z` are laid out padded (with `pad − Z`) and with each input channel repeated
 /// for its output channels, so that every tap is one contiguous multiply-add along the output
-/// channels; each position's sums are requantized across the channels.
+/// channels ([`Isa::depthwise_sums`]); each position's sums are requantized across the
+/// channels.
 pub(super) fn depthwise<K: Isa>(
     isa: K,
     d: &Depthwise,
     input: &[u8],
     nb: usize,
     padded: &mut Vec<i16>,
+    taps: &mut Vec<usize>,
     acc: &mut Vec<i32>,
     out: &mut [u8],
 ) {
@@ -162,6 +164,8 @@ pub(super) fn depthwise<K: Isa>(
     padded.resize(hp * wp * oc, d.pad);
     acc.clear();
     acc.resize(oc, 0);
+    taps.clear();
+    taps.extend((0..kh).flat_map(|ky| (0..kw).map(move |kx| (ky * wp + kx) * oc)));
     let out_len = g.output.h * g.output.w * oc;
     for (image, out) in input
         .chunks_exact(h * w * c)
@@ -183,45 +187,12 @@ pub(super) fn depthwise<K: Isa>(
         }
         for (pos, dst) in out.chunks_exact_mut(oc).enumerate() {
             let (y, x) = (pos / g.output.w, pos % g.output.w);
-            let at = |ky: usize, kx: usize| ((y * g.stride.h + ky) * wp + x * g.stride.w + kx) * oc;
-            // Blocks of LANES channels, summed over every tap in registers.
-            let blocks = acc.chunks_exact_mut(LANES).zip(d.bias.chunks_exact(LANES));
-            for (cb, (acc, bias)) in blocks.enumerate() {
-                let mut a: [i32; LANES] = bias.try_into().unwrap();
-                for ky in 0..kh {
-                    for kx in 0..kw {
-                        let xs: &[i16; LANES] = padded[at(ky, kx) + cb * LANES..][..LANES]
-                            .try_into()
-                            .unwrap();
-                        let ws: &[i16; LANES] = d.weights[(ky * kw + kx) * oc + cb * LANES..]
-                            [..LANES]
-                            .try_into()
-                            .unwrap();
-                        for l in 0..LANES {
-                            a[l] += i32::from(xs[l]) * i32::from(ws[l]);
-                        }
-                    }
-                }
-                acc.copy_from_slice(&a);
-            }
-            let tail = oc - oc % LANES;
-            acc[tail..].copy_from_slice(&d.bias[tail..]);
-            for ky in 0..kh {
-                for kx in 0..kw {
-                    let xs = &padded[at(ky, kx) + tail..][..oc - tail];
-                    let ws = &d.weights[(ky * kw + kx) * oc + tail..][..oc - tail];
-                    for ((a, &x), &w) in acc[tail..].iter_mut().zip(xs).zip(ws) {
-                        *a += i32::from(x) * i32::from(w);
-                    }
-                }
-            }
+            let at = (y * g.stride.h * wp + x * g.stride.w) * oc;
+            isa.depthwise_sums(&padded[at..], taps, &d.weights, &d.bias, acc);
             isa.requant_channels(acc, &d.requant, dst);
         }
     }
 }
-
-/// Channels per register block of the depthwise loop.
-const LANES: usize = 16;
 
 /// The window at output position `(y, x)` of `g` over one NHWC image: `f(tap's channels)`
 /// for each tap.
@@ -246,8 +217,8 @@ pub(super) fn max_pool(g: &PoolGeometry, input: &[u8], out: &mut [u8]) {
         .zip(out.chunks_exact_mut(out_len))
     {
         for (pos, dst) in out.chunks_exact_mut(c).enumerate() {
-            let mut taps = window(g, image, pos / g.output.w, pos % g.output.w);
-            dst.copy_from_slice(taps.next().expect("a window has a tap"));
+            let taps = window(g, image, pos / g.output.w, pos % g.output.w);
+            dst.fill(0);
             for tap in taps {
                 for (d, &q) in dst.iter_mut().zip(tap) {
                     *d = (*d).max(q);

@@ -75,6 +75,8 @@ pub struct GraphWorkspace {
     group_out: Vec<u8>,
     /// A depthwise convolution's padded input offsets.
     padded: Vec<i16>,
+    /// A depthwise convolution's tap offsets into them.
+    taps: Vec<usize>,
     /// One position's sums.
     acc: Vec<i32>,
     /// Activation buffers not in use.
@@ -347,7 +349,8 @@ impl GraphEngine {
         match node {
             Node::Gemm(conv) => gemm_conv(isa, conv, input, nb, ws, out),
             Node::Depthwise(d) => {
-                loops::depthwise(isa, d, input, nb, &mut ws.padded, &mut ws.acc, out);
+                let (padded, taps, acc) = (&mut ws.padded, &mut ws.taps, &mut ws.acc);
+                loops::depthwise(isa, d, input, nb, padded, taps, acc, out);
             }
             Node::MaxPool(g) => loops::max_pool(g, input, out),
             Node::AvgPool {
