@@ -79,7 +79,10 @@ pub use fixedpoint::{
 };
 pub use float::{ActivationRanges, FloatLayer, FloatNetwork};
 pub use format::{load, load_graph, save, save_graph};
-pub use graph::{GraphTaps, PointRanges, QuantAdd, QuantGraph, QuantOp, convert_graph};
+pub use graph::{
+    GraphEngine, GraphTaps, GraphWorkspace, PointRanges, QuantAdd, QuantGraph, QuantOp,
+    convert_graph,
+};
 pub use layer::{LayerKind, QuantLayer};
 pub use model::{ARCHITECTURE, IMAGE_PIXELS, IMAGE_SIDE, NUM_CLASSES, Output, QuantModel, Taps};
 pub use params::{MAX_BITS, MIN_BITS, QuantParams, qmax};

@@ -11,6 +11,7 @@
 
 mod add;
 mod convert;
+mod engine;
 pub mod reference;
 mod tutorial;
 
@@ -23,6 +24,7 @@ use crate::{
 
 pub use add::{ADD_LEFT_SHIFT, Multiplier, QuantAdd};
 pub use convert::{PointRanges, convert_graph};
+pub use engine::{GraphEngine, GraphWorkspace};
 
 /// One step of a quantized graph, aligned with the [`Plan`]'s step of the same index.
 #[derive(Debug, Clone, PartialEq)]

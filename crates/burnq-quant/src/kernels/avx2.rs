@@ -101,6 +101,10 @@ impl<B: ByteIsa> Isa for Avx2<B> {
     fn max_pool_row(self, top: &[u8], bottom: &[u8], out: &mut [u8]) {
         unsafe { max_pool_row(top, bottom, out) }
     }
+
+    fn depthwise_sums(self, x: &[i16], taps: &[usize], w: &[i16], bias: &[i32], acc: &mut [i32]) {
+        unsafe { depthwise_sums(x, taps, w, bias, acc) }
+    }
 }
 
 /// Eight `i32` from memory (unaligned).
@@ -505,4 +509,10 @@ fn max_rows(plane: &[i32], width: usize, rows: usize, out: &mut [i32]) {
 #[target_feature(enable = "avx2")]
 fn max_pool_row(top: &[u8], bottom: &[u8], out: &mut [u8]) {
     generic::max_pool_row(top, bottom, out);
+}
+
+/// [`Isa::depthwise_sums`]: the portable algorithm compiled with AVX2.
+#[target_feature(enable = "avx2")]
+fn depthwise_sums(x: &[i16], taps: &[usize], w: &[i16], bias: &[i32], acc: &mut [i32]) {
+    generic::depthwise_sums(x, taps, w, bias, acc);
 }

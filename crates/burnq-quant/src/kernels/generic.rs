@@ -70,6 +70,47 @@ impl Isa for Generic {
     fn max_pool_row(self, top: &[u8], bottom: &[u8], out: &mut [u8]) {
         max_pool_row(top, bottom, out);
     }
+
+    fn depthwise_sums(self, x: &[i16], taps: &[usize], w: &[i16], bias: &[i32], acc: &mut [i32]) {
+        depthwise_sums(x, taps, w, bias, acc);
+    }
+}
+
+/// Channels per register block of [`depthwise_sums`].
+const LANES: usize = 16;
+
+/// [`Isa::depthwise_sums`]: blocks of [`LANES`] channels summed over every tap in registers,
+/// then the remaining channels.
+#[inline(always)]
+pub(crate) fn depthwise_sums(x: &[i16], taps: &[usize], w: &[i16], bias: &[i32], acc: &mut [i32]) {
+    let oc = acc.len();
+    let (blocks, _) = acc.as_chunks_mut::<LANES>();
+    let (biases, _) = bias.as_chunks::<LANES>();
+    for (b, (acc, bias)) in blocks.iter_mut().zip(biases).enumerate() {
+        let mut a = *bias;
+        for (t, &at) in taps.iter().enumerate() {
+            let xs: &[i16; LANES] = x[at + b * LANES..][..LANES].try_into().unwrap();
+            let ws: &[i16; LANES] = w[t * oc + b * LANES..][..LANES].try_into().unwrap();
+            for l in 0..LANES {
+                a[l] = a[l].wrapping_add(i32::from(xs[l]) * i32::from(ws[l]));
+            }
+        }
+        *acc = a;
+    }
+    let tail = oc - oc % LANES;
+    if tail == oc {
+        return;
+    }
+    for (a, &b) in acc[tail..].iter_mut().zip(&bias[tail..]) {
+        *a = b;
+    }
+    for (t, &at) in taps.iter().enumerate() {
+        let xs = &x[at + tail..][..oc - tail];
+        let ws = &w[t * oc + tail..][..oc - tail];
+        for ((a, &x), &w) in acc[tail..].iter_mut().zip(xs).zip(ws) {
+            *a = a.wrapping_add(i32::from(x) * i32::from(w));
+        }
+    }
 }
 
 /// Writes finished accumulator rows (`rows.len()` of them) to a tile destination.

@@ -125,4 +125,8 @@ pub(crate) trait Isa: Copy {
     /// `out[j] = max(top[2j], top[2j + 1], bottom[2j], bottom[2j + 1])`, `top` and `bottom`
     /// at least `2·out.len()` long.
     fn max_pool_row(self, top: &[u8], bottom: &[u8], out: &mut [u8]);
+
+    /// A depthwise convolution's sums at one position, for every channel `o < acc.len()`:
+    /// `acc[o] = bias[o] + Σ_t x[taps[t] + o]·w[t·acc.len() + o]` in wrapping `i32`.
+    fn depthwise_sums(self, x: &[i16], taps: &[usize], w: &[i16], bias: &[i32], acc: &mut [i32]);
 }

@@ -56,6 +56,7 @@ pub use ops::{conv2d, conv2d_requant_pool, linear, linear_requant, max_pool_2x2,
 pub(crate) use isa::Isa;
 pub(crate) use ops::{LinearOut, Scratch, conv_image, grow, linear_rows, pool_requant_image};
 pub(crate) use pack::Im2col;
+pub(crate) use requant::LayerRequant;
 
 /// Evaluates `$body` with `$isa` bound to the implementation of the [`KernelChoice`]
 /// `$choice`, monomorphizing `$body` per implementation; returns an error from the enclosing
