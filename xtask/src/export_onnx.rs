@@ -12,7 +12,7 @@ use burnq_model::checkpoint::{load_model, write_json_atomic};
 use burnq_model::data::ImageBatcher;
 use burnq_model::eval::logits;
 use burnq_model::{BackendChoice, NetConfig};
-use burnq_onnx::{ExportInfo, save, to_onnx};
+use burnq_onnx::{ExportInfo, graph_to_onnx, save, save_graph, to_onnx};
 use burnq_onnxruntime::{FloatRuntimeOutput, compare};
 use burnq_qat::float_network;
 use burnq_quant::NUM_CLASSES;
@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use crate::common::{DataArgs, display_path, ensure_images};
 use crate::paths::ArtifactDir;
-use crate::pipeline::{agreement, run_integer};
+use crate::pipeline::{agreement, run_graph};
 use crate::table::markdown;
 
 /// Flags of `cargo xtask export-onnx`.
@@ -52,6 +52,10 @@ pub struct ExportOnnxArgs {
     /// With --verify: compare on the first N test images only.
     #[arg(long)]
     pub test_limit: Option<usize>,
+    /// The network whose artifacts folder holds the model (a preset or a description file,
+    /// as trained by `cargo xtask train --arch`); any integer model file exports by itself.
+    #[arg(long, default_value = "tutorial")]
+    pub arch: String,
 }
 
 /// `onnxruntime.json`: ONNX Runtime against burnq on the same images.
@@ -90,8 +94,14 @@ pub fn run(args: ExportOnnxArgs) -> anyhow::Result<()> {
         // Refused before anything is written.
         ensure_images(args.test_limit.unwrap_or(1), "--test-limit")?;
     }
-    let dir = ArtifactDir::new(args.out.as_deref(), args.data.dataset);
+    let arch = burnq_arch::Architecture::load(&args.arch)?;
+    let dir = ArtifactDir::for_arch(args.out.as_deref(), args.data.dataset, &arch.name)?;
     if args.float {
+        anyhow::ensure!(
+            arch.name == "tutorial",
+            "--float exports the tutorial network only (not {:?})",
+            arch.name
+        );
         return run_float(&args, &dir);
     }
     let model_path = args.model.clone().unwrap_or_else(|| dir.quant_model());
@@ -99,13 +109,20 @@ pub fn run(args: ExportOnnxArgs) -> anyhow::Result<()> {
         .onnx
         .clone()
         .unwrap_or_else(|| crate::paths::onnx_beside(&model_path));
-    let model = burnq_quant::load(&model_path)?;
+    // Every model file reads as a graph; tutorial files (versions 1–3) keep their own export.
+    let quant = burnq_quant::load_graph(&model_path)?;
     let info = ExportInfo {
         dataset: args.data.dataset.dir_name().into(),
         source: display_path(&model_path),
     };
-    let graph = to_onnx(&model, &info);
-    let bytes = save(&model, &info, &onnx_path)?;
+    let (graph, bytes) = match burnq_quant::load(&model_path) {
+        Ok(model) => (to_onnx(&model, &info), save(&model, &info, &onnx_path)?),
+        Err(_) => (
+            graph_to_onnx(&quant, &info),
+            save_graph(&quant, &info, &onnx_path)?,
+        ),
+    };
+    let options = quant.options();
     let mut ops: Vec<&str> = graph.nodes.iter().map(|n| n.op_type).collect();
     ops.sort_unstable();
     ops.dedup();
@@ -127,10 +144,11 @@ pub fn run(args: ExportOnnxArgs) -> anyhow::Result<()> {
                 graph.nodes.len().to_string(),
                 ops.join(", "),
                 format!(
-                    "w{}a{} {}",
-                    model.weight_bits(),
-                    model.act_bits(),
-                    if model.per_channel() {
+                    "{} w{}a{} {}",
+                    quant.architecture().name,
+                    options.weight_bits,
+                    options.act_bits,
+                    if options.per_channel {
                         "per channel"
                     } else {
                         "per tensor"
@@ -148,7 +166,7 @@ pub fn run(args: ExportOnnxArgs) -> anyhow::Result<()> {
         .load_test_limited(args.test_limit, "--test-limit")?;
     let runtime = burnq_onnxruntime::run(&args.python, &onnx_path, &set.pixels)
         .context("--verify: running the ONNX graph with ONNX Runtime")?;
-    let output = run_integer(&model, &set)?;
+    let output = run_graph(&quant, &set.pixels)?;
     let a = compare(&output, &runtime, &set.labels);
     let report = VerifyReport {
         onnx: display_path(&onnx_path),
