@@ -6,11 +6,11 @@
 use anyhow::Context;
 use burnq_arch::Architecture;
 use burnq_calib::{CalibrationMethod, CalibrationSettings, calibrate_arch};
+use burnq_model::BackendChoice;
 use burnq_model::checkpoint::{load_arch_net, write_json_atomic};
 use burnq_model::data::ImageBatcher;
 use burnq_model::eval::evaluate_with;
 use burnq_model::training::Classifier;
-use burnq_model::BackendChoice;
 use burnq_quant::{ConvertOptions, QuantGraph, convert_graph};
 use serde::Serialize;
 
@@ -71,13 +71,8 @@ pub fn run(args: &QuantizeArgs, arch: &Architecture) -> anyhow::Result<()> {
         .with_context(|| format!("calibrating {}", display_path(&float_path)))?;
     let params = model.float_params()?;
     let batcher = ImageBatcher::new(norm);
-    let (float_eval, float_pred) = evaluate_with(
-        &|x| model.log_probs(x),
-        &test_set,
-        &batcher,
-        500,
-        &device,
-    );
+    let (float_eval, float_pred) =
+        evaluate_with(&|x| model.log_probs(x), &test_set, &batcher, 500, &device);
     let mut variants = Vec::new();
     let mut chosen: Option<QuantGraph> = None;
     for method in CalibrationMethod::ALL {
@@ -108,7 +103,10 @@ pub fn run(args: &QuantizeArgs, arch: &Architecture) -> anyhow::Result<()> {
     burnq_quant::save_graph(&graph, &quant_path)?;
     let calib_path = dir.calibration();
     write_json_atomic(&calibration, &calib_path)?;
-    let saved = variants.iter().find(|v| v.saved).expect("one variant is saved");
+    let saved = variants
+        .iter()
+        .find(|v| v.saved)
+        .expect("one variant is saved");
     let report = ArchReport {
         architecture: arch.name.clone(),
         dataset: args.data.dataset.dir_name().into(),
@@ -145,7 +143,11 @@ fn print_summary(report: &ArchReport, options: &ConvertOptions) {
         "100.00%".into(),
     ]];
     for v in &report.variants {
-        let granularity = if v.per_channel { "per channel" } else { "per tensor" };
+        let granularity = if v.per_channel {
+            "per channel"
+        } else {
+            "per tensor"
+        };
         let saved = if v.saved { " (saved)" } else { "" };
         rows.push(vec![
             format!("integer {label} {granularity}, {}{saved}", v.calibration),

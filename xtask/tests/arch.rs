@@ -1,0 +1,159 @@
+//! `--arch`: every preset and the shipped example file go through the whole chain on a small
+//! subset: train, quantize (every calibration method, per tensor and per channel), evaluate
+//! the float and integer models, export ONNX (run by ONNX Runtime where it is installed).
+
+mod common;
+
+use common::{json, text, xtask, xtask_ok};
+
+fn chain(arch: &str, train_images: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().to_str().unwrap();
+    let common = ["--arch", arch, "--offline", "--out", out];
+    let train = xtask_ok(
+        &[
+            &[
+                "train",
+                "--epochs",
+                "1",
+                "--train-limit",
+                train_images,
+                "--test-limit",
+                "200",
+            ][..],
+            &common,
+        ]
+        .concat(),
+    );
+    assert!(text(&train).contains("| epoch"), "{}", text(&train));
+    for f in ["model.bpk", "model.arch.json", "train.json"] {
+        assert!(
+            dir.path().join("float").join(f).is_file(),
+            "{arch}: float/{f}"
+        );
+    }
+    let quantize = xtask_ok(
+        &[
+            &[
+                "quantize",
+                "--calib-samples",
+                "200",
+                "--test-limit",
+                "200",
+                "--per-channel",
+            ][..],
+            &common,
+        ]
+        .concat(),
+    );
+    let report = json(&dir.path().join("quant/report.json"));
+    let variants = report["variants"].as_array().unwrap();
+    assert_eq!(
+        variants.len(),
+        10,
+        "{arch}: five methods × two granularities"
+    );
+    let saved: Vec<_> = variants.iter().filter(|v| v["saved"] == true).collect();
+    assert_eq!(saved.len(), 1);
+    assert_eq!(saved[0]["per_channel"], true);
+    assert_eq!(saved[0]["calibration"], "mean-minmax");
+    let float = report["float_accuracy"].as_f64().unwrap();
+    let int = report["int_accuracy"].as_f64().unwrap();
+    assert!(float > 0.1, "{arch}: float accuracy {float}");
+    for v in variants {
+        let agree = v["agreement_with_float"].as_f64().unwrap();
+        assert!(agree > 0.8, "{arch}: {v} agrees with float on {agree}");
+    }
+    assert!(text(&quantize).contains("(saved)"));
+    let cal = json(&dir.path().join("calibration.json"));
+    assert_eq!(
+        cal["architecture"].as_str(),
+        report["architecture"].as_str()
+    );
+
+    let model = dir.path().join("quant/model.safetensors");
+    let model = model.to_str().unwrap();
+    let eval = xtask_ok(&[
+        "eval",
+        "--arch",
+        arch,
+        "--quantized",
+        "--model",
+        model,
+        "--limit",
+        "200",
+        "--offline",
+    ]);
+    let shown = format!("integer accuracy {:.2}%", 100.0 * int);
+    assert!(
+        text(&eval).contains(&shown),
+        "{}\nexpected {shown}",
+        text(&eval)
+    );
+    let onnx = dir.path().join("quant/model.onnx");
+    xtask_ok(&[
+        "export-onnx",
+        "--arch",
+        arch,
+        "--model",
+        model,
+        "--offline",
+        "--out",
+        out,
+    ]);
+    assert!(onnx.is_file());
+}
+
+#[test]
+fn lenet5_trains_quantizes_evaluates_and_exports() {
+    chain("lenet5", "2000");
+}
+
+#[test]
+fn mobile_trains_quantizes_evaluates_and_exports() {
+    chain("mobile", "640");
+}
+
+#[test]
+fn a_description_file_trains_quantizes_evaluates_and_exports() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/my_net.toml");
+    chain(example, "640");
+}
+
+#[test]
+fn a_broken_description_is_refused_by_name_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.json");
+    std::fs::write(
+        &file,
+        r#"{"name": "bad", "layers": [{"type": "conv2d", "out_channels": 4, "kernel": 3},
+            {"type": "conv2d", "in_channels": 5, "out_channels": 4, "kernel": 3},
+            {"type": "flatten"}, {"type": "linear", "out_features": 10}]}"#,
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let run = xtask(&[
+        "train",
+        "--arch",
+        file.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--offline",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!run.status.success());
+    let msg = text(&run);
+    assert!(
+        msg.contains("layer 2 (conv2d): expects 5 input channels, its input has 4"),
+        "{msg}"
+    );
+    assert!(!out.exists(), "nothing is written for a broken description");
+    let unknown = xtask(&["quantize", "--arch", "resnet50", "--offline"]);
+    assert!(!unknown.status.success());
+    assert!(
+        text(&unknown).contains("not a preset"),
+        "{}",
+        text(&unknown)
+    );
+}
