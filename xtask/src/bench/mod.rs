@@ -36,6 +36,7 @@ use crate::plot::bar_chart;
 use crate::quantize::{convert_with, parse_method};
 use crate::table::markdown;
 
+mod arch;
 mod measure;
 mod ratios;
 mod report;
@@ -88,6 +89,10 @@ pub struct BenchArgs {
     /// Benchmark on the first N test images only (quick runs).
     #[arg(long)]
     pub test_limit: Option<usize>,
+    /// The network: a preset (tutorial, lenet5, mobile) or a .json/.toml description file,
+    /// trained and quantized with `--arch` (report in artifacts/bench/<arch>/).
+    #[arg(long, default_value = "tutorial")]
+    pub arch: String,
 }
 
 /// `w<W>a<A>` (2..=8 each), or `none`.
@@ -200,6 +205,10 @@ struct Report {
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.arch != "tutorial" {
+        let arch = burnq_arch::Architecture::load(&args.arch)?;
+        return arch::run_arch(args, &arch);
+    }
     let models = ArtifactDir::new(args.models.as_deref(), args.data.dataset);
     let float_path = models.float_model();
     let quant_path = models.quant_model();
