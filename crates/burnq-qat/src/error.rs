@@ -22,6 +22,12 @@ pub enum QatError {
         /// The layer the architecture has there.
         expected: &'static str,
     },
+    /// The request is outside what QAT supports for this network.
+    #[error("{0}")]
+    Unsupported(String),
+    /// A described network's description or parameters are invalid.
+    #[error("the described network")]
+    Arch(#[source] burnq_arch::ArchError),
     /// The float weights do not form a valid float network for the converter.
     #[error("the float model's weights")]
     Weights(#[source] burnq_quant::QuantError),

@@ -12,6 +12,7 @@
 //! ([`burnq_quant::LayerQuantization`]); this crate derives none itself.
 
 pub mod adapter;
+pub mod arch_qat;
 pub mod error;
 pub mod int_sim;
 pub mod lsq;
@@ -20,6 +21,7 @@ pub mod run;
 pub mod simulated;
 
 pub use adapter::float_network;
+pub use arch_qat::{ArchQat, ArchQatOutcome, run_arch_qat};
 pub use error::QatError;
 pub use qat::{QatForward, QatSettings, Quantizer};
 pub use run::{QatConfig, QatOutcome, run_qat};

@@ -1,0 +1,505 @@
+//! Quantization-aware training of a described network ([`ArchNet`]): a fake-quantized
+//! forward pass ([`ArchQat`]) that computes, value for value, what the integer graph
+//! converted from the same weights will compute, and [`run_arch_qat`], which fine-tunes,
+//! converts through [`convert_graph`] and measures both on the test set.
+//!
+//! Per step, the forward values come from the converter's own functions on the host, the
+//! gradients from the same formulas on Burn tensors (straight-through):
+//! - **convolution / linear**: batch norm **frozen and folded** (Jacob et al. 2018 §3.2 fold
+//!   batch norm into the weights; we freeze its running statistics for the whole
+//!   fine-tuning, as the paper does after its first phase, because QAT starts from a converged
+//!   float model and the integer model folds those very statistics): `w' = w·γ/√(σ²+ε)`,
+//!   `b' = (b − μ)·γ/√(σ²+ε) + β` ([`StepParams::folded`]), then the input normalization for
+//!   the first layer ([`fold_normalization`]), which reads raw pixels and pads with the
+//!   normalization's padding pixel. The folded weights are fake-quantized on the converter's
+//!   grids ([`weight_params`]); the output is mapped to the engine's codes by its accumulator
+//!   and fixed-point requantization ([`LayerRequant`]), the activation folded into the clamp;
+//!   the last layer's logits are snapped to its accumulators.
+//! - **max pool**: on the real values (it commutes with the increasing requantization);
+//! - **average pool** and **residual add**: the reference integer operations on the codes
+//!   ([`reference::avg_pool`], [`QuantAdd::apply`]);
+//! - **dropout**: the identity (it would move values off their grids).
+//!
+//! Output grids come from EMA ranges of each quantization point, started from a calibration.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use burn::prelude::*;
+use burn::tensor::activation::{log_softmax, relu};
+use burn::tensor::module::conv2d;
+use burn::tensor::ops::ConvOptions;
+use burnq_arch::arch::{Activation, BatchNormParams, Op, PoolGeometry, Step, StepParams};
+use burnq_arch::{Architecture, Normalization};
+use burnq_calib::{CalibrationSettings, calibrate_arch};
+use burnq_data::{IMAGE_PIXELS, ImageSet};
+use burnq_model::arch_net::{ArchLayer, ConvStep, LinearStep, Reshape};
+use burnq_model::data::ImageBatcher;
+use burnq_model::eval::{EvalResult, evaluate_with};
+use burnq_model::export::to_vec;
+use burnq_model::training::{EpochRecord, ForwardMode, TrainEvent, fit};
+use burnq_model::{ArchNet, Device, ModelError};
+use burnq_quant::convert::fold_normalization;
+use burnq_quant::derive::{LayerQuantization, accumulator_scales, weight_params};
+use burnq_quant::graph::reference;
+use burnq_quant::range::EmaRange;
+use burnq_quant::{
+    ConvertOptions, GraphEngine, PointRanges, QuantAdd, QuantGraph, QuantParams, convert_graph,
+};
+
+use crate::int_sim::{LayerRequant, snap};
+use crate::simulated::fake_quantize_channels;
+use crate::{QatConfig, QatError};
+
+/// The fake-quantized forward pass of a described network; see the module docs.
+#[derive(Debug, Clone)]
+pub struct ArchQat {
+    options: ConvertOptions,
+    norm: Normalization,
+    ema_decay: f32,
+    ranges: BTreeMap<String, EmaRange>,
+}
+
+/// A tensor between steps with the grid its values lie on.
+struct Flow {
+    x: Flowing,
+    grid: QuantParams,
+    /// The normalization still to fold (into the first convolution or linear layer).
+    pending: Option<Normalization>,
+}
+
+enum Flowing {
+    Image(Tensor<4>),
+    Features(Tensor<2>),
+}
+
+impl ArchQat {
+    /// Starts from the calibrated output ranges `initial` of every quantization point.
+    pub fn new(
+        options: ConvertOptions,
+        norm: Normalization,
+        ema_decay: f32,
+        initial: &PointRanges,
+    ) -> Self {
+        let ranges = initial
+            .iter()
+            .map(|(name, &(min, max))| {
+                let mut r = EmaRange::default();
+                r.update(min, max, ema_decay);
+                (name.clone(), r)
+            })
+            .collect();
+        Self {
+            options,
+            norm,
+            ema_decay,
+            ranges,
+        }
+    }
+
+    /// The current output range of every quantization point (what conversion takes).
+    pub fn point_ranges(&self) -> PointRanges {
+        self.ranges
+            .iter()
+            .map(|(n, r)| (n.clone(), r.range()))
+            .collect()
+    }
+
+    /// Loss, accuracy and predictions of the fake-quantized network on `set`.
+    pub fn evaluate(
+        &self,
+        model: &ArchNet,
+        set: &ImageSet,
+        device: &Device,
+    ) -> (EvalResult, Vec<u8>) {
+        let batcher = ImageBatcher::new(set.kind.normalization());
+        evaluate_with(&|x| self.eval_forward(model, x), set, &batcher, 500, device)
+    }
+
+    fn forward(&mut self, model: &ArchNet, images: Tensor<4>, observe: bool) -> Tensor<2> {
+        let Normalization { mean, std } = self.norm;
+        let flow = Flow {
+            x: Flowing::Image(images.mul_scalar(std).add_scalar(mean)),
+            grid: QuantParams::RAW_PIXELS,
+            pending: Some(self.norm),
+        };
+        let last = model.plan.steps.len() - 1;
+        let flow = self.steps(&model.layers, &model.plan.steps, flow, observe, Some(last));
+        match flow.x {
+            Flowing::Features(logits) => log_softmax(logits, 1),
+            Flowing::Image(_) => unreachable!("a validated plan ends with a linear layer"),
+        }
+    }
+
+    fn steps(
+        &mut self,
+        layers: &[ArchLayer],
+        steps: &[Step],
+        mut flow: Flow,
+        observe: bool,
+        logits_at: Option<usize>,
+    ) -> Flow {
+        for (i, (layer, step)) in layers.iter().zip(steps).enumerate() {
+            let logits = logits_at == Some(i);
+            flow = match (layer, &step.op) {
+                (ArchLayer::Conv(s), Op::Conv2d(_)) => self.conv(s, step, flow, observe),
+                (ArchLayer::Linear(s), Op::Linear { .. }) => {
+                    self.linear(s, step, flow, observe, logits)
+                }
+                (ArchLayer::MaxPool(p), _) => Flow {
+                    x: Flowing::Image(p.forward(image(flow.x))),
+                    ..flow
+                },
+                (ArchLayer::AvgPool(p), Op::AvgPool(g)) => average(g, flow, |x| p.forward(x)),
+                (ArchLayer::Reshape(_), Op::GlobalAvgPool(g)) => {
+                    average(g, flow, |x| x.mean_dim(3).mean_dim(2))
+                }
+                (ArchLayer::Reshape(r), _) if matches!(r.kind, Reshape::Flatten) => Flow {
+                    x: Flowing::Features(features(flow.x)),
+                    ..flow
+                },
+                (ArchLayer::Dropout(_), _) => flow,
+                (ArchLayer::Residual(r), Op::Residual(inner)) => {
+                    let (skip, grid) = (clone_flowing(&flow.x), flow.grid);
+                    let body = self.steps(&r.body, inner, flow, observe, None);
+                    self.add(step, skip, grid, body, observe)
+                }
+                _ => unreachable!("an ArchNet's layers are built from its plan"),
+            };
+        }
+        flow
+    }
+
+    /// The output grid of quantization point `step` after observing `y` (post-activation).
+    fn output_grid<const D: usize>(
+        &mut self,
+        step: &Step,
+        y: &Tensor<D>,
+        observe: bool,
+    ) -> QuantParams {
+        let range = self.ranges.entry(step.name.clone()).or_default();
+        if observe {
+            let a = activation(y.clone().detach(), step.activation);
+            let (lo, hi) = (
+                a.clone().min().into_scalar::<f32>(),
+                a.max().into_scalar::<f32>(),
+            );
+            range.update(lo, hi, self.ema_decay);
+        }
+        let (min, max) = range.range();
+        QuantParams::from_range(min, max, self.options.act_bits)
+            .expect("EMA ranges of finite activations are valid")
+    }
+
+    /// Folded, fake-quantized weights `[out, fan_in…]` and bias of a convolution or linear
+    /// step: values from the converter's functions, gradients through `weight`/`bn`.
+    fn folded(
+        &self,
+        step: &Step,
+        weight: Tensor<2>,
+        bias: Option<Tensor<1>>,
+        bn: Option<&burn::nn::BatchNorm>,
+        pending: Option<Normalization>,
+    ) -> (Tensor<2>, Tensor<1>, Vec<QuantParams>) {
+        let [out, fan_in] = weight.dims();
+        let device = weight.device();
+        let params = StepParams {
+            weight: to_vec(weight.clone().detach()),
+            bias: bias.as_ref().map(|b| to_vec(b.clone().detach())),
+            batch_norm: bn.map(|bn| BatchNormParams {
+                gamma: to_vec(bn.gamma.val().detach()),
+                beta: to_vec(bn.beta.val().detach()),
+                mean: to_vec(bn.running_mean.value()),
+                var: to_vec(bn.running_var.value()),
+            }),
+        };
+        let eps = step.batch_norm.map_or(0.0, |b| b.eps);
+        let (mut w_host, mut b_host) = params.folded(eps);
+        let mut w = weight;
+        let mut b = bias.unwrap_or_else(|| Tensor::zeros([out], &device));
+        if let Some(bn) = bn {
+            let factor = bn
+                .gamma
+                .val()
+                .div(bn.running_var.value().add_scalar(eps).sqrt());
+            w = w.mul(factor.clone().reshape([out, 1]));
+            b = (b - bn.running_mean.value()).mul(factor) + bn.beta.val();
+        }
+        if let Some(norm) = pending {
+            (w_host, b_host) = fold_normalization(&w_host, &b_host, fan_in, norm);
+            let sums: Tensor<1> = w.clone().sum_dim(1).reshape([out]);
+            w = w.div_scalar(norm.std);
+            b = b - sums.mul_scalar(norm.mean / norm.std);
+        }
+        let grids = weight_params(
+            &w_host,
+            out,
+            self.options.weight_bits,
+            self.options.per_channel,
+        )
+        .expect("finite weights have grids");
+        let w_host: Tensor<2> = Tensor::from_data(TensorData::new(w_host, [out, fan_in]), &device);
+        let b_host: Tensor<1> = Tensor::from_data(TensorData::new(b_host, [out]), &device);
+        let q = fake_quantize_channels(w_host, &grids);
+        let w = w.clone() + (q - w).detach();
+        let b = b.clone() + (b_host - b).detach();
+        (w, b, grids)
+    }
+
+    fn conv(&mut self, s: &ConvStep, step: &Step, flow: Flow, observe: bool) -> Flow {
+        let Op::Conv2d(g) = &step.op else {
+            unreachable!()
+        };
+        let weight = s.conv.weight.val();
+        let dims = weight.dims();
+        let flat = weight.reshape([dims[0], dims[1] * dims[2] * dims[3]]);
+        let bias = s.conv.bias.as_ref().map(|b| b.val());
+        let (w, b, grids) = self.folded(step, flat, bias, s.batch_norm.as_ref(), flow.pending);
+        let mut x = image(flow.x);
+        let (ph, pw) = (g.padding.h, g.padding.w);
+        let mut padding = [ph, pw];
+        if let (Some(norm), true) = (flow.pending, ph > 0 || pw > 0) {
+            // Raw pixels padded with the normalization's padding pixel, as the engine pads.
+            let value = f32::from(norm.padding_pixel()) / 255.0;
+            x = x.pad(
+                [(ph, ph), (pw, pw)],
+                burn::tensor::ops::PadMode::Constant(value),
+            );
+            padding = [0, 0];
+        }
+        let options = ConvOptions::new([g.stride.h, g.stride.w], padding, [1, 1], g.groups);
+        let y = conv2d(x, w.reshape(dims), Some(b), options);
+        let output = self.output_grid(step, &y, observe);
+        let layer = LayerQuantization::from_grids(flow.grid, grids, output, step.activation)
+            .expect("representable multipliers");
+        Flow {
+            x: Flowing::Image(LayerRequant::new(layer).apply(y)),
+            grid: output,
+            pending: None,
+        }
+    }
+
+    fn linear(
+        &mut self,
+        s: &LinearStep,
+        step: &Step,
+        flow: Flow,
+        observe: bool,
+        logits: bool,
+    ) -> Flow {
+        // Burn stores [in, out].
+        let weight = s.linear.weight.val().transpose();
+        let bias = s.linear.bias.as_ref().map(|b| b.val());
+        let (w, b, grids) = self.folded(step, weight, bias, s.batch_norm.as_ref(), flow.pending);
+        let x = features(flow.x);
+        let [out, _] = w.dims();
+        let y = x.matmul(w.transpose()) + b.reshape([1, out]);
+        if logits {
+            let scales = accumulator_scales(flow.grid, &grids);
+            return Flow {
+                x: Flowing::Features(snap(y, &scales)),
+                grid: flow.grid,
+                pending: None,
+            };
+        }
+        let output = self.output_grid(step, &y, observe);
+        let layer = LayerQuantization::from_grids(flow.grid, grids, output, step.activation)
+            .expect("representable multipliers");
+        Flow {
+            x: Flowing::Features(LayerRequant::new(layer).apply(y)),
+            grid: output,
+            pending: None,
+        }
+    }
+
+    fn add(
+        &mut self,
+        step: &Step,
+        skip: Flowing,
+        skip_grid: QuantParams,
+        body: Flow,
+        observe: bool,
+    ) -> Flow {
+        let (a, b) = (image(skip), image(body.x));
+        let sum = a.clone() + b.clone();
+        let output = self.output_grid(step, &sum, observe);
+        let add = QuantAdd::derive(skip_grid, body.grid, output, step.activation)
+            .expect("representable multipliers");
+        let (qa, qb) = (codes(&a, skip_grid), codes(&b, body.grid));
+        let exact: Vec<f32> = qa
+            .iter()
+            .zip(&qb)
+            .map(|(&x, &y)| output.dequantize(add.apply(x, y)))
+            .collect();
+        let device = sum.device();
+        let exact = Tensor::from_data(TensorData::new(exact, sum.dims()), &device);
+        let clipped = activation(sum, step.activation).clamp(
+            output.dequantize(add.act_min),
+            output.dequantize(add.act_max),
+        );
+        Flow {
+            x: Flowing::Image(clipped.clone() + (exact - clipped).detach()),
+            grid: output,
+            pending: None,
+        }
+    }
+}
+
+/// Average pooling on the codes (the reference operation), straight-through gradient of the
+/// float average.
+fn average(g: &PoolGeometry, flow: Flow, float: impl Fn(Tensor<4>) -> Tensor<4>) -> Flow {
+    let x = image(flow.x);
+    let n = x.dims()[0];
+    let float = float(x.clone());
+    let q = codes(&x, flow.grid);
+    let pooled = reference::avg_pool(g, flow.grid, &q, n).expect("shapes from the plan");
+    let exact: Vec<f32> = pooled.iter().map(|&q| flow.grid.dequantize(q)).collect();
+    let exact = Tensor::from_data(TensorData::new(exact, float.dims()), &float.device());
+    Flow {
+        x: Flowing::Image(float.clone() + (exact - float).detach()),
+        ..flow
+    }
+}
+
+fn codes<const D: usize>(x: &Tensor<D>, grid: QuantParams) -> Vec<u8> {
+    to_vec(x.clone().detach())
+        .iter()
+        .map(|&v| grid.quantize(v))
+        .collect()
+}
+
+fn activation<const D: usize>(x: Tensor<D>, a: Activation) -> Tensor<D> {
+    match a {
+        Activation::None => x,
+        Activation::Relu => relu(x),
+        Activation::Relu6 => x.clamp(0.0, 6.0),
+    }
+}
+
+fn image(x: Flowing) -> Tensor<4> {
+    match x {
+        Flowing::Image(t) => t,
+        Flowing::Features(_) => unreachable!("the plan gives this step an image"),
+    }
+}
+
+fn features(x: Flowing) -> Tensor<2> {
+    match x {
+        Flowing::Features(t) => t,
+        Flowing::Image(t) => t.flatten(1, 3),
+    }
+}
+
+fn clone_flowing(x: &Flowing) -> Flowing {
+    match x {
+        Flowing::Image(t) => Flowing::Image(t.clone()),
+        Flowing::Features(t) => Flowing::Features(t.clone()),
+    }
+}
+
+impl ForwardMode<ArchNet> for ArchQat {
+    fn train_forward(&mut self, model: &ArchNet, images: Tensor<4>) -> Tensor<2> {
+        self.forward(model, images, true)
+    }
+
+    fn eval_forward(&self, model: &ArchNet, images: Tensor<4>) -> Tensor<2> {
+        self.clone().forward(model, images, false)
+    }
+}
+
+/// What [`run_arch_qat`] produced.
+#[derive(Debug)]
+pub struct ArchQatOutcome {
+    /// The fine-tuned float network.
+    pub model: ArchNet,
+    /// One record per epoch (the fake-quantized network's test accuracy).
+    pub history: Vec<EpochRecord>,
+    /// The fake-quantized forward pass, with its final ranges.
+    pub forward: ArchQat,
+    /// The exported integer network.
+    pub graph: QuantGraph,
+    /// The fake-quantized network on the test set.
+    pub fake_quant: EvalResult,
+    /// Its predictions.
+    pub fake_quant_predictions: Vec<u8>,
+    /// The integer graph's predictions on the test set.
+    pub integer_predictions: Vec<u8>,
+}
+
+/// Fine-tunes `float` (a described network) with [`ArchQat`] as `config` says (widths,
+/// granularity, epochs, learning rate and decay, momentum, seed, EMA decay, range
+/// initialisation; `quantizer` must be min/max), then converts it through [`convert_graph`]
+/// and runs the fake-quantized network and the integer graph over `test_set`.
+#[allow(clippy::too_many_arguments)]
+pub fn run_arch_qat(
+    config: &QatConfig,
+    arch: &Architecture,
+    float: &ArchNet,
+    mut train_set: ImageSet,
+    test_set: &ImageSet,
+    device: &Device,
+    on_event: &mut dyn FnMut(TrainEvent),
+    on_epoch: &mut dyn FnMut(&ArchNet, &EpochRecord) -> Result<(), ModelError>,
+) -> Result<ArchQatOutcome, QatError> {
+    if config.quantizer != crate::Quantizer::Minmax {
+        return Err(QatError::Unsupported(
+            "learned step sizes (LSQ) run on the tutorial network only; use --quantizer minmax"
+                .into(),
+        ));
+    }
+    let calibration = calibrate_arch(
+        float,
+        &arch.name,
+        &train_set,
+        CalibrationSettings {
+            method: config.range_init,
+            act_bits: config.act_bits,
+            ..Default::default()
+        },
+        device,
+    )
+    .map_err(QatError::Calibration)?;
+    let plan = arch.plan().map_err(QatError::Arch)?;
+    let initial = calibration
+        .point_ranges(&plan, config.range_init)
+        .map_err(QatError::Calibration)?;
+    if let Some(n) = config.train_limit {
+        train_set.truncate(n);
+    }
+    let norm = train_set.kind.normalization();
+    let options = ConvertOptions {
+        weight_bits: config.weight_bits,
+        act_bits: config.act_bits,
+        per_channel: config.per_channel,
+    };
+    let mut forward = ArchQat::new(options, norm, config.ema_decay, &initial);
+    let ad = device.clone().autodiff();
+    let start = ArchNet::init(&plan, norm, &ad).load_record(float.valid().into_record());
+    let (model, history) = fit(
+        &config.training(),
+        start,
+        &mut forward,
+        Arc::new(train_set),
+        test_set,
+        device,
+        on_event,
+        on_epoch,
+    )?;
+    let params = model.float_params().map_err(QatError::Arch)?;
+    let graph = convert_graph(arch, &params, &forward.point_ranges(), norm, options)
+        .map_err(QatError::Quant)?;
+    let (fake_quant, fake_quant_predictions) = forward.evaluate(&model, test_set, device);
+    let integer_predictions = GraphEngine::new(&graph)
+        .and_then(|e| e.forward_parallel(&test_set.pixels, test_set.pixels.len() / IMAGE_PIXELS, 0))
+        .map_err(QatError::Quant)?
+        .predictions;
+    Ok(ArchQatOutcome {
+        model,
+        history,
+        forward,
+        graph,
+        fake_quant,
+        fake_quant_predictions,
+        integer_predictions,
+    })
+}
