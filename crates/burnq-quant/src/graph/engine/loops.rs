@@ -4,6 +4,7 @@
 
 use burnq_arch::arch::{ConvGeometry, PoolGeometry};
 
+use super::GraphWorkspace;
 use super::nodes::Depthwise;
 use crate::kernels::{Isa, LayerRequant};
 
@@ -149,11 +150,12 @@ pub(super) fn depthwise<K: Isa>(
     d: &Depthwise,
     input: &[u8],
     nb: usize,
-    padded: &mut Vec<i16>,
-    taps: &mut Vec<usize>,
-    acc: &mut Vec<i32>,
+    ws: &mut GraphWorkspace,
     out: &mut [u8],
 ) {
+    let GraphWorkspace {
+        padded, taps, acc, ..
+    } = ws;
     let g = &d.g;
     let (c, h, w) = (g.in_channels, g.input.h, g.input.w);
     let oc = g.out_channels;

@@ -349,8 +349,7 @@ impl GraphEngine {
         match node {
             Node::Gemm(conv) => gemm_conv(isa, conv, input, nb, ws, out),
             Node::Depthwise(d) => {
-                let (padded, taps, acc) = (&mut ws.padded, &mut ws.taps, &mut ws.acc);
-                loops::depthwise(isa, d, input, nb, padded, taps, acc, out);
+                loops::depthwise(isa, d, input, nb, ws, out);
             }
             Node::MaxPool(g) => loops::max_pool(g, input, out),
             Node::AvgPool {
