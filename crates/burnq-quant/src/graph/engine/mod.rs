@@ -35,10 +35,12 @@ mod nodes;
 
 use std::thread;
 
-use burnq_arch::arch::Shape;
+use burnq_arch::arch::{PoolGeometry, Shape};
 
 use super::{QuantGraph, QuantOp, check_codes};
-use crate::kernels::{Isa, KernelChoice, LinearOut, Scratch, grow, linear_rows, with_isa};
+use crate::kernels::{
+    Isa, KernelChoice, LayerRequant, LinearOut, Scratch, grow, linear_rows, with_isa,
+};
 use crate::{Output, QuantError, QuantParams};
 use nodes::{Compiled, Node};
 
@@ -79,6 +81,8 @@ pub struct GraphWorkspace {
     taps: Vec<usize>,
     /// One position's sums.
     acc: Vec<i32>,
+    /// One image's convolution accumulators (a convolution fused with its max pool).
+    image_acc: Vec<i32>,
     /// Activation buffers not in use.
     free: Vec<Vec<u8>>,
 }
@@ -351,6 +355,11 @@ impl GraphEngine {
             Node::Depthwise(d) => {
                 loops::depthwise(isa, d, input, nb, ws, out);
             }
+            Node::ConvMaxPool {
+                conv,
+                pool,
+                requant,
+            } => conv_max_pool(isa, conv, pool, requant, input, nb, ws, out),
             Node::MaxPool(g) => loops::max_pool(g, input, out),
             Node::AvgPool {
                 g,
@@ -425,5 +434,58 @@ fn gemm_conv<K: Isa>(
                 dst[gi * og..][..og].copy_from_slice(src);
             }
         }
+    }
+}
+
+/// A one-group convolution and its max pool, one image at a time: the GEMM's accumulators
+/// (`LinearOut::Acc`), max-pooled, then requantized.
+#[allow(clippy::too_many_arguments)]
+fn conv_max_pool<K: Isa>(
+    isa: K,
+    conv: &nodes::GemmConv,
+    pool: &PoolGeometry,
+    requant: &LayerRequant,
+    input: &[u8],
+    nb: usize,
+    ws: &mut GraphWorkspace,
+    out: &mut [u8],
+) {
+    let g = &conv.g;
+    let layer = &conv.groups[0];
+    let (k, oc) = (conv.k, g.out_channels);
+    let positions = g.output.h * g.output.w;
+    let (in_len, out_len) = (
+        g.in_channels * g.input.h * g.input.w,
+        oc * pool.output.h * pool.output.w,
+    );
+    let GraphWorkspace {
+        scratch,
+        cols,
+        acc,
+        image_acc,
+        group_out: codes,
+        ..
+    } = ws;
+    for (b, dst) in out.chunks_exact_mut(out_len).take(nb).enumerate() {
+        let a: &[u8] = if conv.pointwise {
+            &input[b * in_len..][..in_len]
+        } else {
+            let cols = grow(cols, positions * k);
+            loops::im2col(
+                g,
+                input,
+                b * positions,
+                positions,
+                0,
+                g.in_channels,
+                conv.pad,
+                k,
+                cols,
+            );
+            cols
+        };
+        let c = grow(image_acc, positions * oc);
+        linear_rows(isa, layer, a, positions, scratch, LinearOut::Acc(c));
+        loops::max_pool_requant(isa, pool, c, requant, (acc, codes), dst);
     }
 }
