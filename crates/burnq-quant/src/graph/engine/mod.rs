@@ -18,6 +18,10 @@
 //!   `kh·kw` contiguous runs of channels. A 1×1, stride 1, unpadded convolution reads the
 //!   NHWC input directly. A grouped convolution runs one GEMM per group (the layer split per
 //!   group at pack time) and scatters each group's columns.
+//! - **A one-group convolution followed by a max pool** runs fused, one image at a time (as
+//!   the tutorial [`Engine`](crate::Engine) does): the GEMM keeps its accumulators, which are
+//!   max-pooled, then requantized (exact, requantization being non-decreasing), so only the
+//!   pooled values are requantized.
 //! - **Depthwise convolutions** (one input channel per group) run a direct loop
 //!   (`loops::depthwise`): padded input offsets, each tap one multiply-add along the output
 //!   channels, then the layer's requantization across the channels.
