@@ -26,7 +26,8 @@
 //! definition that any faster kernel must reproduce; [`Engine`] runs the same arithmetic with
 //! the packed, SIMD [`kernels`] (portable, AVX2, AVX2 `vpmaddubsw` or AVX-512 VNNI, chosen by
 //! [`kernels::KernelChoice`]), batch-parallel, and reproduces it bit for bit, for every bit
-//! width and granularity.
+//! width and granularity. Any described network ([`QuantGraph`]) runs the same way
+//! with [`GraphEngine`], equal bit for bit to [`QuantGraph::forward_reference`].
 //!
 //! # Rounding contract
 //!

@@ -51,15 +51,21 @@ fn prefix(out: &Output, n: usize, classes: usize) -> Output {
     }
 }
 
-/// Checks `forward` (fresh and reused workspace) and `forward_parallel` with `threads` of
-/// every available kernel against the reference.
-fn check(graph: &QuantGraph, images: &[u8], n: usize, threads: &[usize], what: &str) {
+/// Checks `forward` (with `workspace`, reused across graphs and kernels) and
+/// `forward_parallel` with `threads` of every available kernel against the reference.
+fn check(
+    workspace: &mut GraphWorkspace,
+    graph: &QuantGraph,
+    images: &[u8],
+    n: usize,
+    threads: &[usize],
+    what: &str,
+) {
     let expected = graph.forward_reference(images, n).unwrap();
-    let mut workspace = GraphWorkspace::new();
     for kernel in kernels::all() {
         let engine = GraphEngine::with_kernel(graph, kernel).unwrap();
         assert_eq!(engine.kernel(), kernel);
-        let out = engine.forward(&mut workspace, images, n).unwrap();
+        let out = engine.forward(workspace, images, n).unwrap();
         assert_eq!(out, expected, "{what}, {kernel}, n = {n}");
         for &t in threads {
             let out = engine.forward_parallel(images, n, t).unwrap();
@@ -70,6 +76,7 @@ fn check(graph: &QuantGraph, images: &[u8], n: usize, threads: &[usize], what: &
 
 #[test]
 fn random_architectures_match_reference() {
+    let mut workspace = GraphWorkspace::new();
     for seed in 0..120 {
         let mut rng = Rng::new(1000 + seed);
         let arch = random_architecture(seed);
@@ -78,7 +85,14 @@ fn random_architectures_match_reference() {
         let n = rng.range(0, 9);
         let threads: &[usize] = if seed % 10 == 0 { &[3] } else { &[] };
         let what = format!("seed {seed} {options:?}");
-        check(&graph, &images(&graph, seed, n), n, threads, &what);
+        check(
+            &mut workspace,
+            &graph,
+            &images(&graph, seed, n),
+            n,
+            threads,
+            &what,
+        );
     }
 }
 
@@ -174,6 +188,7 @@ fn grouped_architecture(seed: u64) -> Architecture {
 #[test]
 fn grouped_and_depthwise_convolutions_match_reference() {
     let (mut grouped, mut multiplied) = (0, 0);
+    let mut workspace = GraphWorkspace::new();
     for seed in 0..60 {
         let mut rng = Rng::new(2000 + seed);
         let arch = grouped_architecture(seed);
@@ -187,7 +202,14 @@ fn grouped_and_depthwise_convolutions_match_reference() {
         let graph = graph(&arch, seed, options);
         let n = rng.range(1, 7);
         let what = format!("grouped seed {seed} {options:?}");
-        check(&graph, &images(&graph, seed, n), n, &[], &what);
+        check(
+            &mut workspace,
+            &graph,
+            &images(&graph, seed, n),
+            n,
+            &[],
+            &what,
+        );
     }
     assert!(
         grouped >= 10 && multiplied >= 10,

@@ -217,7 +217,12 @@ pub(super) fn finish(acc: &[[__m256i; 2]], out: TileOut<'_>) {
                 let mut bytes = [0; NR];
                 let q = pack_u8x16(requant8(row[0], &lanes[0]), requant8(row[1], &lanes[1]));
                 store_u8x16(&mut bytes, q);
-                out[r * ld..][..cols].copy_from_slice(&bytes[..cols]);
+                let dst = &mut out[r * ld..][..cols];
+                match <&mut [u8; NR]>::try_from(&mut *dst) {
+                    // A fixed-size copy: one store, not a call to `memcpy`.
+                    Ok(whole) => *whole = bytes,
+                    Err(_) => dst.copy_from_slice(&bytes[..cols]),
+                }
             }
         }
         partial => {

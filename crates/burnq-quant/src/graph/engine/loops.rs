@@ -4,6 +4,7 @@
 
 use burnq_arch::arch::{ConvGeometry, PoolGeometry};
 
+use super::GraphWorkspace;
 use super::nodes::Depthwise;
 use crate::kernels::{Isa, LayerRequant};
 
@@ -62,11 +63,21 @@ pub(super) fn im2col(
     let whole = cg == c;
     let pads = [pad; SHORT];
     let out = &mut out[..rows * k];
-    for r in r0..r0 + rows {
-        let (b, pos) = (r / positions, r % positions);
-        let (y, x) = (pos / ow, pos % ow);
+    // The row's image and position, advanced without dividing.
+    let (mut b, pos) = (r0 / positions, r0 % positions);
+    let (mut y, mut x) = (pos / ow, pos % ow);
+    for row in 0..rows {
+        if row > 0 {
+            x += 1;
+            if x == ow {
+                (x, y) = (0, y + 1);
+                if y == g.output.h {
+                    (y, b) = (0, b + 1);
+                }
+            }
+        }
         let image = &input[b * h * w * c..][..h * w * c];
-        let at = (r - r0) * k;
+        let at = row * k;
         for ky in 0..kh {
             let at = at + ky * kw * cg;
             let Some(iy) = input_row(g, y, ky) else {
@@ -149,11 +160,12 @@ pub(super) fn depthwise<K: Isa>(
     d: &Depthwise,
     input: &[u8],
     nb: usize,
-    padded: &mut Vec<i16>,
-    taps: &mut Vec<usize>,
-    acc: &mut Vec<i32>,
+    ws: &mut GraphWorkspace,
     out: &mut [u8],
 ) {
+    let GraphWorkspace {
+        padded, taps, acc, ..
+    } = ws;
     let g = &d.g;
     let (c, h, w) = (g.in_channels, g.input.h, g.input.w);
     let oc = g.out_channels;
@@ -225,6 +237,41 @@ pub(super) fn max_pool(g: &PoolGeometry, input: &[u8], out: &mut [u8]) {
                 }
             }
         }
+    }
+}
+
+/// Max pooling of one NHWC image's accumulators, then requantization across the channels,
+/// padded to whole groups of eight (`requant` has stages for the padding channels, whose
+/// codes are dropped) so that no channel takes the scalar tail; `m` and `codes` are scratch.
+pub(super) fn max_pool_requant<K: Isa>(
+    isa: K,
+    g: &PoolGeometry,
+    acc: &[i32],
+    requant: &LayerRequant,
+    (m, codes): (&mut Vec<i32>, &mut Vec<u8>),
+    out: &mut [u8],
+) {
+    let (c, w) = (g.channels, g.input.w);
+    let c8 = c.next_multiple_of(8);
+    m.clear();
+    m.resize(c8, 0);
+    codes.clear();
+    codes.resize(c8, 0);
+    let positions = g.output.h * g.output.w;
+    for pos in 0..positions {
+        let (y0, x0) = (pos / g.output.w * g.stride.h, pos % g.output.w * g.stride.w);
+        let max = &mut m[..c];
+        max.fill(i32::MIN);
+        for ky in 0..g.kernel.h {
+            for kx in 0..g.kernel.w {
+                let tap = &acc[((y0 + ky) * w + x0 + kx) * c..][..c];
+                for (a, &v) in max.iter_mut().zip(tap) {
+                    *a = (*a).max(v);
+                }
+            }
+        }
+        isa.requant_channels(m, requant, codes);
+        copy_short(out, pos * c, codes, 0, c);
     }
 }
 

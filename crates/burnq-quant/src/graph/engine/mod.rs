@@ -18,6 +18,10 @@
 //!   `kh·kw` contiguous runs of channels. A 1×1, stride 1, unpadded convolution reads the
 //!   NHWC input directly. A grouped convolution runs one GEMM per group (the layer split per
 //!   group at pack time) and scatters each group's columns.
+//! - **A one-group convolution followed by a max pool** runs fused, one image at a time (as
+//!   the tutorial [`Engine`](crate::Engine) does): the GEMM keeps its accumulators, which are
+//!   max-pooled, then requantized (exact, requantization being non-decreasing), so only the
+//!   pooled values are requantized.
 //! - **Depthwise convolutions** (one input channel per group) run a direct loop
 //!   (`loops::depthwise`): padded input offsets, each tap one multiply-add along the output
 //!   channels, then the layer's requantization across the channels.
@@ -35,10 +39,12 @@ mod nodes;
 
 use std::thread;
 
-use burnq_arch::arch::Shape;
+use burnq_arch::arch::{PoolGeometry, Shape};
 
 use super::{QuantGraph, QuantOp, check_codes};
-use crate::kernels::{Isa, KernelChoice, LinearOut, Scratch, grow, linear_rows, with_isa};
+use crate::kernels::{
+    Isa, KernelChoice, LayerRequant, LinearOut, Scratch, grow, linear_rows, with_isa,
+};
 use crate::{Output, QuantError, QuantParams};
 use nodes::{Compiled, Node};
 
@@ -79,6 +85,8 @@ pub struct GraphWorkspace {
     taps: Vec<usize>,
     /// One position's sums.
     acc: Vec<i32>,
+    /// One image's convolution accumulators (a convolution fused with its max pool).
+    image_acc: Vec<i32>,
     /// Activation buffers not in use.
     free: Vec<Vec<u8>>,
 }
@@ -349,9 +357,13 @@ impl GraphEngine {
         match node {
             Node::Gemm(conv) => gemm_conv(isa, conv, input, nb, ws, out),
             Node::Depthwise(d) => {
-                let (padded, taps, acc) = (&mut ws.padded, &mut ws.taps, &mut ws.acc);
-                loops::depthwise(isa, d, input, nb, padded, taps, acc, out);
+                loops::depthwise(isa, d, input, nb, ws, out);
             }
+            Node::ConvMaxPool {
+                conv,
+                pool,
+                requant,
+            } => conv_max_pool(isa, conv, pool, requant, input, nb, ws, out),
             Node::MaxPool(g) => loops::max_pool(g, input, out),
             Node::AvgPool {
                 g,
@@ -426,5 +438,58 @@ fn gemm_conv<K: Isa>(
                 dst[gi * og..][..og].copy_from_slice(src);
             }
         }
+    }
+}
+
+/// A one-group convolution and its max pool, one image at a time: the GEMM's accumulators
+/// (`LinearOut::Acc`), max-pooled, then requantized.
+#[allow(clippy::too_many_arguments)]
+fn conv_max_pool<K: Isa>(
+    isa: K,
+    conv: &nodes::GemmConv,
+    pool: &PoolGeometry,
+    requant: &LayerRequant,
+    input: &[u8],
+    nb: usize,
+    ws: &mut GraphWorkspace,
+    out: &mut [u8],
+) {
+    let g = &conv.g;
+    let layer = &conv.groups[0];
+    let (k, oc) = (conv.k, g.out_channels);
+    let positions = g.output.h * g.output.w;
+    let (in_len, out_len) = (
+        g.in_channels * g.input.h * g.input.w,
+        oc * pool.output.h * pool.output.w,
+    );
+    let GraphWorkspace {
+        scratch,
+        cols,
+        acc,
+        image_acc,
+        group_out: codes,
+        ..
+    } = ws;
+    for (b, dst) in out.chunks_exact_mut(out_len).take(nb).enumerate() {
+        let a: &[u8] = if conv.pointwise {
+            &input[b * in_len..][..in_len]
+        } else {
+            let cols = grow(cols, positions * k);
+            loops::im2col(
+                g,
+                input,
+                b * positions,
+                positions,
+                0,
+                g.in_channels,
+                conv.pad,
+                k,
+                cols,
+            );
+            cols
+        };
+        let c = grow(image_acc, positions * oc);
+        linear_rows(isa, layer, a, positions, scratch, LinearOut::Acc(c));
+        loops::max_pool_requant(isa, pool, c, requant, (acc, codes), dst);
     }
 }

@@ -6,7 +6,7 @@ use burnq_arch::arch::{ConvGeometry, Op, PoolGeometry, Step};
 use crate::graph::reference::pool_multiplier;
 use crate::graph::{QuantAdd, QuantOp};
 use crate::kernels::{LayerRequant, PackedLayer};
-use crate::{LayerKind, QuantError, QuantLayer, QuantParams};
+use crate::{LayerKind, QuantError, QuantLayer, QuantParams, Requant};
 
 /// One step, ready to run on a chunk of NHWC (or `[n, features]`) activations.
 #[derive(Debug, Clone)]
@@ -15,6 +15,18 @@ pub(super) enum Node {
     Gemm(GemmConv),
     /// A convolution with one input channel per group (depthwise), as a direct loop.
     Depthwise(Depthwise),
+    /// A one-group convolution and the max pool that follows it, fused per image: the GEMM's
+    /// accumulators are max-pooled, then requantized (exact: requantization is
+    /// non-decreasing, `m0 ≥ 0`), fewer requantizations and no codes in between.
+    ConvMaxPool {
+        /// The convolution.
+        conv: GemmConv,
+        /// The pool.
+        pool: PoolGeometry,
+        /// The layer's requantization, padded to a multiple of eight channels with stages
+        /// of `m0 = 0` (so a position's channels never take the scalar tail).
+        requant: LayerRequant,
+    },
     /// Max pooling on codes.
     MaxPool(PoolGeometry),
     /// Average (or global average) pooling: window sums of `q − Z`, requantized by
@@ -85,14 +97,40 @@ pub(super) fn compile(
     logits: Option<usize>,
 ) -> Result<Vec<Compiled>, QuantError> {
     let mut nodes = Vec::with_capacity(ops.len());
+    let mut fused = false;
     for (i, (step, op)) in steps.iter().zip(ops).enumerate() {
+        if std::mem::take(&mut fused) {
+            continue;
+        }
         let node = match (op, &step.op) {
             (QuantOp::Conv2d { layer, pad }, Op::Conv2d(g)) => {
                 grid = layer.output;
                 if g.in_channels / g.groups == 1 && g.groups > 1 {
                     Node::Depthwise(depthwise(layer, g, *pad)?)
                 } else {
-                    Node::Gemm(gemm_conv(layer, g, *pad)?)
+                    let conv = gemm_conv(layer, g, *pad)?;
+                    match (ops.get(i + 1), steps.get(i + 1).map(|s| &s.op)) {
+                        (Some(QuantOp::MaxPool), Some(Op::MaxPool(pool))) if g.groups == 1 => {
+                            fused = true;
+                            let mut requants: Vec<Requant> = layer.requants().collect();
+                            let zero = Requant {
+                                m0: 0,
+                                shift: 0,
+                                output_zero_point: 0,
+                                act_min: 0,
+                                act_max: 0,
+                            };
+                            requants.resize(g.out_channels.next_multiple_of(8), zero);
+                            let node = Node::ConvMaxPool {
+                                conv,
+                                pool: *pool,
+                                requant: LayerRequant::new(&layer.name, requants)?,
+                            };
+                            nodes.push((node, steps[i + 1].output.len()));
+                            continue;
+                        }
+                        _ => Node::Gemm(conv),
+                    }
                 }
             }
             (QuantOp::Linear(layer), Op::Linear { .. }) => {
