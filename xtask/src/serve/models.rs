@@ -51,7 +51,7 @@ impl ServedModel {
             "cargo xtask quantize"
         };
         let int = if dir.quant_model().is_file() {
-            burnq_quant::load(&dir.quant_model())
+            burnq_quant::load(dir.quant_model())
                 .map_err(|e| e.to_string())
                 .and_then(|model| {
                     let engine = Engine::new(&model).map_err(|e| e.to_string())?;
