@@ -75,6 +75,118 @@ pub struct QatArgs {
     /// from <out>/float/, the result written to <out>/qat-w<W>a<A>[-pc]/.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// The network: a preset (tutorial, lenet5, mobile) or a .json/.toml description file,
+    /// trained with `cargo xtask train --arch` (min/max quantizer only for described networks).
+    #[arg(long, default_value = "tutorial")]
+    pub arch: String,
+}
+
+/// `qat.json` of a described network.
+#[derive(Debug, Serialize)]
+pub struct ArchQatReport {
+    pub architecture: String,
+    pub dataset: String,
+    pub weight_bits: u8,
+    pub act_bits: u8,
+    pub per_channel: bool,
+    pub epochs: usize,
+    pub lr: f64,
+    pub lr_decay: f64,
+    pub range_init: String,
+    pub float_accuracy: f64,
+    pub fake_quant_accuracy: f64,
+    pub integer_accuracy: f64,
+    pub integer_vs_fake_quant_agreement: f64,
+    /// Final output range of every quantization point.
+    pub ranges: std::collections::BTreeMap<String, (f32, f32)>,
+    pub int_model_bytes: u64,
+    pub test_images: usize,
+    pub history: Vec<EpochRecord>,
+}
+
+/// `qat --arch NAME|FILE`: QAT of a described network (`burnq_qat::run_arch_qat`).
+fn run_arch(args: &QatArgs, arch: &burnq_arch::Architecture) -> anyhow::Result<()> {
+    let config = args.config();
+    let device = BackendChoice::Flex.device()?;
+    let dir = ArtifactDir::for_arch(args.out.as_deref(), args.data.dataset, &arch.name)?;
+    let norm = args.data.dataset.normalization();
+    let (_, float) = burnq_model::checkpoint::load_arch_net(&dir.float_model(), norm, &device)?;
+    let train_set = args.data.load(Split::Train)?;
+    let test_set = args
+        .data
+        .load_test_limited(args.test_limit, "--test-limit")?;
+    let out = dir.qat_run(&config);
+    let model_path = out.float_model();
+    let progress = TrainProgress::new(config.epochs);
+    let outcome = burnq_qat::run_arch_qat(
+        &config,
+        arch,
+        &float,
+        train_set,
+        &test_set,
+        &device,
+        &mut |e| progress.on_event(e),
+        &mut |m, _| burnq_model::checkpoint::save_arch_net(m, arch, &model_path),
+    )?;
+    progress.finish();
+    let quant_path = out.quant_model();
+    burnq_quant::save_graph(&outcome.graph, &quant_path)?;
+    let batcher = burnq_model::data::ImageBatcher::new(norm);
+    let forward = |x| burnq_model::training::Classifier::log_probs(&float, x);
+    let (float_eval, _) =
+        burnq_model::eval::evaluate_with(&forward, &test_set, &batcher, 500, &device);
+    let report = ArchQatReport {
+        architecture: arch.name.clone(),
+        dataset: args.data.dataset.dir_name().into(),
+        weight_bits: config.weight_bits,
+        act_bits: config.act_bits,
+        per_channel: config.per_channel,
+        epochs: config.epochs,
+        lr: config.lr,
+        lr_decay: config.lr_decay,
+        range_init: config.range_init.name().into(),
+        float_accuracy: float_eval.accuracy,
+        fake_quant_accuracy: outcome.fake_quant.accuracy,
+        integer_accuracy: agreement(&outcome.integer_predictions, &test_set.labels),
+        integer_vs_fake_quant_agreement: agreement(
+            &outcome.integer_predictions,
+            &outcome.fake_quant_predictions,
+        ),
+        ranges: outcome.forward.point_ranges(),
+        int_model_bytes: std::fs::metadata(&quant_path)?.len(),
+        test_images: test_set.len(),
+        history: outcome.history,
+    };
+    let report_path = out.qat_report();
+    write_json_atomic(&report, &report_path)?;
+    print_accuracies(
+        report.float_accuracy,
+        report.fake_quant_accuracy,
+        report.integer_accuracy,
+        report.integer_vs_fake_quant_agreement,
+        report.test_images,
+    );
+    println!("wrote:");
+    for p in [&model_path, &quant_path, &report_path] {
+        println!("  {}", display_path(p));
+    }
+    Ok(())
+}
+
+fn print_accuracies(float: f64, fake: f64, integer: f64, agreement: f64, images: usize) {
+    let rows = vec![
+        vec!["float (start)".into(), format!("{:.2}%", 100.0 * float)],
+        vec![
+            "fake-quantized (QAT)".into(),
+            format!("{:.2}%", 100.0 * fake),
+        ],
+        vec!["integer engine".into(), format!("{:.2}%", 100.0 * integer)],
+    ];
+    println!("\n{}", markdown(&["model", "test accuracy"], &rows));
+    println!(
+        "integer vs fake-quant predictions agree on {:.2}% of {images} test images",
+        100.0 * agreement
+    );
 }
 
 /// `qat.json`.
@@ -101,6 +213,10 @@ pub struct QatReport {
 }
 
 pub fn run(args: QatArgs) -> anyhow::Result<()> {
+    if args.arch != "tutorial" {
+        let arch = burnq_arch::Architecture::load(&args.arch)?;
+        return run_arch(&args, &arch);
+    }
     let report = run_qat_command(
         &args.config(),
         &args.data,
@@ -108,25 +224,12 @@ pub fn run(args: QatArgs) -> anyhow::Result<()> {
         args.out.as_deref(),
         true,
     )?;
-    let rows = vec![
-        vec![
-            "float (start)".into(),
-            format!("{:.2}%", 100.0 * report.float_accuracy),
-        ],
-        vec![
-            "fake-quantized (QAT)".into(),
-            format!("{:.2}%", 100.0 * report.fake_quant_accuracy),
-        ],
-        vec![
-            "integer engine".into(),
-            format!("{:.2}%", 100.0 * report.integer_accuracy),
-        ],
-    ];
-    println!("\n{}", markdown(&["model", "test accuracy"], &rows));
-    println!(
-        "integer vs fake-quant predictions agree on {:.2}% of {} test images",
-        100.0 * report.integer_vs_fake_quant_agreement,
-        report.test_images
+    print_accuracies(
+        report.float_accuracy,
+        report.fake_quant_accuracy,
+        report.integer_accuracy,
+        report.integer_vs_fake_quant_agreement,
+        report.test_images,
     );
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! `--arch`: every preset and the shipped example file go through the whole chain on a small
 //! subset: train, quantize (every calibration method, per tensor and per channel), evaluate
-//! the float and integer models, export ONNX (run by ONNX Runtime where it is installed).
+//! the float and integer models, fine-tune with QAT at 4 bits (fake-quant equal to integer),
+//! export ONNX (run by ONNX Runtime where it is installed).
 
 mod common;
 
@@ -89,6 +90,29 @@ fn chain(arch: &str, train_images: &str) {
         text(&eval).contains(&shown),
         "{}\nexpected {shown}",
         text(&eval)
+    );
+    xtask_ok(
+        &[
+            &[
+                "qat",
+                "--epochs",
+                "1",
+                "--train-limit",
+                "256",
+                "--test-limit",
+                "200",
+            ][..],
+            &["--weight-bits", "4", "--act-bits", "4", "--per-channel"],
+            &common,
+        ]
+        .concat(),
+    );
+    let qat = json(&dir.path().join("qat-w4a4-pc/qat.json"));
+    assert_eq!(qat["integer_vs_fake_quant_agreement"], 1.0, "{arch}: {qat}");
+    assert!(
+        dir.path()
+            .join("qat-w4a4-pc/quant/model.safetensors")
+            .is_file()
     );
     let onnx = dir.path().join("quant/model.onnx");
     xtask_ok(&[
