@@ -49,7 +49,8 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Classify PGM/PNG pictures of digits with the integer model (and --float for comparison).
     Predict(predict::PredictArgs),
-    /// Import a PyTorch state_dict of the network as a float model (artifacts/pytorch-<dataset>/).
+    /// Import a PyTorch state_dict of the network (or with --arch, of a described network's
+    /// nn.Sequential) as a float model (artifacts/pytorch-<dataset>/, artifacts/<arch>/<dataset>/).
     Import(import::ImportArgs),
     /// Write the integer model as an ONNX graph (QLinearConv…); --verify runs it with ONNX Runtime.
     ExportOnnx(export_onnx::ExportOnnxArgs),

@@ -14,6 +14,7 @@
 //! artifacts/pytorch-<dataset>/    ArtifactDir::imported(dataset): float/ as above
 //! artifacts/<arch>/<dataset>/     ArtifactDir::for_arch(None, dataset, arch): a described network
 //!   float/   model.bpk model.arch.json (float_arch) config.json train.json training.svg
+//!            or, from `import --arch`: model.bpk model.arch.json import.json
 //! artifacts/data/                 data_cache(): downloaded data sets
 //! artifacts/serve/                screenshots of `serve`'s pages (written by xtask/tests/serve.rs)
 //! ```

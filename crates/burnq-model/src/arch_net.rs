@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use burn::module::Param;
+use burn::module::{Param, RunningState};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{AvgPool2d, AvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
 use burn::nn::{
@@ -391,6 +391,88 @@ impl ArchNet {
         collect_params(&self.layers, &mut params.layers);
         params.check(&self.plan)?;
         Ok(params)
+    }
+
+    /// The network for `plan` with `params` as its parameters (weights OIHW / `[out, in]` as
+    /// in [`FloatParams`]; linear weights are transposed to Burn's `[in, out]`), checked
+    /// against the plan first ([`FloatParams::check`]: every missing, extra, mis-sized or
+    /// non-finite tensor by name). The inverse of [`ArchNet::float_params`].
+    pub fn from_float_params(
+        plan: &Plan,
+        params: &FloatParams,
+        normalization: Normalization,
+        device: &Device,
+    ) -> Result<Self, ArchError> {
+        params.check(plan)?;
+        let mut net = Self::init(plan, normalization, device);
+        let steps: BTreeMap<&str, &Step> = plan
+            .flat_steps()
+            .into_iter()
+            .map(|s| (s.name.as_str(), s))
+            .collect();
+        set_params(&mut net.layers, &steps, params, device);
+        Ok(net)
+    }
+}
+
+fn vector(values: &[f32], device: &Device) -> Tensor<1> {
+    Tensor::from_data(TensorData::new(values.to_vec(), [values.len()]), device)
+}
+
+fn set_bn(bn: &mut Option<BatchNorm>, p: &Option<BatchNormParams>, device: &Device) {
+    if let (Some(bn), Some(p)) = (bn.as_mut(), p) {
+        bn.gamma = Param::from_tensor(vector(&p.gamma, device));
+        bn.beta = Param::from_tensor(vector(&p.beta, device));
+        bn.running_mean = RunningState::new(vector(&p.mean, device));
+        bn.running_var = RunningState::new(vector(&p.var, device));
+    }
+}
+
+/// Sets every convolution's and linear layer's parameters from `params` (already checked
+/// against the plan whose steps are `steps`).
+fn set_params(
+    layers: &mut [ArchLayer],
+    steps: &BTreeMap<&str, &Step>,
+    params: &FloatParams,
+    device: &Device,
+) {
+    for layer in layers {
+        match layer {
+            ArchLayer::Conv(s) => {
+                let p = &params.layers[&s.name];
+                let Op::Conv2d(g) = &steps[s.name.as_str()].op else {
+                    unreachable!("step {} is a convolution", s.name)
+                };
+                let data = TensorData::new(p.weight.clone(), g.weight_shape());
+                s.conv.weight = Param::from_tensor(Tensor::from_data(data, device));
+                s.conv.bias = p
+                    .bias
+                    .as_ref()
+                    .map(|b| Param::from_tensor(vector(b, device)));
+                set_bn(&mut s.batch_norm, &p.batch_norm, device);
+            }
+            ArchLayer::Linear(s) => {
+                let p = &params.layers[&s.name];
+                let Op::Linear {
+                    in_features,
+                    out_features,
+                } = steps[s.name.as_str()].op
+                else {
+                    unreachable!("step {} is a linear layer", s.name)
+                };
+                // FloatParams: [out, in]; Burn: [in, out].
+                let data = TensorData::new(p.weight.clone(), [out_features, in_features]);
+                let weight = Tensor::<2>::from_data(data, device).transpose();
+                s.linear.weight = Param::from_tensor(weight);
+                s.linear.bias = p
+                    .bias
+                    .as_ref()
+                    .map(|b| Param::from_tensor(vector(b, device)));
+                set_bn(&mut s.batch_norm, &p.batch_norm, device);
+            }
+            ArchLayer::Residual(s) => set_params(&mut s.body, steps, params, device),
+            _ => {}
+        }
     }
 }
 

@@ -65,6 +65,18 @@ pub enum ModelError {
     /// A PyTorch file could not be imported.
     #[error("cannot import PyTorch model {path}: {message}")]
     Import { path: PathBuf, message: String },
+    /// A PyTorch file that does not hold a described network's tensors: every missing,
+    /// unexpected, mis-shaped, non-float or non-finite tensor, by the file's key.
+    #[error(
+        "cannot import PyTorch model {} as {arch}: {}",
+        path.display(),
+        problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+    )]
+    ImportArch {
+        path: PathBuf,
+        arch: String,
+        problems: Vec<crate::import_arch::ImportProblem>,
+    },
     /// A JSON side file could not be read, parsed, encoded or written.
     #[error("{}", path.display())]
     Json {

@@ -11,7 +11,8 @@
 //! - [`backend`]: the run-time choice of device (flex, ndarray, wgpu);
 //! - [`predict`]: a float model ready to run on raw pixels (also with Burn's own 8-bit weights);
 //! - [`checkpoint`]: atomic save and checked load of the model record;
-//! - [`import`]: a PyTorch `state_dict` of the network, read with Burn's PyTorch reader.
+//! - [`import`]: a PyTorch `state_dict` of the network, read with Burn's PyTorch reader;
+//! - [`import_arch`]: a PyTorch `state_dict` of any described network (`nn.Sequential` keys).
 //!
 //! Quantization-aware training and the tutorial's simulated quantization live in `burnq-qat`:
 //! this crate knows nothing of the integer engine.
@@ -27,6 +28,7 @@ pub mod error;
 pub mod eval;
 pub mod export;
 pub mod import;
+pub mod import_arch;
 pub mod model;
 pub mod predict;
 pub mod training;
