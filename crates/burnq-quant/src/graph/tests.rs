@@ -231,3 +231,86 @@ fn average_rounding_hand_values() {
         );
     }
 }
+
+#[test]
+fn strided_padded_grouped_convolution_matches_float_within_one_code() {
+    use crate::derive::LayerQuantization;
+    use burnq_arch::arch::Activation;
+    // 4 input channels in 2 groups, 6 outputs, 3×3 kernel, stride 2, padding 1, on 7×7.
+    let g = ConvGeometry {
+        in_channels: 4,
+        out_channels: 6,
+        kernel: Size2::square(3),
+        stride: Size2::square(2),
+        padding: Size2::square(1),
+        groups: 2,
+        input: Size2::square(7),
+        output: Size2::square(4),
+    };
+    let fan_in = g.fan_in();
+    let pattern =
+        |i: usize, salt: usize| ((i * 2_654_435_761 + salt * 40_503) % 1000) as f32 / 1000.0 - 0.5;
+    let weights: Vec<f32> = (0..6 * fan_in).map(|i| 0.6 * pattern(i, 1)).collect();
+    let bias: Vec<f32> = (0..6).map(|i| 0.2 * pattern(i, 2)).collect();
+    let input = QuantParams::from_range(-1.0, 3.0, 8).unwrap();
+    let output = QuantParams::from_range(-4.0, 4.0, 8).unwrap();
+    for per_channel in [false, true] {
+        let options = ConvertOptions {
+            per_channel,
+            ..ConvertOptions::uniform(8)
+        };
+        let q = LayerQuantization::derive(&weights, 6, input, output, Activation::None, &options)
+            .unwrap();
+        let layer = QuantLayer {
+            name: "c".into(),
+            kind: LayerKind::Linear {
+                in_features: fan_in,
+                out_features: 6,
+            },
+            weights: q.quantize_weights(&weights),
+            weight_zero_points: q.weights.iter().map(QuantParams::zero_point).collect(),
+            weight_scales: q.weights.iter().map(QuantParams::scale).collect(),
+            bias: q.quantize_bias(&bias),
+            input,
+            output,
+            m0: q.requants.iter().map(|r| r.m0).collect(),
+            shift: q.requants.iter().map(|r| r.shift).collect(),
+            act_min: 0,
+            act_max: 255,
+        };
+        let x = images(1, 4 * 49);
+        let acc = reference::conv2d(&layer, &g, input.zero_point() as u8, &x, 1).unwrap();
+        let codes = crate::reference::requantize(&layer, &acc, 16).unwrap();
+        // The float convolution of the dequantized input and weights, zero padding in real
+        // units, the float bias.
+        for o in 0..6 {
+            let c0 = o / 3 * 2;
+            for y in 0..4 {
+                for x0 in 0..4 {
+                    let mut sum = f64::from(bias[o]);
+                    for c in 0..2 {
+                        for ky in 0..3 {
+                            for kx in 0..3 {
+                                let (iy, ix) = ((y * 2 + ky) as i64 - 1, (x0 * 2 + kx) as i64 - 1);
+                                if !(0..7).contains(&iy) || !(0..7).contains(&ix) {
+                                    continue;
+                                }
+                                let xv = input
+                                    .dequantize(x[(c0 + c) * 49 + iy as usize * 7 + ix as usize]);
+                                let wk = (c * 3 + ky) * 3 + kx;
+                                let wv = q.weights[o].dequantize(layer.weights[o * fan_in + wk]);
+                                sum += f64::from(xv) * f64::from(wv);
+                            }
+                        }
+                    }
+                    let want = output.quantize(sum as f32);
+                    let got = codes[o * 16 + y * 4 + x0];
+                    assert!(
+                        want.abs_diff(got) <= 1,
+                        "per_channel {per_channel}, o {o} ({y}, {x0}): {got} vs {want}"
+                    );
+                }
+            }
+        }
+    }
+}
