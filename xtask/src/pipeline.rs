@@ -10,13 +10,8 @@ use burnq_quant::{Engine, GraphEngine, Output, QuantGraph, QuantModel};
 /// Runs `model` over every image of `set` with the fast engine on all cores (bit-exact with
 /// the scalar reference, which the test suite and `cargo xtask bench` check).
 pub fn run_integer(model: &QuantModel, set: &ImageSet) -> anyhow::Result<Output> {
-    run_integer_pixels(model, &set.pixels)
-}
-
-/// Like [`run_integer`], on `n × 784` raw pixels.
-pub fn run_integer_pixels(model: &QuantModel, pixels: &[u8]) -> anyhow::Result<Output> {
     let engine = Engine::new(model)?;
-    Ok(engine.forward_parallel(pixels, pixels.len() / IMAGE_PIXELS, 0)?)
+    Ok(engine.forward_parallel(&set.pixels, set.pixels.len() / IMAGE_PIXELS, 0)?)
 }
 
 /// Runs a network of any architecture over `pixels` (whole images of its input shape) with

@@ -252,19 +252,25 @@ impl QuantModel {
         logits.iter().map(|&q| p.dequantize(q)).collect()
     }
 
-    /// Class probabilities of each `[n, 10]` row of u8 logits: the softmax of the dequantized
-    /// logits (float, for reporting; the prediction itself stays integer).
+    /// Class probabilities of each `[n, 10]` row of u8 logits ([`class_probabilities`]).
     pub fn class_probabilities(&self, logits: &[u8]) -> Vec<f32> {
-        let real = self.dequantize_logits(logits);
-        real.chunks(NUM_CLASSES)
-            .flat_map(|row| {
-                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let exp: Vec<f32> = row.iter().map(|v| (v - max).exp()).collect();
-                let sum: f32 = exp.iter().sum();
-                exp.into_iter().map(move |e| e / sum)
-            })
-            .collect()
+        class_probabilities(self.logit_params(), NUM_CLASSES, logits)
     }
+}
+
+/// Class probabilities of each `[n, classes]` row of u8 logits on the grid `params`: the
+/// softmax of the dequantized logits (float, for reporting; the prediction itself stays
+/// integer).
+pub fn class_probabilities(params: QuantParams, classes: usize, logits: &[u8]) -> Vec<f32> {
+    let real: Vec<f32> = logits.iter().map(|&q| params.dequantize(q)).collect();
+    real.chunks(classes.max(1))
+        .flat_map(|row| {
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let exp: Vec<f32> = row.iter().map(|v| (v - max).exp()).collect();
+            let sum: f32 = exp.iter().sum();
+            exp.into_iter().map(move |e| e / sum)
+        })
+        .collect()
 }
 
 /// Checks that `images` holds `n` images of 28×28 codes, each at most `input`'s `qmax`: the

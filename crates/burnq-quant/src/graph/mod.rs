@@ -177,6 +177,13 @@ impl QuantGraph {
         }
     }
 
+    /// Class probabilities of each `[n, classes]` row of u8 logits
+    /// ([`crate::model::class_probabilities`] on the last layer's output grid).
+    pub fn class_probabilities(&self, logits: &[u8]) -> Vec<f32> {
+        let grid = self.logit_layer().output;
+        crate::model::class_probabilities(grid, self.plan.classes(), logits)
+    }
+
     /// Runs the reference engine on `n` images of `plan.input` codes.
     pub fn forward_reference(&self, images: &[u8], n: usize) -> Result<Output, QuantError> {
         Ok(self.forward_reference_taps(images, n)?.output)
