@@ -36,6 +36,10 @@ pub struct TrainArgs {
     /// SGD momentum (dampening 0, as in PyTorch).
     #[arg(long, default_value_t = 0.5)]
     pub momentum: f64,
+    /// Learning-rate factor per epoch: epoch e uses lr·lr_decay^(e−1) (1: constant, the
+    /// tutorial's recipe).
+    #[arg(long, default_value_t = 1.0)]
+    pub lr_decay: f64,
     /// Seed of the initialization and of the shuffling.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -100,6 +104,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         .with_batch_size(args.batch_size)
         .with_lr(args.lr)
         .with_momentum(args.momentum)
+        .with_lr_decay(args.lr_decay)
         .with_seed(args.seed);
     let model_path = dir.float_model();
     write_json_atomic(&config, &dir.float_config())?;
