@@ -64,6 +64,60 @@ fn refill<T: Default + Clone>(v: &mut Vec<T>, len: usize) {
     v.resize(len, T::default());
 }
 
+/// One thread's contiguous share of a batch: its images and its slices of the outputs.
+#[derive(Debug)]
+pub(crate) struct Share<'a> {
+    pub(crate) images: &'a [u8],
+    pub(crate) acc: &'a mut [i32],
+    pub(crate) logits: &'a mut [u8],
+    pub(crate) predictions: &'a mut [u8],
+}
+
+/// Splits the `images` (`image_len` codes each) of a checked batch into contiguous shares,
+/// one per thread (`threads` = 0: one per available core), and runs `run` on each in its own
+/// scoped thread, writing into `out` (sized for the batch, `classes` logits per image).
+pub(crate) fn split_batch(
+    images: &[u8],
+    image_len: usize,
+    classes: usize,
+    threads: usize,
+    out: &mut Output,
+    run: impl Fn(Share<'_>) -> Result<(), QuantError> + Sync,
+) -> Result<(), QuantError> {
+    let n = out.predictions.len();
+    if n == 0 {
+        return Ok(());
+    }
+    let threads = match threads {
+        0 => thread::available_parallelism().map_or(1, |t| t.get()),
+        t => t,
+    };
+    let share = n.div_ceil(threads.min(n));
+    let shares = images
+        .chunks(share * image_len)
+        .zip(out.fc2_acc.chunks_mut(share * classes))
+        .zip(out.logits_u8.chunks_mut(share * classes))
+        .zip(out.predictions.chunks_mut(share));
+    let run = &run;
+    thread::scope(|scope| {
+        let workers: Vec<_> = shares
+            .map(|(((images, acc), logits), predictions)| {
+                scope.spawn(move || {
+                    run(Share {
+                        images,
+                        acc,
+                        logits,
+                        predictions,
+                    })
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .try_for_each(|w| w.join().expect("an engine thread panicked"))
+    })
+}
+
 impl Engine {
     /// Packs `model` for [`KernelChoice::selected`]: the fastest kernel this CPU runs, unless
     /// `BURNQ_KERNEL` names another.
@@ -151,31 +205,22 @@ impl Engine {
             logits_u8: vec![0; n * NUM_CLASSES],
             predictions: vec![0; n],
         };
-        if n == 0 {
-            return Ok(out);
-        }
-        let threads = match threads {
-            0 => thread::available_parallelism().map_or(1, |t| t.get()),
-            t => t,
-        };
-        let share = n.div_ceil(threads.min(n));
-        let shares = images
-            .chunks(share * IMAGE_PIXELS)
-            .zip(out.fc2_acc.chunks_mut(share * NUM_CLASSES))
-            .zip(out.logits_u8.chunks_mut(share * NUM_CLASSES))
-            .zip(out.predictions.chunks_mut(share));
-        thread::scope(|scope| {
-            let workers: Vec<_> = shares
-                .map(|(((images, acc), logits), predictions)| {
-                    scope.spawn(move || {
-                        self.run(&mut Workspace::new(), images, acc, logits, predictions)
-                    })
-                })
-                .collect();
-            workers
-                .into_iter()
-                .try_for_each(|w| w.join().expect("an engine thread panicked"))
-        })?;
+        split_batch(
+            images,
+            IMAGE_PIXELS,
+            NUM_CLASSES,
+            threads,
+            &mut out,
+            |share| {
+                self.run(
+                    &mut Workspace::new(),
+                    share.images,
+                    share.acc,
+                    share.logits,
+                    share.predictions,
+                )
+            },
+        )?;
         Ok(out)
     }
 

@@ -8,7 +8,7 @@ use burnq_arch::Architecture;
 use burnq_model::ArchNet;
 use burnq_model::checkpoint::load_arch_net;
 use burnq_model::data::ImageBatcher;
-use burnq_quant::{GraphEngine, GraphWorkspace, QuantGraph};
+use burnq_quant::{GraphEngine, QuantGraph};
 
 use super::*;
 
@@ -47,39 +47,6 @@ fn graph_reference_candidate<'a>(graph: &'a QuantGraph, width: &str) -> Candidat
             Ok((out.predictions, Some(out.fc2_acc)))
         }),
         single: None,
-    }
-}
-
-fn graph_engine_candidate<'a>(
-    engine: &'a GraphEngine,
-    width: &str,
-    threads: usize,
-) -> Candidate<'a> {
-    let mut ws = GraphWorkspace::new();
-    let mut single_ws = GraphWorkspace::new();
-    let outputs = |out: burnq_quant::Output| (out.predictions, Some(out.fc2_acc));
-    Candidate {
-        name: format!("burnq {width} ({})", engine.kernel().name()),
-        family: "burnq",
-        width: Some(width.into()),
-        threads: threads.to_string(),
-        chunk: usize::MAX,
-        slow: false,
-        run: Box::new(move |px| {
-            let n = px.len() / IMAGE_PIXELS;
-            let out = if threads == 1 {
-                engine.forward(&mut ws, px, n)?
-            } else {
-                engine.forward_parallel(px, n, threads)?
-            };
-            Ok(outputs(out))
-        }),
-        single: (threads > 1).then(|| -> RunFn<'a> {
-            Box::new(move |px| {
-                let n = px.len() / IMAGE_PIXELS;
-                Ok(outputs(engine.forward(&mut single_ws, px, n)?))
-            })
-        }),
     }
 }
 
@@ -125,11 +92,11 @@ pub(super) fn run_arch(mut args: BenchArgs, arch: &Architecture) -> anyhow::Resu
         graph_reference_candidate(&graph, &width),
     ];
     if kernel != KernelChoice::Generic {
-        candidates.push(graph_engine_candidate(&generic, &width, 1));
+        candidates.push(engine_candidate(&generic, &width, 1));
     }
-    candidates.push(graph_engine_candidate(&best, &width, 1));
+    candidates.push(engine_candidate(&best, &width, 1));
     if threads > 1 {
-        candidates.push(graph_engine_candidate(&best, &width, threads));
+        candidates.push(engine_candidate(&best, &width, threads));
     }
     let mut references = HashMap::new();
     let mut rows = Vec::new();

@@ -2,6 +2,8 @@
 //! (medians of the runs), after checking its predictions; and the candidates themselves (Burn's
 //! float model, the scalar reference, the fast engine at a thread count).
 
+use burnq_quant::{GraphEngine, GraphWorkspace, QuantError};
+
 use super::*;
 
 /// Latency percentiles of single-image calls, in µs (NaN when none were made).
@@ -60,15 +62,84 @@ pub(super) fn reference_candidate<'a>(model: &'a QuantModel, width: &str) -> Can
     }
 }
 
+/// A fast integer engine the bench times: the tutorial's [`Engine`] or a graph's
+/// [`GraphEngine`].
+pub(super) trait FastEngine: Sync {
+    /// Its reusable scratch.
+    type Scratch: Default;
+    /// The kernel it runs.
+    fn kernel(&self) -> KernelChoice;
+    /// `n` images on this thread.
+    fn one_thread(
+        &self,
+        scratch: &mut Self::Scratch,
+        px: &[u8],
+        n: usize,
+    ) -> Result<burnq_quant::Output, QuantError>;
+    /// `n` images split over `threads` threads.
+    fn threads(
+        &self,
+        px: &[u8],
+        n: usize,
+        threads: usize,
+    ) -> Result<burnq_quant::Output, QuantError>;
+}
+
+impl FastEngine for Engine {
+    type Scratch = Workspace;
+    fn kernel(&self) -> KernelChoice {
+        Engine::kernel(self)
+    }
+    fn one_thread(
+        &self,
+        ws: &mut Workspace,
+        px: &[u8],
+        n: usize,
+    ) -> Result<burnq_quant::Output, QuantError> {
+        self.forward(ws, px, n)
+    }
+    fn threads(
+        &self,
+        px: &[u8],
+        n: usize,
+        threads: usize,
+    ) -> Result<burnq_quant::Output, QuantError> {
+        self.forward_parallel(px, n, threads)
+    }
+}
+
+impl FastEngine for GraphEngine {
+    type Scratch = GraphWorkspace;
+    fn kernel(&self) -> KernelChoice {
+        GraphEngine::kernel(self)
+    }
+    fn one_thread(
+        &self,
+        ws: &mut GraphWorkspace,
+        px: &[u8],
+        n: usize,
+    ) -> Result<burnq_quant::Output, QuantError> {
+        self.forward(ws, px, n)
+    }
+    fn threads(
+        &self,
+        px: &[u8],
+        n: usize,
+        threads: usize,
+    ) -> Result<burnq_quant::Output, QuantError> {
+        self.forward_parallel(px, n, threads)
+    }
+}
+
 /// The fast engine on `threads` threads; with more than one, single images are also timed
 /// on one thread (the faster gives the latency figures).
-pub(super) fn engine_candidate<'a>(
-    engine: &'a Engine,
+pub(super) fn engine_candidate<'a, E: FastEngine>(
+    engine: &'a E,
     width: &str,
     threads: usize,
 ) -> Candidate<'a> {
-    let mut ws = Workspace::new();
-    let mut single_ws = Workspace::new();
+    let mut ws = E::Scratch::default();
+    let mut single_ws = E::Scratch::default();
     let outputs = |out: burnq_quant::Output| (out.predictions, Some(out.fc2_acc));
     Candidate {
         name: format!("burnq {width} ({})", engine.kernel().name()),
@@ -80,16 +151,16 @@ pub(super) fn engine_candidate<'a>(
         run: Box::new(move |px| {
             let n = px.len() / IMAGE_PIXELS;
             let out = if threads == 1 {
-                engine.forward(&mut ws, px, n)?
+                engine.one_thread(&mut ws, px, n)?
             } else {
-                engine.forward_parallel(px, n, threads)?
+                engine.threads(px, n, threads)?
             };
             Ok(outputs(out))
         }),
         single: (threads > 1).then(|| -> RunFn<'a> {
             Box::new(move |px| {
                 let n = px.len() / IMAGE_PIXELS;
-                Ok(outputs(engine.forward(&mut single_ws, px, n)?))
+                Ok(outputs(engine.one_thread(&mut single_ws, px, n)?))
             })
         }),
     }

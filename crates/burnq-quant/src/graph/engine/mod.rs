@@ -37,11 +37,10 @@
 mod loops;
 mod nodes;
 
-use std::thread;
-
 use burnq_arch::arch::{PoolGeometry, Shape};
 
 use super::{QuantGraph, QuantOp, check_codes};
+use crate::engine::split_batch;
 use crate::kernels::{
     Isa, KernelChoice, LayerRequant, LinearOut, Scratch, grow, linear_rows, with_isa,
 };
@@ -210,36 +209,21 @@ impl GraphEngine {
         threads: usize,
     ) -> Result<Output, QuantError> {
         let mut out = self.check(images, n)?;
-        if n == 0 {
-            return Ok(out);
-        }
-        let threads = match threads {
-            0 => thread::available_parallelism().map_or(1, |t| t.get()),
-            t => t,
-        };
-        let share = n.div_ceil(threads.min(n));
-        let shares = images
-            .chunks(share * self.image_len())
-            .zip(out.fc2_acc.chunks_mut(share * self.classes))
-            .zip(out.logits_u8.chunks_mut(share * self.classes))
-            .zip(out.predictions.chunks_mut(share));
-        thread::scope(|scope| {
-            let workers: Vec<_> = shares
-                .map(|(((images, acc), logits), predictions)| {
-                    scope.spawn(move || {
-                        let results = Results {
-                            acc,
-                            logits,
-                            predictions,
-                        };
-                        self.run(&mut GraphWorkspace::new(), images, results)
-                    })
-                })
-                .collect();
-            workers
-                .into_iter()
-                .try_for_each(|w| w.join().expect("a graph engine thread panicked"))
-        })?;
+        split_batch(
+            images,
+            self.image_len(),
+            self.classes,
+            threads,
+            &mut out,
+            |share| {
+                let results = Results {
+                    acc: share.acc,
+                    logits: share.logits,
+                    predictions: share.predictions,
+                };
+                self.run(&mut GraphWorkspace::new(), share.images, results)
+            },
+        )?;
         Ok(out)
     }
 
