@@ -106,26 +106,56 @@ pub struct ArchQatReport {
 
 /// `qat --arch NAME|FILE`: QAT of a described network (`burnq_qat::run_arch_qat`).
 fn run_arch(args: &QatArgs, arch: &burnq_arch::Architecture) -> anyhow::Result<()> {
-    let config = args.config();
+    let report = run_arch_qat_command(
+        &args.config(),
+        arch,
+        &args.data,
+        args.test_limit,
+        args.out.as_deref(),
+        true,
+    )?;
+    print_accuracies(
+        report.float_accuracy,
+        report.fake_quant_accuracy,
+        report.integer_accuracy,
+        report.integer_vs_fake_quant_agreement,
+        report.test_images,
+    );
+    Ok(())
+}
+
+/// Runs QAT as `config` says on the described network `arch` trained on `data`'s data set (in
+/// `out`, default `artifacts/<arch>/<dataset>`) and writes its artifacts; `verbose` shows
+/// progress and paths.
+pub fn run_arch_qat_command(
+    config: &QatConfig,
+    arch: &burnq_arch::Architecture,
+    data: &DataArgs,
+    test_limit: Option<usize>,
+    out: Option<&std::path::Path>,
+    verbose: bool,
+) -> anyhow::Result<ArchQatReport> {
     let device = BackendChoice::Flex.device()?;
-    let dir = ArtifactDir::for_arch(args.out.as_deref(), args.data.dataset, &arch.name)?;
-    let norm = args.data.dataset.normalization();
+    let dir = ArtifactDir::for_arch(out, data.dataset, &arch.name)?;
+    let norm = data.dataset.normalization();
     let (_, float) = burnq_model::checkpoint::load_arch_net(&dir.float_model(), norm, &device)?;
-    let train_set = args.data.load(Split::Train)?;
-    let test_set = args
-        .data
-        .load_test_limited(args.test_limit, "--test-limit")?;
-    let out = dir.qat_run(&config);
+    let train_set = data.load(Split::Train)?;
+    let test_set = data.load_test_limited(test_limit, "--test-limit")?;
+    let out = dir.qat_run(config);
     let model_path = out.float_model();
     let progress = TrainProgress::new(config.epochs);
     let outcome = burnq_qat::run_arch_qat(
-        &config,
+        config,
         arch,
         &float,
         train_set,
         &test_set,
         &device,
-        &mut |e| progress.on_event(e),
+        &mut |e| {
+            if verbose {
+                progress.on_event(e);
+            }
+        },
         &mut |m, _| burnq_model::checkpoint::save_arch_net(m, arch, &model_path),
     )?;
     progress.finish();
@@ -137,7 +167,7 @@ fn run_arch(args: &QatArgs, arch: &burnq_arch::Architecture) -> anyhow::Result<(
         burnq_model::eval::evaluate_with(&forward, &test_set, &batcher, 500, &device);
     let report = ArchQatReport {
         architecture: arch.name.clone(),
-        dataset: args.data.dataset.dir_name().into(),
+        dataset: data.dataset.dir_name().into(),
         weight_bits: config.weight_bits,
         act_bits: config.act_bits,
         per_channel: config.per_channel,
@@ -159,18 +189,13 @@ fn run_arch(args: &QatArgs, arch: &burnq_arch::Architecture) -> anyhow::Result<(
     };
     let report_path = out.qat_report();
     write_json_atomic(&report, &report_path)?;
-    print_accuracies(
-        report.float_accuracy,
-        report.fake_quant_accuracy,
-        report.integer_accuracy,
-        report.integer_vs_fake_quant_agreement,
-        report.test_images,
-    );
-    println!("wrote:");
-    for p in [&model_path, &quant_path, &report_path] {
-        println!("  {}", display_path(p));
+    if verbose {
+        println!("wrote:");
+        for p in [&model_path, &quant_path, &report_path] {
+            println!("  {}", display_path(p));
+        }
     }
-    Ok(())
+    Ok(report)
 }
 
 fn print_accuracies(float: f64, fake: f64, integer: f64, agreement: f64, images: usize) {

@@ -5,21 +5,21 @@
 use std::path::PathBuf;
 
 use burnq_arch::write_atomic;
-use burnq_calib::{CalibrationMethod, CalibrationSettings, calibrate};
+use burnq_calib::{CalibrationMethod, CalibrationSettings, calibrate, calibrate_arch};
 use burnq_data::Split;
-use burnq_model::checkpoint::{load_model, write_json_atomic};
+use burnq_model::checkpoint::{load_arch_net, load_model, write_json_atomic};
 use burnq_model::data::ImageBatcher;
-use burnq_model::eval::evaluate;
+use burnq_model::eval::{evaluate, evaluate_with};
 use burnq_model::{BackendChoice, NetConfig};
 use burnq_qat::{QatConfig, float_network};
-use burnq_quant::ConvertOptions;
+use burnq_quant::{ConvertOptions, convert_graph};
 use serde::Serialize;
 
 use crate::common::{DataArgs, display_path, progress_bar};
 use crate::paths::ArtifactDir;
-use crate::pipeline::{agreement, run_integer};
+use crate::pipeline::{agreement, run_graph, run_integer};
 use crate::plot::{Panel, Series, line_panels};
-use crate::qat::run_qat_command;
+use crate::qat::{run_arch_qat_command, run_qat_command};
 use crate::quantize::convert_with;
 use crate::table::markdown;
 
@@ -43,6 +43,10 @@ pub struct SweepArgs {
     /// Evaluate on the first N test images only (quick runs).
     #[arg(long)]
     pub test_limit: Option<usize>,
+    /// The network: a preset (tutorial, lenet5, mobile) or a .json/.toml description file,
+    /// trained with `cargo xtask train --arch`.
+    #[arg(long, default_value = "tutorial")]
+    pub arch: String,
 }
 
 /// One bit width's accuracies.
@@ -73,6 +77,10 @@ pub fn run(args: SweepArgs) -> anyhow::Result<()> {
             (2..=8).contains(&b),
             "--bits {b}: each width must be in 2..=8"
         );
+    }
+    if args.arch != "tutorial" {
+        let arch = burnq_arch::Architecture::load(&args.arch)?;
+        return run_arch(&args, &arch);
     }
     let device = BackendChoice::Flex.device()?;
     let dir = ArtifactDir::new(args.out.as_deref(), args.data.dataset);
@@ -143,6 +151,90 @@ pub fn run(args: SweepArgs) -> anyhow::Result<()> {
     bar.finish_and_clear();
     let report = SweepReport {
         dataset: args.data.dataset.dir_name().into(),
+        float_accuracy: float_eval.accuracy,
+        methods: CalibrationMethod::ALL.iter().map(|m| m.name()).collect(),
+        qat_epochs: args.qat_epochs,
+        qat_per_channel: args.qat_per_channel,
+        rows,
+    };
+    write_reports(&report, &dir)
+}
+
+/// `sweep --arch`: the same table for a described network (graph conversion, graph engine,
+/// `run_arch_qat`).
+fn run_arch(args: &SweepArgs, arch: &burnq_arch::Architecture) -> anyhow::Result<()> {
+    let device = BackendChoice::Flex.device()?;
+    let dir = ArtifactDir::for_arch(args.out.as_deref(), args.data.dataset, &arch.name)?;
+    let norm = args.data.dataset.normalization();
+    let (_, model) = load_arch_net(&dir.float_model(), norm, &device)?;
+    let plan = arch.plan()?;
+    let params = model.float_params()?;
+    let train_set = args.data.load(Split::Train)?;
+    let test_set = args
+        .data
+        .load_test_limited(args.test_limit, "--test-limit")?;
+    let forward = |x| burnq_model::training::Classifier::log_probs(&model, x);
+    let (float_eval, _) =
+        evaluate_with(&forward, &test_set, &ImageBatcher::new(norm), 500, &device);
+    let bar = progress_bar(args.bits.len() as u64, "sweep [{bar:30}] {pos}/{len} {msg}");
+    let mut rows = Vec::new();
+    for &bits in &args.bits {
+        bar.set_message(format!("{bits} bits"));
+        let settings = CalibrationSettings {
+            act_bits: bits,
+            ..Default::default()
+        };
+        let calibration = calibrate_arch(&model, &arch.name, &train_set, settings, &device)?;
+        let ptq = |per_channel| -> anyhow::Result<Vec<f64>> {
+            let options = ConvertOptions {
+                weight_bits: bits,
+                act_bits: bits,
+                per_channel,
+            };
+            CalibrationMethod::ALL
+                .iter()
+                .map(|&m| {
+                    let ranges = calibration.point_ranges(&plan, m)?;
+                    let graph = convert_graph(arch, &params, &ranges, norm, options)?;
+                    let out = run_graph(&graph, &test_set.pixels)?;
+                    Ok(agreement(&out.predictions, &test_set.labels))
+                })
+                .collect()
+        };
+        let (ptq_per_tensor, ptq_per_channel) = (ptq(false)?, ptq(true)?);
+        let qat = if args.qat_epochs > 0 {
+            let config = QatConfig {
+                weight_bits: bits,
+                act_bits: bits,
+                per_channel: args.qat_per_channel,
+                epochs: args.qat_epochs,
+                ..QatConfig::default()
+            };
+            let out = args.out.as_deref();
+            Some(run_arch_qat_command(
+                &config,
+                arch,
+                &args.data,
+                args.test_limit,
+                out,
+                false,
+            )?)
+        } else {
+            None
+        };
+        rows.push(SweepRow {
+            bits,
+            ptq_per_tensor,
+            ptq_per_channel,
+            qat: qat.as_ref().map(|q| q.integer_accuracy),
+            qat_fake_quant: qat.as_ref().map(|q| q.fake_quant_accuracy),
+            qat_agreement: qat.as_ref().map(|q| q.integer_vs_fake_quant_agreement),
+        });
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let report = SweepReport {
+        dataset: format!("{} ({})", args.data.dataset.dir_name(), arch.name),
         float_accuracy: float_eval.accuracy,
         methods: CalibrationMethod::ALL.iter().map(|m| m.name()).collect(),
         qat_epochs: args.qat_epochs,

@@ -1,6 +1,6 @@
 //! `--arch`: every preset and the shipped example file go through the whole chain on a small
 //! subset: train, quantize (every calibration method, per tensor and per channel), evaluate
-//! the float and integer models, classify a picture, fine-tune with QAT at 4 bits (fake-quant equal to integer),
+//! the float and integer models, sweep widths, classify a picture, fine-tune with QAT at 4 bits (fake-quant equal to integer),
 //! export ONNX (run by ONNX Runtime where it is installed).
 
 mod common;
