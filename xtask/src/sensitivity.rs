@@ -34,6 +34,10 @@ pub struct SensitivityArgs {
     /// Evaluate on the first N test images only (quick runs).
     #[arg(long)]
     pub test_limit: Option<usize>,
+    /// The network: a preset (tutorial, lenet5, mobile) or a .json/.toml description file,
+    /// trained and quantized with `--arch` (per-point SQNR only; see `run_arch`).
+    #[arg(long, default_value = "tutorial")]
+    pub arch: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -59,6 +63,10 @@ struct SensitivityReport {
 
 pub fn run(args: SensitivityArgs) -> anyhow::Result<()> {
     ensure_images(args.sqnr_images, "--sqnr-images")?;
+    if args.arch != "tutorial" {
+        let arch = burnq_arch::Architecture::load(&args.arch)?;
+        return run_arch(&args, &arch);
+    }
     let device = BackendChoice::Flex.device()?;
     let dir = ArtifactDir::new(args.out.as_deref(), args.data.dataset);
     let model = load_model(&NetConfig::new(), &dir.float_model(), &device)?;
@@ -151,6 +159,56 @@ pub fn run(args: SensitivityArgs) -> anyhow::Result<()> {
     println!("\n{md}");
     let (json, md_path) = dir.sensitivity_reports();
     write_json_atomic(&report, &json)?;
+    write_atomic(&md_path, md.as_bytes())?;
+    println!(
+        "wrote:\n  {}\n  {}",
+        display_path(&json),
+        display_path(&md_path)
+    );
+    Ok(())
+}
+
+/// `sensitivity --arch`: the SQNR of every quantization point of a described network's saved
+/// integer graph against its float network (`burnq_quant::graph_sqnr_db`). The accuracy with
+/// one layer quantized at a time is not measured for described networks.
+fn run_arch(args: &SensitivityArgs, arch: &burnq_arch::Architecture) -> anyhow::Result<()> {
+    let device = BackendChoice::Flex.device()?;
+    let dir = ArtifactDir::for_arch(args.out.as_deref(), args.data.dataset, &arch.name)?;
+    let norm = args.data.dataset.normalization();
+    let (_, model) = burnq_model::checkpoint::load_arch_net(&dir.float_model(), norm, &device)?;
+    let graph = burnq_quant::load_graph(dir.quant_model())
+        .context("loading the integer model (`cargo xtask quantize --arch` writes it)")?;
+    let mut set = args
+        .data
+        .load_test_limited(args.test_limit, "--test-limit")?;
+    set.truncate(args.sqnr_images);
+    let taps = graph.forward_reference_taps(&set.pixels, set.len())?;
+    let float = model.forward_taps(ImageBatcher::new(norm).images(&set.pixels, &device));
+    let float: Vec<(String, Vec<f32>)> = float
+        .points
+        .iter()
+        .map(|(name, value)| (name.clone(), value.to_vec()))
+        .collect();
+    let sqnr = burnq_quant::graph_sqnr_db(&graph, &taps, &float);
+    let o = graph.options();
+    let rows: Vec<Vec<String>> = sqnr
+        .iter()
+        .map(|(name, db)| vec![name.clone(), format!("{db:.1}")])
+        .collect();
+    let md = format!(
+        "# Sensitivity, {} on {} w{}a{}{}\n\nSQNR of each quantization point over {} test images \
+         (cumulative: each figure includes the noise of the points before it).\n\n{}",
+        arch.name,
+        args.data.dataset.dir_name(),
+        o.weight_bits,
+        o.act_bits,
+        if o.per_channel { " per-channel" } else { "" },
+        set.len(),
+        markdown(&["point", "SQNR dB"], &rows)
+    );
+    println!("\n{md}");
+    let (json, md_path) = dir.sensitivity_reports();
+    write_json_atomic(&sqnr, &json)?;
     write_atomic(&md_path, md.as_bytes())?;
     println!(
         "wrote:\n  {}\n  {}",

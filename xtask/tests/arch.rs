@@ -1,6 +1,6 @@
 //! `--arch`: every preset and the shipped example file go through the whole chain on a small
 //! subset: train, quantize (every calibration method, per tensor and per channel), evaluate
-//! the float and integer models, sweep widths, classify a picture, fine-tune with QAT at 4 bits (fake-quant equal to integer),
+//! the float and integer models, measure each quantization point's SQNR, sweep widths, classify a picture, fine-tune with QAT at 4 bits (fake-quant equal to integer),
 //! export ONNX (run by ONNX Runtime where it is installed).
 
 mod common;
@@ -126,6 +126,20 @@ fn chain(arch: &str, train_images: &str) {
         out,
     ]);
     assert!(onnx.is_file());
+}
+
+/// The number of quantization points of the report's network.
+fn quantization_points(report: &serde_json::Value) -> usize {
+    let name = report["architecture"].as_str().unwrap();
+    let arch = match burnq_arch::Architecture::preset(name) {
+        Some(a) => a,
+        None => burnq_arch::Architecture::load(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../examples/my_net.toml"
+        ))
+        .unwrap(),
+    };
+    arch.plan().unwrap().quantization_points().len()
 }
 
 #[test]

@@ -88,4 +88,4 @@ pub use layer::{LayerKind, QuantLayer};
 pub use model::{ARCHITECTURE, IMAGE_PIXELS, IMAGE_SIDE, NUM_CLASSES, Output, QuantModel, Taps};
 pub use params::{MAX_BITS, MIN_BITS, QuantParams, qmax};
 pub use requant::Requant;
-pub use sensitivity::layer_sqnr_db;
+pub use sensitivity::{graph_sqnr_db, layer_sqnr_db};
