@@ -114,6 +114,62 @@ fn chain(arch: &str, train_images: &str) {
             .join("qat-w4a4-pc/quant/model.safetensors")
             .is_file()
     );
+    // sensitivity: every quantization point's SQNR against the float network.
+    xtask_ok(
+        &[
+            &["sensitivity", "--sqnr-images", "100", "--test-limit", "200"][..],
+            &common,
+        ]
+        .concat(),
+    );
+    let sqnr = json(&dir.path().join("quant/sensitivity.json"));
+    let points = sqnr.as_array().unwrap();
+    assert_eq!(points.len(), quantization_points(&report), "{arch}: {sqnr}");
+    for p in points {
+        // 8-bit codes track the float network: a wrong order, grid or layout would not.
+        assert!(p[1].as_f64().unwrap() > 10.0, "{arch}: {p}");
+    }
+    // sweep: two widths, every calibration method per tensor and per channel.
+    xtask_ok(
+        &[
+            &[
+                "sweep",
+                "--bits",
+                "4,8",
+                "--qat-epochs",
+                "0",
+                "--test-limit",
+                "200",
+            ][..],
+            &common,
+        ]
+        .concat(),
+    );
+    let sweep = json(&dir.path().join("sweep.json"));
+    let rows = sweep["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{arch}: {sweep}");
+    assert_eq!(rows[1]["ptq_per_channel"].as_array().unwrap().len(), 5);
+    // predict: the first test image as an inverted 56×56 PGM.
+    let set = burnq_data::ImageSet::load(
+        &burnq_data::locate::test_locator(),
+        burnq_data::DatasetKind::Mnist,
+        burnq_data::Split::Test,
+    )
+    .unwrap();
+    let mut pgm = b"P5\n56 56\n255\n".to_vec();
+    pgm.extend((0..56 * 56).map(|i| 255 - set.image(0)[(i / 56 / 2) * 28 + (i % 56) / 2]));
+    let image = dir.path().join("digit.pgm");
+    std::fs::write(&image, pgm).unwrap();
+    let predict = xtask_ok(&[
+        "predict",
+        image.to_str().unwrap(),
+        "--arch",
+        arch,
+        "--model",
+        model,
+        "--offline",
+    ]);
+    assert!(text(&predict).contains("digit.pgm |"), "{}", text(&predict));
     let onnx = dir.path().join("quant/model.onnx");
     xtask_ok(&[
         "export-onnx",
