@@ -133,14 +133,17 @@ impl Value {
         }
     }
 
-    fn image(self, step: &str) -> Tensor<4> {
+    /// The `[n, c, h, w]` tensor; panics on features (a validated plan never asks for them
+    /// where it needs an image; `step` names the asking step).
+    pub fn image(self, step: &str) -> Tensor<4> {
         match self {
             Self::Image(t) => t,
             Self::Features(_) => panic!("step {step} needs an image input (the plan says so)"),
         }
     }
 
-    fn features(self) -> Tensor<2> {
+    /// The `[n, features]` tensor, an image flattened in C, H, W order.
+    pub fn features(self) -> Tensor<2> {
         match self {
             Self::Features(t) => t,
             Self::Image(t) => t.flatten(1, 3),
@@ -198,7 +201,8 @@ pub struct ArchNet {
     pub normalization: Normalization,
 }
 
-fn apply_activation<const D: usize>(x: Tensor<D>, activation: Activation) -> Tensor<D> {
+/// `activation` applied to `x`: identity, `max(x, 0)` or `min(max(x, 0), 6)`.
+pub fn apply_activation<const D: usize>(x: Tensor<D>, activation: Activation) -> Tensor<D> {
     match activation {
         Activation::None => x,
         Activation::Relu => relu(x),

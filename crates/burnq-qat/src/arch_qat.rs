@@ -26,14 +26,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use burn::prelude::*;
-use burn::tensor::activation::{log_softmax, relu};
+use burn::tensor::activation::log_softmax;
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
-use burnq_arch::arch::{Activation, BatchNormParams, Op, PoolGeometry, Step, StepParams};
+use burnq_arch::arch::{BatchNormParams, Op, PoolGeometry, Step, StepParams};
 use burnq_arch::{Architecture, Normalization};
 use burnq_calib::{CalibrationSettings, calibrate_arch};
 use burnq_data::{IMAGE_PIXELS, ImageSet};
-use burnq_model::arch_net::{ArchLayer, ConvStep, LinearStep, Reshape};
+use burnq_model::arch_net::{ArchLayer, ConvStep, LinearStep, Reshape, Value, apply_activation};
 use burnq_model::data::ImageBatcher;
 use burnq_model::eval::{EvalResult, evaluate_with};
 use burnq_model::export::to_vec;
@@ -62,15 +62,10 @@ pub struct ArchQat {
 
 /// A tensor between steps with the grid its values lie on.
 struct Flow {
-    x: Flowing,
+    x: Value,
     grid: QuantParams,
     /// The normalization still to fold (into the first convolution or linear layer).
     pending: Option<Normalization>,
-}
-
-enum Flowing {
-    Image(Tensor<4>),
-    Features(Tensor<2>),
 }
 
 impl ArchQat {
@@ -119,15 +114,15 @@ impl ArchQat {
     fn forward(&mut self, model: &ArchNet, images: Tensor<4>, observe: bool) -> Tensor<2> {
         let Normalization { mean, std } = self.norm;
         let flow = Flow {
-            x: Flowing::Image(images.mul_scalar(std).add_scalar(mean)),
+            x: Value::Image(images.mul_scalar(std).add_scalar(mean)),
             grid: QuantParams::RAW_PIXELS,
             pending: Some(self.norm),
         };
         let last = model.plan.steps.len() - 1;
         let flow = self.steps(&model.layers, &model.plan.steps, flow, observe, Some(last));
         match flow.x {
-            Flowing::Features(logits) => log_softmax(logits, 1),
-            Flowing::Image(_) => unreachable!("a validated plan ends with a linear layer"),
+            Value::Features(logits) => log_softmax(logits, 1),
+            Value::Image(_) => unreachable!("a validated plan ends with a linear layer"),
         }
     }
 
@@ -147,7 +142,7 @@ impl ArchQat {
                     self.linear(s, step, flow, observe, logits)
                 }
                 (ArchLayer::MaxPool(p), _) => Flow {
-                    x: Flowing::Image(p.forward(image(flow.x))),
+                    x: Value::Image(p.forward(flow.x.image("max_pool"))),
                     ..flow
                 },
                 (ArchLayer::AvgPool(p), Op::AvgPool(g)) => average(g, flow, |x| p.forward(x)),
@@ -155,12 +150,12 @@ impl ArchQat {
                     average(g, flow, |x| x.mean_dim(3).mean_dim(2))
                 }
                 (ArchLayer::Reshape(r), _) if matches!(r.kind, Reshape::Flatten) => Flow {
-                    x: Flowing::Features(features(flow.x)),
+                    x: Value::Features(flow.x.features()),
                     ..flow
                 },
                 (ArchLayer::Dropout(_), _) => flow,
                 (ArchLayer::Residual(r), Op::Residual(inner)) => {
-                    let (skip, grid) = (clone_flowing(&flow.x), flow.grid);
+                    let (skip, grid) = (flow.x.clone(), flow.grid);
                     let body = self.steps(&r.body, inner, flow, observe, None);
                     self.add(step, skip, grid, body, observe)
                 }
@@ -179,7 +174,7 @@ impl ArchQat {
     ) -> QuantParams {
         let range = self.ranges.entry(step.name.clone()).or_default();
         if observe {
-            let a = activation(y.clone().detach(), step.activation);
+            let a = apply_activation(y.clone().detach(), step.activation);
             let (lo, hi) = (
                 a.clone().min().into_scalar::<f32>(),
                 a.max().into_scalar::<f32>(),
@@ -255,7 +250,7 @@ impl ArchQat {
         let flat = weight.reshape([dims[0], dims[1] * dims[2] * dims[3]]);
         let bias = s.conv.bias.as_ref().map(|b| b.val());
         let (w, b, grids) = self.folded(step, flat, bias, s.batch_norm.as_ref(), flow.pending);
-        let mut x = image(flow.x);
+        let mut x = flow.x.image(&step.name);
         let (ph, pw) = (g.padding.h, g.padding.w);
         let mut padding = [ph, pw];
         if let (Some(norm), true) = (flow.pending, ph > 0 || pw > 0) {
@@ -273,7 +268,7 @@ impl ArchQat {
         let layer = LayerQuantization::from_grids(flow.grid, grids, output, step.activation)
             .expect("representable multipliers");
         Flow {
-            x: Flowing::Image(LayerRequant::new(layer).apply(y)),
+            x: Value::Image(LayerRequant::new(layer).apply(y)),
             grid: output,
             pending: None,
         }
@@ -291,13 +286,13 @@ impl ArchQat {
         let weight = s.linear.weight.val().transpose();
         let bias = s.linear.bias.as_ref().map(|b| b.val());
         let (w, b, grids) = self.folded(step, weight, bias, s.batch_norm.as_ref(), flow.pending);
-        let x = features(flow.x);
+        let x = flow.x.features();
         let [out, _] = w.dims();
         let y = x.matmul(w.transpose()) + b.reshape([1, out]);
         if logits {
             let scales = accumulator_scales(flow.grid, &grids);
             return Flow {
-                x: Flowing::Features(snap(y, &scales)),
+                x: Value::Features(snap(y, &scales)),
                 grid: flow.grid,
                 pending: None,
             };
@@ -306,7 +301,7 @@ impl ArchQat {
         let layer = LayerQuantization::from_grids(flow.grid, grids, output, step.activation)
             .expect("representable multipliers");
         Flow {
-            x: Flowing::Features(LayerRequant::new(layer).apply(y)),
+            x: Value::Features(LayerRequant::new(layer).apply(y)),
             grid: output,
             pending: None,
         }
@@ -315,12 +310,12 @@ impl ArchQat {
     fn add(
         &mut self,
         step: &Step,
-        skip: Flowing,
+        skip: Value,
         skip_grid: QuantParams,
         body: Flow,
         observe: bool,
     ) -> Flow {
-        let (a, b) = (image(skip), image(body.x));
+        let (a, b) = (skip.image(&step.name), body.x.image(&step.name));
         let sum = a.clone() + b.clone();
         let output = self.output_grid(step, &sum, observe);
         let add = QuantAdd::derive(skip_grid, body.grid, output, step.activation)
@@ -333,12 +328,12 @@ impl ArchQat {
             .collect();
         let device = sum.device();
         let exact = Tensor::from_data(TensorData::new(exact, sum.dims()), &device);
-        let clipped = activation(sum, step.activation).clamp(
+        let clipped = apply_activation(sum, step.activation).clamp(
             output.dequantize(add.act_min),
             output.dequantize(add.act_max),
         );
         Flow {
-            x: Flowing::Image(clipped.clone() + (exact - clipped).detach()),
+            x: Value::Image(clipped.clone() + (exact - clipped).detach()),
             grid: output,
             pending: None,
         }
@@ -348,7 +343,7 @@ impl ArchQat {
 /// Average pooling on the codes (the reference operation), straight-through gradient of the
 /// float average.
 fn average(g: &PoolGeometry, flow: Flow, float: impl Fn(Tensor<4>) -> Tensor<4>) -> Flow {
-    let x = image(flow.x);
+    let x = flow.x.image("avg_pool");
     let n = x.dims()[0];
     let float = float(x.clone());
     let q = codes(&x, flow.grid);
@@ -356,7 +351,7 @@ fn average(g: &PoolGeometry, flow: Flow, float: impl Fn(Tensor<4>) -> Tensor<4>)
     let exact: Vec<f32> = pooled.iter().map(|&q| flow.grid.dequantize(q)).collect();
     let exact = Tensor::from_data(TensorData::new(exact, float.dims()), &float.device());
     Flow {
-        x: Flowing::Image(float.clone() + (exact - float).detach()),
+        x: Value::Image(float.clone() + (exact - float).detach()),
         ..flow
     }
 }
@@ -366,35 +361,6 @@ fn codes<const D: usize>(x: &Tensor<D>, grid: QuantParams) -> Vec<u8> {
         .iter()
         .map(|&v| grid.quantize(v))
         .collect()
-}
-
-fn activation<const D: usize>(x: Tensor<D>, a: Activation) -> Tensor<D> {
-    match a {
-        Activation::None => x,
-        Activation::Relu => relu(x),
-        Activation::Relu6 => x.clamp(0.0, 6.0),
-    }
-}
-
-fn image(x: Flowing) -> Tensor<4> {
-    match x {
-        Flowing::Image(t) => t,
-        Flowing::Features(_) => unreachable!("the plan gives this step an image"),
-    }
-}
-
-fn features(x: Flowing) -> Tensor<2> {
-    match x {
-        Flowing::Features(t) => t,
-        Flowing::Image(t) => t.flatten(1, 3),
-    }
-}
-
-fn clone_flowing(x: &Flowing) -> Flowing {
-    match x {
-        Flowing::Image(t) => Flowing::Image(t.clone()),
-        Flowing::Features(t) => Flowing::Features(t.clone()),
-    }
 }
 
 impl ForwardMode<ArchNet> for ArchQat {
