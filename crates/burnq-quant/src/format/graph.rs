@@ -28,9 +28,9 @@ use super::{
     bad_metadata, layer_tensors, load_tutorial, normalization, open, read, read_layers, to_json,
     write_signed,
 };
+use crate::graph::{OpSource, build_ops};
 use crate::{
-    ConvertOptions, MAX_BITS, MIN_BITS, QuantAdd, QuantError, QuantGraph, QuantLayer, QuantOp,
-    QuantParams,
+    ConvertOptions, MAX_BITS, MIN_BITS, QuantError, QuantGraph, QuantLayer, QuantOp, QuantParams,
 };
 
 /// The `version` metadata value of a graph file.
@@ -131,7 +131,7 @@ pub fn load_graph(path: impl AsRef<Path>) -> Result<QuantGraph, QuantError> {
         adds: meta.adds.clone(),
     };
     let input = params(meta.input).map_err(invalid)?;
-    let (ops, _) = parts.ops(&plan.steps, input).map_err(&bad)?;
+    let (ops, _) = build_ops(&plan.steps, input, &mut parts).map_err(invalid)?;
     let leftover: Vec<&String> = parts
         .layers
         .keys()
@@ -168,54 +168,37 @@ struct Parts {
 }
 
 impl Parts {
-    /// The ops of `steps` whose input is on `grid`, and their output grid.
-    fn ops(
-        &mut self,
-        steps: &[Step],
-        mut grid: QuantParams,
-    ) -> Result<(Vec<QuantOp>, QuantParams), String> {
-        let mut ops = Vec::with_capacity(steps.len());
-        for step in steps {
-            let mut layer = || {
-                self.layers
-                    .remove(&step.name)
-                    .ok_or_else(|| format!("no layer {:?} in the file", step.name))
-            };
-            let op = match &step.op {
-                Op::Conv2d(_) => {
-                    let layer = layer()?;
-                    grid = layer.output;
-                    let pad = self
-                        .pads
-                        .remove(&step.name)
-                        .ok_or_else(|| format!("no padding code for {:?}", step.name))?;
-                    QuantOp::Conv2d { layer, pad }
-                }
-                Op::Linear { .. } => {
-                    let layer = layer()?;
-                    grid = layer.output;
-                    QuantOp::Linear(layer)
-                }
-                Op::MaxPool(_) => QuantOp::MaxPool,
-                Op::AvgPool(_) => QuantOp::AvgPool,
-                Op::GlobalAvgPool(_) => QuantOp::GlobalAvgPool,
-                Op::Flatten => QuantOp::Flatten,
-                Op::Dropout(_) => QuantOp::Dropout,
-                Op::Residual(inner) => {
-                    let (body, body_grid) = self.ops(inner, grid)?;
-                    let output = self
-                        .adds
-                        .remove(&step.name)
-                        .ok_or_else(|| format!("no add grid for {:?}", step.name))?;
-                    let output = params(output).map_err(|e| format!("{}: {e}", step.name))?;
-                    let add = QuantAdd::derive(grid, body_grid, output, step.activation)
-                        .map_err(|e| format!("{}: {e}", step.name))?;
-                    grid = output;
-                    QuantOp::Residual { body, add }
-                }
-            };
-            ops.push(op);
+    fn missing(step: &Step, what: &str) -> QuantError {
+        QuantError::InvalidValue {
+            what: step.name.clone(),
+            reason: format!("no {what} for {:?} in the file", step.name),
         }
-        Ok((ops, grid))
+    }
+}
+
+impl OpSource for Parts {
+    fn pad(&mut self, step: &Step, _input: QuantParams) -> Result<u8, QuantError> {
+        let pad = self.pads.remove(&step.name);
+        pad.ok_or_else(|| Self::missing(step, "padding code"))
+    }
+
+    fn layer(
+        &mut self,
+        step: &Step,
+        _out: usize,
+        _fan_in: usize,
+        _input: QuantParams,
+    ) -> Result<QuantLayer, QuantError> {
+        let layer = self.layers.remove(&step.name);
+        layer.ok_or_else(|| Self::missing(step, "layer"))
+    }
+
+    fn add_output(&mut self, step: &Step) -> Result<QuantParams, QuantError> {
+        let grid = self.adds.remove(&step.name);
+        let grid = grid.ok_or_else(|| Self::missing(step, "add grid"))?;
+        params(grid).map_err(|e| QuantError::InvalidValue {
+            what: format!("{} add grid", step.name),
+            reason: e.to_string(),
+        })
     }
 }

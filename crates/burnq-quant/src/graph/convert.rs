@@ -12,9 +12,9 @@
 use std::collections::BTreeMap;
 
 use burnq_arch::Architecture;
-use burnq_arch::arch::{FloatParams, Op, Step};
+use burnq_arch::arch::{FloatParams, Step};
 
-use super::{QuantAdd, QuantGraph, QuantOp};
+use super::{OpSource, QuantGraph, build_ops};
 use crate::convert::fold_normalization;
 use crate::{
     ConvertOptions, LayerKind, LayerQuantization, Normalization, QuantError, QuantLayer,
@@ -50,7 +50,7 @@ pub fn convert_graph(
         options,
         pending_normalization: Some(norm),
     };
-    let (ops, _) = converter.steps(&plan.steps, QuantParams::RAW_PIXELS)?;
+    let (ops, _) = build_ops(&plan.steps, QuantParams::RAW_PIXELS, &mut converter)?;
     QuantGraph::new(
         architecture.clone(),
         options,
@@ -75,59 +75,43 @@ struct Converter<'a> {
     pending_normalization: Option<Normalization>,
 }
 
-impl Converter<'_> {
-    /// Converts `steps` whose input is on `grid`; returns the ops and the output grid.
-    fn steps(
-        &mut self,
-        steps: &[Step],
-        mut grid: QuantParams,
-    ) -> Result<(Vec<QuantOp>, QuantParams), QuantError> {
-        let mut ops = Vec::with_capacity(steps.len());
-        for step in steps {
-            let op = match &step.op {
-                Op::Conv2d(g) => {
-                    let pad = match self.pending_normalization {
-                        Some(norm) => norm.padding_pixel(),
-                        None => grid.zero_point() as u8,
-                    };
-                    let layer = self.layer(step, g.out_channels, g.fan_in(), grid)?;
-                    grid = layer.output;
-                    QuantOp::Conv2d { layer, pad }
-                }
-                Op::Linear {
-                    in_features,
-                    out_features,
-                } => {
-                    let layer = self.layer(step, *out_features, *in_features, grid)?;
-                    grid = layer.output;
-                    QuantOp::Linear(layer)
-                }
-                Op::MaxPool(_) => QuantOp::MaxPool,
-                Op::AvgPool(_) => QuantOp::AvgPool,
-                Op::GlobalAvgPool(_) => QuantOp::GlobalAvgPool,
-                Op::Flatten => QuantOp::Flatten,
-                Op::Dropout(_) => QuantOp::Dropout,
-                Op::Residual(body) => {
-                    if self.pending_normalization.is_some() {
-                        return Err(invalid(
-                            &step.name,
-                            "the normalization folds into the first convolution or linear \
-                             layer, which must come before any residual block"
-                                .into(),
-                        ));
-                    }
-                    let (body, body_grid) = self.steps(body, grid)?;
-                    let output = self.output_grid(step)?;
-                    let add = QuantAdd::derive(grid, body_grid, output, step.activation)?;
-                    grid = output;
-                    QuantOp::Residual { body, add }
-                }
-            };
-            ops.push(op);
-        }
-        Ok((ops, grid))
+impl OpSource for Converter<'_> {
+    /// The normalization's padding pixel for the first layer (raw pixels), else `Z_in`.
+    fn pad(&mut self, _step: &Step, input: QuantParams) -> Result<u8, QuantError> {
+        Ok(match self.pending_normalization {
+            Some(norm) => norm.padding_pixel(),
+            None => input.zero_point() as u8,
+        })
     }
 
+    fn layer(
+        &mut self,
+        step: &Step,
+        out: usize,
+        fan_in: usize,
+        input: QuantParams,
+    ) -> Result<QuantLayer, QuantError> {
+        self.quantize_layer(step, out, fan_in, input)
+    }
+
+    fn enter_residual(&mut self, step: &Step) -> Result<(), QuantError> {
+        if self.pending_normalization.is_some() {
+            return Err(invalid(
+                &step.name,
+                "the normalization folds into the first convolution or linear layer, which \
+                 must come before any residual block"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn add_output(&mut self, step: &Step) -> Result<QuantParams, QuantError> {
+        self.output_grid(step)
+    }
+}
+
+impl Converter<'_> {
     /// The output grid of a quantization point, from its calibrated range.
     fn output_grid(&self, step: &Step) -> Result<QuantParams, QuantError> {
         let &(min, max) = self.ranges.get(&step.name).ok_or_else(|| {
@@ -140,7 +124,7 @@ impl Converter<'_> {
     }
 
     /// A convolution's or linear layer's [`QuantLayer`] (GEMM view `[out, fan_in]`).
-    fn layer(
+    fn quantize_layer(
         &mut self,
         step: &Step,
         out: usize,

@@ -70,6 +70,72 @@ pub struct QuantGraph {
     ops: Vec<QuantOp>,
 }
 
+/// Where [`build_ops`] takes each step's integer parameters from: the converter (float
+/// weights and calibrated ranges) or a model file (stored layers and grids).
+pub(crate) trait OpSource {
+    /// The padding code of convolution `step`, whose input is on `input` (asked before its
+    /// layer).
+    fn pad(&mut self, step: &Step, input: QuantParams) -> Result<u8, QuantError>;
+    /// The GEMM-view layer (`[out, fan_in]`) of convolution or linear `step` reading `input`.
+    fn layer(
+        &mut self,
+        step: &Step,
+        out: usize,
+        fan_in: usize,
+        input: QuantParams,
+    ) -> Result<QuantLayer, QuantError>;
+    /// Called before residual block `step`'s body.
+    fn enter_residual(&mut self, _step: &Step) -> Result<(), QuantError> {
+        Ok(())
+    }
+    /// The output grid of residual add `step`.
+    fn add_output(&mut self, step: &Step) -> Result<QuantParams, QuantError>;
+}
+
+/// The ops of `steps` from `source`, the first reading `grid`; each layer reads the grid of
+/// the step before it, each add is derived from its three grids ([`QuantAdd::derive`]).
+/// Returns the ops and the last output grid.
+pub(crate) fn build_ops(
+    steps: &[Step],
+    mut grid: QuantParams,
+    source: &mut impl OpSource,
+) -> Result<(Vec<QuantOp>, QuantParams), QuantError> {
+    let mut ops = Vec::with_capacity(steps.len());
+    for step in steps {
+        let op = match &step.op {
+            Op::Conv2d(g) => {
+                let pad = source.pad(step, grid)?;
+                let layer = source.layer(step, g.out_channels, g.fan_in(), grid)?;
+                grid = layer.output;
+                QuantOp::Conv2d { layer, pad }
+            }
+            Op::Linear {
+                in_features,
+                out_features,
+            } => {
+                let layer = source.layer(step, *out_features, *in_features, grid)?;
+                grid = layer.output;
+                QuantOp::Linear(layer)
+            }
+            Op::MaxPool(_) => QuantOp::MaxPool,
+            Op::AvgPool(_) => QuantOp::AvgPool,
+            Op::GlobalAvgPool(_) => QuantOp::GlobalAvgPool,
+            Op::Flatten => QuantOp::Flatten,
+            Op::Dropout(_) => QuantOp::Dropout,
+            Op::Residual(body) => {
+                source.enter_residual(step)?;
+                let (body, body_grid) = build_ops(body, grid, source)?;
+                let output = source.add_output(step)?;
+                let add = QuantAdd::derive(grid, body_grid, output, step.activation)?;
+                grid = output;
+                QuantOp::Residual { body, add }
+            }
+        };
+        ops.push(op);
+    }
+    Ok((ops, grid))
+}
+
 /// Every step's output codes of a forward pass, by step name (NCHW or `[n, features]`), plus
 /// the final output.
 #[derive(Debug, Clone, PartialEq, Eq)]
