@@ -8,7 +8,7 @@ use burnq_arch::Architecture;
 use burnq_model::ArchNet;
 use burnq_model::checkpoint::load_arch_net;
 use burnq_model::data::ImageBatcher;
-use burnq_quant::{GraphEngine, QuantGraph};
+use burnq_quant::GraphEngine;
 
 use super::*;
 
@@ -29,22 +29,6 @@ fn float_arch_candidate<'a>(
             let classes = logits.argmax(1).into_data();
             let classes: Vec<u8> = classes.iter::<i64>().map(|c| c as u8).collect();
             Ok((classes, None))
-        }),
-        single: None,
-    }
-}
-
-fn graph_reference_candidate<'a>(graph: &'a QuantGraph, width: &str) -> Candidate<'a> {
-    Candidate {
-        name: format!("burnq {width} scalar reference"),
-        family: "burnq",
-        width: Some(width.into()),
-        threads: "1".into(),
-        chunk: 1000,
-        slow: true,
-        run: Box::new(move |px| {
-            let out = graph.forward_reference(px, px.len() / IMAGE_PIXELS)?;
-            Ok((out.predictions, Some(out.fc2_acc)))
         }),
         single: None,
     }
@@ -87,9 +71,10 @@ pub(super) fn run_arch(mut args: BenchArgs, arch: &Architecture) -> anyhow::Resu
     let width = format!("w{}a{}", o.weight_bits, o.act_bits);
     let generic = GraphEngine::with_kernel(&graph, KernelChoice::Generic)?;
     let best = GraphEngine::with_kernel(&graph, kernel)?;
+    let reference = |px: &[u8], n| graph.forward_reference(px, n);
     let mut candidates = vec![
         float_arch_candidate(&model, &batcher, &device),
-        graph_reference_candidate(&graph, &width),
+        reference_candidate(&reference, &width),
     ];
     if kernel != KernelChoice::Generic {
         candidates.push(engine_candidate(&generic, &width, 1));

@@ -46,7 +46,11 @@ pub(super) fn float_candidate<'a>(name: &str, p: &'a Predictor) -> Candidate<'a>
     }
 }
 
-pub(super) fn reference_candidate<'a>(model: &'a QuantModel, width: &str) -> Candidate<'a> {
+/// The scalar reference of a model on `n` images: the tutorial's or a graph's.
+pub(super) type Reference<'a> =
+    &'a (dyn Fn(&[u8], usize) -> Result<burnq_quant::Output, QuantError> + Sync);
+
+pub(super) fn reference_candidate<'a>(forward: Reference<'a>, width: &str) -> Candidate<'a> {
     Candidate {
         name: format!("burnq {width} scalar reference"),
         family: "burnq",
@@ -55,7 +59,7 @@ pub(super) fn reference_candidate<'a>(model: &'a QuantModel, width: &str) -> Can
         chunk: 1000,
         slow: true,
         run: Box::new(move |px| {
-            let out = model.forward_reference(px, px.len() / IMAGE_PIXELS)?;
+            let out = forward(px, px.len() / IMAGE_PIXELS)?;
             Ok((out.predictions, Some(out.fc2_acc)))
         }),
         single: None,
@@ -85,51 +89,36 @@ pub(super) trait FastEngine: Sync {
     ) -> Result<burnq_quant::Output, QuantError>;
 }
 
-impl FastEngine for Engine {
-    type Scratch = Workspace;
-    fn kernel(&self) -> KernelChoice {
-        Engine::kernel(self)
-    }
-    fn one_thread(
-        &self,
-        ws: &mut Workspace,
-        px: &[u8],
-        n: usize,
-    ) -> Result<burnq_quant::Output, QuantError> {
-        self.forward(ws, px, n)
-    }
-    fn threads(
-        &self,
-        px: &[u8],
-        n: usize,
-        threads: usize,
-    ) -> Result<burnq_quant::Output, QuantError> {
-        self.forward_parallel(px, n, threads)
-    }
+/// The same three calls on each engine type, whose methods have the same names.
+macro_rules! fast_engine {
+    ($engine:ty, $scratch:ty) => {
+        impl FastEngine for $engine {
+            type Scratch = $scratch;
+            fn kernel(&self) -> KernelChoice {
+                <$engine>::kernel(self)
+            }
+            fn one_thread(
+                &self,
+                ws: &mut $scratch,
+                px: &[u8],
+                n: usize,
+            ) -> Result<burnq_quant::Output, QuantError> {
+                self.forward(ws, px, n)
+            }
+            fn threads(
+                &self,
+                px: &[u8],
+                n: usize,
+                threads: usize,
+            ) -> Result<burnq_quant::Output, QuantError> {
+                self.forward_parallel(px, n, threads)
+            }
+        }
+    };
 }
 
-impl FastEngine for GraphEngine {
-    type Scratch = GraphWorkspace;
-    fn kernel(&self) -> KernelChoice {
-        GraphEngine::kernel(self)
-    }
-    fn one_thread(
-        &self,
-        ws: &mut GraphWorkspace,
-        px: &[u8],
-        n: usize,
-    ) -> Result<burnq_quant::Output, QuantError> {
-        self.forward(ws, px, n)
-    }
-    fn threads(
-        &self,
-        px: &[u8],
-        n: usize,
-        threads: usize,
-    ) -> Result<burnq_quant::Output, QuantError> {
-        self.forward_parallel(px, n, threads)
-    }
-}
+fast_engine!(Engine, Workspace);
+fast_engine!(GraphEngine, GraphWorkspace);
 
 /// The fast engine on `threads` threads; with more than one, single images are also timed
 /// on one thread (the faster gives the latency figures).

@@ -317,6 +317,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             )),
         }
     }
+    let reference = |px: &[u8], n| quant.forward_reference(px, n);
     let mut candidates = vec![float_candidate("Burn f32 (flex)", &flex_predictor)];
     for (choice, predictor) in &extra_float {
         candidates.push(float_candidate(
@@ -325,7 +326,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         ));
     }
     candidates.push(float_candidate("Burn Q8S weights (Quantizer, flex)", &q8));
-    candidates.push(reference_candidate(&quant, &main_width));
+    candidates.push(reference_candidate(&reference, &main_width));
     if kernel != KernelChoice::Generic {
         candidates.push(engine_candidate(&generic, &main_width, 1));
     }
