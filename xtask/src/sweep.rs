@@ -72,6 +72,7 @@ struct SweepReport {
 }
 
 pub fn run(args: SweepArgs) -> anyhow::Result<()> {
+    let args = &args;
     for &b in &args.bits {
         anyhow::ensure!(
             (2..=8).contains(&b),
@@ -80,7 +81,7 @@ pub fn run(args: SweepArgs) -> anyhow::Result<()> {
     }
     if args.arch != "tutorial" {
         let arch = burnq_arch::Architecture::load(&args.arch)?;
-        return run_arch(&args, &arch);
+        return run_arch(args, &arch);
     }
     let device = BackendChoice::Flex.device()?;
     let dir = ArtifactDir::new(args.out.as_deref(), args.data.dataset);
@@ -93,62 +94,48 @@ pub fn run(args: SweepArgs) -> anyhow::Result<()> {
     let network = float_network(&model)?;
     let (float_eval, _) = evaluate(&model, &test_set, &ImageBatcher::new(norm), 1000, &device);
 
-    let bar = progress_bar(args.bits.len() as u64, "sweep [{bar:30}] {pos}/{len} {msg}");
-    let mut rows = Vec::new();
-    for &bits in &args.bits {
-        bar.set_message(format!("{bits} bits"));
-        let settings = CalibrationSettings {
-            act_bits: bits,
-            ..Default::default()
-        };
-        let calibration = calibrate(&model, &train_set, settings, &device)?;
-        let ptq = |per_channel| -> anyhow::Result<Vec<f64>> {
-            let options = ConvertOptions {
-                weight_bits: bits,
+    let rows = sweep_rows(
+        args,
+        |bits| {
+            let settings = CalibrationSettings {
                 act_bits: bits,
-                per_channel,
+                ..Default::default()
             };
-            CalibrationMethod::ALL
-                .iter()
-                .map(|&m| {
-                    let quant = convert_with(&network, &calibration, m, norm, options)?;
-                    Ok(agreement(
-                        &run_integer(&quant, &test_set)?.predictions,
-                        &test_set.labels,
-                    ))
-                })
-                .collect()
-        };
-        let (ptq_per_tensor, ptq_per_channel) = (ptq(false)?, ptq(true)?);
-        let qat = if args.qat_epochs > 0 {
-            let config = QatConfig {
-                weight_bits: bits,
-                act_bits: bits,
-                per_channel: args.qat_per_channel,
-                epochs: args.qat_epochs,
-                ..QatConfig::default()
+            let calibration = calibrate(&model, &train_set, settings, &device)?;
+            let ptq = |per_channel| -> anyhow::Result<Vec<f64>> {
+                let options = ConvertOptions {
+                    weight_bits: bits,
+                    act_bits: bits,
+                    per_channel,
+                };
+                CalibrationMethod::ALL
+                    .iter()
+                    .map(|&m| {
+                        let quant = convert_with(&network, &calibration, m, norm, options)?;
+                        Ok(agreement(
+                            &run_integer(&quant, &test_set)?.predictions,
+                            &test_set.labels,
+                        ))
+                    })
+                    .collect()
             };
-            Some(run_qat_command(
-                &config,
+            Ok((ptq(false)?, ptq(true)?))
+        },
+        |config| {
+            let q = run_qat_command(
+                config,
                 &args.data,
                 args.test_limit,
                 args.out.as_deref(),
                 false,
-            )?)
-        } else {
-            None
-        };
-        rows.push(SweepRow {
-            bits,
-            ptq_per_tensor,
-            ptq_per_channel,
-            qat: qat.as_ref().map(|q| q.integer_accuracy),
-            qat_fake_quant: qat.as_ref().map(|q| q.fake_quant_accuracy),
-            qat_agreement: qat.as_ref().map(|q| q.integer_vs_fake_quant_agreement),
-        });
-        bar.inc(1);
-    }
-    bar.finish_and_clear();
+            )?;
+            Ok([
+                q.integer_accuracy,
+                q.fake_quant_accuracy,
+                q.integer_vs_fake_quant_agreement,
+            ])
+        },
+    )?;
     let report = SweepReport {
         dataset: args.data.dataset.dir_name().into(),
         float_accuracy: float_eval.accuracy,
@@ -176,63 +163,42 @@ fn run_arch(args: &SweepArgs, arch: &burnq_arch::Architecture) -> anyhow::Result
     let forward = |x| burnq_model::training::Classifier::log_probs(&model, x);
     let (float_eval, _) =
         evaluate_with(&forward, &test_set, &ImageBatcher::new(norm), 500, &device);
-    let bar = progress_bar(args.bits.len() as u64, "sweep [{bar:30}] {pos}/{len} {msg}");
-    let mut rows = Vec::new();
-    for &bits in &args.bits {
-        bar.set_message(format!("{bits} bits"));
-        let settings = CalibrationSettings {
-            act_bits: bits,
-            ..Default::default()
-        };
-        let calibration = calibrate_arch(&model, &arch.name, &train_set, settings, &device)?;
-        let ptq = |per_channel| -> anyhow::Result<Vec<f64>> {
-            let options = ConvertOptions {
-                weight_bits: bits,
+    let rows = sweep_rows(
+        args,
+        |bits| {
+            let settings = CalibrationSettings {
                 act_bits: bits,
-                per_channel,
+                ..Default::default()
             };
-            CalibrationMethod::ALL
-                .iter()
-                .map(|&m| {
-                    let ranges = calibration.point_ranges(&plan, m)?;
-                    let graph = convert_graph(arch, &params, &ranges, norm, options)?;
-                    let out = run_graph(&graph, &test_set.pixels)?;
-                    Ok(agreement(&out.predictions, &test_set.labels))
-                })
-                .collect()
-        };
-        let (ptq_per_tensor, ptq_per_channel) = (ptq(false)?, ptq(true)?);
-        let qat = if args.qat_epochs > 0 {
-            let config = QatConfig {
-                weight_bits: bits,
-                act_bits: bits,
-                per_channel: args.qat_per_channel,
-                epochs: args.qat_epochs,
-                ..QatConfig::default()
+            let calibration = calibrate_arch(&model, &arch.name, &train_set, settings, &device)?;
+            let ptq = |per_channel| -> anyhow::Result<Vec<f64>> {
+                let options = ConvertOptions {
+                    weight_bits: bits,
+                    act_bits: bits,
+                    per_channel,
+                };
+                CalibrationMethod::ALL
+                    .iter()
+                    .map(|&m| {
+                        let ranges = calibration.point_ranges(&plan, m)?;
+                        let graph = convert_graph(arch, &params, &ranges, norm, options)?;
+                        let out = run_graph(&graph, &test_set.pixels)?;
+                        Ok(agreement(&out.predictions, &test_set.labels))
+                    })
+                    .collect()
             };
+            Ok((ptq(false)?, ptq(true)?))
+        },
+        |config| {
             let out = args.out.as_deref();
-            Some(run_arch_qat_command(
-                &config,
-                arch,
-                &args.data,
-                args.test_limit,
-                out,
-                false,
-            )?)
-        } else {
-            None
-        };
-        rows.push(SweepRow {
-            bits,
-            ptq_per_tensor,
-            ptq_per_channel,
-            qat: qat.as_ref().map(|q| q.integer_accuracy),
-            qat_fake_quant: qat.as_ref().map(|q| q.fake_quant_accuracy),
-            qat_agreement: qat.as_ref().map(|q| q.integer_vs_fake_quant_agreement),
-        });
-        bar.inc(1);
-    }
-    bar.finish_and_clear();
+            let q = run_arch_qat_command(config, arch, &args.data, args.test_limit, out, false)?;
+            Ok([
+                q.integer_accuracy,
+                q.fake_quant_accuracy,
+                q.integer_vs_fake_quant_agreement,
+            ])
+        },
+    )?;
     let report = SweepReport {
         dataset: format!("{} ({})", args.data.dataset.dir_name(), arch.name),
         float_accuracy: float_eval.accuracy,
@@ -242,6 +208,44 @@ fn run_arch(args: &SweepArgs, arch: &burnq_arch::Architecture) -> anyhow::Result
         rows,
     };
     write_reports(&report, &dir)
+}
+
+/// One row per `--bits` width: `ptq(bits)` gives the post-training accuracies per calibration
+/// method, per tensor then per channel; `qat(config)` the QAT run's integer accuracy,
+/// fake-quant accuracy and their agreement (not called with `--qat-epochs 0`).
+fn sweep_rows(
+    args: &SweepArgs,
+    mut ptq: impl FnMut(u8) -> anyhow::Result<(Vec<f64>, Vec<f64>)>,
+    mut qat: impl FnMut(&QatConfig) -> anyhow::Result<[f64; 3]>,
+) -> anyhow::Result<Vec<SweepRow>> {
+    let bar = progress_bar(args.bits.len() as u64, "sweep [{bar:30}] {pos}/{len} {msg}");
+    let mut rows = Vec::new();
+    for &bits in &args.bits {
+        bar.set_message(format!("{bits} bits"));
+        let (ptq_per_tensor, ptq_per_channel) = ptq(bits)?;
+        let qat = if args.qat_epochs > 0 {
+            Some(qat(&QatConfig {
+                weight_bits: bits,
+                act_bits: bits,
+                per_channel: args.qat_per_channel,
+                epochs: args.qat_epochs,
+                ..QatConfig::default()
+            })?)
+        } else {
+            None
+        };
+        rows.push(SweepRow {
+            bits,
+            ptq_per_tensor,
+            ptq_per_channel,
+            qat: qat.map(|q| q[0]),
+            qat_fake_quant: qat.map(|q| q[1]),
+            qat_agreement: qat.map(|q| q[2]),
+        });
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    Ok(rows)
 }
 
 fn pct(v: f64) -> String {
