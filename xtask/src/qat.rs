@@ -93,14 +93,11 @@ pub struct ArchQatReport {
     pub lr: f64,
     pub lr_decay: f64,
     pub range_init: String,
-    pub float_accuracy: f64,
-    pub fake_quant_accuracy: f64,
-    pub integer_accuracy: f64,
-    pub integer_vs_fake_quant_agreement: f64,
+    #[serde(flatten)]
+    pub accuracies: QatAccuracies,
     /// Final output range of every quantization point.
     pub ranges: std::collections::BTreeMap<String, (f32, f32)>,
     pub int_model_bytes: u64,
-    pub test_images: usize,
     pub history: Vec<EpochRecord>,
 }
 
@@ -114,13 +111,7 @@ fn run_arch(args: &QatArgs, arch: &burnq_arch::Architecture) -> anyhow::Result<(
         args.out.as_deref(),
         true,
     )?;
-    print_accuracies(
-        report.float_accuracy,
-        report.fake_quant_accuracy,
-        report.integer_accuracy,
-        report.integer_vs_fake_quant_agreement,
-        report.test_images,
-    );
+    report.accuracies.print();
     Ok(())
 }
 
@@ -175,43 +166,19 @@ pub fn run_arch_qat_command(
         lr: config.lr,
         lr_decay: config.lr_decay,
         range_init: config.range_init.name().into(),
-        float_accuracy: float_eval.accuracy,
-        fake_quant_accuracy: outcome.fake_quant.accuracy,
-        integer_accuracy: agreement(&outcome.integer_predictions, &test_set.labels),
-        integer_vs_fake_quant_agreement: agreement(
+        accuracies: QatAccuracies::new(
+            float_eval.accuracy,
+            outcome.fake_quant.accuracy,
             &outcome.integer_predictions,
             &outcome.fake_quant_predictions,
+            &test_set.labels,
         ),
         ranges: outcome.forward.point_ranges(),
         int_model_bytes: std::fs::metadata(&quant_path)?.len(),
-        test_images: test_set.len(),
         history: outcome.history,
     };
-    let report_path = out.qat_report();
-    write_json_atomic(&report, &report_path)?;
-    if verbose {
-        println!("wrote:");
-        for p in [&model_path, &quant_path, &report_path] {
-            println!("  {}", display_path(p));
-        }
-    }
+    write_report(&report, &out, verbose)?;
     Ok(report)
-}
-
-fn print_accuracies(float: f64, fake: f64, integer: f64, agreement: f64, images: usize) {
-    let rows = vec![
-        vec!["float (start)".into(), format!("{:.2}%", 100.0 * float)],
-        vec![
-            "fake-quantized (QAT)".into(),
-            format!("{:.2}%", 100.0 * fake),
-        ],
-        vec!["integer engine".into(), format!("{:.2}%", 100.0 * integer)],
-    ];
-    println!("\n{}", markdown(&["model", "test accuracy"], &rows));
-    println!(
-        "integer vs fake-quant predictions agree on {:.2}% of {images} test images",
-        100.0 * agreement
-    );
 }
 
 /// `qat.json`.
@@ -224,17 +191,68 @@ pub struct QatReport {
     pub lr_decay: f64,
     /// Range estimate the activation ranges started from.
     pub range_init: String,
+    #[serde(flatten)]
+    pub accuracies: QatAccuracies,
+    /// Final EMA ranges of conv2's, fc1's and fc2's inputs and of the logits.
+    pub ranges: [(f32, f32); 4],
+    pub history: Vec<EpochRecord>,
+}
+
+/// What a QAT run scores on the test set (the same keys in every `qat.json`).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct QatAccuracies {
+    /// The float model it started from.
     pub float_accuracy: f64,
-    /// Accuracy of the fake-quantized network after fine-tuning (ranges frozen).
+    /// The fake-quantized network after fine-tuning (ranges frozen).
     pub fake_quant_accuracy: f64,
-    /// Accuracy of the exported integer model.
+    /// The exported integer model.
     pub integer_accuracy: f64,
     /// Fraction of test images where the integer and fake-quantized predictions agree.
     pub integer_vs_fake_quant_agreement: f64,
-    /// Final EMA ranges of conv2's, fc1's and fc2's inputs and of the logits.
-    pub ranges: [(f32, f32); 4],
     pub test_images: usize,
-    pub history: Vec<EpochRecord>,
+}
+
+impl QatAccuracies {
+    fn new(float: f64, fake_quant: f64, integer: &[u8], fake: &[u8], labels: &[u8]) -> Self {
+        Self {
+            float_accuracy: float,
+            fake_quant_accuracy: fake_quant,
+            integer_accuracy: agreement(integer, labels),
+            integer_vs_fake_quant_agreement: agreement(integer, fake),
+            test_images: labels.len(),
+        }
+    }
+
+    fn print(&self) {
+        let rows = vec![
+            vec!["float (start)".into(), pct(self.float_accuracy)],
+            vec!["fake-quantized (QAT)".into(), pct(self.fake_quant_accuracy)],
+            vec!["integer engine".into(), pct(self.integer_accuracy)],
+        ];
+        println!("\n{}", markdown(&["model", "test accuracy"], &rows));
+        println!(
+            "integer vs fake-quant predictions agree on {:.2}% of {} test images",
+            100.0 * self.integer_vs_fake_quant_agreement,
+            self.test_images
+        );
+    }
+}
+
+fn pct(v: f64) -> String {
+    format!("{:.2}%", 100.0 * v)
+}
+
+/// Writes `report` as the run's `qat.json` and, when `verbose`, lists the run's files.
+fn write_report(report: &impl Serialize, out: &ArtifactDir, verbose: bool) -> anyhow::Result<()> {
+    let report_path = out.qat_report();
+    write_json_atomic(report, &report_path)?;
+    if verbose {
+        println!("wrote:");
+        for p in [&out.float_model(), &out.quant_model(), &report_path] {
+            println!("  {}", display_path(p));
+        }
+    }
+    Ok(())
 }
 
 pub fn run(args: QatArgs) -> anyhow::Result<()> {
@@ -249,13 +267,7 @@ pub fn run(args: QatArgs) -> anyhow::Result<()> {
         args.out.as_deref(),
         true,
     )?;
-    print_accuracies(
-        report.float_accuracy,
-        report.fake_quant_accuracy,
-        report.integer_accuracy,
-        report.integer_vs_fake_quant_agreement,
-        report.test_images,
-    );
+    report.accuracies.print();
     Ok(())
 }
 
@@ -338,24 +350,16 @@ pub fn run_qat_command(
         lr: config.lr,
         lr_decay: config.lr_decay,
         range_init: config.range_init.name().into(),
-        float_accuracy: float_eval.accuracy,
-        fake_quant_accuracy: outcome.fake_quant.accuracy,
-        integer_accuracy: agreement(&outcome.integer_predictions, &test_set.labels),
-        integer_vs_fake_quant_agreement: agreement(
+        accuracies: QatAccuracies::new(
+            float_eval.accuracy,
+            outcome.fake_quant.accuracy,
             &outcome.integer_predictions,
             &outcome.fake_quant_predictions,
+            &test_set.labels,
         ),
         ranges: ranges.layer_outputs(),
-        test_images: test_set.len(),
         history: outcome.history,
     };
-    let report_path = out.qat_report();
-    write_json_atomic(&report, &report_path)?;
-    if verbose {
-        println!("wrote:");
-        for p in [&model_path, &quant_path, &report_path] {
-            println!("  {}", display_path(p));
-        }
-    }
+    write_report(&report, &out, verbose)?;
     Ok(report)
 }

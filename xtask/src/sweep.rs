@@ -19,7 +19,7 @@ use crate::common::{DataArgs, display_path, progress_bar};
 use crate::paths::ArtifactDir;
 use crate::pipeline::{agreement, run_graph, run_integer};
 use crate::plot::{Panel, Series, line_panels};
-use crate::qat::{run_arch_qat_command, run_qat_command};
+use crate::qat::{QatAccuracies, run_arch_qat_command, run_qat_command};
 use crate::quantize::convert_with;
 use crate::table::markdown;
 
@@ -129,11 +129,7 @@ pub fn run(args: SweepArgs) -> anyhow::Result<()> {
                 args.out.as_deref(),
                 false,
             )?;
-            Ok([
-                q.integer_accuracy,
-                q.fake_quant_accuracy,
-                q.integer_vs_fake_quant_agreement,
-            ])
+            Ok(q.accuracies)
         },
     )?;
     let report = SweepReport {
@@ -192,11 +188,7 @@ fn run_arch(args: &SweepArgs, arch: &burnq_arch::Architecture) -> anyhow::Result
         |config| {
             let out = args.out.as_deref();
             let q = run_arch_qat_command(config, arch, &args.data, args.test_limit, out, false)?;
-            Ok([
-                q.integer_accuracy,
-                q.fake_quant_accuracy,
-                q.integer_vs_fake_quant_agreement,
-            ])
+            Ok(q.accuracies)
         },
     )?;
     let report = SweepReport {
@@ -211,12 +203,12 @@ fn run_arch(args: &SweepArgs, arch: &burnq_arch::Architecture) -> anyhow::Result
 }
 
 /// One row per `--bits` width: `ptq(bits)` gives the post-training accuracies per calibration
-/// method, per tensor then per channel; `qat(config)` the QAT run's integer accuracy,
-/// fake-quant accuracy and their agreement (not called with `--qat-epochs 0`).
+/// method, per tensor then per channel; `qat(config)` the QAT run's accuracies (not called
+/// with `--qat-epochs 0`).
 fn sweep_rows(
     args: &SweepArgs,
     mut ptq: impl FnMut(u8) -> anyhow::Result<(Vec<f64>, Vec<f64>)>,
-    mut qat: impl FnMut(&QatConfig) -> anyhow::Result<[f64; 3]>,
+    mut qat: impl FnMut(&QatConfig) -> anyhow::Result<QatAccuracies>,
 ) -> anyhow::Result<Vec<SweepRow>> {
     let bar = progress_bar(args.bits.len() as u64, "sweep [{bar:30}] {pos}/{len} {msg}");
     let mut rows = Vec::new();
@@ -238,9 +230,9 @@ fn sweep_rows(
             bits,
             ptq_per_tensor,
             ptq_per_channel,
-            qat: qat.map(|q| q[0]),
-            qat_fake_quant: qat.map(|q| q[1]),
-            qat_agreement: qat.map(|q| q[2]),
+            qat: qat.map(|q| q.integer_accuracy),
+            qat_fake_quant: qat.map(|q| q.fake_quant_accuracy),
+            qat_agreement: qat.map(|q| q.integer_vs_fake_quant_agreement),
         });
         bar.inc(1);
     }
