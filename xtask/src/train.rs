@@ -60,6 +60,11 @@ pub struct TrainArgs {
     /// `tutorial` (the default) trains the tutorial's network exactly as without the flag.
     #[arg(long, default_value = "tutorial")]
     pub arch: String,
+    /// Data-parallel shards per batch, one thread each, gradients summed in shard order
+    /// (default: one per core; 1 = the whole batch in one pass). Results depend on the
+    /// count, never on scheduling. Networks with batch norm or dropout always use 1.
+    #[arg(long)]
+    pub shards: Option<usize>,
 }
 
 /// `train.json`: what was trained, how, and how well.
@@ -73,6 +78,9 @@ struct TrainReport {
     epochs: usize,
     seed: u64,
     batch_size: usize,
+    /// Data-parallel shards each batch was cut into (1 for networks with batch norm or
+    /// dropout, whatever was asked).
+    shards: usize,
     lr: f64,
     momentum: f64,
     train_images: usize,
@@ -105,7 +113,8 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         .with_lr(args.lr)
         .with_momentum(args.momentum)
         .with_lr_decay(args.lr_decay)
-        .with_seed(args.seed);
+        .with_seed(args.seed)
+        .with_shards(args.shards.unwrap_or_else(default_shards));
     let model_path = dir.float_model();
     write_json_atomic(&config, &dir.float_config())?;
     let network = arch.as_ref().map_or_else(
@@ -173,6 +182,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         epochs: args.epochs,
         seed: args.seed,
         batch_size: args.batch_size,
+        shards: last.shards,
         lr: args.lr,
         momentum: args.momentum,
         train_images: n_train,
@@ -189,6 +199,11 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         .context("writing training.svg")?;
     print_summary(&report, &dir);
     Ok(())
+}
+
+/// One data-parallel shard per core the machine offers.
+fn default_shards() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
 }
 
 /// A progress bar over the batches of each epoch, and one line per finished epoch.
@@ -328,7 +343,8 @@ fn print_summary(report: &TrainReport, dir: &ArtifactDir) {
         )
     );
     println!(
-        "{}{} on {}: test accuracy {:.2}% after {} epochs ({:.0} s in all)",
+        "{}{} on {}: test accuracy {:.2}% after {} epochs ({:.0} s in all, {} data-parallel \
+         shard{} per batch)",
         report
             .arch
             .as_ref()
@@ -337,7 +353,9 @@ fn print_summary(report: &TrainReport, dir: &ArtifactDir) {
         report.backend,
         100.0 * report.test_accuracy,
         report.epochs,
-        report.total_seconds
+        report.total_seconds,
+        report.shards,
+        if report.shards == 1 { "" } else { "s" }
     );
     println!("wrote:");
     let arch_file = report.arch.as_ref().map(|_| dir.float_arch());

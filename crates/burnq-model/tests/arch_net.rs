@@ -12,8 +12,11 @@ use burnq_data::locate::test_locator;
 use burnq_data::{DatasetKind, ImageSet, Split};
 use burnq_model::arch_net::ArchLayer;
 use burnq_model::checkpoint::{arch_beside, load_arch_net, save_arch_net};
-use burnq_model::training::{TrainEvent, TrainingConfig, train_arch};
+use burnq_model::training::{
+    FloatForward, TrainEvent, TrainingConfig, data_parallel_shards, train_arch,
+};
 use burnq_model::{ArchNet, ModelError, NetConfig};
+use burnq_testkit::max_abs_diff;
 
 const MNIST: Normalization = Normalization::MNIST;
 
@@ -273,11 +276,7 @@ fn folded_batch_norm_and_first_layer_padding_match_burn_in_inference() {
             .map(|v| v.clamp(0.0, 6.0))
             .collect();
         let burn_a = &a_out[i * 4 * 784..(i + 1) * 4 * 784];
-        let diff = a
-            .iter()
-            .zip(burn_a)
-            .map(|(p, q)| (p - q).abs())
-            .fold(0.0, f32::max);
+        let diff = max_abs_diff(&a, burn_a);
         assert!(
             diff < 1e-4,
             "conv a (padding value, folded bn, relu6): {diff}"
@@ -286,20 +285,12 @@ fn folded_batch_norm_and_first_layer_padding_match_burn_in_inference() {
             .into_iter()
             .map(|v| v.clamp(0.0, 6.0))
             .collect();
-        let border_diff = zero
-            .iter()
-            .zip(burn_a)
-            .map(|(p, q)| (p - q).abs())
-            .fold(0.0, f32::max);
+        let border_diff = max_abs_diff(&zero, burn_a);
         zero_padded_border_differs |= border_diff > 1e-3;
         // The second (depthwise, strided) convolution pads with 0.
         let b = conv_by_hand(burn_a, (4, 28, 28), &wb, &bb, 4, 3, 2, 1, 4, 0.0);
         let burn_b = &b_out[i * 4 * 196..(i + 1) * 4 * 196];
-        let diff = b
-            .iter()
-            .zip(burn_b)
-            .map(|(p, q)| (p - q).abs())
-            .fold(0.0, f32::max);
+        let diff = max_abs_diff(&b, burn_b);
         assert!(diff < 1e-4, "conv b (zero padding, folded bn): {diff}");
     }
     assert!(
@@ -484,4 +475,57 @@ fn relu6_and_residual_add_follow_the_plan() {
     let residual = plan.steps.iter().find(|s| s.name == "block_add").unwrap();
     assert!(matches!(residual.op, Op::Residual(_)));
     assert_eq!(residual.activation, Activation::Relu);
+}
+
+#[test]
+fn data_parallel_training_shards_only_networks_without_batch_norm_or_dropout() {
+    let config = TrainingConfig::new(NetConfig::new()).with_shards(2);
+    let shards = |preset: &str| {
+        let plan = Architecture::preset(preset).unwrap().plan().unwrap();
+        let net = ArchNet::init(&plan, MNIST, &device().autodiff());
+        data_parallel_shards(&config, &net, &FloatForward)
+    };
+    assert_eq!(shards("lenet5"), 2);
+    assert_eq!(shards("tutorial"), 2);
+    // batch norm: statistics of the whole batch
+    assert_eq!(shards("mobile"), 1);
+    // dropout: random draws from the device's one RNG
+    let dropout: Architecture = serde_json::from_str(
+        r#"{"name": "d", "layers": [{"type": "flatten"},
+        {"type": "linear", "out_features": 32}, {"type": "dropout", "p": 0.5},
+        {"type": "linear", "out_features": 10}]}"#,
+    )
+    .unwrap();
+    let net = ArchNet::init(&dropout.plan().unwrap(), MNIST, &device().autodiff());
+    assert_eq!(data_parallel_shards(&config, &net, &FloatForward), 1);
+    assert!(!dropout.plan().unwrap().trains_per_image());
+}
+
+#[test]
+fn data_parallel_training_trains_the_same_network() {
+    let train = |shards| {
+        let plan = Architecture::preset("lenet5").unwrap().plan().unwrap();
+        let config = TrainingConfig::new(NetConfig::new())
+            .with_epochs(1)
+            .with_shards(shards);
+        let (net, _) = train_arch(
+            &config,
+            &plan,
+            Arc::new(subset(Split::Train, 192)),
+            &subset(Split::Test, 10),
+            &device(),
+            &mut |_| {},
+            &mut |_, _| Ok(()),
+        )
+        .unwrap();
+        net.float_params().unwrap()
+    };
+    let (whole, sharded) = (train(1), train(2));
+    // the sums' order changes the bits, so the sharded path was taken…
+    assert_ne!(whole, sharded, "lenet5 with 2 shards trained as one pass");
+    // …and three steps later the network is the same up to rounding.
+    for (name, layer) in &whole.layers {
+        let worst = max_abs_diff(&layer.weight, &sharded.layers[name].weight);
+        assert!(worst < 1e-4, "{name}: weights differ by {worst}");
+    }
 }

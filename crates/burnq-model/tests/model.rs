@@ -7,6 +7,7 @@ use burnq_data::{DatasetKind, IMAGE_PIXELS};
 use burnq_model::checkpoint::{load_model, save_model};
 use burnq_model::data::{ImageBatcher, ImageItem};
 use burnq_model::{Net, NetConfig};
+use burnq_testkit::max_abs_diff;
 
 fn device() -> Device {
     Device::flex()
@@ -28,14 +29,6 @@ fn input(n: usize, seed: u64) -> Tensor<4> {
 
 fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.into_data().convert::<f32>().try_into_vec().unwrap()
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 #[test]

@@ -62,3 +62,12 @@ fn same_seed_gives_bit_identical_weights() {
     let c = weights(4);
     assert_ne!(a, c, "seeds 3 and 4 gave the same weights");
 }
+
+#[test]
+fn data_parallel_training_is_deterministic() {
+    let config = TrainingConfig::new(NetConfig::new())
+        .with_epochs(1)
+        .with_shards(2);
+    let weights = || run(&config, 320, 10).0.export_weights();
+    assert_eq!(weights(), weights(), "two 2-shard runs with seed 1 differ");
+}

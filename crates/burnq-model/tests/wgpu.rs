@@ -61,11 +61,7 @@ fn wgpu_trains_and_agrees_with_flex() {
         .convert::<f32>()
         .try_into_vec()
         .unwrap();
-    let diff = a
-        .iter()
-        .zip(&b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max);
+    let diff = burnq_testkit::max_abs_diff(&a, &b);
     assert!(
         diff < 1e-3,
         "flex and wgpu log-probabilities differ by {diff}"

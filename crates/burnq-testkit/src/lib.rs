@@ -15,6 +15,15 @@ pub mod onnxruntime;
 
 use burnq_quant::{ARCHITECTURE, FloatLayer, FloatNetwork};
 
+/// The largest `|a[i] − b[i]|` of two equally long arrays (0 when empty).
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "arrays of different lengths");
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
 /// SplitMix64: deterministic, good enough for test data.
 #[derive(Debug)]
 pub struct Rng(u64);

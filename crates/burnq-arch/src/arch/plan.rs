@@ -243,6 +243,15 @@ impl Plan {
         self.steps.iter().map(Step::macs).sum()
     }
 
+    /// Whether each image's training forward pass depends only on that image and the
+    /// parameters: false where a batch norm (statistics of the whole batch) or a dropout
+    /// (random draws) is in the network. Such a network may train data-parallel.
+    pub fn trains_per_image(&self) -> bool {
+        self.flat_steps()
+            .iter()
+            .all(|s| s.batch_norm.is_none() && !matches!(s.op, Op::Dropout(_)))
+    }
+
     /// Every step, nested ones included, in execution order (a residual block's body before
     /// the block's own add).
     pub fn flat_steps(&self) -> Vec<&Step> {
