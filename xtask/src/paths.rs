@@ -181,12 +181,13 @@ impl ArtifactDir {
             Quantizer::Lsq => "lsq-",
         };
         let (w, a) = (config.weight_bits, config.act_bits);
+        let kd = if config.distill > 0.0 { "-kd" } else { "" };
         Self {
-            root: self.root.join(format!("qat-{quantizer}w{w}a{a}{pc}")),
+            root: self.root.join(format!("qat-{quantizer}w{w}a{a}{pc}{kd}")),
         }
     }
 
-    /// The QAT runs inside this folder (`qat-[lsq-]w<W>a<A>[-pc]/`), sorted by name.
+    /// The QAT runs inside this folder (`qat-[lsq-]w<W>a<A>[-pc][-kd]/`), sorted by name.
     pub fn qat_runs(&self) -> Vec<Self> {
         let mut runs: Vec<Self> = std::fs::read_dir(&self.root)
             .into_iter()
@@ -353,6 +354,12 @@ mod tests {
         assert_eq!(qat.qat_report(), Path::new("/a/qat-w2a4-pc/qat.json"));
         config.quantizer = Quantizer::Lsq;
         assert_eq!(dir.qat_run(&config).root(), Path::new("/a/qat-lsq-w2a4-pc"));
+        config.distill = 0.5;
+        assert_eq!(
+            dir.qat_run(&config).root(),
+            Path::new("/a/qat-lsq-w2a4-pc-kd")
+        );
+        config.distill = 0.0;
         assert_eq!(
             qat.float_model(),
             Path::new("/a/qat-w2a4-pc/float/model.bpk")

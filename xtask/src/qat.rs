@@ -68,6 +68,10 @@ pub struct QatArgs {
     /// Fine-tune on the first N training images only (quick runs).
     #[arg(long)]
     pub train_limit: Option<usize>,
+    /// Weight α in [0, 1] of the distillation from the float model in the loss:
+    /// (1 − α)·NLL + α·cross-entropy with the float model's probabilities (tutorial network).
+    #[arg(long, default_value_t = DEFAULTS.distill, value_parser = parse_weight)]
+    pub distill: f64,
     /// Evaluate on the first N test images only (quick runs).
     #[arg(long)]
     pub test_limit: Option<usize>,
@@ -191,6 +195,8 @@ pub struct QatReport {
     pub lr_decay: f64,
     /// Range estimate the activation ranges started from.
     pub range_init: String,
+    /// Weight of the distillation from the float model (0: none).
+    pub distill: f64,
     #[serde(flatten)]
     pub accuracies: QatAccuracies,
     /// Final EMA ranges of conv2's, fc1's and fc2's inputs and of the logits.
@@ -271,6 +277,13 @@ pub fn run(args: QatArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn parse_weight(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(w) if (0.0..=1.0).contains(&w) => Ok(w),
+        _ => Err(format!("`{text}` is not a weight in [0, 1]")),
+    }
+}
+
 fn parse_quantizer(name: &str) -> Result<Quantizer, String> {
     Quantizer::ALL
         .into_iter()
@@ -295,6 +308,7 @@ impl QatArgs {
             act_delay: self.act_delay,
             range_init: self.calibration,
             train_limit: self.train_limit,
+            distill: self.distill,
         }
     }
 }
@@ -350,6 +364,7 @@ pub fn run_qat_command(
         lr: config.lr,
         lr_decay: config.lr_decay,
         range_init: config.range_init.name().into(),
+        distill: config.distill,
         accuracies: QatAccuracies::new(
             float_eval.accuracy,
             outcome.fake_quant.accuracy,

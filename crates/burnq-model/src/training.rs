@@ -143,9 +143,21 @@ pub trait ForwardMode<M = Net> {
     /// momentum, before the optimizer updates the network: a mode with trainable parameters of
     /// its own (QAT's learned step sizes) updates them here. The default does nothing.
     fn after_backward(&mut self, _grads: &burn::tensor::Gradients, _lr: f64, _momentum: f64) {}
-    /// The training forward pass as a plain function when it keeps no state, so the training
-    /// loop may run it on shards of a batch at once ([`TrainingConfig::shards`]); `None`
-    /// (the default) keeps every batch whole and calls [`ForwardMode::train_forward`].
+    /// The loss a training step minimizes for the log-probabilities `log_probs` of the
+    /// normalized `images` with labels `targets`: the mean negative log-likelihood by
+    /// default; a mode may add terms (QAT's distillation from the float network).
+    fn training_loss(
+        &self,
+        log_probs: Tensor<2>,
+        targets: Tensor<1, Int>,
+        _images: Tensor<4>,
+    ) -> Tensor<1> {
+        nll_loss(log_probs, targets)
+    }
+    /// The training forward pass as a plain function when it keeps no state (and its loss is
+    /// the default [`ForwardMode::training_loss`]), so the training loop may run it on shards
+    /// of a batch at once ([`TrainingConfig::shards`]); `None` (the default) keeps every
+    /// batch whole and calls [`ForwardMode::train_forward`].
     fn stateless_forward(&self) -> Option<StatelessForward<M>> {
         None
     }
@@ -267,7 +279,8 @@ pub fn fit<M: Classifier>(
             let (loss_value, grads) = match sharded {
                 Some(forward) => sharded_gradients(&model, forward, batch, shards),
                 None => {
-                    let loss = nll_loss(mode.train_forward(&model, batch.images), batch.targets);
+                    let log_probs = mode.train_forward(&model, batch.images.clone());
+                    let loss = mode.training_loss(log_probs, batch.targets, batch.images);
                     let loss_value = loss.clone().into_scalar::<f32>();
                     let grads = loss.backward();
                     mode.after_backward(&grads, lr, config.momentum);

@@ -413,6 +413,13 @@ pub fn run_arch_qat(
                 .into(),
         ));
     }
+    if config.distill != 0.0 {
+        return Err(QatError::Unsupported(
+            "distillation from the float model runs on the tutorial network only; leave out \
+             --distill"
+                .into(),
+        ));
+    }
     let calibration = calibrate_arch(
         float,
         &arch.name,

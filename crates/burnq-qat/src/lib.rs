@@ -13,6 +13,7 @@
 
 pub mod adapter;
 pub mod arch_qat;
+pub mod distill;
 pub mod error;
 pub mod int_sim;
 pub mod lsq;
@@ -22,6 +23,7 @@ pub mod simulated;
 
 pub use adapter::float_network;
 pub use arch_qat::{ArchQat, ArchQatOutcome, run_arch_qat};
+pub use distill::Distillation;
 pub use error::QatError;
 pub use qat::{QatForward, QatSettings, Quantizer};
 pub use run::{QatConfig, QatOutcome, run_qat};

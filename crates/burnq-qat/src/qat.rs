@@ -35,7 +35,7 @@ use burn::tensor::activation::{log_softmax, relu};
 use burnq_data::ImageSet;
 use burnq_model::Net;
 use burnq_model::data::ImageBatcher;
-use burnq_model::eval::{EvalResult, evaluate_with};
+use burnq_model::eval::{EvalResult, evaluate_with, nll_loss};
 use burnq_model::export::to_vec;
 use burnq_model::training::ForwardMode;
 use burnq_quant::derive::{LayerQuantization, accumulator_scales, weight_params};
@@ -45,6 +45,7 @@ use burnq_quant::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::Distillation;
 use crate::int_sim::{LayerRequant, snap};
 use crate::lsq::LsqState;
 use crate::simulated::{fake_quantize, fake_quantize_channels};
@@ -125,6 +126,8 @@ pub struct QatForward {
     /// Whether the current forward pass trains (tracks the step sizes' gradients).
     training: bool,
     steps: usize,
+    /// The float teacher whose probabilities join the training loss, if any.
+    distillation: Option<Distillation>,
 }
 
 impl QatForward {
@@ -137,6 +140,15 @@ impl QatForward {
             lsq: None,
             training: false,
             steps: 0,
+            distillation: None,
+        }
+    }
+
+    /// The same state, training with `distillation`'s teacher in the loss.
+    pub fn with_distillation(self, distillation: Distillation) -> Self {
+        Self {
+            distillation: Some(distillation),
+            ..self
         }
     }
 
@@ -408,6 +420,18 @@ impl ForwardMode for QatForward {
     fn after_backward(&mut self, grads: &Gradients, lr: f64, momentum: f64) {
         if let Some(lsq) = self.lsq.as_mut() {
             lsq.update(grads, lr, momentum);
+        }
+    }
+
+    fn training_loss(
+        &self,
+        log_probs: Tensor<2>,
+        targets: Tensor<1, Int>,
+        images: Tensor<4>,
+    ) -> Tensor<1> {
+        match &self.distillation {
+            Some(d) => d.loss(log_probs, targets, images),
+            None => nll_loss(log_probs, targets),
         }
     }
 }

@@ -13,7 +13,7 @@ use burnq_model::training::{EpochRecord, TrainEvent, TrainingConfig, fit};
 use burnq_model::{Device, ModelError, Net, NetConfig};
 use burnq_quant::{Engine, QuantModel, convert, convert_with_grids};
 
-use crate::{QatError, QatForward, QatSettings, Quantizer, float_network};
+use crate::{Distillation, QatError, QatForward, QatSettings, Quantizer, float_network};
 
 /// Images per batch when the fake-quantized network is evaluated (does not change results).
 const EVAL_BATCH: usize = 1000;
@@ -50,6 +50,9 @@ pub struct QatConfig {
     /// Fine-tune on the first N training images only (the calibration still sees its full
     /// 1000 images).
     pub train_limit: Option<usize>,
+    /// Weight `α ∈ [0, 1]` of the distillation from the float model in the training loss
+    /// ([`Distillation`]); 0 trains on the labels alone.
+    pub distill: f64,
 }
 
 impl QatConfig {
@@ -68,6 +71,7 @@ impl QatConfig {
         act_delay: 0,
         range_init: CalibrationMethod::MeanMinmax,
         train_limit: None,
+        distill: 0.0,
     };
 
     /// The forward pass's settings for a data set normalized by `normalization`.
@@ -132,6 +136,12 @@ pub fn run_qat(
     on_event: &mut dyn FnMut(TrainEvent),
     on_epoch: &mut dyn FnMut(&Net, &EpochRecord) -> Result<(), ModelError>,
 ) -> Result<QatOutcome, QatError> {
+    if !(0.0..=1.0).contains(&config.distill) {
+        return Err(QatError::Unsupported(format!(
+            "distillation weight {} is outside [0, 1]",
+            config.distill
+        )));
+    }
     let calibration = calibrate(
         float,
         &train_set,
@@ -150,6 +160,9 @@ pub fn run_qat(
         config.settings(normalization),
         &calibration.ranges(config.range_init),
     );
+    if config.distill > 0.0 {
+        forward = forward.with_distillation(Distillation::new(float, config.distill, device));
+    }
     let start = float.fresh_copy(&NetConfig::new(), &device.clone().autodiff());
     let (model, history) = fit(
         &config.training(),

@@ -158,11 +158,13 @@ fn run_qat_exports_an_integer_model_that_predicts_what_qat_predicted() {
         &mut |_, _| Ok(()),
     )
     .unwrap();
-    for (quantizer, weight_bits, act_bits, per_channel) in [
-        (Quantizer::Minmax, 2, 2, true),
-        (Quantizer::Minmax, 8, 3, false),
-        (Quantizer::Lsq, 2, 2, true),
-        (Quantizer::Lsq, 4, 3, false),
+    let mut lsq_w2a2_losses = Vec::new();
+    for (quantizer, weight_bits, act_bits, per_channel, distill) in [
+        (Quantizer::Minmax, 2, 2, true, 0.0),
+        (Quantizer::Minmax, 8, 3, false, 0.0),
+        (Quantizer::Lsq, 2, 2, true, 0.0),
+        (Quantizer::Lsq, 2, 2, true, 0.7),
+        (Quantizer::Lsq, 4, 3, false, 0.0),
     ] {
         let qat = QatConfig {
             quantizer,
@@ -171,6 +173,7 @@ fn run_qat_exports_an_integer_model_that_predicts_what_qat_predicted() {
             per_channel,
             epochs: 1,
             train_limit: Some(320),
+            distill,
             ..QatConfig::default()
         };
         let mut epochs = 0;
@@ -196,7 +199,12 @@ fn run_qat_exports_an_integer_model_that_predicts_what_qat_predicted() {
         assert_eq!(outcome.integer_predictions.len(), test_set.len());
         assert_eq!(
             outcome.integer_predictions, outcome.fake_quant_predictions,
-            "{quantizer:?} w{weight_bits}a{act_bits} per_channel={per_channel}"
+            "{quantizer:?} w{weight_bits}a{act_bits} per_channel={per_channel} distill={distill}"
         );
+        if quantizer == Quantizer::Lsq && weight_bits == 2 {
+            lsq_w2a2_losses.push(outcome.history[0].train_loss);
+        }
     }
+    // The distillation term reaches the loss the training minimized.
+    assert_ne!(lsq_w2a2_losses[0], lsq_w2a2_losses[1]);
 }
