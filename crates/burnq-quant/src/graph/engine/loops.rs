@@ -36,6 +36,26 @@ pub(super) fn to_nchw(input: &[u8], channels: usize, positions: usize, out: &mut
     }
 }
 
+/// One NHWC image of `g`'s input into a CHW image of `plane` codes per channel, rows of
+/// `plane / (h + 2·pad_h)` codes, at offset `(pad_h, pad_w)`: `out`, whose border the caller
+/// has filled with the padding code.
+pub(super) fn to_padded_chw(g: &ConvGeometry, image: &[u8], plane: usize, out: &mut [u8]) {
+    let (c, w) = (g.in_channels, g.input.w);
+    let wp = plane / (g.input.h + 2 * g.padding.h);
+    for (y, row) in image.chunks_exact(w * c).enumerate() {
+        let at = (y + g.padding.h) * wp + g.padding.w;
+        if c == 1 {
+            out[at..at + w].copy_from_slice(row);
+            continue;
+        }
+        for (x, pixel) in row.chunks_exact(c).enumerate() {
+            for (ch, &q) in pixel.iter().enumerate() {
+                out[ch * plane + at + x] = q;
+            }
+        }
+    }
+}
+
 /// Rows `r0..r0 + rows` of the im2col matrix of NHWC images (row `b·positions + y·out_w + x`),
 /// channels `c0..c0 + cg`, each row in (ky, kx, c) order, `pad` outside the image, then code 0
 /// up to the row length `k ≥ kh·kw·cg`.
