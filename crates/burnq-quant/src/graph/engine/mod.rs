@@ -25,7 +25,8 @@
 //!   the GEMM's B (in registers where a half panel is a run of eight codes, which widening
 //!   the rows to a multiple of 8 positions makes always so), the weights are A, and the
 //!   accumulators `[out, positions]` are max-pooled and requantized per channel in one pass;
-//!   the pooled codes go back to NHWC. No im2col matrix is written and packed again.
+//!   the pooled codes go back to NHWC, or stay CHW where the next step is another such
+//!   convolution or a flatten. No im2col matrix is written and packed again.
 //! - **Other one-group convolutions followed by a max pool** run fused, one image at a time:
 //!   the GEMM keeps its accumulators, which are max-pooled, then requantized (exact,
 //!   requantization being non-decreasing), so only the pooled values are requantized.
@@ -439,7 +440,7 @@ fn gemm_conv<K: Isa>(
 /// (and more on the right, see [`nodes::ChwConvPool::plan`]),
 /// the GEMM with the weights as A and the im2col panels as B (`conv_image`, accumulators
 /// `[out, positions]`), max-pooled and requantized per channel (`pool_requant_image`), then
-/// back to NHWC.
+/// back to NHWC unless the output stays CHW (`nodes::ChwConvPool::chw_out`).
 fn chw_conv_pool<K: Isa>(
     isa: K,
     conv: &nodes::ChwConvPool,
@@ -470,10 +471,15 @@ fn chw_conv_pool<K: Isa>(
         .zip(out.chunks_exact_mut(oc * pooled))
         .take(nb)
     {
-        loops::to_padded_chw(g, image, plan.image_len / g.in_channels, padded);
+        let plane = plan.image_len / g.in_channels;
+        loops::to_padded_chw(g, conv.chw_in, image, plane, padded);
         conv_image(isa, &conv.layer, plan, padded, scratch, c);
-        pool_requant_image(isa, &conv.layer, plan, g.output.w, c, rows, chw);
-        loops::to_nhwc(chw, oc, pooled, dst);
+        if conv.chw_out {
+            pool_requant_image(isa, &conv.layer, plan, g.output.w, c, rows, dst);
+        } else {
+            pool_requant_image(isa, &conv.layer, plan, g.output.w, c, rows, chw);
+            loops::to_nhwc(chw, oc, pooled, dst);
+        }
     }
 }
 

@@ -92,6 +92,11 @@ pub(super) struct ChwConvPool {
     /// consecutive codes, which the SIMD kernels pack in registers; the extra columns are
     /// computed and dropped.
     pub(super) plan: Im2col,
+    /// Whether the input is in CHW order (the output of another such node), not NHWC.
+    pub(super) chw_in: bool,
+    /// Whether the output stays in CHW order (for another such node, or for a flatten, whose
+    /// order it is), not NHWC.
+    pub(super) chw_out: bool,
 }
 
 /// A depthwise convolution; see [`super`].
@@ -205,7 +210,26 @@ pub(super) fn compile(
         };
         nodes.push((node, step.output.len()));
     }
+    chain_chw(&mut nodes);
     Ok(nodes)
+}
+
+/// Keeps the activations in CHW order from a [`Node::ChwConvPool`] to the next node where
+/// that is another one (which then reads CHW) or a flatten (which then has nothing to do): no
+/// transposition to NHWC and back in between.
+fn chain_chw(nodes: &mut [Compiled]) {
+    for i in 1..nodes.len() {
+        let (before, after) = nodes.split_at_mut(i);
+        let (Node::ChwConvPool(conv), next) = (&mut before[i - 1].0, &mut after[0].0) else {
+            continue;
+        };
+        match next {
+            Node::ChwConvPool(next) => next.chw_in = true,
+            Node::Flatten { .. } => *next = Node::Identity,
+            _ => continue,
+        }
+        conv.chw_out = true;
+    }
 }
 
 /// [`QuantAdd::apply`] of every pair of codes.
@@ -306,6 +330,8 @@ fn chw_conv_pool(
             pad,
             layer,
             plan,
+            chw_in: false,
+            chw_out: false,
         })
     })
 }
