@@ -259,7 +259,8 @@ fn conv_pool_architecture(seed: u64) -> Architecture {
         };
         cv.padding = Size2 { h: ph, w: pw };
         let out = cv.out_channels;
-        let sides = ((h + 2 * ph - k + 1) / 2, (w + 2 * pw - k + 1) / 2);
+        let conv_side = |side: usize, pad: usize| side + 2 * pad + 1 - k;
+        let sides = (conv_side(h, ph) / 2, conv_side(w, pw) / 2);
         (Layer::Conv2d(cv), out, sides)
     };
     let (cv, mut c, (h, w)) = block(&mut rng, input.height, input.width);
