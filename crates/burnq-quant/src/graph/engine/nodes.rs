@@ -18,9 +18,11 @@ pub(super) enum Node {
     /// A one-group, stride-1, square-kernel convolution and the 2×2, stride-2 max pool that
     /// follows it, run per image on the tutorial [`Engine`](crate::Engine)'s kernels.
     ChwConvPool(ChwConvPool),
-    /// A one-group convolution and the max pool that follows it, fused per image: the GEMM's
-    /// accumulators are max-pooled, then requantized (exact: requantization is
-    /// non-decreasing, `m0 ≥ 0`), fewer requantizations and no codes in between.
+    /// A one-group convolution and the max pool that follows it, of a kind
+    /// [`Node::ChwConvPool`] does not take (strided, a kernel or pool of another shape),
+    /// fused per image: the GEMM's accumulators are max-pooled, then requantized (exact:
+    /// requantization is non-decreasing, `m0 ≥ 0`), fewer requantizations and no codes in
+    /// between.
     ConvMaxPool {
         /// The convolution.
         conv: GemmConv,
