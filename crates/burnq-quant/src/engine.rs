@@ -285,9 +285,9 @@ impl Engine {
                 .zip(features.chunks_exact_mut(width1));
             for (image, pooled) in rows_in {
                 conv_image(isa, conv1, plan1, image, scratch, acc);
-                pool_requant_image(isa, conv1, plan1, acc, rows, pool1);
+                pool_requant_image(isa, conv1, plan1, plan1.out_w, acc, rows, pool1);
                 conv_image(isa, conv2, plan2, pool1, scratch, acc);
-                pool_requant_image(isa, conv2, plan2, acc, rows, pooled);
+                pool_requant_image(isa, conv2, plan2, plan2.out_w, acc, rows, pooled);
             }
             linear_rows(isa, fc1, features, n, scratch, LinearOut::Requant(hidden));
             linear_rows(isa, fc2, hidden, n, scratch, LinearOut::Acc(fc2_acc));

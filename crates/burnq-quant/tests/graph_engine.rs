@@ -1,7 +1,7 @@
 //! Conformance of the fast [`GraphEngine`]: for every kernel implementation this CPU runs, its
 //! output equals [`QuantGraph::forward_reference`] bit for bit (accumulators, `u8` logits,
 //! predictions) on random architectures from the whole vocabulary, on grouped and depthwise
-//! convolutions with channel multipliers, on every preset at several batch sizes, split over
+//! convolutions with channel multipliers, on convolutions followed by max pools, on every preset at several batch sizes, split over
 //! threads, and, for the tutorial preset, equals the tutorial [`Engine`].
 
 mod common;
@@ -74,17 +74,24 @@ fn check(
     }
 }
 
-#[test]
-fn random_architectures_match_reference() {
+/// [`check`] on the architectures `arch(seed)` for `seeds`, each with random options (from
+/// seed `salt + seed`) and `batch.0..=batch.1` images, every tenth also on `threads` threads.
+fn check_architectures(
+    seeds: std::ops::Range<u64>,
+    salt: u64,
+    arch: impl Fn(u64) -> Architecture,
+    batch: (usize, usize),
+    threads: usize,
+) {
     let mut workspace = GraphWorkspace::new();
-    for seed in 0..120 {
-        let mut rng = Rng::new(1000 + seed);
-        let arch = random_architecture(seed);
+    for seed in seeds {
+        let mut rng = Rng::new(salt + seed);
+        let arch = arch(seed);
         let options = random_options(&mut rng);
         let graph = graph(&arch, seed, options);
-        let n = rng.range(0, 9);
-        let threads: &[usize] = if seed % 10 == 0 { &[3] } else { &[] };
-        let what = format!("seed {seed} {options:?}");
+        let n = rng.range(batch.0, batch.1);
+        let threads: &[usize] = if seed % 10 == 0 { &[threads] } else { &[] };
+        let what = format!("{} {options:?}", arch.name);
         check(
             &mut workspace,
             &graph,
@@ -94,6 +101,11 @@ fn random_architectures_match_reference() {
             &what,
         );
     }
+}
+
+#[test]
+fn random_architectures_match_reference() {
+    check_architectures(0..120, 1000, random_architecture, (0, 9), 3);
 }
 
 fn conv(
@@ -116,6 +128,17 @@ fn conv(
         groups,
         bias: true,
     })
+}
+
+/// A flatten and a linear layer of 2 to 10 classes.
+fn classifier(rng: &mut Rng) -> [Layer; 2] {
+    let linear = Linear {
+        name: None,
+        in_features: None,
+        out_features: rng.range(2, 10),
+        bias: true,
+    };
+    [Layer::Flatten, Layer::Linear(linear)]
 }
 
 /// Grouped convolutions (several channels per group), depthwise ones with channel
@@ -167,13 +190,7 @@ fn grouped_architecture(seed: u64) -> Architecture {
         1 => Layer::AvgPool(pool),
         _ => Layer::GlobalAvgPool,
     });
-    layers.push(Layer::Flatten);
-    layers.push(Layer::Linear(Linear {
-        name: None,
-        in_features: None,
-        out_features: rng.range(2, 10),
-        bias: true,
-    }));
+    layers.extend(classifier(&mut rng));
     Architecture {
         name: format!("grouped-{seed}"),
         input: InputShape {
@@ -215,6 +232,61 @@ fn grouped_and_depthwise_convolutions_match_reference() {
         grouped >= 10 && multiplied >= 10,
         "{grouped} grouped, {multiplied} multiplied"
     );
+}
+
+/// Convolutions followed by a 2×2, stride-2 max pool (the engine runs them per image in CHW
+/// order, on the tutorial engine's kernels): 1 to 4 input channels, square kernels 1 to 5,
+/// padding 0 to 2 on each axis (less than the kernel), 1 to 24 output channels (a part of one byte panel of 10 rows,
+/// several panels and a part), odd and even output sides (rows of 8 or not), two such blocks
+/// in a row, a residual block of the NHWC layout after them.
+fn conv_pool_architecture(seed: u64) -> Architecture {
+    let mut rng = Rng::new(seed);
+    let input = InputShape {
+        channels: rng.range(1, 4),
+        height: rng.range(5, 19),
+        width: rng.range(5, 19),
+    };
+    let pool = Pool {
+        kernel: Size2::square(2),
+        stride: None,
+    };
+    // A convolution and its pool on an `h × w` input: the layers and the output's sides.
+    let block = |rng: &mut Rng, h: usize, w: usize| {
+        let k = rng.range(1, 5.min(h).min(w));
+        let (ph, pw) = (rng.range(0, 2.min(k - 1)), rng.range(0, 2.min(k - 1)));
+        let Layer::Conv2d(mut cv) = conv(rng.range(1, 24), [k, k], 1, 0, 1) else {
+            unreachable!()
+        };
+        cv.padding = Size2 { h: ph, w: pw };
+        let out = cv.out_channels;
+        let conv_side = |side: usize, pad: usize| side + 2 * pad + 1 - k;
+        let sides = (conv_side(h, ph) / 2, conv_side(w, pw) / 2);
+        (Layer::Conv2d(cv), out, sides)
+    };
+    let (cv, mut c, (h, w)) = block(&mut rng, input.height, input.width);
+    let mut layers = vec![cv, Layer::Relu, Layer::MaxPool(pool)];
+    if h.min(w) >= 3 && rng.chance(0.7) {
+        let (cv, out, _) = block(&mut rng, h, w);
+        layers.extend([cv, Layer::MaxPool(pool)]);
+        c = out;
+    }
+    if rng.chance(0.3) {
+        layers.push(Layer::Residual(Residual {
+            name: None,
+            layers: vec![conv(c, [1, 1], 1, 0, 1), Layer::Relu],
+        }));
+    }
+    layers.extend(classifier(&mut rng));
+    Architecture {
+        name: format!("conv-pool-{seed}"),
+        input,
+        layers,
+    }
+}
+
+#[test]
+fn convolutions_with_max_pools_match_reference() {
+    check_architectures(0..60, 4000, conv_pool_architecture, (1, 4), 2);
 }
 
 #[test]

@@ -84,7 +84,10 @@ impl<B: ByteIsa> Isa for Avx2<B> {
     }
 
     fn requant_channels(self, acc: &[i32], requant: &LayerRequant, out: &mut [u8]) {
-        unsafe { requant_channels(acc, requant, out) }
+        match self.bytes {
+            Some(bytes) => bytes.requant_channels(acc, requant, out),
+            None => unsafe { requant_channels(acc, requant, out) },
+        }
     }
 
     fn max_rows(self, plane: &[i32], width: usize, rows: usize, out: &mut [i32]) {
@@ -197,12 +200,32 @@ pub(super) fn init<const R: usize>(bias: TileBias<'_>) -> [[__m256i; 2]; R] {
 #[inline]
 #[target_feature(enable = "avx2")]
 pub(super) fn finish(acc: &[[__m256i; 2]], out: TileOut<'_>) {
+    let store_row = |row: [__m256i; 2], dst: &mut [i32; NR]| {
+        let (dst, _) = dst.as_chunks_mut::<8>();
+        store(&mut dst[0], row[0]);
+        store(&mut dst[1], row[1]);
+    };
+    let codes = |row: [__m256i; 2], lanes: &[Lanes]| {
+        pack_u8x16(requant8(row[0], &lanes[0]), requant8(row[1], &lanes[1]))
+    };
+    finish_rows(acc, out, store_row, codes);
+}
+
+/// A tile's epilogue for rows of sixteen sums of any representation `R`: `store_row` writes
+/// one row's sums, `codes` requantizes them with the constants of its two groups of eight
+/// columns into sixteen codes.
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(super) fn finish_rows<R: Copy>(
+    acc: &[R],
+    out: TileOut<'_>,
+    store_row: impl Fn(R, &mut [i32; NR]),
+    codes: impl Fn(R, &[Lanes]) -> __m128i,
+) {
     match out {
         TileOut::Acc { c, ld, cols: NR } => {
-            for (r, row) in acc.iter().enumerate() {
-                let (dst, _) = c[r * ld..][..NR].as_chunks_mut::<8>();
-                store(&mut dst[0], row[0]);
-                store(&mut dst[1], row[1]);
+            for (r, &row) in acc.iter().enumerate() {
+                store_row(row, (&mut c[r * ld..][..NR]).try_into().unwrap());
             }
         }
         TileOut::Requant {
@@ -213,26 +236,30 @@ pub(super) fn finish(acc: &[[__m256i; 2]], out: TileOut<'_>) {
             col0,
         } => {
             let lanes = &requant.groups[col0 / 8..][..2];
-            for (r, row) in acc.iter().enumerate() {
-                let mut bytes = [0; NR];
-                let q = pack_u8x16(requant8(row[0], &lanes[0]), requant8(row[1], &lanes[1]));
-                store_u8x16(&mut bytes, q);
-                let dst = &mut out[r * ld..][..cols];
-                match <&mut [u8; NR]>::try_from(&mut *dst) {
-                    // A fixed-size copy: one store, not a call to `memcpy`.
-                    Ok(whole) => *whole = bytes,
-                    Err(_) => dst.copy_from_slice(&bytes[..cols]),
-                }
+            for (r, &row) in acc.iter().enumerate() {
+                store_codes(&mut out[r * ld..][..cols], codes(row, lanes));
             }
         }
         partial => {
             let mut rows = [[0; NR]; MRB];
-            for (dst, row) in rows.iter_mut().zip(acc) {
-                let (dst, _) = dst.as_chunks_mut::<8>();
-                store(&mut dst[0], row[0]);
-                store(&mut dst[1], row[1]);
+            for (dst, &row) in rows.iter_mut().zip(acc) {
+                store_row(row, dst);
             }
             generic::store_tile(&rows[..acc.len()], partial);
+        }
+    }
+}
+
+/// Stores the first `dst.len() ≤ 16` codes of `q`: one 16-byte store for a whole row.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn store_codes(dst: &mut [u8], q: __m128i) {
+    match <&mut [u8; NR]>::try_from(&mut *dst) {
+        Ok(whole) => store_u8x16(whole, q),
+        Err(_) => {
+            let mut bytes = [0; NR];
+            store_u8x16(&mut bytes, q);
+            dst.copy_from_slice(&bytes[..dst.len()]);
         }
     }
 }
@@ -305,7 +332,7 @@ fn requant_channel(acc: &[i32], requant: &Requant, lanes: &Lanes, out: &mut [u8]
 
 /// [`Isa::requant_channels`]: eight channels per step, the rest scalar.
 #[target_feature(enable = "avx2")]
-fn requant_channels(acc: &[i32], requant: &LayerRequant, out: &mut [u8]) {
+pub(super) fn requant_channels(acc: &[i32], requant: &LayerRequant, out: &mut [u8]) {
     let (acc8, acc_tail) = acc.as_chunks::<8>();
     let (out8, out_tail) = out.as_chunks_mut::<8>();
     for ((a, q), lanes) in acc8.iter().zip(out8).zip(&requant.groups) {

@@ -190,6 +190,9 @@ pub(crate) trait ByteIsa: Copy {
     /// [`super::isa::Isa::pool_pairs_requant`], with this instruction set's widest vectors
     /// (the convolutions' epilogue, which runs whichever GEMM a layer takes).
     fn pool_pairs_requant(self, rows: &[i32], requant: &LayerRequant, o: usize, out: &mut [u8]);
+
+    /// [`super::isa::Isa::requant_channels`], with this instruction set's widest vectors.
+    fn requant_channels(self, acc: &[i32], requant: &LayerRequant, out: &mut [u8]);
 }
 
 /// No byte GEMM: the type of an instruction set without one. It has no values, so none of its
@@ -225,6 +228,10 @@ impl ByteIsa for NoBytes {
     }
 
     fn pool_pairs_requant(self, _: &[i32], _: &LayerRequant, _: usize, _: &mut [u8]) {
+        match self {}
+    }
+
+    fn requant_channels(self, _: &[i32], _: &LayerRequant, _: &mut [u8]) {
         match self {}
     }
 }

@@ -95,6 +95,10 @@ impl ByteIsa for Maddubs {
         let (scalar, lanes) = (&requant.scalar[o], &requant.splat[o]);
         unsafe { avx2::pool_pairs_requant(rows, scalar, lanes, out) }
     }
+
+    fn requant_channels(self, acc: &[i32], requant: &LayerRequant, out: &mut [u8]) {
+        unsafe { avx2::requant_channels(acc, requant, out) }
+    }
 }
 
 /// Rows `r0..r0 + rows` (`rows ≤ PASS`) of a byte tile, `A_CODES`: whether A holds the codes.

@@ -114,16 +114,18 @@ fn conv_image_bytes<B: ByteIsa>(
 }
 
 /// `out[o][py][px] = requant_o(max of the 2×2 window at (2py, 2px) of channel o)` from the
-/// accumulators [`conv_image`] leaves in `c`; `rows` is scratch of `positions / 2` values.
+/// accumulators [`conv_image`] leaves in `c`, over the first `width ≤ plan.out_w` output
+/// columns (the others are dropped); `rows` is scratch of `positions / 2` values.
 pub(crate) fn pool_requant_image<K: Isa>(
     isa: K,
     layer: &PackedLayer,
     plan: &Im2col,
+    width: usize,
     c: &[i32],
     rows: &mut [i32],
     out: &mut [u8],
 ) {
-    let (ph, pw, ow) = (plan.out_h / 2, plan.out_w / 2, plan.out_w);
+    let (ph, pw, ow) = (plan.out_h / 2, width / 2, plan.out_w);
     if ph * pw == 0 {
         return;
     }
@@ -322,7 +324,7 @@ pub fn conv2d_requant_pool(
         for (i, image) in input.chunks_exact(plan.image_len).enumerate() {
             conv_image(isa, layer, &plan, image, &mut scratch, &mut c);
             let dst = &mut codes[i * pooled..][..pooled];
-            pool_requant_image(isa, layer, &plan, &c, &mut rows, dst);
+            pool_requant_image(isa, layer, &plan, plan.out_w, &c, &mut rows, dst);
         }
     });
     Ok(codes)

@@ -8,11 +8,12 @@
 //! times the `i16` GEMM's `vpmaddwd`). Tiles of few rows (a linear layer on one image) keep
 //! `W` independent sums per row, over alternate groups, so that the chain of dependent
 //! `vpdpbusd` (latency several cycles) does not bound them. Bias and correction are added in
-//! 512-bit lanes; accumulators are stored as they are, requantized codes go through the AVX2
-//! epilogue, one 256-bit half at a time.
+//! 512-bit lanes; accumulators are stored as they are, codes are requantized in 512-bit lanes
+//! too.
 //!
-//! **Requantization** of the pooled convolution outputs ([`requant16`]) runs the stages of
-//! [`super::requant`] on sixteen lanes, as the AVX2 kernel does on eight.
+//! **Requantization** of the tiles' rows and of the pooled convolution outputs
+//! ([`requant16`]) runs the stages of [`super::requant`] on sixteen lanes, as the AVX2 kernel
+//! does on eight.
 //!
 //! Every function here needs AVX2 and AVX-512 F, BW, VL and VNNI, and runs only through a
 //! [`Vnni512`] token.
@@ -76,6 +77,10 @@ impl ByteIsa for Vnni512 {
 
     fn pool_pairs_requant(self, rows: &[i32], requant: &LayerRequant, o: usize, out: &mut [u8]) {
         unsafe { pool_pairs_requant(rows, &requant.scalar[o], &requant.splat[o], out) }
+    }
+
+    fn requant_channels(self, acc: &[i32], requant: &LayerRequant, out: &mut [u8]) {
+        unsafe { requant_channels(acc, requant, out) }
     }
 }
 
@@ -161,24 +166,12 @@ fn tile<const R: usize, const W: usize, const A_CODES: bool>(
             *sum = _mm512_add_epi32(*sum, _mm512_mullo_epi32(_mm512_set1_epi32(f), cols));
         }
     }
-    match out {
-        TileOut::Acc { c, ld, cols: NR } => {
-            for (r, sum) in sums.iter().enumerate() {
-                let dst: &mut [i32; NR] = (&mut c[r * ld..][..NR]).try_into().unwrap();
-                // SAFETY: `dst` is 64 writable bytes; `storeu` has no alignment requirement.
-                unsafe { _mm512_storeu_si512(dst.as_mut_ptr().cast(), *sum) }
-            }
-        }
-        out => {
-            let halves = sums.map(|sum| {
-                [
-                    _mm512_castsi512_si256(sum),
-                    _mm512_extracti64x4_epi64::<1>(sum),
-                ]
-            });
-            avx2::finish(&halves, out);
-        }
-    }
+    let store_row = |sum: __m512i, dst: &mut [i32; NR]| {
+        // SAFETY: `dst` is 64 writable bytes; `storeu` has no alignment requirement.
+        unsafe { _mm512_storeu_si512(dst.as_mut_ptr().cast(), sum) }
+    };
+    let codes = |sum, lanes: &[Lanes]| _mm512_cvtepi32_epi8(requant16(sum, &lanes[0], &lanes[1]));
+    avx2::finish_rows(&sums, out, store_row, codes);
 }
 
 /// Sixteen `i32` from memory (unaligned).
@@ -203,20 +196,28 @@ fn col_sums(panel: &[u8], sums: &mut [i32; NR]) {
     unsafe { _mm512_storeu_si512(sums.as_mut_ptr().cast(), sum) }
 }
 
-/// One channel's requantization constants (the same in all eight lanes of `splat`) in sixteen.
+/// Sixteen lanes of requantization constants: eight of `lo`'s, then eight of `hi`'s.
 #[inline]
 #[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn splat16(v: &[i32; 8]) -> __m512i {
-    _mm512_broadcast_i64x4(avx2::load(v))
+fn lanes16(lo: &[i32; 8], hi: &[i32; 8]) -> __m512i {
+    _mm512_inserti64x4::<1>(_mm512_castsi256_si512(avx2::load(lo)), avx2::load(hi))
 }
 
-/// Requantizes sixteen accumulators of one channel, whose constants `p` has in every lane:
-/// the stages of `avx2::requant8`, with mask registers for the comparisons.
+/// Requantizes sixteen accumulators, lanes 0..8 with the constants of `lo` and 8..16 with
+/// those of `hi` (both the same channel's for a run of one channel's values, or two groups of
+/// eight channels for a row of a linear layer's outputs): the stages of `avx2::requant8`, with
+/// mask registers for the comparisons.
+#[inline]
 #[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn requant16(acc: __m512i, p: &Lanes) -> __m512i {
+fn requant16(acc: __m512i, lo: &Lanes, hi: &Lanes) -> __m512i {
+    macro_rules! splat16 {
+        ($field:ident) => {
+            lanes16(&lo.$field, &hi.$field)
+        };
+    }
     // 1. a = sat(acc · 2^left), skipped where no lane shifts left.
-    let a = if p.any_left {
-        let left = splat16(&p.left);
+    let a = if lo.any_left || hi.any_left {
+        let left = splat16!(left);
         let shifted = _mm512_sllv_epi32(acc, left);
         let exact = _mm512_cmpeq_epi32_mask(_mm512_srav_epi32(shifted, left), acc);
         let saturated = _mm512_xor_si512(_mm512_srai_epi32::<31>(acc), _mm512_set1_epi32(i32::MAX));
@@ -225,7 +226,7 @@ fn requant16(acc: __m512i, p: &Lanes) -> __m512i {
         acc
     };
     // 2. x = ⌊(a·m0 + 2^30) / 2^31⌋, even and odd lanes apart.
-    let m0 = splat16(&p.m0);
+    let m0 = splat16!(m0);
     let nudge = _mm512_set1_epi64(1 << 30);
     let even = _mm512_add_epi64(_mm512_mul_epi32(a, m0), nudge);
     let odd = _mm512_mul_epi32(_mm512_srli_epi64::<32>(a), _mm512_srli_epi64::<32>(m0));
@@ -236,14 +237,38 @@ fn requant16(acc: __m512i, p: &Lanes) -> __m512i {
         _mm512_slli_epi64::<1>(odd),
     );
     // 3. y = (x >> right) + (rem > thr).
-    let rem = _mm512_and_si512(x, splat16(&p.mask));
-    let thr = _mm512_sub_epi32(splat16(&p.half), _mm512_srai_epi32::<31>(x));
-    let shifted = _mm512_srav_epi32(x, splat16(&p.right));
+    let rem = _mm512_and_si512(x, splat16!(mask));
+    let thr = _mm512_sub_epi32(splat16!(half), _mm512_srai_epi32::<31>(x));
+    let shifted = _mm512_srav_epi32(x, splat16!(right));
     let round = _mm512_cmpgt_epi32_mask(rem, thr);
     let y = _mm512_mask_add_epi32(shifted, round, shifted, _mm512_set1_epi32(1));
     // 4. clamp(y, act_min − Z, act_max − Z) + Z.
-    let y = _mm512_min_epi32(_mm512_max_epi32(y, splat16(&p.lo)), splat16(&p.hi));
-    _mm512_add_epi32(y, splat16(&p.zero_point))
+    let y = _mm512_min_epi32(_mm512_max_epi32(y, splat16!(lo)), splat16!(hi));
+    _mm512_add_epi32(y, splat16!(zero_point))
+}
+
+/// [`ByteIsa::requant_channels`]: sixteen channels per step (two of the layer's groups of
+/// eight lanes, whose count is even), the last step masked to the channels left.
+#[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn requant_channels(acc: &[i32], requant: &LayerRequant, out: &mut [u8]) {
+    let n = acc.len().min(out.len());
+    for (i, lanes) in requant.groups.chunks_exact(2).enumerate() {
+        let c0 = 16 * i;
+        if c0 >= n {
+            break;
+        }
+        let mask: u16 = match n - c0 {
+            16.. => u16::MAX,
+            left => (1 << left) - 1,
+        };
+        // SAFETY: lanes `j < left` read `acc[c0 + j]` and write `out[c0 + j]`, in bounds as
+        // `c0 + left ≤ n`; masked-off lanes touch no memory.
+        unsafe {
+            let a = _mm512_maskz_loadu_epi32(mask, acc.as_ptr().add(c0).cast());
+            let q = _mm512_cvtepi32_epi8(requant16(a, &lanes[0], &lanes[1]));
+            _mm_mask_storeu_epi8(out.as_mut_ptr().add(c0).cast(), mask, q);
+        }
+    }
 }
 
 /// [`ByteIsa::pool_pairs_requant`]: sixteen outputs from thirty-two values per step (pairs
@@ -262,7 +287,7 @@ fn pool_pairs_requant(rows: &[i32], requant: &Requant, lanes: &Lanes, out: &mut 
             _mm512_permutex2var_epi32(a, odd, b),
         );
         // Codes in [0, 255]: truncating each lane to its low byte keeps them.
-        avx2::store_u8x16(q, _mm512_cvtepi32_epi8(requant16(max, lanes)));
+        avx2::store_u8x16(q, _mm512_cvtepi32_epi8(requant16(max, lanes, lanes)));
     }
     let done = rows32.len() * 16;
     avx2::pool_pairs_requant(rows_tail, requant, lanes, &mut out[done..]);

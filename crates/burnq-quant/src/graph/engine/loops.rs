@@ -36,6 +36,35 @@ pub(super) fn to_nchw(input: &[u8], channels: usize, positions: usize, out: &mut
     }
 }
 
+/// One image of `g`'s input, NHWC or (`chw`) CHW, into a CHW image of `plane` codes per
+/// channel, rows of `plane / (h + 2·pad_h)` codes, at offset `(pad_h, pad_w)`: `out`, whose
+/// border the caller has filled with the padding code.
+pub(super) fn to_padded_chw(
+    g: &ConvGeometry,
+    chw: bool,
+    image: &[u8],
+    plane: usize,
+    out: &mut [u8],
+) {
+    let (c, h, w) = (g.in_channels, g.input.h, g.input.w);
+    let wp = plane / (h + 2 * g.padding.h);
+    let at = |ch: usize, y: usize| ch * plane + (y + g.padding.h) * wp + g.padding.w;
+    if chw || c == 1 {
+        for (i, row) in image.chunks_exact(w).enumerate() {
+            let at = at(i / h, i % h);
+            out[at..at + w].copy_from_slice(row);
+        }
+        return;
+    }
+    for (y, row) in image.chunks_exact(w * c).enumerate() {
+        for (x, pixel) in row.chunks_exact(c).enumerate() {
+            for (ch, &q) in pixel.iter().enumerate() {
+                out[at(ch, y) + x] = q;
+            }
+        }
+    }
+}
+
 /// Rows `r0..r0 + rows` of the im2col matrix of NHWC images (row `b·positions + y·out_w + x`),
 /// channels `c0..c0 + cg`, each row in (ky, kx, c) order, `pad` outside the image, then code 0
 /// up to the row length `k ≥ kh·kw·cg`.

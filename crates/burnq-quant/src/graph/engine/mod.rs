@@ -18,10 +18,18 @@
 //!   `kh·kw` contiguous runs of channels. A 1×1, stride 1, unpadded convolution reads the
 //!   NHWC input directly. A grouped convolution runs one GEMM per group (the layer split per
 //!   group at pack time) and scatters each group's columns.
-//! - **A one-group convolution followed by a max pool** runs fused, one image at a time (as
-//!   the tutorial [`Engine`](crate::Engine) does): the GEMM keeps its accumulators, which are
-//!   max-pooled, then requantized (exact, requantization being non-decreasing), so only the
-//!   pooled values are requantized.
+//! - **A one-group, stride-1, square-kernel convolution followed by a 2×2, stride-2 max
+//!   pool** (`nodes::ChwConvPool`; the tutorial network's and LeNet-5's layers) runs one image
+//!   at a time on the tutorial [`Engine`](crate::Engine)'s kernels: the image is laid out in
+//!   CHW order with its padding written out, the im2col panels are packed straight from it as
+//!   the GEMM's B (in registers where a half panel is a run of eight codes, which widening
+//!   the rows to a multiple of 8 positions makes always so), the weights are A, and the
+//!   accumulators `[out, positions]` are max-pooled and requantized per channel in one pass;
+//!   the pooled codes go back to NHWC, or stay CHW where the next step is another such
+//!   convolution or a flatten. No im2col matrix is written and packed again.
+//! - **Other one-group convolutions followed by a max pool** run fused, one image at a time:
+//!   the GEMM keeps its accumulators, which are max-pooled, then requantized (exact,
+//!   requantization being non-decreasing), so only the pooled values are requantized.
 //! - **Depthwise convolutions** (one input channel per group) run a direct loop
 //!   (`loops::depthwise`): padded input offsets, each tap one multiply-add along the output
 //!   channels, then the layer's requantization across the channels.
@@ -42,7 +50,8 @@ use burnq_arch::arch::{PoolGeometry, Shape};
 use super::{QuantGraph, QuantOp, check_codes};
 use crate::engine::split_batch;
 use crate::kernels::{
-    Isa, KernelChoice, LayerRequant, LinearOut, Scratch, grow, linear_rows, with_isa,
+    Isa, KernelChoice, LayerRequant, LinearOut, Scratch, conv_image, grow, linear_rows,
+    pool_requant_image, with_isa,
 };
 use crate::{Output, QuantError, QuantParams};
 use nodes::{Compiled, Node};
@@ -343,6 +352,7 @@ impl GraphEngine {
             Node::Depthwise(d) => {
                 loops::depthwise(isa, d, input, nb, ws, out);
             }
+            Node::ChwConvPool(conv) => chw_conv_pool(isa, conv, input, nb, ws, out),
             Node::ConvMaxPool {
                 conv,
                 pool,
@@ -421,6 +431,54 @@ fn gemm_conv<K: Isa>(
             {
                 dst[gi * og..][..og].copy_from_slice(src);
             }
+        }
+    }
+}
+
+/// A convolution and its 2×2 max pool, one image at a time, as the tutorial
+/// [`Engine`](crate::Engine) runs them: the image in CHW order with its padding written out
+/// (and more on the right, see [`nodes::ChwConvPool::plan`]),
+/// the GEMM with the weights as A and the im2col panels as B (`conv_image`, accumulators
+/// `[out, positions]`), max-pooled and requantized per channel (`pool_requant_image`), then
+/// back to NHWC unless the output stays CHW (`nodes::ChwConvPool::chw_out`).
+fn chw_conv_pool<K: Isa>(
+    isa: K,
+    conv: &nodes::ChwConvPool,
+    input: &[u8],
+    nb: usize,
+    ws: &mut GraphWorkspace,
+    out: &mut [u8],
+) {
+    let (g, plan) = (&conv.g, &conv.plan);
+    let oc = g.out_channels;
+    let pooled = (plan.out_h / 2) * (g.output.w / 2);
+    let GraphWorkspace {
+        scratch,
+        cols,
+        acc,
+        image_acc,
+        group_out,
+        ..
+    } = ws;
+    let padded = grow(cols, plan.image_len);
+    padded.fill(conv.pad);
+    let c = grow(image_acc, oc * plan.positions());
+    let rows = grow(acc, plan.positions() / 2);
+    let chw = grow(group_out, oc * pooled);
+    let in_len = g.in_channels * g.input.h * g.input.w;
+    for (image, dst) in input
+        .chunks_exact(in_len)
+        .zip(out.chunks_exact_mut(oc * pooled))
+        .take(nb)
+    {
+        let plane = plan.image_len / g.in_channels;
+        loops::to_padded_chw(g, conv.chw_in, image, plane, padded);
+        conv_image(isa, &conv.layer, plan, padded, scratch, c);
+        if conv.chw_out {
+            pool_requant_image(isa, &conv.layer, plan, g.output.w, c, rows, dst);
+        } else {
+            pool_requant_image(isa, &conv.layer, plan, g.output.w, c, rows, chw);
+            loops::to_nhwc(chw, oc, pooled, dst);
         }
     }
 }

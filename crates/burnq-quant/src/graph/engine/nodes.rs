@@ -5,7 +5,7 @@ use burnq_arch::arch::{ConvGeometry, Op, PoolGeometry, Step};
 
 use crate::graph::reference::pool_multiplier;
 use crate::graph::{QuantAdd, QuantOp};
-use crate::kernels::{LayerRequant, PackedLayer};
+use crate::kernels::{Im2col, LayerRequant, PackedLayer};
 use crate::{LayerKind, QuantError, QuantLayer, QuantParams, Requant};
 
 /// One step, ready to run on a chunk of NHWC (or `[n, features]`) activations.
@@ -15,9 +15,14 @@ pub(super) enum Node {
     Gemm(GemmConv),
     /// A convolution with one input channel per group (depthwise), as a direct loop.
     Depthwise(Depthwise),
-    /// A one-group convolution and the max pool that follows it, fused per image: the GEMM's
-    /// accumulators are max-pooled, then requantized (exact: requantization is
-    /// non-decreasing, `m0 ≥ 0`), fewer requantizations and no codes in between.
+    /// A one-group, stride-1, square-kernel convolution and the 2×2, stride-2 max pool that
+    /// follows it, run per image on the tutorial [`Engine`](crate::Engine)'s kernels.
+    ChwConvPool(ChwConvPool),
+    /// A one-group convolution and the max pool that follows it, of a kind
+    /// [`Node::ChwConvPool`] does not take (strided, a kernel or pool of another shape),
+    /// fused per image: the GEMM's accumulators are max-pooled, then requantized (exact:
+    /// requantization is non-decreasing, `m0 ≥ 0`), fewer requantizations and no codes in
+    /// between.
     ConvMaxPool {
         /// The convolution.
         conv: GemmConv,
@@ -75,6 +80,27 @@ pub(super) struct GemmConv {
     pub(super) groups: Vec<PackedLayer>,
 }
 
+/// A convolution run as the tutorial engine runs its layers; see [`super`].
+#[derive(Debug, Clone)]
+pub(super) struct ChwConvPool {
+    pub(super) g: ConvGeometry,
+    pub(super) pad: u8,
+    /// The layer as a valid convolution of the padded input (weights in OIHW order, as the
+    /// GEMM-view layer holds them).
+    pub(super) layer: PackedLayer,
+    /// Its im2col plan on the padded input, `h + 2·pad_h` rows of `w' ≥ w + 2·pad_w` codes:
+    /// padded on the right too, so that an output row is `out_w` rounded up to a multiple of
+    /// 8 positions. Every half panel of eight columns then lies in one row, a run of
+    /// consecutive codes, which the SIMD kernels pack in registers; the extra columns are
+    /// computed and dropped.
+    pub(super) plan: Im2col,
+    /// Whether the input is in CHW order (the output of another such node), not NHWC.
+    pub(super) chw_in: bool,
+    /// Whether the output stays in CHW order (for another such node, or for a flatten, whose
+    /// order it is), not NHWC.
+    pub(super) chw_out: bool,
+}
+
 /// A depthwise convolution; see [`super`].
 #[derive(Debug, Clone)]
 pub(super) struct Depthwise {
@@ -108,9 +134,18 @@ pub(super) fn compile(
                 if g.in_channels / g.groups == 1 && g.groups > 1 {
                     Node::Depthwise(depthwise(layer, g, *pad)?)
                 } else {
+                    let pool = match (ops.get(i + 1), steps.get(i + 1).map(|s| &s.op)) {
+                        (Some(QuantOp::MaxPool), Some(Op::MaxPool(pool))) => Some(pool),
+                        _ => None,
+                    };
+                    if let Some(conv) = pool.and_then(|pool| chw_conv_pool(layer, g, *pad, pool)) {
+                        fused = true;
+                        nodes.push((Node::ChwConvPool(conv?), steps[i + 1].output.len()));
+                        continue;
+                    }
                     let conv = gemm_conv(layer, g, *pad)?;
-                    match (ops.get(i + 1), steps.get(i + 1).map(|s| &s.op)) {
-                        (Some(QuantOp::MaxPool), Some(Op::MaxPool(pool))) if g.groups == 1 => {
+                    match pool {
+                        Some(pool) if g.groups == 1 => {
                             fused = true;
                             let mut requants: Vec<Requant> = layer.requants().collect();
                             let zero = Requant {
@@ -177,7 +212,26 @@ pub(super) fn compile(
         };
         nodes.push((node, step.output.len()));
     }
+    chain_chw(&mut nodes);
     Ok(nodes)
+}
+
+/// Keeps the activations in CHW order from a [`Node::ChwConvPool`] to the next node where
+/// that is another one (which then reads CHW) or a flatten (which then has nothing to do): no
+/// transposition to NHWC and back in between.
+fn chain_chw(nodes: &mut [Compiled]) {
+    for i in 1..nodes.len() {
+        let (before, after) = nodes.split_at_mut(i);
+        let (Node::ChwConvPool(conv), next) = (&mut before[i - 1].0, &mut after[0].0) else {
+            continue;
+        };
+        match next {
+            Node::ChwConvPool(next) => next.chw_in = true,
+            Node::Flatten { .. } => *next = Node::Identity,
+            _ => continue,
+        }
+        conv.chw_out = true;
+    }
 }
 
 /// [`QuantAdd::apply`] of every pair of codes.
@@ -245,6 +299,42 @@ fn gemm_conv(layer: &QuantLayer, g: &ConvGeometry, pad: u8) -> Result<GemmConv, 
         pointwise,
         k,
         groups,
+    })
+}
+
+/// Packs a convolution followed by the max pool `pool` for [`Node::ChwConvPool`], if it is
+/// of that kind: one group, stride 1, a square kernel, a 2×2 pool of stride 2.
+fn chw_conv_pool(
+    layer: &QuantLayer,
+    g: &ConvGeometry,
+    pad: u8,
+    pool: &PoolGeometry,
+) -> Option<Result<ChwConvPool, QuantError>> {
+    let size = |h, w| burnq_arch::arch::Size2 { h, w };
+    let fits = g.groups == 1
+        && g.stride == size(1, 1)
+        && g.kernel.h == g.kernel.w
+        && pool.kernel == size(2, 2)
+        && pool.stride == size(2, 2);
+    fits.then(|| {
+        let layer = PackedLayer::new(&QuantLayer {
+            kind: LayerKind::Conv2d {
+                in_channels: g.in_channels,
+                out_channels: g.out_channels,
+                kernel: g.kernel.h,
+            },
+            ..layer.clone()
+        })?;
+        let width = g.output.w.next_multiple_of(8) + g.kernel.w - 1;
+        let plan = layer.conv_plan(g.input.h + 2 * g.padding.h, width)?;
+        Ok(ChwConvPool {
+            g: *g,
+            pad,
+            layer,
+            plan,
+            chw_in: false,
+            chw_out: false,
+        })
     })
 }
 
