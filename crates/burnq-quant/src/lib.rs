@@ -66,6 +66,7 @@ mod requant;
 mod sensitivity;
 #[cfg(test)]
 mod test_support;
+mod widths;
 
 pub use burnq_arch::Normalization;
 pub use burnq_arch::arch::Activation;
@@ -89,3 +90,4 @@ pub use model::{ARCHITECTURE, IMAGE_PIXELS, IMAGE_SIDE, NUM_CLASSES, Output, Qua
 pub use params::{MAX_BITS, MIN_BITS, QuantParams, qmax};
 pub use requant::Requant;
 pub use sensitivity::{graph_sqnr_db, layer_sqnr_db};
+pub use widths::{LayerBits, QuantScheme, bits_label};

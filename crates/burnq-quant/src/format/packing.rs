@@ -5,7 +5,7 @@
 //! byte.
 
 /// Bytes that `n` codes of `bits` bits take packed.
-pub(super) fn packed_len(n: usize, bits: u8) -> usize {
+pub(crate) fn packed_len(n: usize, bits: u8) -> usize {
     (n * usize::from(bits)).div_ceil(8)
 }
 
