@@ -90,6 +90,7 @@ pub fn run(args: SensitivityArgs) -> anyhow::Result<()> {
         quantizer: Quantizer::Minmax,
         weight_bits: quant.weight_bits(),
         act_bits: quant.act_bits(),
+        bits_per_layer: Some(quant.layers().clone().map(|l| l.bits())),
         per_channel: quant.per_channel(),
         ema_decay: 0.0,
         act_delay: 0,

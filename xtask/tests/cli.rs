@@ -150,6 +150,32 @@ fn train_then_quantize_writes_every_artifact() {
         "integer and fake-quant predictions agree on {agree}"
     );
 
+    // Per-layer widths: each layer on its own widths, exported exactly as trained.
+    xtask_ok(&[
+        "qat",
+        "--bits-per-layer",
+        "conv1=w8a8,conv2=w4a8,fc1=w2a4,fc2=a8",
+        "--weight-bits",
+        "4",
+        "--epochs",
+        "1",
+        "--train-limit",
+        "640",
+        "--test-limit",
+        "300",
+        "--offline",
+        "--out",
+        out,
+    ]);
+    let r = json(&dir.path().join("qat-mixed-w8a8.w4a8.w2a4.w4a8/qat.json"));
+    assert_eq!(
+        r["bits_per_layer"],
+        "conv1=w8a8,conv2=w4a8,fc1=w2a4,fc2=w4a8"
+    );
+    assert_eq!(r["integer_vs_fake_quant_agreement"].as_f64(), Some(1.0));
+    // Weight bytes: 500 + 25000·4/8 + 400000·2/8 + 5000·4/8.
+    assert_eq!(r["int_weight_bytes"], 500 + 12_500 + 100_000 + 2_500);
+
     let dump = dir.path().join("dump");
     xtask_ok(&[
         "eval",
@@ -396,6 +422,29 @@ fn errors_name_the_problem_and_write_nothing() {
     let bad_bits = xtask(&["quantize", "--bits", "9", "--offline", "--out", out]);
     assert!(!bad_bits.status.success());
     assert!(text(&bad_bits).contains("--bits"), "{}", text(&bad_bits));
+    for (args, needle) in [
+        (
+            ["quantize", "--bits-per-layer", "conv9=4"],
+            "no layer \"conv9\"; the layers are conv1, conv2, fc1, fc2",
+        ),
+        (
+            ["quantize", "--bits-per-layer", "8,4,2"],
+            "3 positional entries for 4 layers",
+        ),
+        (
+            ["qat", "--bits-per-layer", "fc1=w9"],
+            "weight width 9 outside 2..=8",
+        ),
+    ] {
+        let bad = xtask(&[args[0], args[1], args[2], "--offline", "--out", out]);
+        assert!(!bad.status.success());
+        let message = text(&bad);
+        assert!(
+            message.contains("--bits-per-layer") && message.contains(needle),
+            "{message}"
+        );
+        assert!(!message.contains("panicked"), "{message}");
+    }
     assert!(
         !dir.path().join("quant").exists(),
         "nothing may be written on failure"

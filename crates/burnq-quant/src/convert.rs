@@ -24,8 +24,8 @@ use burnq_arch::arch::Activation;
 
 use crate::derive::LayerQuantization;
 use crate::{
-    ARCHITECTURE, ActivationRanges, FloatLayer, FloatNetwork, LayerKind, Normalization, QuantError,
-    QuantLayer, QuantModel, QuantParams, QuantScheme, params::qmax,
+    ActivationRanges, FloatLayer, FloatNetwork, LayerKind, Normalization, QuantError, QuantLayer,
+    QuantModel, QuantParams, QuantScheme, params::qmax, tutorial_layer_names,
 };
 
 /// How a network is quantized: bit widths and weight granularity. A [`QuantModel`] keeps the
@@ -132,7 +132,7 @@ pub fn convert(
     scheme: impl Into<QuantScheme>,
 ) -> Result<QuantModel, QuantError> {
     let scheme = scheme.into();
-    scheme.check(&layer_names())?;
+    scheme.check(&tutorial_layer_names())?;
     let [conv1, conv2, fc1, fc2] = ranges.layer_outputs();
     let grid = |(name, (min, max)): (&str, (f32, f32))| -> Result<LayerGrids, QuantError> {
         Ok(LayerGrids {
@@ -140,7 +140,7 @@ pub fn convert(
             weights: None,
         })
     };
-    let [n1, n2, n3, n4] = layer_names();
+    let [n1, n2, n3, n4] = tutorial_layer_names();
     let grids = [
         grid((n1, conv1))?,
         grid((n2, conv2))?,
@@ -148,11 +148,6 @@ pub fn convert(
         grid((n4, fc2))?,
     ];
     convert_with_grids(network, grids, norm, scheme)
-}
-
-/// The tutorial network's layer names, in order.
-fn layer_names() -> [&'static str; 4] {
-    ARCHITECTURE.map(|(name, _)| name)
 }
 
 /// The grids one layer is converted onto.
@@ -178,7 +173,7 @@ pub fn convert_with_grids(
     scheme: impl Into<QuantScheme>,
 ) -> Result<QuantModel, QuantError> {
     let scheme = scheme.into();
-    scheme.check(&layer_names())?;
+    scheme.check(&tutorial_layer_names())?;
     let [conv1, conv2, fc1, fc2] = network.layers();
     let folded = fold_input_normalization(conv1, norm)?;
     let [g1, g2, g3, g4] = grids;

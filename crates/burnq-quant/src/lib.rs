@@ -58,6 +58,7 @@ pub mod format;
 pub mod graph;
 pub mod kernels;
 mod layer;
+pub mod mixed;
 mod model;
 mod params;
 pub mod range;
@@ -86,7 +87,10 @@ pub use graph::{
     convert_graph,
 };
 pub use layer::{LayerKind, QuantLayer};
-pub use model::{ARCHITECTURE, IMAGE_PIXELS, IMAGE_SIDE, NUM_CLASSES, Output, QuantModel, Taps};
+pub use model::{
+    ARCHITECTURE, IMAGE_PIXELS, IMAGE_SIDE, NUM_CLASSES, Output, QuantModel, Taps,
+    tutorial_layer_names,
+};
 pub use params::{MAX_BITS, MIN_BITS, QuantParams, qmax};
 pub use requant::Requant;
 pub use sensitivity::{graph_sqnr_db, layer_sqnr_db};

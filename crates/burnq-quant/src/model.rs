@@ -65,6 +65,11 @@ pub const ARCHITECTURE: [(&str, LayerKind); 4] = [
     ),
 ];
 
+/// The tutorial network's layer names, in order: the names its per-layer widths are given by.
+pub fn tutorial_layer_names() -> [&'static str; 4] {
+    ARCHITECTURE.map(|(name, _)| name)
+}
+
 /// The final results of a forward pass over `n` images.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Output {

@@ -21,7 +21,7 @@ use std::fmt;
 use crate::{ConvertOptions, QuantError, QuantLayer, params::qmax};
 
 /// One layer's widths: weight codes and output codes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct LayerBits {
     /// Bit width of the layer's weight codes, 2..=8.
     pub weight_bits: u8,
