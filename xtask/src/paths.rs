@@ -8,7 +8,7 @@
 //!            model.onnx onnxruntime.json (export-onnx --float: onnx_beside, onnxruntime_report)
 //!   quant/   model.safetensors report.json sensitivity.{json,md}
 //!            model.onnx onnxruntime.json (onnx_beside, onnxruntime_report)
-//!   calibration.json  sweep.{json,md,svg}
+//!   calibration.json  sweep.{json,md,svg}  mixed.{json,md,svg}
 //!   qat-[lsq-]w<W>a<A>[-pc]/      ArtifactDir::qat_run: float/ and quant/ as above, qat.json
 //!   qat-[lsq-]mixed-w<W>a<A>.…[-pc]/  the same with per-layer widths (conv1.conv2.fc1.fc2)
 //! artifacts/bench/                bench_dir(), bench_reports(): report.{json,md} throughput.svg
@@ -269,6 +269,11 @@ impl ArtifactDir {
     /// `calibration.json`: the activation ranges.
     pub fn calibration(&self) -> PathBuf {
         self.root.join("calibration.json")
+    }
+
+    /// `mixed.json`, `mixed.md`, `mixed.svg`: `cargo xtask mixed`'s report.
+    pub fn mixed_reports(&self) -> [PathBuf; 3] {
+        ["mixed.json", "mixed.md", "mixed.svg"].map(|f| self.root.join(f))
     }
 
     /// `qat.json`: a QAT run's report (in the folder of [`ArtifactDir::qat_run`]).

@@ -13,7 +13,7 @@ use burnq_qat::{QatConfig, QatSettings, Quantizer, run_qat};
 use burnq_quant::{ActivationRanges, ConvertOptions, LayerBits, tutorial_layer_names};
 use serde::Serialize;
 
-use crate::common::{DataArgs, display_path};
+use crate::common::{DataArgs, Limits, display_path};
 use crate::paths::ArtifactDir;
 use crate::pipeline::agreement;
 use crate::quantize::scheme;
@@ -70,12 +70,8 @@ pub struct QatArgs {
     /// Training steps before activations are quantized (ranges start from a calibration).
     #[arg(long, default_value_t = DEFAULTS.act_delay)]
     pub act_delay: usize,
-    /// Fine-tune on the first N training images only (quick runs).
-    #[arg(long)]
-    pub train_limit: Option<usize>,
-    /// Evaluate on the first N test images only (quick runs).
-    #[arg(long)]
-    pub test_limit: Option<usize>,
+    #[command(flatten)]
+    pub limits: Limits,
     /// Artifacts folder of the data set (default artifacts/<dataset>); the float model is read
     /// from <out>/float/, the result written to <out>/qat-w<W>a<A>[-pc]/.
     #[arg(long)]
@@ -112,7 +108,7 @@ fn run_arch(args: &QatArgs, arch: &burnq_arch::Architecture) -> anyhow::Result<(
         &args.config()?,
         arch,
         &args.data,
-        args.test_limit,
+        args.limits.test_limit,
         args.out.as_deref(),
         true,
     )?;
@@ -273,7 +269,7 @@ pub fn run(args: QatArgs) -> anyhow::Result<()> {
     let report = run_qat_command(
         &args.config()?,
         &args.data,
-        args.test_limit,
+        args.limits.test_limit,
         args.out.as_deref(),
         true,
     )?;
@@ -281,7 +277,7 @@ pub fn run(args: QatArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn parse_quantizer(name: &str) -> Result<Quantizer, String> {
+pub fn parse_quantizer(name: &str) -> Result<Quantizer, String> {
     Quantizer::ALL
         .into_iter()
         .find(|q| q.name() == name)
@@ -326,7 +322,7 @@ impl QatArgs {
             ema_decay: self.ema_decay,
             act_delay: self.act_delay,
             range_init: self.calibration,
-            train_limit: self.train_limit,
+            train_limit: self.limits.train_limit,
         })
     }
 }

@@ -204,7 +204,7 @@ impl QuantLayer {
     /// Bytes the weight codes take in the model file: `⌈n·weight_bits/8⌉` for the `n` codes
     /// (sub-byte codes are stored densely, 8-bit codes one per byte).
     pub fn stored_weight_bytes(&self) -> usize {
-        crate::format::packing::packed_len(self.weights.len(), self.weight_bits)
+        crate::format::packed_len(self.weights.len(), self.weight_bits)
     }
 
     /// Whether every output channel has the same weight scale, weight zero point, `m0` and

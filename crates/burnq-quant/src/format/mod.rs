@@ -52,10 +52,11 @@ use crate::{MAX_BITS, MIN_BITS, Normalization, QuantError, QuantLayer, QuantMode
 
 mod graph;
 mod meta;
-pub(crate) mod packing;
+mod packing;
 
 pub use graph::{GRAPH_FORMAT_VERSION, load_graph, save_graph};
 use meta::{LayerMeta, Meta, MetaV1, NormalizationMeta, ParamsMeta, build_layer};
+pub use packing::packed_len;
 
 /// The `format` metadata value.
 pub const FORMAT_NAME: &str = "burnq-int";
