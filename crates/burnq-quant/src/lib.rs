@@ -94,4 +94,4 @@ pub use model::{
 pub use params::{MAX_BITS, MIN_BITS, QuantParams, qmax};
 pub use requant::Requant;
 pub use sensitivity::{graph_sqnr_db, layer_sqnr_db};
-pub use widths::{LayerBits, QuantScheme, bits_label};
+pub use widths::{LayerBits, QuantScheme, bits_label, widths_label};

@@ -56,6 +56,16 @@ pub fn bits_label<'a>(layers: impl IntoIterator<Item = &'a QuantLayer>) -> Strin
         .join(",")
 }
 
+/// A model's widths in a report: `w<W>a<A>` when every one of its `layers` has the widths of
+/// its `options` (one width for the model), else [`bits_label`]'s `name=w<W>a<A>,…`.
+pub fn widths_label(options: ConvertOptions, layers: &[&QuantLayer]) -> String {
+    if layers.iter().all(|l| l.bits() == LayerBits::of(options)) {
+        LayerBits::of(options).to_string()
+    } else {
+        bits_label(layers.iter().copied())
+    }
+}
+
 impl ConvertOptions {
     /// The model-level options of layers with the given widths: `per_channel`, and the widest
     /// weight and activation widths among them (for a model of one width, that width). A
@@ -294,6 +304,23 @@ mod tests {
             );
             assert!(message.contains(needle), "{spec}: {message}");
         }
+    }
+
+    #[test]
+    fn labels_name_each_layer_only_when_widths_differ() {
+        let kind = crate::LayerKind::Linear {
+            in_features: 1,
+            out_features: 1,
+        };
+        let mut a = crate::test_support::unit_layer(kind, vec![1], 0, vec![0], 0);
+        a.name = "a".into();
+        let mut b = a.clone();
+        b.name = "b".into();
+        let eight = ConvertOptions::uniform(8);
+        assert_eq!(widths_label(eight, &[&a, &b]), "w8a8");
+        b.weight_bits = 3;
+        assert_eq!(widths_label(eight, &[&a, &b]), "a=w8a8,b=w3a8");
+        assert_eq!(bits_label([&a, &b]), "a=w8a8,b=w3a8");
     }
 
     #[test]
