@@ -9,7 +9,9 @@
 //! `[0, 2^bits − 1]` stored as `u8` (`bits` in 2..=8), `S` a positive `f32` and `Z` an integer
 //! code, so real 0 is exact. Weights and activations have their own widths
 //! ([`ConvertOptions`]): weight codes have `weight_bits` bits; the activations each layer
-//! computes (conv1, conv2 and fc1 outputs, the logits) have `act_bits` bits. Weights are
+//! computes (conv1, conv2 and fc1 outputs, the logits) have `act_bits` bits — model-wide, or
+//! each layer its own ([`QuantScheme`], per-layer widths; a [`QuantLayer`] carries its own,
+//! and [`mixed`] chooses them under a size budget). Weights are
 //! quantized per tensor (one `S_w`, `Z_w` per layer) or per output channel (`S_w[o]`, `Z_w[o]`
 //! from channel `o`'s own range). A layer computes the `i32` accumulator
 //! `acc[o] = q_b[o] + Σ_k (q_x[k] − Z_in)·(q_w[o,k] − Z_w[o])` (bias at scale `S_in·S_w[o]`,

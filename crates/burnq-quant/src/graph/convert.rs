@@ -25,7 +25,7 @@ use crate::{
 pub type PointRanges = BTreeMap<String, (f32, f32)>;
 
 /// Quantizes `params` of `architecture` with the output grids of `ranges` and `scheme` (a
-/// [`QuantScheme`] with per-layer widths by step name, or plain [`ConvertOptions`]): each
+/// [`QuantScheme`] with per-layer widths by step name, or plain [`crate::ConvertOptions`]): each
 /// convolution or linear layer on its own weight and output widths, each residual add's
 /// output on the model-wide activation width; `norm` is folded into the first convolution or linear
 /// layer, which must come before any residual block.
