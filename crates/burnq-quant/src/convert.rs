@@ -133,20 +133,16 @@ pub fn convert(
 ) -> Result<QuantModel, QuantError> {
     let scheme = scheme.into();
     scheme.check(&tutorial_layer_names())?;
-    let [conv1, conv2, fc1, fc2] = ranges.layer_outputs();
-    let grid = |(name, (min, max)): (&str, (f32, f32))| -> Result<LayerGrids, QuantError> {
+    let names = tutorial_layer_names();
+    let outputs = ranges.layer_outputs();
+    let grid = |i: usize| -> Result<LayerGrids, QuantError> {
+        let (min, max) = outputs[i];
         Ok(LayerGrids {
-            output: QuantParams::from_range(min, max, scheme.layer(name).act_bits)?,
+            output: QuantParams::from_range(min, max, scheme.layer(names[i]).act_bits)?,
             weights: None,
         })
     };
-    let [n1, n2, n3, n4] = tutorial_layer_names();
-    let grids = [
-        grid((n1, conv1))?,
-        grid((n2, conv2))?,
-        grid((n3, fc1))?,
-        grid((n4, fc2))?,
-    ];
+    let grids = [grid(0)?, grid(1)?, grid(2)?, grid(3)?];
     convert_with_grids(network, grids, norm, scheme)
 }
 
