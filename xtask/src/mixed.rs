@@ -383,7 +383,7 @@ fn write_reports(report: &MixedReport, dir: &ArtifactDir) -> anyhow::Result<()> 
     write_atomic(&md_path, md.as_bytes())?;
     let kb = |p: &Point| p.weight_bytes as f64 / 1000.0;
     let mut by_size: Vec<&Point> = report.points.iter().collect();
-    by_size.sort_by(|a, b| a.weight_bytes.cmp(&b.weight_bytes));
+    by_size.sort_by_key(|p| p.weight_bytes);
     let series = |name: &str, color, keep: &dyn Fn(&Point) -> bool| Series {
         name: name.into(),
         color,
