@@ -84,6 +84,17 @@ pub fn ensure_images(images: usize, flag: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--train-limit` and `--test-limit`: quick runs on the first images of each split.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct Limits {
+    /// Train (or fine-tune) on the first N training images only (quick runs).
+    #[arg(long)]
+    pub train_limit: Option<usize>,
+    /// Evaluate on the first N test images only (quick runs).
+    #[arg(long)]
+    pub test_limit: Option<usize>,
+}
+
 /// The workspace root (the parent of `xtask/`).
 pub fn project_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

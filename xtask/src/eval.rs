@@ -69,12 +69,11 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let out = run_integer(&model, &set)?;
     let pred = &out.predictions;
     println!(
-        "{}: integer accuracy {:.2}% ({} images, w{}a{}{})",
+        "{}: integer accuracy {:.2}% ({} images, {}{})",
         display_path(&path),
         100.0 * agreement(pred, &set.labels),
         set.len(),
-        model.weight_bits(),
-        model.act_bits(),
+        burnq_quant::widths_label(model.options(), &model.layers().iter().collect::<Vec<_>>()),
         if model.per_channel() {
             " per-channel"
         } else {
@@ -152,13 +151,12 @@ fn run_arch(args: EvalArgs) -> anyhow::Result<()> {
     let out = run_graph(&graph, &set.pixels)?;
     let o = graph.options();
     println!(
-        "{} ({}): integer accuracy {:.2}% ({} images, w{}a{}{})",
+        "{} ({}): integer accuracy {:.2}% ({} images, {}{})",
         display_path(&path),
         arch.name,
         100.0 * agreement(&out.predictions, &set.labels),
         set.len(),
-        o.weight_bits,
-        o.act_bits,
+        burnq_quant::widths_label(o, &graph.layers()),
         if o.per_channel { " per-channel" } else { "" }
     );
     if let Some(dump) = args.dump {

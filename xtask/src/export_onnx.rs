@@ -144,10 +144,9 @@ pub fn run(args: ExportOnnxArgs) -> anyhow::Result<()> {
                 graph.nodes.len().to_string(),
                 ops.join(", "),
                 format!(
-                    "{} w{}a{} {}",
+                    "{} {} {}",
                     quant.architecture().name,
-                    options.weight_bits,
-                    options.act_bits,
+                    burnq_quant::widths_label(options, &quant.layers()),
                     if options.per_channel {
                         "per channel"
                     } else {

@@ -7,6 +7,7 @@ mod eval;
 mod export_onnx;
 mod import;
 mod machine;
+mod mixed;
 mod npy;
 mod paths;
 mod peer;
@@ -45,6 +46,9 @@ enum Command {
     Sensitivity(sensitivity::SensitivityArgs),
     /// Integer accuracy for each bit width × {PTQ per tensor, PTQ per channel, QAT}.
     Sweep(sweep::SweepArgs),
+    /// Mixed precision: per-layer widths chosen under weight-size budgets, fine-tuned, and the
+    /// accuracy-vs-size Pareto front beside the uniform widths.
+    Mixed(mixed::MixedArgs),
     /// Evaluate a saved float or (--quantized) integer model; --dump writes NumPy files.
     Eval(eval::EvalArgs),
     /// Classify PGM/PNG pictures of digits with the integer model (and --float for comparison).
@@ -70,6 +74,7 @@ fn main() -> anyhow::Result<()> {
         Command::Predict(args) => predict::run(args),
         Command::Qat(args) => qat::run(args),
         Command::Sweep(args) => sweep::run(args),
+        Command::Mixed(args) => mixed::run(args),
         Command::Sensitivity(args) => sensitivity::run(args),
         Command::Import(args) => import::run(args),
         Command::ExportOnnx(args) => export_onnx::run(args),

@@ -8,8 +8,9 @@
 //!            model.onnx onnxruntime.json (export-onnx --float: onnx_beside, onnxruntime_report)
 //!   quant/   model.safetensors report.json sensitivity.{json,md}
 //!            model.onnx onnxruntime.json (onnx_beside, onnxruntime_report)
-//!   calibration.json  sweep.{json,md,svg}
+//!   calibration.json  sweep.{json,md,svg}  mixed.{json,md,svg}
 //!   qat-[lsq-]w<W>a<A>[-pc]/      ArtifactDir::qat_run: float/ and quant/ as above, qat.json
+//!   qat-[lsq-]mixed-w<W>a<A>.…[-pc]/  the same with per-layer widths (conv1.conv2.fc1.fc2)
 //! artifacts/bench/                bench_dir(), bench_reports(): report.{json,md} throughput.svg
 //! artifacts/pytorch-<dataset>/    ArtifactDir::imported(dataset): float/ as above
 //! artifacts/<arch>/<dataset>/     ArtifactDir::for_arch(None, dataset, arch): a described network
@@ -172,18 +173,22 @@ impl ArtifactDir {
         Ok(ArtifactsRoot::new(None).arch(arch, dataset))
     }
 
-    /// A QAT run's own folder inside this one: `qat-w2a2`, `qat-w4a4-pc`, and with learned
-    /// step sizes `qat-lsq-w2a2-pc`.
+    /// A QAT run's own folder inside this one: `qat-w2a2`, `qat-w4a4-pc`, with learned
+    /// step sizes `qat-lsq-w2a2-pc`, and with per-layer widths the layers' in order,
+    /// `qat-mixed-w8a8.w4a8.w2a8.w8a8[-pc]`.
     pub fn qat_run(&self, config: &QatConfig) -> Self {
         let pc = if config.per_channel { "-pc" } else { "" };
         let quantizer = match config.quantizer {
             Quantizer::Minmax => "",
             Quantizer::Lsq => "lsq-",
         };
-        let (w, a) = (config.weight_bits, config.act_bits);
+        let widths = match config.bits_per_layer {
+            Some(bits) => format!("mixed-{}", bits.map(|b| b.to_string()).join(".")),
+            None => format!("w{}a{}", config.weight_bits, config.act_bits),
+        };
         let kd = if config.distill > 0.0 { "-kd" } else { "" };
         Self {
-            root: self.root.join(format!("qat-{quantizer}w{w}a{a}{pc}{kd}")),
+            root: self.root.join(format!("qat-{quantizer}{widths}{pc}{kd}")),
         }
     }
 
@@ -265,6 +270,11 @@ impl ArtifactDir {
     /// `calibration.json`: the activation ranges.
     pub fn calibration(&self) -> PathBuf {
         self.root.join("calibration.json")
+    }
+
+    /// `mixed.json`, `mixed.md`, `mixed.svg`: `cargo xtask mixed`'s report.
+    pub fn mixed_reports(&self) -> [PathBuf; 3] {
+        ["mixed.json", "mixed.md", "mixed.svg"].map(|f| self.root.join(f))
     }
 
     /// `qat.json`: a QAT run's report (in the folder of [`ArtifactDir::qat_run`]).

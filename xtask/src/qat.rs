@@ -10,12 +10,13 @@ use burnq_model::checkpoint::{load_model, save_model, write_json_atomic};
 use burnq_model::training::EpochRecord;
 use burnq_model::{BackendChoice, NetConfig};
 use burnq_qat::{QatConfig, QatSettings, Quantizer, run_qat};
-use burnq_quant::ActivationRanges;
+use burnq_quant::{ActivationRanges, ConvertOptions, LayerBits, tutorial_layer_names};
 use serde::Serialize;
 
-use crate::common::{DataArgs, display_path};
+use crate::common::{DataArgs, Limits, display_path};
 use crate::paths::ArtifactDir;
 use crate::pipeline::agreement;
+use crate::quantize::scheme;
 use crate::table::markdown;
 use crate::train::TrainProgress;
 
@@ -40,6 +41,10 @@ pub struct QatArgs {
     /// One weight scale and zero point per output channel.
     #[arg(long)]
     pub per_channel: bool,
+    /// Each layer's own widths (tutorial network), over --weight-bits/--act-bits: as
+    /// `quantize --bits-per-layer`, e.g. `conv1=w8a8,fc1=w2` or `8,w4a8,2,8`.
+    #[arg(long)]
+    pub bits_per_layer: Option<String>,
     /// Fine-tuning epochs.
     #[arg(long, default_value_t = DEFAULTS.epochs)]
     pub epochs: usize,
@@ -65,16 +70,12 @@ pub struct QatArgs {
     /// Training steps before activations are quantized (ranges start from a calibration).
     #[arg(long, default_value_t = DEFAULTS.act_delay)]
     pub act_delay: usize,
-    /// Fine-tune on the first N training images only (quick runs).
-    #[arg(long)]
-    pub train_limit: Option<usize>,
     /// Weight α in [0, 1] of the distillation from the float model in the loss:
     /// (1 − α)·NLL + α·cross-entropy with the float model's probabilities (tutorial network).
     #[arg(long, default_value_t = DEFAULTS.distill, value_parser = parse_weight)]
     pub distill: f64,
-    /// Evaluate on the first N test images only (quick runs).
-    #[arg(long)]
-    pub test_limit: Option<usize>,
+    #[command(flatten)]
+    pub limits: Limits,
     /// Artifacts folder of the data set (default artifacts/<dataset>); the float model is read
     /// from <out>/float/, the result written to <out>/qat-w<W>a<A>[-pc]/.
     #[arg(long)]
@@ -108,10 +109,10 @@ pub struct ArchQatReport {
 /// `qat --arch NAME|FILE`: QAT of a described network (`burnq_qat::run_arch_qat`).
 fn run_arch(args: &QatArgs, arch: &burnq_arch::Architecture) -> anyhow::Result<()> {
     let report = run_arch_qat_command(
-        &args.config(),
+        &args.config()?,
         arch,
         &args.data,
-        args.test_limit,
+        args.limits.test_limit,
         args.out.as_deref(),
         true,
     )?;
@@ -201,6 +202,11 @@ pub struct QatReport {
     pub accuracies: QatAccuracies,
     /// Final EMA ranges of conv2's, fc1's and fc2's inputs and of the logits.
     pub ranges: [(f32, f32); 4],
+    /// The exported model's widths, `conv1=w<W>a<A>,…`.
+    pub bits_per_layer: String,
+    /// Size of the exported model file, and of its weight codes in it.
+    pub int_model_bytes: u64,
+    pub int_weight_bytes: usize,
     pub history: Vec<EpochRecord>,
 }
 
@@ -267,9 +273,9 @@ pub fn run(args: QatArgs) -> anyhow::Result<()> {
         return run_arch(&args, &arch);
     }
     let report = run_qat_command(
-        &args.config(),
+        &args.config()?,
         &args.data,
-        args.test_limit,
+        args.limits.test_limit,
         args.out.as_deref(),
         true,
     )?;
@@ -284,7 +290,7 @@ fn parse_weight(text: &str) -> Result<f64, String> {
     }
 }
 
-fn parse_quantizer(name: &str) -> Result<Quantizer, String> {
+pub fn parse_quantizer(name: &str) -> Result<Quantizer, String> {
     Quantizer::ALL
         .into_iter()
         .find(|q| q.name() == name)
@@ -292,12 +298,34 @@ fn parse_quantizer(name: &str) -> Result<Quantizer, String> {
 }
 
 impl QatArgs {
-    /// The library configuration these flags ask for.
-    pub fn config(&self) -> QatConfig {
-        QatConfig {
+    /// The library configuration these flags ask for. Errors on a malformed
+    /// `--bits-per-layer`, and on one given for a described network (per-layer QAT covers the
+    /// tutorial network; `quantize --arch … --bits-per-layer` converts any network).
+    pub fn config(&self) -> anyhow::Result<QatConfig> {
+        let options = ConvertOptions {
+            weight_bits: self.weight_bits,
+            act_bits: self.act_bits,
+            per_channel: self.per_channel,
+        };
+        let bits_per_layer = match &self.bits_per_layer {
+            Some(_) if self.arch != "tutorial" => anyhow::bail!(
+                "qat --bits-per-layer covers the tutorial network only; convert {} with \
+                 per-layer widths by `quantize --arch {} --bits-per-layer …`",
+                self.arch,
+                self.arch
+            ),
+            Some(spec) => {
+                let names = tutorial_layer_names();
+                let scheme = scheme(options, Some(spec), &names)?;
+                Some(names.map(|n| LayerBits::of(scheme.layer(n))))
+            }
+            None => None,
+        };
+        Ok(QatConfig {
             quantizer: self.quantizer,
             weight_bits: self.weight_bits,
             act_bits: self.act_bits,
+            bits_per_layer,
             per_channel: self.per_channel,
             epochs: self.epochs,
             lr: self.lr,
@@ -307,9 +335,9 @@ impl QatArgs {
             ema_decay: self.ema_decay,
             act_delay: self.act_delay,
             range_init: self.calibration,
-            train_limit: self.train_limit,
+            train_limit: self.limits.train_limit,
             distill: self.distill,
-        }
+        })
     }
 }
 
@@ -373,6 +401,14 @@ pub fn run_qat_command(
             &test_set.labels,
         ),
         ranges: ranges.layer_outputs(),
+        bits_per_layer: burnq_quant::bits_label(outcome.quant.layers()),
+        int_model_bytes: std::fs::metadata(&quant_path)?.len(),
+        int_weight_bytes: outcome
+            .quant
+            .layers()
+            .iter()
+            .map(|l| l.stored_weight_bytes())
+            .sum(),
         history: outcome.history,
     };
     write_report(&report, &out, verbose)?;

@@ -12,7 +12,10 @@ use burnq_model::eval::{evaluate, logits};
 use burnq_model::{BackendChoice, NetConfig};
 use burnq_qat::float_network;
 use burnq_qat::simulated::simulated_predictions;
-use burnq_quant::{ConvertOptions, FloatNetwork, Normalization, QuantModel};
+use burnq_quant::{
+    ConvertOptions, FloatNetwork, LayerBits, Normalization, QuantModel, QuantScheme, bits_label,
+    tutorial_layer_names,
+};
 use serde::Serialize;
 
 use crate::common::{DataArgs, display_path};
@@ -37,6 +40,12 @@ pub struct QuantizeArgs {
     /// One weight scale and zero point per output channel.
     #[arg(long)]
     pub per_channel: bool,
+    /// Each layer's own widths, over the model-wide ones above: `name=W,…` by layer (step)
+    /// name, or one `W` per convolution/linear layer in order; `W` is `N` (weights and
+    /// activations), `wNaM`, `wN` or `aM`, each 2..=8; `a` is the width of the layer's
+    /// outputs. E.g. `conv1=w8a8,fc1=w2` or `8,w4a8,2,8`.
+    #[arg(long)]
+    pub bits_per_layer: Option<String>,
     /// Range estimate feeding quantization: minmax, mean-minmax (the tutorial's mean of batch
     /// min/max), ema, percentile (99.99) or mse (error-minimizing search).
     #[arg(long, default_value = "mean-minmax", value_parser = parse_method)]
@@ -70,13 +79,31 @@ pub fn parse_method(s: &str) -> Result<CalibrationMethod, String> {
 }
 
 impl QuantizeArgs {
-    /// The conversion options these flags ask for.
+    /// The model-wide conversion options these flags ask for.
     pub fn options(&self) -> ConvertOptions {
         ConvertOptions {
             weight_bits: self.weight_bits.unwrap_or(self.bits),
             act_bits: self.act_bits.unwrap_or(self.bits),
             per_channel: self.per_channel,
         }
+    }
+
+    /// The options with `--bits-per-layer` applied to a network whose layers are `names`.
+    pub fn scheme(&self, names: &[&str]) -> anyhow::Result<QuantScheme> {
+        scheme(self.options(), self.bits_per_layer.as_deref(), names)
+    }
+}
+
+/// `options` with the per-layer widths `bits_per_layer` (the `--bits-per-layer` text) for the
+/// layers `names`.
+pub fn scheme(
+    options: ConvertOptions,
+    bits_per_layer: Option<&str>,
+    names: &[&str],
+) -> anyhow::Result<QuantScheme> {
+    match bits_per_layer {
+        Some(spec) => QuantScheme::parse(options, spec, names).context("--bits-per-layer"),
+        None => Ok(options.into()),
     }
 }
 
@@ -101,6 +128,10 @@ struct EngineResult {
 #[derive(Debug, Serialize)]
 struct LayerReport {
     name: String,
+    weight_bits: u8,
+    act_bits: u8,
+    /// Bytes of its weight codes in the model file (packed below 8 bits).
+    weight_bytes: usize,
     input_scale: f32,
     input_zero_point: i32,
     output_scale: f32,
@@ -128,8 +159,11 @@ struct QuantizeReport {
     /// Fraction of test images on which the saved integer model and the float model agree.
     agreement: f64,
     layers: Vec<LayerReport>,
+    /// The widest widths.
     weight_bits: u8,
     act_bits: u8,
+    /// Each layer's widths, `conv1=w8a8,…`.
+    bits_per_layer: String,
     per_channel: bool,
     calibration: String,
     calib_split: String,
@@ -137,6 +171,8 @@ struct QuantizeReport {
     test_images: usize,
     float_model_bytes: u64,
     int_model_bytes: u64,
+    /// Bytes of all weight codes in the model file (packed below 8 bits).
+    int_weight_bytes: usize,
     /// Mean |dequantized u8 logit − float logit| over the test set, in logit units.
     logit_mean_abs_error: f64,
     results: Vec<EngineResult>,
@@ -147,7 +183,8 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
         let arch = burnq_arch::Architecture::load(&args.arch)?;
         return crate::quantize_arch::run(&args, &arch);
     }
-    let options = args.options();
+    let scheme = args.scheme(&tutorial_layer_names())?;
+    let options = scheme.defaults;
     let device = BackendChoice::Flex.device()?;
     let dir = ArtifactDir::new(args.out.as_deref(), args.data.dataset);
     let float_path = dir.float_model();
@@ -176,8 +213,8 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
         accuracy: float_eval.accuracy,
         agreement_with_float: 1.0,
     }];
-    let label = options_label(&options);
-    if options.weight_bits == options.act_bits && !options.per_channel {
+    let label = scheme_label(&scheme, &tutorial_layer_names());
+    if options.weight_bits == options.act_bits && !options.per_channel && scheme.layers.is_empty() {
         // The tutorial's scheme: float layers on fake-quantized tensors, mean of batch min/max.
         let simulated = simulated_predictions(
             &model,
@@ -196,7 +233,7 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
     }
     let mut chosen = None;
     for method in CalibrationMethod::ALL {
-        let quant = convert_with(&network, &calibration, method, norm, options)?;
+        let quant = convert_with(&network, &calibration, method, norm, &scheme)?;
         let out = run_integer(&quant, &test_set)?;
         let marker = if method == args.calibration {
             " (saved)"
@@ -233,6 +270,9 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
         .zip(sqnr)
         .map(|(l, sqnr_db)| LayerReport {
             name: l.name.clone(),
+            weight_bits: l.weight_bits,
+            act_bits: l.output.bits(),
+            weight_bytes: l.stored_weight_bytes(),
             input_scale: l.input.scale(),
             input_zero_point: l.input.zero_point(),
             output_scale: l.output.scale(),
@@ -254,14 +294,15 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
         .expect("the saved method has a row");
     let report = QuantizeReport {
         dataset: args.data.dataset.dir_name().into(),
-        bits: options.weight_bits,
+        bits: quant.weight_bits(),
         float_accuracy: float_eval.accuracy,
         simulated_accuracy,
         int_accuracy: saved.accuracy,
         agreement: saved.agreement_with_float,
         layers,
-        weight_bits: options.weight_bits,
-        act_bits: options.act_bits,
+        weight_bits: quant.weight_bits(),
+        act_bits: quant.act_bits(),
+        bits_per_layer: bits_label(quant.layers()),
         per_channel: options.per_channel,
         calibration: args.calibration.name().into(),
         calib_split: args.calib_split.name().into(),
@@ -269,6 +310,7 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
         test_images: test_set.len(),
         float_model_bytes: file_size(&float_path)?,
         int_model_bytes: file_size(&quant_path)?,
+        int_weight_bytes: quant.layers().iter().map(|l| l.stored_weight_bytes()).sum(),
         logit_mean_abs_error: logit_mae,
         results,
     };
@@ -284,16 +326,41 @@ pub fn options_label(o: &ConvertOptions) -> String {
     format!("w{}a{}{pc}", o.weight_bits, o.act_bits)
 }
 
+/// `w<W>a<A>[-pc]` ([`options_label`]) for a scheme without per-layer widths, else every
+/// layer's `name=w<W>a<A>` of `names`, comma-separated, then `-pc` for per-channel weights.
+pub fn scheme_label(scheme: &QuantScheme, names: &[&str]) -> String {
+    if scheme.layers.is_empty() {
+        return options_label(&scheme.defaults);
+    }
+    let layers: Vec<String> = names
+        .iter()
+        .map(|n| format!("{n}={}", LayerBits::of(scheme.layer(n))))
+        .collect();
+    let pc = if scheme.defaults.per_channel {
+        "-pc"
+    } else {
+        ""
+    };
+    format!("{}{pc}", layers.join(","))
+}
+
 /// Converts `network` with the activation ranges `method` estimated in `calibration`.
 pub fn convert_with(
     network: &FloatNetwork,
     calibration: &Calibration,
     method: CalibrationMethod,
     norm: Normalization,
-    options: ConvertOptions,
+    scheme: impl Into<QuantScheme>,
 ) -> anyhow::Result<QuantModel> {
-    burnq_quant::convert(network, &calibration.ranges(method), norm, options)
-        .with_context(|| format!("converting to integers ({})", options_label(&options)))
+    let scheme = scheme.into();
+    burnq_quant::convert(network, &calibration.ranges(method), norm, scheme.clone()).with_context(
+        || {
+            format!(
+                "converting to integers ({})",
+                scheme_label(&scheme, &tutorial_layer_names())
+            )
+        },
+    )
 }
 
 fn engine_result(engine: String, pred: &[u8], set: &ImageSet, float_pred: &[u8]) -> EngineResult {
@@ -376,16 +443,19 @@ fn print_summary(report: &QuantizeReport, written: &[PathBuf]) {
     );
     println!(
         "{} test images; calibration: {} over {} {} images (saved model uses {}); \
-         model file {} bytes (float record {} bytes, {:.1}x smaller); mean |logit error| {:.4}",
+         model file {} bytes, weights {} bytes (float record {} bytes, {:.1}x smaller); \
+         mean |logit error| {:.4}; widths {}",
         report.test_images,
         report.calibration,
         report.calib_samples,
         report.calib_split,
         report.calibration,
         report.int_model_bytes,
+        report.int_weight_bytes,
         report.float_model_bytes,
         report.float_model_bytes as f64 / report.int_model_bytes.max(1) as f64,
-        report.logit_mean_abs_error
+        report.logit_mean_abs_error,
+        report.bits_per_layer
     );
     println!("wrote:");
     for p in written {

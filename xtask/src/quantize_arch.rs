@@ -11,13 +11,14 @@ use burnq_model::checkpoint::{load_arch_net, write_json_atomic};
 use burnq_model::data::ImageBatcher;
 use burnq_model::eval::evaluate_with;
 use burnq_model::training::Classifier;
-use burnq_quant::{ConvertOptions, QuantGraph, convert_graph};
+use burnq_quant::graph::layer_names;
+use burnq_quant::{ConvertOptions, QuantGraph, QuantScheme, bits_label, convert_graph};
 use serde::Serialize;
 
 use crate::common::display_path;
 use crate::paths::ArtifactDir;
 use crate::pipeline::{agreement, run_graph};
-use crate::quantize::{QuantizeArgs, options_label};
+use crate::quantize::{QuantizeArgs, scheme_label};
 use crate::table::markdown;
 
 /// One integer variant's test-set results.
@@ -37,20 +38,26 @@ struct ArchReport {
     dataset: String,
     params: usize,
     macs_per_image: usize,
+    /// The widest widths.
     weight_bits: u8,
     act_bits: u8,
+    /// Each layer's widths, `name=w<W>a<A>,…` (of the saved graph).
+    bits_per_layer: String,
     float_accuracy: f64,
     int_accuracy: f64,
     test_images: usize,
     calib_samples: usize,
     calib_split: String,
     int_model_bytes: u64,
+    /// Bytes of all weight codes in the model file (packed below 8 bits).
+    int_weight_bytes: usize,
     variants: Vec<Variant>,
 }
 
 pub fn run(args: &QuantizeArgs, arch: &Architecture) -> anyhow::Result<()> {
-    let options = args.options();
     let plan = arch.plan()?;
+    let scheme = args.scheme(&layer_names(&plan))?;
+    let options = scheme.defaults;
     let device = BackendChoice::Flex.device()?;
     let dir = ArtifactDir::for_arch(args.out.as_deref(), args.data.dataset, &arch.name)?;
     let float_path = dir.float_model();
@@ -78,12 +85,16 @@ pub fn run(args: &QuantizeArgs, arch: &Architecture) -> anyhow::Result<()> {
     for method in CalibrationMethod::ALL {
         let ranges = calibration.point_ranges(&plan, method)?;
         for per_channel in [false, true] {
-            let opts = ConvertOptions {
-                per_channel,
-                ..options
+            let variant = QuantScheme {
+                defaults: ConvertOptions {
+                    per_channel,
+                    ..options
+                },
+                ..scheme.clone()
             };
-            let graph = convert_graph(arch, &params, &ranges, norm, opts)
-                .with_context(|| format!("converting {} ({})", arch.name, options_label(&opts)))?;
+            let label = scheme_label(&variant, &layer_names(&plan));
+            let graph = convert_graph(arch, &params, &ranges, norm, variant)
+                .with_context(|| format!("converting {} ({label})", arch.name))?;
             let out = run_graph(&graph, &test_set.pixels)?;
             let saved = method == args.calibration && per_channel == options.per_channel;
             variants.push(Variant {
@@ -112,19 +123,31 @@ pub fn run(args: &QuantizeArgs, arch: &Architecture) -> anyhow::Result<()> {
         dataset: args.data.dataset.dir_name().into(),
         params: plan.params(),
         macs_per_image: plan.macs(),
-        weight_bits: options.weight_bits,
-        act_bits: options.act_bits,
+        weight_bits: graph.options().weight_bits,
+        act_bits: graph.options().act_bits,
+        bits_per_layer: bits_label(graph.layers()),
         float_accuracy: float_eval.accuracy,
         int_accuracy: saved.accuracy,
         test_images: test_set.len(),
         calib_samples: args.calib_samples,
         calib_split: args.calib_split.name().into(),
         int_model_bytes: std::fs::metadata(&quant_path)?.len(),
+        int_weight_bytes: graph.layers().iter().map(|l| l.stored_weight_bytes()).sum(),
         variants,
     };
     let report_path = dir.quantize_report();
     write_json_atomic(&report, &report_path)?;
-    print_summary(&report, &options);
+    let label = scheme_label(
+        &QuantScheme {
+            defaults: ConvertOptions {
+                per_channel: false,
+                ..options
+            },
+            ..scheme
+        },
+        &layer_names(&plan),
+    );
+    print_summary(&report, &label);
     println!("wrote:");
     for p in [&quant_path, &calib_path, &report_path] {
         println!("  {}", display_path(p));
@@ -132,11 +155,8 @@ pub fn run(args: &QuantizeArgs, arch: &Architecture) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_summary(report: &ArchReport, options: &ConvertOptions) {
-    let label = options_label(&ConvertOptions {
-        per_channel: false,
-        ..*options
-    });
+/// The comparison table; `label` names the widths.
+fn print_summary(report: &ArchReport, label: &str) {
     let mut rows = vec![vec![
         "float (Burn, flex)".into(),
         format!("{:.2}%", 100.0 * report.float_accuracy),
@@ -164,7 +184,11 @@ fn print_summary(report: &ArchReport, options: &ConvertOptions) {
         markdown(&["engine", "test accuracy", "agrees with float"], &rows)
     );
     println!(
-        "{} test images; calibration over {} {} images; model file {} bytes",
-        report.test_images, report.calib_samples, report.calib_split, report.int_model_bytes
+        "{} test images; calibration over {} {} images; model file {} bytes, weights {} bytes",
+        report.test_images,
+        report.calib_samples,
+        report.calib_split,
+        report.int_model_bytes,
+        report.int_weight_bytes
     );
 }

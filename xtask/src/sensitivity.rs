@@ -90,6 +90,7 @@ pub fn run(args: SensitivityArgs) -> anyhow::Result<()> {
         quantizer: Quantizer::Minmax,
         weight_bits: quant.weight_bits(),
         act_bits: quant.act_bits(),
+        bits_per_layer: Some(quant.layers().clone().map(|l| l.bits())),
         per_channel: quant.per_channel(),
         ema_decay: 0.0,
         act_delay: 0,
@@ -196,12 +197,11 @@ fn run_arch(args: &SensitivityArgs, arch: &burnq_arch::Architecture) -> anyhow::
         .map(|(name, db)| vec![name.clone(), format!("{db:.1}")])
         .collect();
     let md = format!(
-        "# Sensitivity, {} on {} w{}a{}{}\n\nSQNR of each quantization point over {} test images \
+        "# Sensitivity, {} on {} {}{}\n\nSQNR of each quantization point over {} test images \
          (cumulative: each figure includes the noise of the points before it).\n\n{}",
         arch.name,
         args.data.dataset.dir_name(),
-        o.weight_bits,
-        o.act_bits,
+        burnq_quant::widths_label(o, &graph.layers()),
         if o.per_channel { " per-channel" } else { "" },
         set.len(),
         markdown(&["point", "SQNR dB"], &rows)

@@ -14,7 +14,7 @@ use burnq_model::training::{EpochRecord, TrainEvent, TrainingConfig, train, trai
 use burnq_model::{ArchNet, BURN_VERSION, BackendChoice, ModelError, NetConfig};
 use serde::Serialize;
 
-use crate::common::{DataArgs, display_path, progress_bar};
+use crate::common::{DataArgs, Limits, display_path, progress_bar};
 use crate::paths::ArtifactDir;
 use crate::plot::{Panel, Series, line_panels};
 use crate::table::markdown;
@@ -46,12 +46,8 @@ pub struct TrainArgs {
     /// Burn backend: flex (default CPU), ndarray (feature `ndarray`) or wgpu (feature `wgpu`).
     #[arg(long, default_value = "flex", value_parser = BackendChoice::parse)]
     pub backend: BackendChoice,
-    /// Train on the first N training images only (quick runs).
-    #[arg(long)]
-    pub train_limit: Option<usize>,
-    /// Evaluate on the first N test images only (quick runs).
-    #[arg(long)]
-    pub test_limit: Option<usize>,
+    #[command(flatten)]
+    pub limits: Limits,
     /// Output folder (default artifacts/<dataset>, or artifacts/<arch>/<dataset> with --arch);
     /// the model goes to <out>/float/.
     #[arg(long)]
@@ -99,10 +95,12 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         name => Some(Architecture::load(name)?),
     };
     let device = args.backend.device()?;
-    let train_set = args.data.load_limited(Split::Train, args.train_limit)?;
+    let train_set = args
+        .data
+        .load_limited(Split::Train, args.limits.train_limit)?;
     let test_set = args
         .data
-        .load_test_limited(args.test_limit, "--test-limit")?;
+        .load_test_limited(args.limits.test_limit, "--test-limit")?;
     let dir = match &arch {
         None => ArtifactDir::new(args.out.as_deref(), args.data.dataset),
         Some(arch) => ArtifactDir::for_arch(args.out.as_deref(), args.data.dataset, &arch.name)?,

@@ -115,25 +115,31 @@ fn train_then_quantize_writes_every_artifact() {
         assert!(l["sqnr_db"].as_f64().unwrap() > 20.0, "{l}");
     }
 
-    xtask_ok(&[
+    // Quick QAT runs (one epoch on a few images).
+    let quick = |args: &[&str]| {
+        let common = [
+            "--epochs",
+            "1",
+            "--train-limit",
+            "640",
+            "--test-limit",
+            "300",
+            "--offline",
+            "--out",
+            out,
+        ];
+        xtask_ok(&[args, &common[..]].concat())
+    };
+    quick(&[
         "qat",
         "--weight-bits",
         "4",
         "--act-bits",
         "4",
-        "--epochs",
-        "1",
-        "--train-limit",
-        "640",
-        "--test-limit",
-        "300",
         "--calibration",
         "mse",
         "--ema-decay",
         "1",
-        "--offline",
-        "--out",
-        out,
     ]);
     let r = json(&dir.path().join("qat-w4a4/qat.json"));
     assert_eq!(r["range_init"], "mse");
@@ -149,6 +155,57 @@ fn train_then_quantize_writes_every_artifact() {
         agree, 1.0,
         "integer and fake-quant predictions agree on {agree}"
     );
+
+    // Per-layer widths: each layer on its own widths, exported exactly as trained; then the
+    // budgeted search, whose model must fit its budget.
+    quick(&[
+        "qat",
+        "--bits-per-layer",
+        "conv1=w8a8,conv2=w4a8,fc1=w2a4,fc2=a8",
+        "--weight-bits",
+        "4",
+    ]);
+    quick(&[
+        "mixed",
+        "--budget-kb",
+        "120",
+        "--widths",
+        "2,8",
+        "--uniform",
+        "8",
+        "--sensitivity-images",
+        "200",
+    ]);
+    let m = json(&dir.path().join("mixed.json"));
+    let points = m["points"].as_array().unwrap();
+    assert_eq!(points.len(), 2, "one budget and one uniform width");
+    assert_eq!(
+        (points[0]["kind"].as_str(), points[1]["kind"].as_str()),
+        (Some("mixed"), Some("uniform"))
+    );
+    let bytes = points[0]["weight_bytes"].as_u64().unwrap();
+    assert!(
+        bytes <= 120_000,
+        "the mixed model's weights take {bytes} bytes"
+    );
+    assert_eq!(points[1]["weight_bytes"], 430_500);
+    for p in points {
+        assert_eq!(
+            p["integer_vs_fake_quant_agreement"].as_f64(),
+            Some(1.0),
+            "{p}"
+        );
+    }
+    assert_eq!(m["sensitivities"].as_array().unwrap().len(), 8);
+    assert!(dir.path().join("mixed.svg").is_file() && dir.path().join("mixed.md").is_file());
+    let r = json(&dir.path().join("qat-mixed-w8a8.w4a8.w2a4.w4a8/qat.json"));
+    assert_eq!(
+        r["bits_per_layer"],
+        "conv1=w8a8,conv2=w4a8,fc1=w2a4,fc2=w4a8"
+    );
+    assert_eq!(r["integer_vs_fake_quant_agreement"].as_f64(), Some(1.0));
+    // Weight bytes: 500 + 25000·4/8 + 400000·2/8 + 5000·4/8.
+    assert_eq!(r["int_weight_bytes"], 500 + 12_500 + 100_000 + 2_500);
 
     let dump = dir.path().join("dump");
     xtask_ok(&[
@@ -396,6 +453,29 @@ fn errors_name_the_problem_and_write_nothing() {
     let bad_bits = xtask(&["quantize", "--bits", "9", "--offline", "--out", out]);
     assert!(!bad_bits.status.success());
     assert!(text(&bad_bits).contains("--bits"), "{}", text(&bad_bits));
+    for (args, needle) in [
+        (
+            ["quantize", "--bits-per-layer", "conv9=4"],
+            "no layer \"conv9\"; the layers are conv1, conv2, fc1, fc2",
+        ),
+        (
+            ["quantize", "--bits-per-layer", "8,4,2"],
+            "3 positional entries for 4 layers",
+        ),
+        (
+            ["qat", "--bits-per-layer", "fc1=w9"],
+            "weight width 9 outside 2..=8",
+        ),
+    ] {
+        let bad = xtask(&[args[0], args[1], args[2], "--offline", "--out", out]);
+        assert!(!bad.status.success());
+        let message = text(&bad);
+        assert!(
+            message.contains("--bits-per-layer") && message.contains(needle),
+            "{message}"
+        );
+        assert!(!message.contains("panicked"), "{message}");
+    }
     assert!(
         !dir.path().join("quant").exists(),
         "nothing may be written on failure"

@@ -25,7 +25,9 @@
 //! `fc2_acc` reproduces burnq's whenever fc2's input codes agree, and `class` is burnq's
 //! prediction rule (largest real logit `S_in·S_w[o]·acc[o]`, lowest index on ties).
 
-use burnq_quant::{ConvertOptions, LayerKind, Normalization, QuantLayer, QuantModel, QuantParams};
+use burnq_quant::{
+    ConvertOptions, LayerKind, Normalization, QuantLayer, QuantModel, QuantParams, bits_label,
+};
 
 use crate::onnx::{DataType, Dim, Model, Node, Tensor, ValueInfo};
 
@@ -301,6 +303,7 @@ pub fn to_onnx(model: &QuantModel, info: &ExportInfo) -> Model {
 
     let facts = Facts {
         options: model.options(),
+        bits_per_layer: bits_label(model.layers()),
         input: model.input_params(),
         logit: model.logit_params(),
         normalization: model.input_normalization(),
@@ -314,7 +317,10 @@ pub fn to_onnx(model: &QuantModel, info: &ExportInfo) -> Model {
 /// What the model's inputs, outputs, metadata and doc string say.
 #[derive(Debug, Clone)]
 pub(crate) struct Facts {
+    /// The widest widths and the granularity.
     pub(crate) options: ConvertOptions,
+    /// Each layer's widths, `name=w<W>a<A>,…` ([`bits_label`]).
+    pub(crate) bits_per_layer: String,
     pub(crate) input: QuantParams,
     pub(crate) logit: QuantParams,
     pub(crate) normalization: Option<Normalization>,
@@ -380,6 +386,7 @@ pub(crate) fn assemble(g: Builder, info: &ExportInfo, facts: &Facts) -> Model {
         ("weight_bits".to_owned(), options.weight_bits.to_string()),
         ("act_bits".to_owned(), options.act_bits.to_string()),
         ("per_channel".to_owned(), options.per_channel.to_string()),
+        ("bits_per_layer".to_owned(), facts.bits_per_layer.clone()),
         ("input_scale".to_owned(), input.scale().to_string()),
         (
             "input_zero_point".to_owned(),
@@ -411,10 +418,11 @@ pub(crate) fn assemble(g: Builder, info: &ExportInfo, facts: &Facts) -> Model {
         outputs,
         doc: format!(
             "{} quantized by burnq (Jacob et al. 2018): \
-             {}-bit weights, {}-bit activations, {} weight parameters.",
+             weights and activations of at most {} and {} bits ({}), {} weight parameters.",
             facts.description,
             options.weight_bits,
             options.act_bits,
+            facts.bits_per_layer,
             if options.per_channel {
                 "per-channel"
             } else {

@@ -19,7 +19,7 @@
 //! ties to even where burnq rounds them away from zero).
 
 use burnq_arch::arch::{ConvGeometry, Op, PoolGeometry, Step};
-use burnq_quant::{QuantGraph, QuantOp, QuantParams};
+use burnq_quant::{QuantGraph, QuantOp, QuantParams, bits_label};
 
 use crate::export::{Builder, ConvShape, ExportInfo, Facts, assemble, code};
 use crate::onnx::{Model, Node, Tensor};
@@ -63,6 +63,7 @@ pub fn graph_to_onnx(graph: &QuantGraph, info: &ExportInfo) -> Model {
     };
     let facts = Facts {
         options: graph.options(),
+        bits_per_layer: bits_label(graph.layers()),
         input: graph.input_params(),
         logit: logit_layer.output,
         normalization: graph.input_normalization(),

@@ -4,7 +4,7 @@
 
 use burnq_onnx::onnx::{DataType, Model, Tensor};
 use burnq_onnx::{ExportInfo, to_onnx};
-use burnq_quant::QuantModel;
+use burnq_quant::{ConvertOptions, QuantModel, QuantScheme};
 use burnq_testkit::golden;
 
 fn export(model: &QuantModel) -> Model {
@@ -101,6 +101,50 @@ fn a_clamp_narrower_than_u8_becomes_a_clip() {
     assert_eq!(initializer(&graph, "conv1.clip_max").raw, [200]);
     let pool = graph.nodes.iter().find(|n| n.name == "pool1").unwrap();
     assert_eq!(pool.inputs, ["conv1.out"]);
+}
+
+/// Per-layer widths: each layer's weight codes as they are, a Clip after exactly the layers
+/// whose outputs are narrower than 8 bits (their clamp `[Z or 0, 2^A − 1]`), and the widths
+/// in the metadata.
+#[test]
+fn per_layer_widths_clip_each_narrow_layer() {
+    let names = ["conv1", "conv2", "fc1", "fc2"];
+    let scheme = QuantScheme::parse(
+        ConvertOptions::uniform(8),
+        "conv1=w8a4,conv2=w2a8,fc1=w4a3",
+        &names,
+    )
+    .unwrap();
+    let model = burnq_testkit::model_file::model(scheme);
+    let graph = export(&model);
+    let clipped: Vec<&str> = graph
+        .nodes
+        .iter()
+        .filter(|n| n.op_type == "Clip")
+        .map(|n| n.name.as_str())
+        .collect();
+    let narrow: Vec<String> = model
+        .layers()
+        .iter()
+        .filter(|l| l.output.bits() < 8 || l.act_min > 0)
+        .map(|l| l.name.clone())
+        .collect();
+    assert_eq!(clipped.len(), narrow.len(), "{clipped:?} vs {narrow:?}");
+    for layer in model.layers() {
+        assert_eq!(
+            initializer(&graph, &format!("{}.w", layer.name)).raw,
+            layer.weights
+        );
+        if layer.output.bits() < 8 {
+            let max = initializer(&graph, &format!("{}.clip_max", layer.name));
+            assert_eq!(max.raw, [layer.act_max], "{}", layer.name);
+            assert_eq!(i32::from(layer.act_max), layer.output.qmax());
+        }
+    }
+    assert!(graph.metadata.contains(&(
+        "bits_per_layer".into(),
+        "conv1=w8a4,conv2=w2a8,fc1=w4a3,fc2=w8a8".into()
+    )));
 }
 
 #[test]

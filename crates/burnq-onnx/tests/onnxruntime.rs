@@ -10,7 +10,7 @@
 use burnq_data::{DatasetKind, ImageSet, Split, locate::test_locator};
 use burnq_onnx::{ExportInfo, save};
 use burnq_onnxruntime::{Agreement, compare};
-use burnq_quant::{Engine, IMAGE_PIXELS, QuantModel};
+use burnq_quant::{ConvertOptions, Engine, IMAGE_PIXELS, QuantModel, QuantScheme};
 use burnq_testkit::golden;
 use burnq_testkit::onnxruntime::{onnxruntime_available, python};
 
@@ -67,6 +67,37 @@ fn onnxruntime_matches_burnq_on_the_mnist_test_set() {
     );
     assert!(
         a.logits_u8_max_diff <= 2,
+        "u8 logits differ by {} codes",
+        a.logits_u8_max_diff
+    );
+}
+
+/// A model with per-layer widths (each layer's weights packed at its width, narrow outputs
+/// clipped per layer) runs under ONNX Runtime and agrees with burnq as a uniform model does:
+/// u8 logits at most one code apart, the same class on nearly every image (a random network
+/// has small margins: its uniform 8-bit export agrees on 99.55 % of these images). Activation
+/// widths that do not grow along the network keep ONNX Runtime's float requantization
+/// (one code apart at a rounding tie, as above) one code apart; a narrow layer followed by a
+/// wider one magnifies such a code (measured: `w8a4,w2a4,w4a4,w3a8` up to 9 codes, 95 % of
+/// classes), which is the runtime's rounding, not the export.
+#[test]
+fn onnxruntime_runs_per_layer_widths() {
+    if !onnxruntime_available() {
+        return;
+    }
+    let mut set = ImageSet::load(&test_locator(), DatasetKind::Mnist, Split::Test).unwrap();
+    set.truncate(2000);
+    let scheme = QuantScheme::parse(
+        ConvertOptions::uniform(8),
+        "w8a8,w2a6,w4a4,w3a3",
+        &burnq_quant::tutorial_layer_names(),
+    )
+    .unwrap();
+    let a = run_both(&burnq_testkit::model_file::model(scheme), &set);
+    assert_eq!(a.images, 2000);
+    assert!(a.classes >= 0.98, "class agreement {}", a.classes);
+    assert!(
+        a.logits_u8_max_diff <= 1,
         "u8 logits differ by {} codes",
         a.logits_u8_max_diff
     );

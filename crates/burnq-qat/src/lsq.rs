@@ -124,12 +124,15 @@ pub struct LsqState {
 
 impl LsqState {
     /// Activation step sizes from the calibrated output ranges of conv1, conv2 and fc1 (after
-    /// ReLU, so `[0, max]`): `s = max/Q_P`. Weight step sizes start at the first forward pass.
-    pub fn new(act_ranges: [(f32, f32); 3], act_bits: u8) -> Self {
-        let qp = ((1u32 << act_bits) - 1) as f32;
+    /// ReLU, so `[0, max]`) and their widths `act_bits`: `s = max/Q_P`, `Q_P = 2^bits − 1`.
+    /// Weight step sizes start at the first forward pass.
+    pub fn new(act_ranges: [(f32, f32); 3], act_bits: [u8; 3]) -> Self {
         Self {
             weights: Default::default(),
-            activations: act_ranges.map(|(_, max)| StepSizes::new(vec![(max / qp).max(MIN_STEP)])),
+            activations: std::array::from_fn(|i| {
+                let qp = ((1u32 << act_bits[i]) - 1) as f32;
+                StepSizes::new(vec![(act_ranges[i].1 / qp).max(MIN_STEP)])
+            }),
         }
     }
 
@@ -233,7 +236,7 @@ mod tests {
     fn weight_grids_are_symmetric_with_zero_exact() {
         assert_eq!(weight_range(2), (2.0, 1.0, 2));
         assert_eq!(weight_range(8), (128.0, 127.0, 128));
-        let mut lsq = LsqState::new([(0.0, 1.0); 3], 4);
+        let mut lsq = LsqState::new([(0.0, 1.0); 3], [4; 3]);
         let w = Tensor::<2>::from_floats([[0.3, -0.2, 0.0], [0.05, 0.1, -0.4]], &device());
         let (q, grids) = lsq.weights(0, w, 4, true, false).unwrap();
         assert_eq!(grids.len(), 2);
@@ -254,7 +257,7 @@ mod tests {
         let d = device();
         // One activation step size s = 1 at 2 bits (Q_P = 3), four values per image, so
         // g = 1/√(4·3). Inside the range ∂/∂s = round(x/s) − x/s; clipped above: Q_P.
-        let mut lsq = LsqState::new([(0.0, 3.0); 3], 2);
+        let mut lsq = LsqState::new([(0.0, 3.0); 3], [2; 3]);
         let x = Tensor::<2>::from_floats([[0.4, 1.6, 2.2, 7.0]], &d);
         let y = lsq.activation(0, x, None, 2, true);
         assert_eq!(to_vec(y.clone()), [0.0, 2.0, 2.0, 3.0]);

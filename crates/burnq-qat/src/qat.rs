@@ -41,7 +41,8 @@ use burnq_model::training::ForwardMode;
 use burnq_quant::derive::{LayerQuantization, accumulator_scales, weight_params};
 use burnq_quant::range::EmaRange;
 use burnq_quant::{
-    Activation, ActivationRanges, ConvertOptions, LayerGrids, Normalization, QuantParams,
+    Activation, ActivationRanges, ConvertOptions, LayerBits, LayerGrids, Normalization,
+    QuantParams, QuantScheme, tutorial_layer_names,
 };
 use serde::{Deserialize, Serialize};
 
@@ -85,6 +86,10 @@ pub struct QatSettings {
     pub weight_bits: u8,
     /// Bits of the activation codes (2..=8).
     pub act_bits: u8,
+    /// Each layer's own widths (conv1, conv2, fc1, fc2; `act_bits` of a layer is the width of
+    /// its output), instead of `weight_bits` and `act_bits` for all.
+    #[serde(default)]
+    pub bits_per_layer: Option<[LayerBits; 4]>,
     /// One scale and zero point per output channel instead of per tensor.
     pub per_channel: bool,
     /// EMA decay of the activation ranges.
@@ -96,13 +101,36 @@ pub struct QatSettings {
 }
 
 impl QatSettings {
-    /// The conversion options these settings train for.
-    pub fn convert_options(&self) -> ConvertOptions {
-        ConvertOptions {
+    /// The conversion these settings train for: the model-wide options and, with
+    /// `bits_per_layer`, each layer's widths by name.
+    pub fn scheme(&self) -> QuantScheme {
+        let defaults = ConvertOptions {
             weight_bits: self.weight_bits,
             act_bits: self.act_bits,
             per_channel: self.per_channel,
+        };
+        QuantScheme {
+            defaults,
+            layers: match self.bits_per_layer {
+                Some(bits) => tutorial_layer_names()
+                    .iter()
+                    .map(|n| n.to_string())
+                    .zip(bits)
+                    .collect(),
+                None => Default::default(),
+            },
         }
+    }
+
+    /// The widths of layer `index` (0 = conv1 … 3 = fc2).
+    pub fn layer_bits(&self, index: usize) -> LayerBits {
+        self.bits_per_layer.map_or(
+            LayerBits {
+                weight_bits: self.weight_bits,
+                act_bits: self.act_bits,
+            },
+            |bits| bits[index],
+        )
     }
 }
 
@@ -169,7 +197,8 @@ impl QatForward {
         }
         if settings.quantizer == Quantizer::Lsq {
             let [a, b, c, _] = ranges.layer_outputs();
-            s.lsq = Some(LsqState::new([a, b, c], settings.act_bits));
+            let bits = [0, 1, 2].map(|i| settings.layer_bits(i).act_bits);
+            s.lsq = Some(LsqState::new([a, b, c], bits));
         }
         s
     }
@@ -180,7 +209,7 @@ impl QatForward {
     /// from the weights and [`QatForward::ranges`]. `model` gives the layers' widths.
     pub fn learned_grids(&self, model: &Net) -> Option<[LayerGrids; 4]> {
         let lsq = self.lsq.as_ref()?;
-        let (wb, ab) = (self.settings.weight_bits, self.settings.act_bits);
+        let bits = |index| self.settings.layer_bits(index);
         let outs = [
             model.conv1.weight.dims()[0],
             model.conv2.weight.dims()[0],
@@ -188,15 +217,15 @@ impl QatForward {
             model.fc2.weight.dims()[1],
         ];
         let (lo, hi) = self.ranges[3].range();
-        let logits = QuantParams::from_range(lo, hi, ab).ok()?;
+        let logits = QuantParams::from_range(lo, hi, bits(3).act_bits).ok()?;
         let layer = |index: usize| -> Option<LayerGrids> {
             Some(LayerGrids {
                 output: if index < 3 {
-                    lsq.activation_grid(index, ab)?
+                    lsq.activation_grid(index, bits(index).act_bits)?
                 } else {
                     logits
                 },
-                weights: Some(lsq.weight_grids(index, outs[index], wb)?),
+                weights: Some(lsq.weight_grids(index, outs[index], bits(index).weight_bits)?),
             })
         };
         Some([layer(0)?, layer(1)?, layer(2)?, layer(3)?])
@@ -282,7 +311,7 @@ impl QatForward {
         if !quantize || r.updates == 0 {
             return (x, None);
         }
-        let bits = self.settings.act_bits;
+        let bits = self.settings.layer_bits(index).act_bits;
         let learned = self
             .lsq
             .as_ref()
@@ -387,19 +416,17 @@ impl QatForward {
         index: usize,
         w: Tensor<D>,
     ) -> Option<QuantizedWeights<D>> {
-        let (bits, per_channel) = (self.settings.weight_bits, self.settings.per_channel);
+        let (bits, per_channel) = (
+            self.settings.layer_bits(index).weight_bits,
+            self.settings.per_channel,
+        );
         if let Some(lsq) = self.lsq.as_mut() {
             let (fake, grids) = lsq.weights(index, w, bits, per_channel, self.training)?;
             return Some(QuantizedWeights { grids, fake });
         }
         let out_channels = w.dims()[0];
-        let grids = weight_params(
-            &to_vec(w.clone().detach()),
-            out_channels,
-            self.settings.weight_bits,
-            self.settings.per_channel,
-        )
-        .ok()?;
+        let grids =
+            weight_params(&to_vec(w.clone().detach()), out_channels, bits, per_channel).ok()?;
         let q = fake_quantize_channels(w.clone().detach(), &grids);
         Some(QuantizedWeights {
             grids,

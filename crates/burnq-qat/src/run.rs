@@ -11,7 +11,7 @@ use burnq_data::{IMAGE_PIXELS, ImageSet};
 use burnq_model::eval::EvalResult;
 use burnq_model::training::{EpochRecord, TrainEvent, TrainingConfig, fit};
 use burnq_model::{Device, ModelError, Net, NetConfig};
-use burnq_quant::{Engine, QuantModel, convert, convert_with_grids};
+use burnq_quant::{Engine, LayerBits, QuantModel, convert, convert_with_grids};
 
 use crate::{Distillation, QatError, QatForward, QatSettings, Quantizer, float_network};
 
@@ -29,6 +29,9 @@ pub struct QatConfig {
     pub weight_bits: u8,
     /// Bits of the activation codes (2..=8).
     pub act_bits: u8,
+    /// Each layer's own widths (conv1, conv2, fc1, fc2), instead of `weight_bits` and
+    /// `act_bits` for all (tutorial network only).
+    pub bits_per_layer: Option<[LayerBits; 4]>,
     /// One weight scale and zero point per output channel.
     pub per_channel: bool,
     /// Fine-tuning epochs.
@@ -61,6 +64,7 @@ impl QatConfig {
         quantizer: Quantizer::Minmax,
         weight_bits: 4,
         act_bits: 4,
+        bits_per_layer: None,
         per_channel: false,
         epochs: 3,
         lr: 0.002,
@@ -80,6 +84,7 @@ impl QatConfig {
             quantizer: self.quantizer,
             weight_bits: self.weight_bits,
             act_bits: self.act_bits,
+            bits_per_layer: self.bits_per_layer,
             per_channel: self.per_channel,
             ema_decay: self.ema_decay,
             act_delay: self.act_delay,
@@ -175,10 +180,10 @@ pub fn run_qat(
         on_epoch,
     )?;
     let network = float_network(&model)?;
-    let options = forward.settings().convert_options();
+    let scheme = forward.settings().scheme();
     let quant = match forward.learned_grids(&model) {
-        Some(grids) => convert_with_grids(&network, grids, normalization, options),
-        None => convert(&network, &forward.ranges(), normalization, options),
+        Some(grids) => convert_with_grids(&network, grids, normalization, scheme),
+        None => convert(&network, &forward.ranges(), normalization, scheme),
     }
     .map_err(QatError::Quant)?;
     let (fake_quant, fake_quant_predictions) =

@@ -13,8 +13,8 @@ use burnq_model::training::{TrainingConfig, fit, train};
 use burnq_qat::qat::{QatForward, QatSettings, fake_quantize_ste};
 use burnq_qat::simulated::{fake_quantize, fake_quantize_channels};
 use burnq_qat::{QatConfig, Quantizer, run_qat};
-use burnq_quant::QuantParams;
 use burnq_quant::derive::weight_params;
+use burnq_quant::{LayerBits, QuantParams};
 
 fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.into_data().convert::<f32>().try_into_vec().unwrap()
@@ -87,6 +87,7 @@ fn a_short_qat_run_at_2_bits_beats_post_training_2_bits() {
         quantizer: Quantizer::Minmax,
         weight_bits: 2,
         act_bits: 2,
+        bits_per_layer: None,
         per_channel: false,
         ema_decay: 0.99,
         act_delay: 0,
@@ -138,7 +139,8 @@ fn a_short_qat_run_at_2_bits_beats_post_training_2_bits() {
 
 /// The library entry point: calibrate, fine-tune, convert, run both networks. The integer
 /// model must predict exactly what the fake-quantized network predicted, at the extreme
-/// widths and both granularities (here from a briefly trained model, on a small test set).
+/// widths, with per-layer widths, and at both granularities (here from a briefly trained
+/// model, on a small test set).
 #[test]
 fn run_qat_exports_an_integer_model_that_predicts_what_qat_predicted() {
     let load = |split, n| {
@@ -158,18 +160,26 @@ fn run_qat_exports_an_integer_model_that_predicts_what_qat_predicted() {
         &mut |_, _| Ok(()),
     )
     .unwrap();
+    // Per-layer widths (conv1, conv2, fc1, fc2): every layer on a width of its own.
+    let mixed = [(8, 4), (2, 8), (3, 2), (4, 6)].map(|(weight_bits, act_bits)| LayerBits {
+        weight_bits,
+        act_bits,
+    });
     let mut lsq_w2a2_losses = Vec::new();
-    for (quantizer, weight_bits, act_bits, per_channel, distill) in [
-        (Quantizer::Minmax, 2, 2, true, 0.0),
-        (Quantizer::Minmax, 8, 3, false, 0.0),
-        (Quantizer::Lsq, 2, 2, true, 0.0),
-        (Quantizer::Lsq, 2, 2, true, 0.7),
-        (Quantizer::Lsq, 4, 3, false, 0.0),
+    for (quantizer, weight_bits, act_bits, per_channel, bits_per_layer, distill) in [
+        (Quantizer::Minmax, 2, 2, true, None, 0.0),
+        (Quantizer::Minmax, 8, 3, false, None, 0.0),
+        (Quantizer::Lsq, 2, 2, true, None, 0.0),
+        (Quantizer::Lsq, 2, 2, true, None, 0.7),
+        (Quantizer::Lsq, 4, 3, false, None, 0.0),
+        (Quantizer::Minmax, 8, 8, true, Some(mixed), 0.0),
+        (Quantizer::Lsq, 8, 8, false, Some(mixed), 0.0),
     ] {
         let qat = QatConfig {
             quantizer,
             weight_bits,
             act_bits,
+            bits_per_layer,
             per_channel,
             epochs: 1,
             train_limit: Some(320),
@@ -196,10 +206,14 @@ fn run_qat_exports_an_integer_model_that_predicts_what_qat_predicted() {
             (options.weight_bits, options.act_bits, options.per_channel),
             (weight_bits, act_bits, per_channel)
         );
+        if let Some(bits) = bits_per_layer {
+            let got = outcome.quant.layers().clone().map(|l| l.bits());
+            assert_eq!(got, bits);
+        }
         assert_eq!(outcome.integer_predictions.len(), test_set.len());
         assert_eq!(
             outcome.integer_predictions, outcome.fake_quant_predictions,
-            "{quantizer:?} w{weight_bits}a{act_bits} per_channel={per_channel} distill={distill}"
+            "{quantizer:?} w{weight_bits}a{act_bits} {bits_per_layer:?} per_channel={per_channel} distill={distill}"
         );
         if quantizer == Quantizer::Lsq && weight_bits == 2 {
             lsq_w2a2_losses.push(outcome.history[0].train_loss);

@@ -22,10 +22,10 @@
 
 use burnq_arch::arch::Activation;
 
-use crate::derive::{LayerQuantization, output_clamp};
+use crate::derive::LayerQuantization;
 use crate::{
     ActivationRanges, FloatLayer, FloatNetwork, LayerKind, Normalization, QuantError, QuantLayer,
-    QuantModel, QuantParams, params::qmax,
+    QuantModel, QuantParams, QuantScheme, params::qmax, tutorial_layer_names,
 };
 
 /// How a network is quantized: bit widths and weight granularity. A [`QuantModel`] keeps the
@@ -67,12 +67,6 @@ impl ConvertOptions {
 impl From<u8> for ConvertOptions {
     fn from(bits: u8) -> Self {
         Self::uniform(bits)
-    }
-}
-
-impl From<&ConvertOptions> for ConvertOptions {
-    fn from(options: &ConvertOptions) -> Self {
-        *options
     }
 }
 
@@ -125,57 +119,63 @@ pub fn fold_input_normalization(
     })
 }
 
-/// Quantizes `network` as `options` say (see the module docs for the steps); `options` is a
-/// [`ConvertOptions`] (or a reference to one), or a bit width `u8` for
-/// [`ConvertOptions::uniform`]. Errors on invalid bits, normalization or ranges, and on a layer
-/// whose accumulator could overflow `i32` ([`QuantError::AccumulatorOverflow`]).
+/// Quantizes `network` as `scheme` says (see the module docs for the steps); `scheme` is a
+/// [`QuantScheme`] (per-layer widths by layer name `conv1`, `conv2`, `fc1`, `fc2`), a
+/// [`ConvertOptions`] (or a reference to one: one width for all layers), or a bit width `u8`
+/// for [`ConvertOptions::uniform`]. Each layer's output grid has that layer's activation
+/// width. Errors on invalid bits or layer names, normalization or ranges, and on a layer whose
+/// accumulator could overflow `i32` ([`QuantError::AccumulatorOverflow`]).
 pub fn convert(
     network: &FloatNetwork,
     ranges: &ActivationRanges,
     norm: Normalization,
-    options: impl Into<ConvertOptions>,
+    scheme: impl Into<QuantScheme>,
 ) -> Result<QuantModel, QuantError> {
-    let options = options.into();
-    options.check()?;
-    let grid = |(min, max)| -> Result<LayerGrids, QuantError> {
+    let scheme = scheme.into();
+    scheme.check(&tutorial_layer_names())?;
+    let names = tutorial_layer_names();
+    let outputs = ranges.layer_outputs();
+    let grid = |i: usize| -> Result<LayerGrids, QuantError> {
+        let (min, max) = outputs[i];
         Ok(LayerGrids {
-            output: QuantParams::from_range(min, max, options.act_bits)?,
+            output: QuantParams::from_range(min, max, scheme.layer(names[i]).act_bits)?,
             weights: None,
         })
     };
-    let [conv1, conv2, fc1, fc2] = ranges.layer_outputs();
-    let grids = [grid(conv1)?, grid(conv2)?, grid(fc1)?, grid(fc2)?];
-    convert_with_grids(network, grids, norm, options)
+    let grids = [grid(0)?, grid(1)?, grid(2)?, grid(3)?];
+    convert_with_grids(network, grids, norm, scheme)
 }
 
 /// The grids one layer is converted onto.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LayerGrids {
-    /// The grid of the layer's output codes (`act_bits` bits).
+    /// The grid of the layer's output codes (the layer's activation width).
     pub output: QuantParams,
     /// One weight grid per output channel (all equal per tensor), or `None` to derive them
-    /// from the weights' min/max ([`crate::derive::weight_params`]). Learned grids (QAT with
-    /// learned step sizes) are given here; conv1's refer to its normalization-folded weights.
+    /// from the weights' min/max at the layer's weight width
+    /// ([`crate::derive::weight_params`]). Learned grids (QAT with learned step sizes) are
+    /// given here; conv1's refer to its normalization-folded weights.
     pub weights: Option<Vec<QuantParams>>,
 }
 
 /// Like [`convert`], with each layer's grids given explicitly (`[conv1, conv2, fc1, fc2]`): a
-/// network trained on learned grids is exported on exactly those grids. Validation is that of
-/// [`QuantModel::new`] (widths and per-tensor uniformity against `options`, accumulator bound).
+/// network trained on learned grids is exported on exactly those grids. `scheme` gives the
+/// granularity and the weight width of layers whose grids are derived. Validation is that of
+/// [`QuantModel::new`] (widths, per-tensor uniformity, accumulator bound).
 pub fn convert_with_grids(
     network: &FloatNetwork,
     grids: [LayerGrids; 4],
     norm: Normalization,
-    options: impl Into<ConvertOptions>,
+    scheme: impl Into<QuantScheme>,
 ) -> Result<QuantModel, QuantError> {
-    let options = options.into();
-    options.check()?;
+    let scheme = scheme.into();
+    scheme.check(&tutorial_layer_names())?;
     let [conv1, conv2, fc1, fc2] = network.layers();
     let folded = fold_input_normalization(conv1, norm)?;
     let [g1, g2, g3, g4] = grids;
     let (i2, i3, i4) = (g1.output, g2.output, g3.output);
     let layer = |name, float, input, grids, activation| {
-        quantize_layer(name, float, input, grids, activation, &options)
+        quantize_layer(name, float, input, grids, activation, &scheme.layer(name))
     };
     let layers = [
         layer(
@@ -189,13 +189,13 @@ pub fn convert_with_grids(
         layer("fc1", fc1, i3, g3, Activation::Relu)?,
         layer("fc2", fc2, i4, g4, Activation::None)?,
     ];
-    QuantModel::new(options, layers, Some(norm))
+    QuantModel::spanning(scheme.defaults.per_channel, layers, Some(norm))
 }
 
 /// One layer, from its float weights and grids by the one derivation
-/// ([`LayerQuantization::derive`]): weights per tensor or per channel, bias at scale
-/// `S_in·S_w[o]`, `(m0[o], shift[o])` for `M[o] = S_in·S_w[o]/S_out`, clamp
-/// `[Z_out or 0, qmax]`.
+/// ([`LayerQuantization::derive`]) under the layer's own `options`: weights per tensor or per
+/// channel, bias at scale `S_in·S_w[o]`, `(m0[o], shift[o])` for `M[o] = S_in·S_w[o]/S_out`,
+/// clamp `[Z_out or 0, qmax]`.
 fn quantize_layer(
     name: &str,
     float: &FloatLayer,
@@ -220,21 +220,7 @@ fn quantize_layer(
         }
         None => LayerQuantization::derive(&float.weights, out, input, output, activation, options)?,
     };
-    let (act_min, act_max) = output_clamp(output, activation);
-    Ok(QuantLayer {
-        name: name.to_owned(),
-        kind: float.kind,
-        weights: q.quantize_weights(&float.weights),
-        weight_zero_points: q.weights.iter().map(QuantParams::zero_point).collect(),
-        weight_scales: q.weights.iter().map(QuantParams::scale).collect(),
-        bias: q.quantize_bias(&float.bias),
-        input,
-        output,
-        m0: q.requants.iter().map(|r| r.m0).collect(),
-        shift: q.requants.iter().map(|r| r.shift).collect(),
-        act_min,
-        act_max,
-    })
+    Ok(q.layer(name, float.kind, &float.weights, &float.bias))
 }
 
 #[cfg(test)]
@@ -468,7 +454,7 @@ mod tests {
     fn options_convert_from_bits() {
         assert_eq!(ConvertOptions::from(5), ConvertOptions::uniform(5));
         let options = ConvertOptions::uniform(5);
-        assert_eq!(ConvertOptions::from(&options), options);
+        assert_eq!(QuantScheme::from(&options), QuantScheme::from(options));
         assert!(options.check().is_ok());
         for (weight_bits, act_bits) in [(1, 8), (8, 9), (0, 0)] {
             let bad = ConvertOptions {

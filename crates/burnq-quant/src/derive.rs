@@ -15,7 +15,10 @@
 
 use burnq_arch::arch::Activation;
 
-use crate::{ConvertOptions, QuantError, QuantParams, Requant, quantize_multiplier, range};
+use crate::{
+    ConvertOptions, LayerKind, QuantError, QuantLayer, QuantParams, Requant, quantize_multiplier,
+    range,
+};
 
 /// The weight grid of each output channel: the min/max of that channel's `fan_in` weights
 /// (`per_channel`) or of the whole tensor (repeated `out_channels` times), on a `bits`-bit
@@ -86,8 +89,9 @@ pub struct LayerQuantization {
 impl LayerQuantization {
     /// Derives a layer's parameters from its float `weights` (row-major `[out_channels,
     /// fan_in]`), its input and output grids, the activation folded into the output clamp,
-    /// and the weight width and granularity of `options`. Errors on a weight range or a
-    /// multiplier that cannot be represented.
+    /// and the weight width and granularity of `options` — the layer's own options, which
+    /// with per-layer widths differ from layer to layer ([`crate::QuantScheme::layer`]).
+    /// Errors on a weight range or a multiplier that cannot be represented.
     pub fn derive(
         weights: &[f32],
         out_channels: usize,
@@ -106,13 +110,23 @@ impl LayerQuantization {
     }
 
     /// The parameters of a layer whose weight grids are already known (one per output
-    /// channel): steps 2 and 3 of the derivation.
+    /// channel, all of one width): steps 2 and 3 of the derivation.
     pub fn from_grids(
         input: QuantParams,
         weights: Vec<QuantParams>,
         output: QuantParams,
         activation: Activation,
     ) -> Result<Self, QuantError> {
+        if let Some(w) = weights.iter().find(|w| w.bits() != weights[0].bits()) {
+            return Err(QuantError::InvalidValue {
+                what: "weight grids".into(),
+                reason: format!(
+                    "channels of {} and {} bits: a layer's weights have one width",
+                    weights[0].bits(),
+                    w.bits()
+                ),
+            });
+        }
         let accumulator_scales = accumulator_scales(input, &weights);
         let (act_min, act_max) = output_clamp(output, activation);
         let requants = accumulator_scales
@@ -135,6 +149,38 @@ impl LayerQuantization {
             output,
             requants,
         })
+    }
+
+    /// Bit width of the weight codes (of every channel's grid).
+    pub fn weight_bits(&self) -> u8 {
+        self.weights
+            .first()
+            .map_or(crate::MAX_BITS, QuantParams::bits)
+    }
+
+    /// The [`QuantLayer`] `name` of geometry `kind` on these parameters: the codes of its
+    /// float `weights` (`[out_channels, fan_in]`) and `bias`, its widths, grids,
+    /// requantization and clamp.
+    pub fn layer(&self, name: &str, kind: LayerKind, weights: &[f32], bias: &[f32]) -> QuantLayer {
+        let (act_min, act_max) = self
+            .requants
+            .first()
+            .map_or((0, self.output.qmax() as u8), |r| (r.act_min, r.act_max));
+        QuantLayer {
+            name: name.to_owned(),
+            kind,
+            weight_bits: self.weight_bits(),
+            weights: self.quantize_weights(weights),
+            weight_zero_points: self.weights.iter().map(QuantParams::zero_point).collect(),
+            weight_scales: self.weights.iter().map(QuantParams::scale).collect(),
+            bias: self.quantize_bias(bias),
+            input: self.input,
+            output: self.output,
+            m0: self.requants.iter().map(|r| r.m0).collect(),
+            shift: self.requants.iter().map(|r| r.shift).collect(),
+            act_min,
+            act_max,
+        }
     }
 
     /// The weight codes, row-major `[out_channels, fan_in]`, each row on its channel's grid.

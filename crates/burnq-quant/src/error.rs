@@ -16,6 +16,16 @@ pub enum QuantError {
         bits: u8,
     },
 
+    /// Per-layer widths ([`crate::QuantScheme`]) that cannot be applied: malformed text, a
+    /// width outside `2..=8`, an unknown or repeated layer name.
+    #[error("invalid per-layer widths {spec:?}: {reason}")]
+    InvalidBitsPerLayer {
+        /// The widths as given.
+        spec: String,
+        /// What is wrong with them.
+        reason: String,
+    },
+
     /// A real range that is not finite or has `min > max`.
     #[error("invalid range [{min}, {max}]: {reason}")]
     InvalidRange {

@@ -2,7 +2,7 @@
 //! scales, `i32` bias, input and output parameters and the per-channel requantization, plus
 //! its validation and the worst-case accumulator bound that rules out `i32` overflow.
 
-use crate::{ConvertOptions, QuantError, QuantParams, Requant, params::qmax};
+use crate::{LayerBits, QuantError, QuantParams, Requant, params::qmax};
 
 /// Geometry of a layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,7 +62,9 @@ impl LayerKind {
     }
 }
 
-/// A quantized layer. Weight `o, k` represents `weight_scales[o]·(weights[o·fan_in + k] −
+/// A quantized layer, with its own widths: `weight_bits`-bit weight codes and
+/// `output.bits()`-bit output codes (per-layer widths: a layer's widths need not equal its
+/// neighbours'). Weight `o, k` represents `weight_scales[o]·(weights[o·fan_in + k] −
 /// weight_zero_points[o])`; the bias represents `S_in·weight_scales[o]·bias[o]` (zero point 0);
 /// output channel `o` is requantized by [`Requant`] with `m0[o]`, `shift[o]`, the output zero
 /// point and `[act_min, act_max]`.
@@ -77,6 +79,8 @@ pub struct QuantLayer {
     pub name: String,
     /// Geometry.
     pub kind: LayerKind,
+    /// Bit width of the weight codes and zero points, 2..=8: codes in `[0, 2^weight_bits − 1]`.
+    pub weight_bits: u8,
     /// Weight codes, row-major `[out, fan_in]` (OIHW for convolutions).
     pub weights: Vec<u8>,
     /// Weight zero point per output channel.
@@ -131,32 +135,22 @@ impl QuantLayer {
         Ok(())
     }
 
-    /// Full validation for a model quantized as `options` says: shapes, weight codes
+    /// Full validation of the layer on its own widths: shapes, weight codes
     /// `≤ 2^weight_bits − 1`, weight zero points in `[0, 2^weight_bits − 1]`, weight scales
-    /// finite and > 0, output parameters of `act_bits` bits, `m0` in `[2^30, 2^31)` (or
-    /// `m0 = shift = 0`), `shift` in `[−31, 30]`, `(m0[o], shift[o])` within `10^−6`
-    /// (relative) of `S_in·S_w[o]/S_out`, `act_min ≤ act_max ≤ 2^act_bits − 1`, without
-    /// `per_channel` one weight scale, zero point and multiplier for every channel
-    /// ([`QuantLayer::is_per_tensor`]), and the accumulator bound
-    /// ([`QuantLayer::check_accumulator_bound`]). The input may have any valid bit width.
-    pub fn validate(&self, options: ConvertOptions) -> Result<(), QuantError> {
-        let w_qmax = qmax(options.weight_bits)?;
-        let a_qmax = qmax(options.act_bits)?;
+    /// finite and > 0, `m0` in `[2^30, 2^31)` (or `m0 = shift = 0`), `shift` in `[−31, 30]`,
+    /// `(m0[o], shift[o])` within `10^−6` (relative) of `S_in·S_w[o]/S_out`,
+    /// `act_min ≤ act_max ≤ 2^output.bits − 1`, without `per_channel` one weight scale, zero
+    /// point and multiplier for every channel ([`QuantLayer::is_per_tensor`]), and the
+    /// accumulator bound ([`QuantLayer::check_accumulator_bound`]). The input may have any
+    /// valid bit width; the model checks that it is the previous layer's output grid.
+    pub fn validate(&self, per_channel: bool) -> Result<(), QuantError> {
+        let w_qmax = qmax(self.weight_bits)?;
+        let a_qmax = self.output.qmax();
         self.check_shapes()?;
         let invalid = |what: &str, reason: String| QuantError::InvalidValue {
             what: format!("{} {what}", self.name),
             reason,
         };
-        if self.output.bits() != options.act_bits {
-            return Err(invalid(
-                "output parameters",
-                format!(
-                    "{} bits, the model's activations have {}",
-                    self.output.bits(),
-                    options.act_bits
-                ),
-            ));
-        }
         if let Some(&w) = self.weights.iter().find(|&&w| i32::from(w) > w_qmax) {
             return Err(invalid("weights", format!("code {w} exceeds {w_qmax}")));
         }
@@ -176,7 +170,7 @@ impl QuantLayer {
                 ));
             }
         }
-        if !options.per_channel && !self.is_per_tensor() {
+        if !per_channel && !self.is_per_tensor() {
             return Err(invalid(
                 "weight parameters",
                 "channels differ in scale, zero point or multiplier, but the model is per tensor"
@@ -197,6 +191,20 @@ impl QuantLayer {
             ));
         }
         self.check_accumulator_bound()
+    }
+
+    /// The layer's widths: weights and output codes.
+    pub fn bits(&self) -> LayerBits {
+        LayerBits {
+            weight_bits: self.weight_bits,
+            act_bits: self.output.bits(),
+        }
+    }
+
+    /// Bytes the weight codes take in the model file: `⌈n·weight_bits/8⌉` for the `n` codes
+    /// (sub-byte codes are stored densely, 8-bit codes one per byte).
+    pub fn stored_weight_bytes(&self) -> usize {
+        crate::format::packed_len(self.weights.len(), self.weight_bits)
     }
 
     /// Whether every output channel has the same weight scale, weight zero point, `m0` and
@@ -350,14 +358,14 @@ mod tests {
             layer.worst_case_accumulators().unwrap(),
             vec![100 + 245 * 7]
         );
-        assert!(layer.validate(ConvertOptions::uniform(8)).is_ok());
+        assert!(layer.validate(false).is_ok());
     }
 
     #[test]
     fn huge_layer_is_refused() {
         // 40000 · 255 · 255 = 2_601_000_000 > i32::MAX.
         let layer = unit_layer(linear(40_000), vec![255; 40_000], 0, vec![0], 0);
-        match layer.validate(ConvertOptions::uniform(8)) {
+        match layer.validate(false) {
             Err(QuantError::AccumulatorOverflow {
                 channel, magnitude, ..
             }) => assert_eq!((channel, magnitude), (0, 2_601_000_000)),
@@ -374,98 +382,82 @@ mod tests {
         ));
     }
 
-    /// `weight_bits`-bit weights, `act_bits`-bit activations, per tensor.
-    fn bits(weight_bits: u8, act_bits: u8) -> ConvertOptions {
-        ConvertOptions {
-            weight_bits,
-            act_bits,
-            per_channel: false,
-        }
-    }
-
     #[test]
     fn validate_rejects_each_bad_field() {
         let good = unit_layer(linear(2), vec![1, 2], 1, vec![0], 0);
-        let eight = ConvertOptions::uniform(8);
-        assert!(good.validate(eight).is_ok());
-        let check = |edit: fn(&mut QuantLayer), options: ConvertOptions, needle: &str| {
+        assert!(good.validate(false).is_ok());
+        let check = |edit: fn(&mut QuantLayer), needle: &str| {
             let mut layer = good.clone();
             edit(&mut layer);
-            let err = layer.validate(options).unwrap_err();
+            let err = layer.validate(false).unwrap_err();
             assert!(reason_mentions(err, needle), "{needle}");
         };
-        let four_bit = QuantParams::new(1.0, 0, 4).unwrap();
-        check(
-            |l| l.output = QuantParams::new(1.0, 0, 4).unwrap(),
-            eight,
-            "output parameters",
-        );
         // Weights of 2 bits: code 3 at most; the 8-bit outputs are fine.
-        check(|l| l.weights[0] = 4, bits(2, 8), "weights");
         check(
-            |l| l.weight_zero_points[0] = 4,
-            bits(2, 8),
+            |l| {
+                l.weight_bits = 2;
+                l.weights[0] = 4;
+            },
+            "weights",
+        );
+        check(
+            |l| {
+                l.weight_bits = 2;
+                l.weight_zero_points[0] = 4;
+            },
             "weight zero points",
         );
-        check(
-            |l| l.weight_zero_points[0] = 256,
-            eight,
-            "weight zero points",
-        );
-        check(
-            |l| l.weight_zero_points[0] = -1,
-            eight,
-            "weight zero points",
-        );
-        check(|l| l.weight_scales[0] = 0.0, eight, "weight scales");
-        check(
-            |l| l.weight_scales[0] = f32::INFINITY,
-            eight,
-            "weight scales",
-        );
-        check(|l| l.m0[0] = 5, eight, "requantization");
-        check(|l| l.shift[0] = 2, eight, "requantization");
-        check(|l| l.m0[0] = (1 << 30) + 4096, eight, "requantization");
+        check(|l| l.weight_zero_points[0] = 256, "weight zero points");
+        check(|l| l.weight_zero_points[0] = -1, "weight zero points");
+        check(|l| l.weight_scales[0] = 0.0, "weight scales");
+        check(|l| l.weight_scales[0] = f32::INFINITY, "weight scales");
+        check(|l| l.m0[0] = 5, "requantization");
+        check(|l| l.shift[0] = 2, "requantization");
+        check(|l| l.m0[0] = (1 << 30) + 4096, "requantization");
         check(
             |l| {
                 l.act_min = 5;
                 l.act_max = 4;
             },
-            eight,
             "clamp",
         );
-        // Weights of 8 bits with 4-bit activations: the clamp must fit 4 bits.
+        // Weights of 8 bits with 4-bit outputs: the clamp must fit 4 bits.
         let mut layer = good.clone();
-        layer.output = four_bit;
+        layer.output = QuantParams::new(1.0, 0, 4).unwrap();
         layer.weights[0] = 200;
-        assert!(reason_mentions(
-            layer.validate(bits(8, 4)).unwrap_err(),
-            "clamp"
-        ));
+        assert!(reason_mentions(layer.validate(false).unwrap_err(), "clamp"));
         layer.act_max = 15;
-        assert!(layer.validate(bits(8, 4)).is_ok());
+        assert!(layer.validate(false).is_ok());
+        assert_eq!(
+            layer.bits(),
+            LayerBits {
+                weight_bits: 8,
+                act_bits: 4
+            }
+        );
+        layer.weight_bits = 4;
         assert!(reason_mentions(
-            layer.validate(bits(4, 4)).unwrap_err(),
+            layer.validate(false).unwrap_err(),
             "weights"
         ));
         let mut layer = good.clone();
         layer.shift.push(1);
         assert!(matches!(
-            layer.validate(eight),
+            layer.validate(false),
             Err(QuantError::ShapeMismatch {
                 expected: 1,
                 found: 2,
                 ..
             })
         ));
-        assert!(matches!(
-            good.validate(bits(9, 8)),
-            Err(QuantError::InvalidBits { bits: 9 })
-        ));
-        assert!(matches!(
-            good.validate(bits(8, 1)),
-            Err(QuantError::InvalidBits { bits: 1 })
-        ));
+        for bits in [9, 1] {
+            let mut layer = good.clone();
+            layer.weight_bits = bits;
+            assert!(matches!(
+                layer.validate(false),
+                Err(QuantError::InvalidBits { bits: b }) if b == bits
+            ));
+        }
     }
 
     #[test]
@@ -476,10 +468,6 @@ mod tests {
         };
         let good = unit_layer(kind, vec![1, 2, 3, 4, 5, 6], 1, vec![0; 3], 0);
         assert!(good.is_per_tensor());
-        let per_channel = ConvertOptions {
-            per_channel: true,
-            ..ConvertOptions::uniform(8)
-        };
         let edits: [fn(&mut QuantLayer); 4] = [
             |l| l.weight_zero_points[2] = 7,
             |l| {
@@ -498,8 +486,8 @@ mod tests {
             let mut layer = good.clone();
             edit(&mut layer);
             assert!(!layer.is_per_tensor());
-            assert!(layer.validate(per_channel).is_ok());
-            let err = layer.validate(ConvertOptions::uniform(8)).unwrap_err();
+            assert!(layer.validate(true).is_ok());
+            let err = layer.validate(false).unwrap_err();
             assert!(reason_mentions(err, "weight parameters"));
         }
     }

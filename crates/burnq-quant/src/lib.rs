@@ -9,7 +9,9 @@
 //! `[0, 2^bits − 1]` stored as `u8` (`bits` in 2..=8), `S` a positive `f32` and `Z` an integer
 //! code, so real 0 is exact. Weights and activations have their own widths
 //! ([`ConvertOptions`]): weight codes have `weight_bits` bits; the activations each layer
-//! computes (conv1, conv2 and fc1 outputs, the logits) have `act_bits` bits. Weights are
+//! computes (conv1, conv2 and fc1 outputs, the logits) have `act_bits` bits — model-wide, or
+//! each layer its own ([`QuantScheme`], per-layer widths; a [`QuantLayer`] carries its own,
+//! and [`mixed`] chooses them under a size budget). Weights are
 //! quantized per tensor (one `S_w`, `Z_w` per layer) or per output channel (`S_w[o]`, `Z_w[o]`
 //! from channel `o`'s own range). A layer computes the `i32` accumulator
 //! `acc[o] = q_b[o] + Σ_k (q_x[k] − Z_in)·(q_w[o,k] − Z_w[o])` (bias at scale `S_in·S_w[o]`,
@@ -58,6 +60,7 @@ pub mod format;
 pub mod graph;
 pub mod kernels;
 mod layer;
+pub mod mixed;
 mod model;
 mod params;
 pub mod range;
@@ -66,6 +69,7 @@ mod requant;
 mod sensitivity;
 #[cfg(test)]
 mod test_support;
+mod widths;
 
 pub use burnq_arch::Normalization;
 pub use burnq_arch::arch::Activation;
@@ -85,7 +89,11 @@ pub use graph::{
     convert_graph,
 };
 pub use layer::{LayerKind, QuantLayer};
-pub use model::{ARCHITECTURE, IMAGE_PIXELS, IMAGE_SIDE, NUM_CLASSES, Output, QuantModel, Taps};
+pub use model::{
+    ARCHITECTURE, IMAGE_PIXELS, IMAGE_SIDE, NUM_CLASSES, Output, QuantModel, Taps,
+    tutorial_layer_names,
+};
 pub use params::{MAX_BITS, MIN_BITS, QuantParams, qmax};
 pub use requant::Requant;
 pub use sensitivity::{graph_sqnr_db, layer_sqnr_db};
+pub use widths::{LayerBits, QuantScheme, bits_label, widths_label};

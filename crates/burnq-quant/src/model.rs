@@ -8,9 +8,11 @@
 //! accumulators into `u8` logits; predictions compare the accumulators themselves, scaled
 //! exactly by each channel's weight scale ([`reference::predict`]).
 //!
-//! Weights have `weight_bits` bits and every layer's output `act_bits` bits (the
-//! [`ConvertOptions`] the model keeps), so every layer input but conv1's has `act_bits` bits;
-//! conv1 reads the 8-bit pixels when the normalization is folded, any valid width otherwise.
+//! Each layer has its own widths ([`QuantLayer::bits`]: `weight_bits`-bit weights,
+//! `output.bits()`-bit outputs, so a layer's input has its predecessor's activation width); the
+//! model's [`ConvertOptions`] record the widest of them (for a model of one width, that width)
+//! and the granularity. conv1 reads the 8-bit pixels when the normalization is folded, any
+//! valid width otherwise.
 
 use crate::{
     ConvertOptions, LayerKind, Normalization, QuantError, QuantLayer, QuantParams, reference,
@@ -63,6 +65,11 @@ pub const ARCHITECTURE: [(&str, LayerKind); 4] = [
     ),
 ];
 
+/// The tutorial network's layer names, in order: the names its per-layer widths are given by.
+pub fn tutorial_layer_names() -> [&'static str; 4] {
+    ARCHITECTURE.map(|(name, _)| name)
+}
+
 /// The final results of a forward pass over `n` images.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Output {
@@ -113,9 +120,10 @@ impl QuantModel {
     /// `input_normalization` is `Some` when that normalization was folded into conv1, whose
     /// input must then be [`QuantParams::RAW_PIXELS`]; with `None` conv1 takes any input
     /// parameters. Checks: valid `options`, names and geometries of [`ARCHITECTURE`], every
-    /// [`QuantLayer::validate`] under `options` (bit widths, per-tensor uniformity, the
-    /// accumulator overflow bound), and that each layer's input parameters equal the previous
-    /// layer's output parameters.
+    /// [`QuantLayer::validate`] (its own bit widths, per-tensor uniformity unless
+    /// `options.per_channel`, the accumulator overflow bound), that `options`' widths are the
+    /// widest of the layers' ([`ConvertOptions::widest`]), and that each layer's input
+    /// parameters equal the previous layer's output parameters.
     pub fn new(
         options: ConvertOptions,
         layers: [QuantLayer; 4],
@@ -155,8 +163,9 @@ impl QuantModel {
             }
         }
         for layer in &layers {
-            layer.validate(options)?;
+            layer.validate(options.per_channel)?;
         }
+        check_widest(options, widest(options.per_channel, &layers))?;
         Ok(Self {
             options,
             layers,
@@ -164,19 +173,37 @@ impl QuantModel {
         })
     }
 
-    /// The scheme the layers follow: bit widths and weight granularity.
+    /// [`QuantModel::new`] with the options the layers span: `per_channel` and the widest
+    /// of their widths.
+    pub fn spanning(
+        per_channel: bool,
+        layers: [QuantLayer; 4],
+        input_normalization: Option<Normalization>,
+    ) -> Result<Self, QuantError> {
+        let options = widest(per_channel, &layers);
+        Self::new(options, layers, input_normalization)
+    }
+
+    /// The widest widths of the layers, and the weight granularity.
     pub fn options(&self) -> ConvertOptions {
         self.options
     }
 
-    /// Bit width of the weight codes.
+    /// Bit width of the widest weight codes (of every layer's, unless widths differ per layer).
     pub fn weight_bits(&self) -> u8 {
         self.options.weight_bits
     }
 
-    /// Bit width of the activation codes (every layer's output, the logits included).
+    /// Bit width of the widest activation codes (of every layer's output, the logits
+    /// included, unless widths differ per layer).
     pub fn act_bits(&self) -> u8 {
         self.options.act_bits
+    }
+
+    /// Whether some layer's widths differ from another's.
+    pub fn is_mixed(&self) -> bool {
+        let first = self.layers[0].bits();
+        self.layers.iter().any(|l| l.bits() != first)
     }
 
     /// Whether each output channel has its own weight scale, zero point and multiplier.
@@ -256,6 +283,33 @@ impl QuantModel {
     pub fn class_probabilities(&self, logits: &[u8]) -> Vec<f32> {
         class_probabilities(self.logit_params(), NUM_CLASSES, logits)
     }
+}
+
+/// The options `layers` span: `per_channel` and their widest widths.
+fn widest(per_channel: bool, layers: &[QuantLayer]) -> ConvertOptions {
+    ConvertOptions::widest(
+        per_channel,
+        layers.iter().map(|l| l.weight_bits),
+        layers.iter().map(|l| l.output.bits()),
+    )
+}
+
+/// Checks that a model's `declared` options are the `widest` of its layers (and adds):
+/// what a model records ([`ConvertOptions::widest`]).
+pub(crate) fn check_widest(
+    declared: ConvertOptions,
+    widest: ConvertOptions,
+) -> Result<(), QuantError> {
+    if widest != declared {
+        return Err(QuantError::InvalidValue {
+            what: "model widths".into(),
+            reason: format!(
+                "declared w{}a{}, but the widest layer widths are w{}a{}",
+                declared.weight_bits, declared.act_bits, widest.weight_bits, widest.act_bits
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Class probabilities of each `[n, classes]` row of u8 logits on the grid `params`: the

@@ -53,6 +53,7 @@ pub(crate) fn unit_layer(
     QuantLayer {
         name: "test".into(),
         kind,
+        weight_bits: 8,
         weights,
         weight_zero_points: vec![weight_zero_point; out],
         weight_scales: vec![1.0; out],

@@ -1,15 +1,15 @@
 //! Whole-network conformance of the fast [`Engine`]: for every kernel implementation this CPU
 //! runs and for 1, 2 and 3 threads, its output equals [`QuantModel::forward_reference`] bit for
 //! bit (accumulators, `u8` logits, predictions) on random models (converted or drawn, with
-//! independent weight and activation bit widths, per tensor and per channel) and on the golden
-//! vectors.
+//! independent weight and activation bit widths, the same for every layer or each layer its
+//! own, per tensor and per channel) and on the golden vectors.
 
 mod common;
 
 use burnq_quant::kernels::KernelChoice;
 use burnq_quant::{
-    ActivationRanges, ConvertOptions, Engine, IMAGE_PIXELS, Normalization, Output, QuantError,
-    QuantModel, QuantParams, Workspace, convert, quantize_multiplier,
+    ActivationRanges, ConvertOptions, Engine, IMAGE_PIXELS, LayerBits, Normalization, Output,
+    QuantError, QuantModel, QuantParams, QuantScheme, Workspace, convert, quantize_multiplier,
 };
 use burnq_testkit::{Rng, golden, random_network};
 use common::kernels;
@@ -117,6 +117,37 @@ fn matches_reference_on_converted_models() {
         let model = converted(seed, options);
         assert_eq!(model.options(), options);
         let n = 7;
+        let images = images(seed, n, 255);
+        let expected = model.forward_reference(&images, n).unwrap();
+        check_all(&model, &images, n, &expected);
+    }
+}
+
+/// Models with random per-layer widths (each layer's weights and outputs 2..=8 bits on their
+/// own): every kernel equals the reference.
+#[test]
+fn matches_reference_on_mixed_width_models() {
+    let names = burnq_quant::ARCHITECTURE.map(|(name, _)| name);
+    for seed in 20..32u64 {
+        let mut rng = Rng::new(seed);
+        let mut width = || 2 + (rng.next_u64() % 7) as u8;
+        let spec: Vec<String> = names
+            .iter()
+            .map(|name| format!("{name}=w{}a{}", width(), width()))
+            .collect();
+        let defaults = options(8, 8, seed % 2 == 0);
+        let scheme = QuantScheme::parse(defaults, &spec.join(","), &names).unwrap();
+        let model = convert(
+            &random_network(seed),
+            &RANGES,
+            Normalization::MNIST,
+            scheme.clone(),
+        )
+        .unwrap();
+        for layer in model.layers() {
+            assert_eq!(layer.bits(), LayerBits::of(scheme.layer(&layer.name)));
+        }
+        let n = 5;
         let images = images(seed, n, 255);
         let expected = model.forward_reference(&images, n).unwrap();
         check_all(&model, &images, n, &expected);

@@ -5,7 +5,10 @@
 
 use std::path::Path;
 
-use burnq_quant::{ConvertOptions, IMAGE_PIXELS, QuantError, load, save};
+use burnq_quant::{
+    ConvertOptions, IMAGE_PIXELS, QuantError, QuantGraph, QuantScheme, load, load_graph, save,
+    save_graph,
+};
 use burnq_testkit::model_file::{Tensors, load_err, model, rewrite, rewrite_signed, saved};
 use safetensors::{Dtype, SafeTensors};
 
@@ -53,6 +56,108 @@ fn round_trip_keeps_model_and_outputs() {
             model.forward_reference(&images, 4).unwrap()
         );
     }
+}
+
+/// Per-layer widths: each layer's weights are packed at its own width, the layers whose
+/// weight width differs from the model's widest carry `weight_bits`, the file reads back as
+/// the same model (tutorial format and graph format), and a uniform file has no per-layer
+/// width at all (the layout of before).
+#[test]
+fn per_layer_widths_round_trip_packed_per_layer() {
+    let names = ["conv1", "conv2", "fc1", "fc2"];
+    let images = images();
+    for spec in ["conv1=w8a8,conv2=w4a6,fc1=w2a3,fc2=w3a8", "2,w5a2,8,a4"] {
+        let per_channel = ConvertOptions {
+            per_channel: true,
+            ..ConvertOptions::uniform(8)
+        };
+        let scheme = QuantScheme::parse(per_channel, spec, &names).unwrap();
+        let model = model(scheme.clone());
+        assert!(model.is_mixed());
+        for layer in model.layers() {
+            assert_eq!(
+                layer.bits(),
+                burnq_quant::LayerBits::of(scheme.layer(&layer.name))
+            );
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.safetensors");
+        save(&model, &path).unwrap();
+        let loaded = load(&path).unwrap();
+        assert_eq!(loaded, model);
+        assert_eq!(
+            loaded.forward_reference(&images, 4).unwrap(),
+            model.forward_reference(&images, 4).unwrap()
+        );
+        let bytes = std::fs::read(&path).unwrap();
+        let st = SafeTensors::deserialize(&bytes).unwrap();
+        let (_, header) = SafeTensors::read_metadata(&bytes).unwrap();
+        let meta: serde_json::Value =
+            serde_json::from_str(&header.metadata().as_ref().unwrap()["meta"]).unwrap();
+        assert_eq!(meta["weight_bits"], model.weight_bits());
+        for (layer, layer_meta) in model
+            .layers()
+            .iter()
+            .zip(meta["layers"].as_array().unwrap())
+        {
+            let bits = layer.weight_bits;
+            let view = st.tensor(&format!("{}.weight", layer.name)).unwrap();
+            assert_eq!(view.data().len(), layer.stored_weight_bytes());
+            let stored = if bits < 8 {
+                assert_eq!(
+                    view.shape(),
+                    [(layer.weights.len() * usize::from(bits)).div_ceil(8)]
+                );
+                unpack_documented(view.data(), bits, layer.weights.len())
+            } else {
+                view.data().to_vec()
+            };
+            assert_eq!(stored, layer.weights, "{spec} {}", layer.name);
+            let declared = &layer_meta["weight_bits"];
+            if bits == model.weight_bits() {
+                assert!(declared.is_null(), "{spec} {}", layer.name);
+            } else {
+                assert_eq!(declared, bits, "{spec} {}", layer.name);
+            }
+            assert_eq!(layer_meta["output"]["bits"], layer.output.bits());
+        }
+        let graph = QuantGraph::from_tutorial(&model).unwrap();
+        assert!(graph.is_mixed());
+        let graph_path = dir.path().join("g.safetensors");
+        save_graph(&graph, &graph_path).unwrap();
+        assert_eq!(load_graph(&graph_path).unwrap(), graph);
+        assert_eq!(load_graph(&path).unwrap(), graph);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.safetensors");
+    save(&model(4), &path).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    let (_, header) = SafeTensors::read_metadata(&bytes).unwrap();
+    assert_eq!(
+        header.metadata().as_ref().unwrap()["meta"]
+            .matches("weight_bits")
+            .count(),
+        1
+    );
+}
+
+/// A file whose model-level widths are not the widest of its layers is refused.
+#[test]
+fn declared_widths_must_be_the_widest() {
+    let names = ["conv1", "conv2", "fc1", "fc2"];
+    let scheme = QuantScheme::parse(ConvertOptions::uniform(8), "fc1=w4", &names).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.safetensors");
+    save(&model(scheme), &path).unwrap();
+    rewrite_signed(&path, |_, metadata| {
+        let meta = metadata.get_mut("meta").unwrap();
+        *meta = meta.replacen("\"act_bits\":8", "\"act_bits\":6", 1);
+    });
+    assert!(matches!(
+        load_err(&path),
+        QuantError::InvalidModel { source, .. }
+            if source.to_string().contains("widest layer widths are w8a8")
+    ));
 }
 
 /// The codes of a version-3 weight tensor, read from the documented layout (written here

@@ -1,6 +1,7 @@
 //! Conformance of the fast [`GraphEngine`]: for every kernel implementation this CPU runs, its
 //! output equals [`QuantGraph::forward_reference`] bit for bit (accumulators, `u8` logits,
-//! predictions) on random architectures from the whole vocabulary, on grouped and depthwise
+//! predictions) on random architectures from the whole vocabulary (half of them with per-layer
+//! widths), on grouped and depthwise
 //! convolutions with channel multipliers, on convolutions followed by max pools, on every preset at several batch sizes, split over
 //! threads, and, for the tutorial preset, equals the tutorial [`Engine`].
 
@@ -10,8 +11,9 @@ use burnq_arch::Architecture;
 use burnq_arch::arch::{Conv2d, InputShape, Layer, Linear, Pool, Residual, Size2};
 use burnq_quant::kernels::KernelChoice;
 use burnq_quant::{
-    ActivationRanges, ConvertOptions, Engine, GraphEngine, GraphWorkspace, Normalization, Output,
-    QuantError, QuantGraph, Workspace, convert, convert_graph,
+    ActivationRanges, ConvertOptions, Engine, GraphEngine, GraphWorkspace, LayerBits,
+    Normalization, Output, QuantError, QuantGraph, QuantScheme, Workspace, convert, convert_graph,
+    graph::layer_names,
 };
 use burnq_testkit::graph::{random_architecture, random_graph_inputs};
 use burnq_testkit::{Rng, golden, random_network};
@@ -26,11 +28,34 @@ fn random_options(rng: &mut Rng) -> ConvertOptions {
     }
 }
 
-fn graph(arch: &Architecture, seed: u64, options: ConvertOptions) -> QuantGraph {
+/// [`random_options`] with, for every other call, each convolution and linear layer of
+/// `arch` on its own random weight and activation widths (per-layer widths).
+fn random_scheme(rng: &mut Rng, arch: &Architecture) -> QuantScheme {
+    let defaults = random_options(rng);
+    if rng.chance(0.5) {
+        return defaults.into();
+    }
+    let plan = arch.plan().unwrap();
+    let names = layer_names(&plan);
+    let spec: Vec<String> = names
+        .iter()
+        .map(|_| format!("w{}a{}", rng.range(2, 8), rng.range(2, 8)))
+        .collect();
+    QuantScheme::parse(defaults, &spec.join(","), &names).unwrap()
+}
+
+/// `arch` with random parameters converted as `scheme` says; every layer has the widths the
+/// scheme gives it.
+fn graph(arch: &Architecture, seed: u64, scheme: impl Into<QuantScheme>) -> QuantGraph {
+    let scheme = scheme.into();
     let plan = arch.plan().unwrap();
     let (params, ranges) = random_graph_inputs(&plan, seed);
-    convert_graph(arch, &params, &ranges, Normalization::MNIST, options)
-        .unwrap_or_else(|e| panic!("{}: {e}\n{}", arch.name, arch.to_json()))
+    let graph = convert_graph(arch, &params, &ranges, Normalization::MNIST, scheme.clone())
+        .unwrap_or_else(|e| panic!("{}: {e}\n{}", arch.name, arch.to_json()));
+    for layer in graph.layers() {
+        assert_eq!(layer.bits(), LayerBits::of(scheme.layer(&layer.name)));
+    }
+    graph
 }
 
 /// `n` random images of the graph's input codes.
@@ -87,11 +112,11 @@ fn check_architectures(
     for seed in seeds {
         let mut rng = Rng::new(salt + seed);
         let arch = arch(seed);
-        let options = random_options(&mut rng);
-        let graph = graph(&arch, seed, options);
+        let scheme = random_scheme(&mut rng, &arch);
+        let graph = graph(&arch, seed, scheme.clone());
         let n = rng.range(batch.0, batch.1);
         let threads: &[usize] = if seed % 10 == 0 { &[threads] } else { &[] };
-        let what = format!("{} {options:?}", arch.name);
+        let what = format!("{} seed {seed} {scheme:?}", arch.name);
         check(
             &mut workspace,
             &graph,

@@ -253,6 +253,7 @@ impl Params {
         QuantLayer {
             name: "test".into(),
             kind,
+            weight_bits: self.weight_bits,
             weights,
             weight_zero_points,
             weight_scales: vec![1.0; out],

@@ -154,6 +154,7 @@ impl<'a> Golden<'a> {
         QuantLayer {
             name: name.to_owned(),
             kind,
+            weight_bits: bits,
             weights: self.u8s(&t("q_w")),
             weight_zero_points: self.i64s_as_i32(&t("z_w")),
             weight_scales,

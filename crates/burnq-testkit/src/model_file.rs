@@ -5,13 +5,14 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use burnq_quant::{
-    ActivationRanges, ConvertOptions, Normalization, QuantError, QuantModel, convert, load, save,
+    ActivationRanges, Normalization, QuantError, QuantModel, QuantScheme, convert, load, save,
 };
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
-/// [`random_network`](crate::random_network)`(1)` converted under `options`, with fixed
-/// activation ranges.
-pub fn model(options: impl Into<ConvertOptions>) -> QuantModel {
+/// [`random_network`](crate::random_network)`(1)` converted under `options` (options, a
+/// width, or a [`burnq_quant::QuantScheme`] with per-layer widths), with fixed activation
+/// ranges.
+pub fn model(options: impl Into<QuantScheme>) -> QuantModel {
     let ranges = ActivationRanges {
         // The MNIST-normalized pixel range; conversion does not read it.
         input: (-0.43, 2.83),

@@ -67,8 +67,7 @@ pub(super) fn run_arch(mut args: BenchArgs, arch: &Architecture) -> anyhow::Resu
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let kernel = KernelChoice::selected()?;
-    let o = graph.options();
-    let width = format!("w{}a{}", o.weight_bits, o.act_bits);
+    let width = burnq_quant::widths_label(graph.options(), &graph.layers());
     let generic = GraphEngine::with_kernel(&graph, KernelChoice::Generic)?;
     let best = GraphEngine::with_kernel(&graph, kernel)?;
     let reference = |px: &[u8], n| graph.forward_reference(px, n);
@@ -106,7 +105,7 @@ pub(super) fn run_arch(mut args: BenchArgs, arch: &Architecture) -> anyhow::Resu
     let weight_bytes: usize = graph
         .layers()
         .iter()
-        .map(|l| (l.weights.len() * usize::from(o.weight_bits)).div_ceil(8) + 4 * l.bias.len())
+        .map(|l| l.stored_weight_bytes() + 4 * l.bias.len())
         .sum();
     let ratios = ratios(&rows, &width, threads);
     let report = Report {

@@ -112,9 +112,10 @@ fn parse_width(s: &str) -> Result<Option<(u8, u8)>, String> {
     Ok(Some((w, a)))
 }
 
-/// `w8a8` for 8-bit weights and activations.
+/// `w8a8` for 8-bit weights and activations; each layer's widths for a mixed model.
 fn width_label(model: &QuantModel) -> String {
-    format!("w{}a{}", model.weight_bits(), model.act_bits())
+    let layers: Vec<_> = model.layers().iter().collect();
+    burnq_quant::widths_label(model.options(), &layers)
 }
 
 /// The predictions (and, for integer engines, fc2 accumulators) of one call.

@@ -87,9 +87,8 @@ impl ServedModel {
         if let Ok(int) = &self.int {
             let m = &int.model;
             parts.push(format!(
-                "integer w{}a{} {}{}{}",
-                m.weight_bits(),
-                m.act_bits(),
+                "integer {} {}{}{}",
+                burnq_quant::widths_label(m.options(), &m.layers().iter().collect::<Vec<_>>()),
                 if m.per_channel() {
                     "per-channel"
                 } else {

@@ -4,7 +4,8 @@
 //! GEMM view, its OIHW weights flattened per output channel; `<name>.bias`, i32 `[out]`).
 //! `meta` is a JSON object with
 //! - `architecture`: the description (as in a `--arch` JSON file);
-//! - `weight_bits`, `act_bits`, `per_channel`: as in version 3;
+//! - `weight_bits`, `act_bits`, `per_channel`: as in version 3 (the widest widths; a layer
+//!   with its own weight width says so, a residual add's output grid has its own `bits`);
 //! - `input`: the grid the images are read on (`scale`, `zero_point`, `bits`);
 //! - `input_normalization`: `{mean, std}` folded into the first layer, or `null`;
 //! - `layers`: one entry per convolution and linear layer, in execution order, as in version 3
@@ -29,9 +30,7 @@ use super::{
     write_signed,
 };
 use crate::graph::{OpSource, build_ops};
-use crate::{
-    ConvertOptions, MAX_BITS, MIN_BITS, QuantError, QuantGraph, QuantLayer, QuantOp, QuantParams,
-};
+use crate::{ConvertOptions, QuantError, QuantGraph, QuantLayer, QuantOp, QuantParams};
 
 /// The `version` metadata value of a graph file.
 pub const GRAPH_FORMAT_VERSION: &str = "4";
@@ -74,11 +73,14 @@ pub fn save_graph(graph: &QuantGraph, path: impl AsRef<Path>) -> Result<(), Quan
             mean: n.mean,
             std: n.std,
         }),
-        layers: layers.iter().map(|l| layer_meta(l)).collect(),
+        layers: layers
+            .iter()
+            .map(|l| layer_meta(l, options.weight_bits))
+            .collect(),
         pads,
         adds,
     };
-    let data = layer_tensors(&layers, options.weight_bits);
+    let data = layer_tensors(&layers);
     write_signed(path, data, GRAPH_FORMAT_VERSION, to_json(path, &meta)?)
 }
 
@@ -122,9 +124,14 @@ pub fn load_graph(path: impl AsRef<Path>) -> Result<QuantGraph, QuantError> {
         .architecture
         .plan()
         .map_err(|e| bad(format!("architecture: {e}")))?;
-    let bits = meta.weight_bits;
-    let packed = (MIN_BITS..MAX_BITS).contains(&bits).then_some(bits);
-    let layers = read_layers(path, &file, &meta.layers, packed, file.meta_json.as_bytes())?;
+    let layers = read_layers(
+        path,
+        &file,
+        &meta.layers,
+        meta.weight_bits,
+        true,
+        file.meta_json.as_bytes(),
+    )?;
     let mut parts = Parts {
         layers: layers.into_iter().map(|l| (l.name.clone(), l)).collect(),
         pads: meta.pads.clone(),

@@ -37,7 +37,11 @@ impl Meta {
             weight_bits: options.weight_bits,
             act_bits: options.act_bits,
             per_channel: options.per_channel,
-            layers: model.layers().iter().map(layer_meta).collect(),
+            layers: model
+                .layers()
+                .iter()
+                .map(|l| layer_meta(l, options.weight_bits))
+                .collect(),
             logits: model.logit_params().into(),
             input_normalization_folded: model.input_normalization().is_some(),
             input_normalization: model.input_normalization().map(|n| NormalizationMeta {
@@ -102,9 +106,13 @@ pub(super) struct LayerMeta {
     pub(super) weight_shape: Vec<usize>,
     /// `[out]`.
     pub(super) bias_shape: Vec<usize>,
+    /// Bit width of this layer's weight codes when it differs from the model's
+    /// `weight_bits` (per-layer widths); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) weight_bits: Option<u8>,
     /// Input activation parameters.
     pub(super) input: ParamsMeta,
-    /// Output activation parameters.
+    /// Output activation parameters (their `bits`: the layer's activation width).
     pub(super) output: ParamsMeta,
     /// Weight scale per output channel.
     pub(super) weight_scales: Vec<f32>,
@@ -162,8 +170,15 @@ impl From<QuantParams> for ParamsMeta {
     }
 }
 
-/// The metadata of a layer.
-pub(super) fn layer_meta(l: &QuantLayer) -> LayerMeta {
+impl LayerMeta {
+    /// The layer's weight width: its own, or the model's `model_weight_bits`.
+    pub(super) fn weight_bits(&self, model_weight_bits: u8) -> u8 {
+        self.weight_bits.unwrap_or(model_weight_bits)
+    }
+}
+
+/// The metadata of a layer of a model whose widest weights have `model_weight_bits` bits.
+pub(super) fn layer_meta(l: &QuantLayer, model_weight_bits: u8) -> LayerMeta {
     LayerMeta {
         name: l.name.clone(),
         kind: match l.kind {
@@ -172,6 +187,7 @@ pub(super) fn layer_meta(l: &QuantLayer) -> LayerMeta {
         },
         weight_shape: l.kind.weight_shape(),
         bias_shape: vec![l.bias.len()],
+        weight_bits: (l.weight_bits != model_weight_bits).then_some(l.weight_bits),
         input: l.input.into(),
         output: l.output.into(),
         weight_scales: l.weight_scales.clone(),
@@ -183,10 +199,11 @@ pub(super) fn layer_meta(l: &QuantLayer) -> LayerMeta {
     }
 }
 
-/// A [`QuantLayer`] from its metadata and tensor bytes (whose dtypes and shapes are checked).
-/// Value ranges are left to [`QuantModel::new`](crate::QuantModel::new).
+/// A [`QuantLayer`] from its metadata, its weight width and tensor bytes (whose dtypes and
+/// shapes are checked). Value ranges are left to [`QuantModel::new`](crate::QuantModel::new).
 pub(super) fn build_layer(
     l: &LayerMeta,
+    weight_bits: u8,
     weights: &[u8],
     bias: &[u8],
 ) -> Result<QuantLayer, QuantError> {
@@ -220,6 +237,7 @@ pub(super) fn build_layer(
     Ok(QuantLayer {
         name: l.name.clone(),
         kind,
+        weight_bits,
         weights: weights.to_vec(),
         weight_zero_points: l.weight_zero_points.clone(),
         weight_scales: l.weight_scales.clone(),

@@ -3,13 +3,16 @@
 //!
 //! - `format` = `"burnq-int"`, `version` = `"3"` ([`FORMAT_VERSION`]);
 //! - `meta`: a JSON object (unknown keys are errors) with
-//!   - `weight_bits` (2..=8): bit width of every weight code;
-//!   - `act_bits` (2..=8): bit width of every layer's output, the logits included (so of every
-//!     layer input but conv1's);
+//!   - `weight_bits` (2..=8): bit width of the weight codes of every layer that does not give
+//!     its own — the widest weight width of the model;
+//!   - `act_bits` (2..=8): the widest output width of the layers (each layer's own is its
+//!     `output.bits`; with one width for the whole model, every layer's output, the logits
+//!     included);
 //!   - `per_channel` (bool): whether each output channel has its own weight scale, zero point
 //!     and multiplier; when `false` every layer's per-channel arrays repeat one value;
 //!   - `layers`: conv1, conv2, fc1, fc2 in order, each with `name`, `kind` (`"conv2d"` or
-//!     `"linear"`), `weight_shape`, `bias_shape`, `input` and `output` (`scale`,
+//!     `"linear"`), `weight_shape`, `bias_shape`, `weight_bits` (only when the layer's weight
+//!     width differs from the model's: per-layer widths), `input` and `output` (`scale`,
 //!     `zero_point`, `bits`), `weight_scales`, `weight_zero_points`, `m0`, `shift` (one per
 //!     output channel), `act_min`, `act_max`;
 //!   - `logits`: the logit parameters (`scale`, `zero_point`, `bits`), equal to fc2's output;
@@ -19,8 +22,12 @@
 //!   exactly as stored (little endian), followed by the UTF-8 bytes of `meta` exactly as
 //!   stored — so a changed scale, zero point or multiplier is caught like a changed weight.
 //!
-//! Weight codes of fewer than 8 bits are stored densely (version 3): `<layer>.weight` is then a
-//! 1-D u8 tensor of `⌈n·weight_bits/8⌉` bytes for the `n = Π weight_shape` codes, code `i` at
+//! A model of one width writes no per-layer `weight_bits`, so its file is what it was before
+//! per-layer widths existed; a reader from before refuses a file with per-layer widths (an
+//! unknown key, or a layer output narrower than `act_bits`), so the version stays `"3"`.
+//!
+//! Weight codes of fewer than 8 bits are stored densely (version 3), each layer at its own
+//! weight width: `<layer>.weight` is then a 1-D u8 tensor of `⌈n·weight_bits/8⌉` bytes for the `n = Π weight_shape` codes, code `i` at
 //! bits `i·b .. (i + 1)·b` of the little-endian bit stream, least significant bit first, the
 //! padding bits of the last byte zero (`packing`); 8-bit codes keep the `weight_shape` tensor
 //! of one code per byte. Everything else is as in version 2.
@@ -49,6 +56,7 @@ mod packing;
 
 pub use graph::{GRAPH_FORMAT_VERSION, load_graph, save_graph};
 use meta::{LayerMeta, Meta, MetaV1, NormalizationMeta, ParamsMeta, build_layer};
+pub use packing::packed_len;
 
 /// The `format` metadata value.
 pub const FORMAT_NAME: &str = "burnq-int";
@@ -59,7 +67,7 @@ pub const FORMAT_VERSION: &str = "3";
 pub fn save(model: &QuantModel, path: impl AsRef<Path>) -> Result<(), QuantError> {
     let path = path.as_ref();
     let layers: Vec<&QuantLayer> = model.layers().iter().collect();
-    let data = layer_tensors(&layers, model.weight_bits());
+    let data = layer_tensors(&layers);
     let meta_json = to_json(path, &Meta::new(model))?;
     write_signed(path, data, FORMAT_VERSION, meta_json)
 }
@@ -67,15 +75,16 @@ pub fn save(model: &QuantModel, path: impl AsRef<Path>) -> Result<(), QuantError
 /// One tensor to write: name, dtype, shape, little-endian bytes.
 type TensorData = (String, Dtype, Vec<usize>, Vec<u8>);
 
-/// `<name>.weight` and `<name>.bias` of each layer in order; weight codes of fewer than 8 bits
-/// packed densely (a 1-D tensor), 8-bit codes with the layer's weight shape.
-fn layer_tensors(layers: &[&QuantLayer], bits: u8) -> Vec<TensorData> {
+/// `<name>.weight` and `<name>.bias` of each layer in order; weight codes of a layer with
+/// fewer than 8 weight bits packed densely at its width (a 1-D tensor), 8-bit codes with the
+/// layer's weight shape.
+fn layer_tensors(layers: &[&QuantLayer]) -> Vec<TensorData> {
     layers
         .iter()
         .flat_map(|l| {
             let bias = l.bias.iter().flat_map(|b| b.to_le_bytes()).collect();
-            let (shape, weights) = if bits < 8 {
-                let packed = packing::pack(&l.weights, bits);
+            let (shape, weights) = if l.weight_bits < 8 {
+                let packed = packing::pack(&l.weights, l.weight_bits);
                 (vec![packed.len()], packed)
             } else {
                 (l.kind.weight_shape(), l.weights.clone())
@@ -204,16 +213,23 @@ fn bad_metadata(path: &Path, reason: String) -> QuantError {
 }
 
 /// The layers `metas` describes, from the file's tensors: exactly their `2·n` tensors with
-/// the declared dtypes and shapes (weights packed when `packed_bits` is a sub-byte width), the
-/// checksum over them and `signed_meta`, then each [`QuantLayer`] built (values are validated
-/// by the model's constructor).
+/// the declared dtypes and shapes, the checksum over them and `signed_meta`, then each
+/// [`QuantLayer`] built (values are validated by the model's constructor). Each layer's
+/// weight width is its own or `weight_bits`; with `packed` (versions 3 and 4), the weights
+/// of a layer of a valid sub-byte width are packed at that width.
 fn read_layers(
     path: &Path,
     file: &Opened<'_>,
     metas: &[LayerMeta],
-    packed_bits: Option<u8>,
+    weight_bits: u8,
+    packed: bool,
     signed_meta: &[u8],
 ) -> Result<Vec<QuantLayer>, QuantError> {
+    // Packed only at a valid sub-byte width; any other width is refused by validation.
+    let packed_bits = |l: &LayerMeta| {
+        let bits = l.weight_bits(weight_bits);
+        (packed && (MIN_BITS..MAX_BITS).contains(&bits)).then_some(bits)
+    };
     let expected_names = 2 * metas.len();
     if file.tensors.len() != expected_names {
         return Err(bad_metadata(
@@ -227,7 +243,7 @@ fn read_layers(
     let mut raw = Vec::with_capacity(metas.len());
     for l in metas {
         let n: usize = l.weight_shape.iter().product();
-        let shape = match packed_bits {
+        let shape = match packed_bits(l) {
             Some(bits) => vec![packing::packed_len(n, bits)],
             None => l.weight_shape.clone(),
         };
@@ -263,7 +279,7 @@ fn read_layers(
         .iter()
         .zip(&raw)
         .map(|(l, (w, b))| {
-            let codes = match packed_bits {
+            let codes = match packed_bits(l) {
                 Some(bits) => {
                     let n = l.weight_shape.iter().product();
                     packing::unpack(w, bits, n).map_err(|reason| {
@@ -272,7 +288,7 @@ fn read_layers(
                 }
                 None => w.to_vec(),
             };
-            build_layer(l, &codes, b).map_err(invalid)
+            build_layer(l, l.weight_bits(weight_bits), &codes, b).map_err(invalid)
         })
         .collect()
 }
@@ -330,17 +346,20 @@ fn load_tutorial(path: &Path, file: &Opened<'_>) -> Result<QuantModel, QuantErro
         }
     }
     .map_err(|e| bad(e.to_string()))?;
-    let bits = meta.options().weight_bits;
-    // Packed only at a valid sub-byte width; any other width is refused by validation below.
-    let packed =
-        (version == FORMAT_VERSION && (MIN_BITS..MAX_BITS).contains(&bits)).then_some(bits);
     // Version 2 and later also sign the metadata; version 1 signed the tensors only.
     let signed_meta: &[u8] = if version == "1" {
         &[]
     } else {
         file.meta_json.as_bytes()
     };
-    let layers = read_layers(path, file, &meta.layers, packed, signed_meta)?;
+    let layers = read_layers(
+        path,
+        file,
+        &meta.layers,
+        meta.weight_bits,
+        version == FORMAT_VERSION,
+        signed_meta,
+    )?;
     let layers: [QuantLayer; 4] = layers
         .try_into()
         .map_err(|v: Vec<_>| bad(format!("{} layers, expected 4", v.len())))?;

@@ -4,8 +4,9 @@
 //! unused high bits of the last byte are zero. 8-bit codes are stored as they are, one per
 //! byte.
 
-/// Bytes that `n` codes of `bits` bits take packed.
-pub(super) fn packed_len(n: usize, bits: u8) -> usize {
+/// Bytes that `n` codes of `bits` bits take in a model file: packed, `⌈n·bits/8⌉` (for
+/// 8-bit codes, `n`).
+pub fn packed_len(n: usize, bits: u8) -> usize {
     (n * usize::from(bits)).div_ceil(8)
 }
 

@@ -14,46 +14,47 @@ use std::collections::BTreeMap;
 use burnq_arch::Architecture;
 use burnq_arch::arch::{FloatParams, Step};
 
-use super::{OpSource, QuantGraph, build_ops};
+use super::{OpSource, QuantGraph, build_ops, layer_names, widest};
 use crate::convert::fold_normalization;
 use crate::{
-    ConvertOptions, LayerKind, LayerQuantization, Normalization, QuantError, QuantLayer,
-    QuantParams,
+    LayerKind, LayerQuantization, Normalization, QuantError, QuantLayer, QuantParams, QuantScheme,
 };
 
 /// The calibrated real `(min, max)` output range of each quantization point (convolution,
 /// linear layer or residual add; after its batch norm and activation), by step name.
 pub type PointRanges = BTreeMap<String, (f32, f32)>;
 
-/// Quantizes `params` of `architecture` with the output grids of `ranges` (each on
-/// `act_bits` bits) and `options`; `norm` is folded into the first convolution or linear
+/// Quantizes `params` of `architecture` with the output grids of `ranges` and `scheme` (a
+/// [`QuantScheme`] with per-layer widths by step name, or plain [`crate::ConvertOptions`]): each
+/// convolution or linear layer on its own weight and output widths, each residual add's
+/// output on the model-wide activation width; `norm` is folded into the first convolution or linear
 /// layer, which must come before any residual block.
 pub fn convert_graph(
     architecture: &Architecture,
     params: &FloatParams,
     ranges: &PointRanges,
     norm: Normalization,
-    options: impl Into<ConvertOptions>,
+    scheme: impl Into<QuantScheme>,
 ) -> Result<QuantGraph, QuantError> {
-    let options = options.into();
-    options.check()?;
+    let scheme = scheme.into();
     norm.check()?;
     let plan = architecture
         .plan()
         .map_err(|e| invalid("architecture", e.to_string()))?;
+    scheme.check(&layer_names(&plan))?;
     params
         .check(&plan)
         .map_err(|e| invalid("float parameters", e.to_string()))?;
     let mut converter = Converter {
         params,
         ranges,
-        options,
+        scheme: &scheme,
         pending_normalization: Some(norm),
     };
     let (ops, _) = build_ops(&plan.steps, QuantParams::RAW_PIXELS, &mut converter)?;
     QuantGraph::new(
         architecture.clone(),
-        options,
+        widest(scheme.defaults.per_channel, &ops),
         QuantParams::RAW_PIXELS,
         Some(norm),
         ops,
@@ -70,7 +71,7 @@ fn invalid(what: &str, reason: String) -> QuantError {
 struct Converter<'a> {
     params: &'a FloatParams,
     ranges: &'a PointRanges,
-    options: ConvertOptions,
+    scheme: &'a QuantScheme,
     /// The normalization still to fold (into the first convolution or linear layer).
     pending_normalization: Option<Normalization>,
 }
@@ -120,7 +121,7 @@ impl Converter<'_> {
                 "no calibrated range for this quantization point".into(),
             )
         })?;
-        QuantParams::from_range(min, max, self.options.act_bits)
+        QuantParams::from_range(min, max, self.scheme.layer(&step.name).act_bits)
     }
 
     /// A convolution's or linear layer's [`QuantLayer`] (GEMM view `[out, fan_in]`).
@@ -144,25 +145,12 @@ impl Converter<'_> {
             input,
             output,
             step.activation,
-            &self.options,
+            &self.scheme.layer(&step.name),
         )?;
-        let first = q.requants.first().copied();
-        Ok(QuantLayer {
-            name: step.name.clone(),
-            kind: LayerKind::Linear {
-                in_features: fan_in,
-                out_features: out,
-            },
-            weights: q.quantize_weights(&weights),
-            weight_zero_points: q.weights.iter().map(QuantParams::zero_point).collect(),
-            weight_scales: q.weights.iter().map(QuantParams::scale).collect(),
-            bias: q.quantize_bias(&bias),
-            input,
-            output,
-            m0: q.requants.iter().map(|r| r.m0).collect(),
-            shift: q.requants.iter().map(|r| r.shift).collect(),
-            act_min: first.map_or(0, |r| r.act_min),
-            act_max: first.map_or(0, |r| r.act_max),
-        })
+        let kind = LayerKind::Linear {
+            in_features: fan_in,
+            out_features: out,
+        };
+        Ok(q.layer(&step.name, kind, &weights, &bias))
     }
 }

@@ -18,6 +18,7 @@ mod tutorial;
 use burnq_arch::arch::{Op, Step};
 use burnq_arch::{Architecture, Plan};
 
+use crate::model::check_widest;
 use crate::{
     ConvertOptions, LayerKind, Normalization, Output, QuantError, QuantLayer, QuantParams,
 };
@@ -150,8 +151,9 @@ pub struct GraphTaps {
 impl QuantGraph {
     /// Validates and builds a graph: `ops` must mirror `architecture`'s plan step for step;
     /// each layer must have the GEMM geometry of its step, the grid of the step's input as
-    /// its input grid and pass [`QuantLayer::validate`] under `options`; each add must take
-    /// the grids of its block's input and body output. With `normalization`, the input grid
+    /// its input grid and pass [`QuantLayer::validate`] (its own widths); each add must take
+    /// the grids of its block's input and body output; `options`' widths must be the widest
+    /// of the layers' and adds' ([`ConvertOptions::widest`]). With `normalization`, the input grid
     /// must be raw pixels ([`QuantParams::RAW_PIXELS`]).
     pub fn new(
         architecture: Architecture,
@@ -173,7 +175,8 @@ impl QuantGraph {
                 ));
             }
         }
-        check_ops(&plan.steps, &ops, input, &options)?;
+        check_ops(&plan.steps, &ops, input, options.per_channel)?;
+        check_widest(options, widest(options.per_channel, &ops))?;
         Ok(Self {
             architecture,
             plan,
@@ -194,7 +197,7 @@ impl QuantGraph {
         &self.plan
     }
 
-    /// Widths and granularity.
+    /// The widest widths of the layers (and adds), and the granularity.
     pub fn options(&self) -> ConvertOptions {
         self.options
     }
@@ -216,18 +219,19 @@ impl QuantGraph {
 
     /// Every convolution and linear layer, in execution order.
     pub fn layers(&self) -> Vec<&QuantLayer> {
-        fn walk<'a>(ops: &'a [QuantOp], out: &mut Vec<&'a QuantLayer>) {
-            for op in ops {
-                match op {
-                    QuantOp::Conv2d { layer, .. } | QuantOp::Linear(layer) => out.push(layer),
-                    QuantOp::Residual { body, .. } => walk(body, out),
-                    _ => {}
-                }
-            }
-        }
         let mut out = Vec::new();
-        walk(&self.ops, &mut out);
+        visit(&self.ops, &mut |op| {
+            if let QuantOp::Conv2d { layer, .. } | QuantOp::Linear(layer) = op {
+                out.push(layer);
+            }
+        });
         out
+    }
+
+    /// Whether some layer's widths differ from another's.
+    pub fn is_mixed(&self) -> bool {
+        let layers = self.layers();
+        layers.iter().any(|l| l.bits() != layers[0].bits())
     }
 
     /// The last layer, whose accumulators are the logits.
@@ -292,6 +296,41 @@ impl QuantGraph {
     }
 }
 
+/// The options `ops` span: `per_channel` and the widest widths of their layers (weights and
+/// outputs) and residual adds (outputs).
+pub(crate) fn widest(per_channel: bool, ops: &[QuantOp]) -> ConvertOptions {
+    let (mut weights, mut acts) = (Vec::new(), Vec::new());
+    visit(ops, &mut |op| match op {
+        QuantOp::Conv2d { layer, .. } | QuantOp::Linear(layer) => {
+            weights.push(layer.weight_bits);
+            acts.push(layer.output.bits());
+        }
+        QuantOp::Residual { add, .. } => acts.push(add.output.bits()),
+        _ => {}
+    });
+    ConvertOptions::widest(per_channel, weights, acts)
+}
+
+/// The names of `plan`'s convolution and linear steps in execution order: the layers
+/// per-layer widths are given for ([`crate::QuantScheme`]).
+pub fn layer_names(plan: &Plan) -> Vec<&str> {
+    plan.flat_steps()
+        .into_iter()
+        .filter(|s| matches!(s.op, Op::Conv2d(_) | Op::Linear { .. }))
+        .map(|s| s.name.as_str())
+        .collect()
+}
+
+/// Calls `f` on every op in execution order, a residual block's body ops before the block.
+fn visit<'a>(ops: &'a [QuantOp], f: &mut impl FnMut(&'a QuantOp)) {
+    for op in ops {
+        if let QuantOp::Residual { body, .. } = op {
+            visit(body, f);
+        }
+        f(op);
+    }
+}
+
 fn invalid(what: &str, reason: String) -> QuantError {
     QuantError::InvalidValue {
         what: what.into(),
@@ -347,7 +386,7 @@ fn check_ops(
     steps: &[Step],
     ops: &[QuantOp],
     input: QuantParams,
-    options: &ConvertOptions,
+    per_channel: bool,
 ) -> Result<QuantParams, QuantError> {
     if steps.len() != ops.len() {
         return Err(invalid(
@@ -371,11 +410,11 @@ fn check_ops(
                         format!("padding code {pad} above its input's qmax {}", grid.qmax()),
                     ));
                 }
-                check_layer(step, layer, grid, options)?;
+                check_layer(step, layer, grid, per_channel)?;
                 layer.output
             }
             (QuantOp::Linear(layer), Op::Linear { .. }) => {
-                check_layer(step, layer, grid, options)?;
+                check_layer(step, layer, grid, per_channel)?;
                 layer.output
             }
             (QuantOp::MaxPool, Op::MaxPool(_))
@@ -384,8 +423,8 @@ fn check_ops(
             | (QuantOp::Flatten, Op::Flatten)
             | (QuantOp::Dropout, Op::Dropout(_)) => grid,
             (QuantOp::Residual { body, add }, Op::Residual(steps)) => {
-                let out = check_ops(steps, body, grid, options)?;
-                if add.skip != grid || add.body != out || add.output.bits() != options.act_bits {
+                let out = check_ops(steps, body, grid, per_channel)?;
+                if add.skip != grid || add.body != out {
                     return Err(invalid(
                         &step.name,
                         format!("add grids {add:?} do not match its inputs"),
@@ -409,7 +448,7 @@ fn check_layer(
     step: &Step,
     layer: &QuantLayer,
     input: QuantParams,
-    options: &ConvertOptions,
+    per_channel: bool,
 ) -> Result<(), QuantError> {
     if layer.name != step.name || Some(layer.kind) != gemm_kind(step) {
         return Err(invalid(
@@ -428,7 +467,7 @@ fn check_layer(
             format!("{:?} differ from its input's grid {input:?}", layer.input),
         ));
     }
-    layer.validate(*options)
+    layer.validate(per_channel)
 }
 
 /// Runs `steps` on `x` (`n` images on grid `grid`), recording codes; the last linear

@@ -91,6 +91,7 @@ fn padding_uses_the_padding_code() {
             in_features: 9,
             out_features: 2,
         },
+        weight_bits: 8,
         weights: (0..18).map(|i| (i * 37 % 256) as u8).collect(),
         weight_zero_points: vec![100, 7],
         weight_scales: vec![1.0; 2],
@@ -261,23 +262,11 @@ fn strided_padded_grouped_convolution_matches_float_within_one_code() {
         };
         let q = LayerQuantization::derive(&weights, 6, input, output, Activation::None, &options)
             .unwrap();
-        let layer = QuantLayer {
-            name: "c".into(),
-            kind: LayerKind::Linear {
-                in_features: fan_in,
-                out_features: 6,
-            },
-            weights: q.quantize_weights(&weights),
-            weight_zero_points: q.weights.iter().map(QuantParams::zero_point).collect(),
-            weight_scales: q.weights.iter().map(QuantParams::scale).collect(),
-            bias: q.quantize_bias(&bias),
-            input,
-            output,
-            m0: q.requants.iter().map(|r| r.m0).collect(),
-            shift: q.requants.iter().map(|r| r.shift).collect(),
-            act_min: 0,
-            act_max: 255,
+        let kind = LayerKind::Linear {
+            in_features: fan_in,
+            out_features: 6,
         };
+        let layer = q.layer("c", kind, &weights, &bias);
         let x = images(1, 4 * 49);
         let acc = reference::conv2d(&layer, &g, input.zero_point() as u8, &x, 1).unwrap();
         let codes = crate::reference::requantize(&layer, &acc, 16).unwrap();
