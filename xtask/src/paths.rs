@@ -369,7 +369,6 @@ mod tests {
             dir.qat_run(&config).root(),
             Path::new("/a/qat-lsq-w2a4-pc-kd")
         );
-        config.distill = 0.0;
         assert_eq!(
             qat.float_model(),
             Path::new("/a/qat-w2a4-pc/float/model.bpk")

@@ -61,12 +61,7 @@ mod tests {
             ),
             &device,
         );
-        let p_t = teacher
-            .forward(images.clone())
-            .exp()
-            .into_data()
-            .to_vec::<f32>()
-            .unwrap();
+        let p_t = burnq_model::export::to_vec(teacher.forward(images.clone()).exp());
         let log_ps = [
             -0.5f32, -1.5, -2.5, -0.2, -2.0, -3.0, -1.0, -1.2, -4.0, -0.9,
         ];
