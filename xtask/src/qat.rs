@@ -106,20 +106,6 @@ pub struct ArchQatReport {
     pub history: Vec<EpochRecord>,
 }
 
-/// `qat --arch NAME|FILE`: QAT of a described network (`burnq_qat::run_arch_qat`).
-fn run_arch(args: &QatArgs, arch: &burnq_arch::Architecture) -> anyhow::Result<()> {
-    let report = run_arch_qat_command(
-        &args.config()?,
-        arch,
-        &args.data,
-        args.limits.test_limit,
-        args.out.as_deref(),
-        true,
-    )?;
-    report.accuracies.print();
-    Ok(())
-}
-
 /// Runs QAT as `config` says on the described network `arch` trained on `data`'s data set (in
 /// `out`, default `artifacts/<arch>/<dataset>`) and writes its artifacts; `verbose` shows
 /// progress and paths.
@@ -268,18 +254,16 @@ fn write_report(report: &impl Serialize, out: &ArtifactDir, verbose: bool) -> an
 }
 
 pub fn run(args: QatArgs) -> anyhow::Result<()> {
-    if args.arch != "tutorial" {
-        let arch = burnq_arch::Architecture::load(&args.arch)?;
-        return run_arch(&args, &arch);
-    }
-    let report = run_qat_command(
-        &args.config()?,
-        &args.data,
-        args.limits.test_limit,
-        args.out.as_deref(),
-        true,
-    )?;
-    report.accuracies.print();
+    let (config, test_limit, out) = (args.config()?, args.limits.test_limit, args.out.as_deref());
+    // `--arch NAME|FILE`: a described network (`burnq_qat::run_arch_qat`).
+    let accuracies = match args.arch.as_str() {
+        "tutorial" => run_qat_command(&config, &args.data, test_limit, out, true)?.accuracies,
+        name => {
+            let arch = burnq_arch::Architecture::load(name)?;
+            run_arch_qat_command(&config, &arch, &args.data, test_limit, out, true)?.accuracies
+        }
+    };
+    accuracies.print();
     Ok(())
 }
 

@@ -157,16 +157,7 @@ pub fn run(args: SensitivityArgs) -> anyhow::Result<()> {
             &rows
         )
     );
-    println!("\n{md}");
-    let (json, md_path) = dir.sensitivity_reports();
-    write_json_atomic(&report, &json)?;
-    write_atomic(&md_path, md.as_bytes())?;
-    println!(
-        "wrote:\n  {}\n  {}",
-        display_path(&json),
-        display_path(&md_path)
-    );
-    Ok(())
+    write_reports(&dir, &report, &md)
 }
 
 /// `sensitivity --arch`: the SQNR of every quantization point of a described network's saved
@@ -206,9 +197,18 @@ fn run_arch(args: &SensitivityArgs, arch: &burnq_arch::Architecture) -> anyhow::
         set.len(),
         markdown(&["point", "SQNR dB"], &rows)
     );
+    write_reports(&dir, &sqnr, &md)
+}
+
+/// Prints the table `md`, then writes it and `report` as `sensitivity.{md,json}` in `dir`.
+fn write_reports(
+    dir: &ArtifactDir,
+    report: &impl serde::Serialize,
+    md: &str,
+) -> anyhow::Result<()> {
     println!("\n{md}");
     let (json, md_path) = dir.sensitivity_reports();
-    write_json_atomic(&sqnr, &json)?;
+    write_json_atomic(report, &json)?;
     write_atomic(&md_path, md.as_bytes())?;
     println!(
         "wrote:\n  {}\n  {}",

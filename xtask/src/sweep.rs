@@ -104,9 +104,8 @@ pub fn run(args: SweepArgs) -> anyhow::Result<()> {
             let calibration = calibrate(&model, &train_set, settings, &device)?;
             let ptq = |per_channel| -> anyhow::Result<Vec<f64>> {
                 let options = ConvertOptions {
-                    weight_bits: bits,
-                    act_bits: bits,
                     per_channel,
+                    ..ConvertOptions::uniform(bits)
                 };
                 CalibrationMethod::ALL
                     .iter()
@@ -169,9 +168,8 @@ fn run_arch(args: &SweepArgs, arch: &burnq_arch::Architecture) -> anyhow::Result
             let calibration = calibrate_arch(&model, &arch.name, &train_set, settings, &device)?;
             let ptq = |per_channel| -> anyhow::Result<Vec<f64>> {
                 let options = ConvertOptions {
-                    weight_bits: bits,
-                    act_bits: bits,
                     per_channel,
+                    ..ConvertOptions::uniform(bits)
                 };
                 CalibrationMethod::ALL
                     .iter()

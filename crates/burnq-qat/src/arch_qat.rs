@@ -267,7 +267,8 @@ impl ArchQat {
         let options = ConvOptions::new([g.stride.h, g.stride.w], padding, [1, 1], g.groups);
         let (xq, wq) = (input_offsets(&x, flow.grid), weight_offsets(&w, &grids));
         let sums = conv2d(xq.clone(), wq.clone().reshape(dims), None, options.clone());
-        let magnitudes = conv2d(xq.abs(), wq.abs().reshape(dims), None, options.clone());
+        let magnitudes = (!within_exact_bound(&xq, &wq))
+            .then(|| conv2d(xq.abs(), wq.abs().reshape(dims), None, options.clone()));
         let bias = to_vec(b.clone().detach());
         let y = conv2d(x, w.reshape(dims), Some(b), options);
         let output = self.output_grid(step, &y, observe);
@@ -297,7 +298,8 @@ impl ArchQat {
         let [out, _] = w.dims();
         let (xq, wq) = (input_offsets(&x, flow.grid), weight_offsets(&w, &grids));
         let sums = xq.clone().matmul(wq.clone().transpose());
-        let magnitudes = xq.abs().matmul(wq.abs().transpose());
+        let magnitudes =
+            (!within_exact_bound(&xq, &wq)).then(|| xq.abs().matmul(wq.abs().transpose()));
         let bias = to_vec(b.clone().detach());
         let y = x.matmul(w.transpose()) + b.reshape([1, out]);
         let scales = accumulator_scales(flow.grid, &grids);
@@ -373,22 +375,33 @@ fn weight_offsets(w: &Tensor<2>, grids: &[QuantParams]) -> Tensor<2> {
 /// order, and for `S·acc` in `f32` to round back to `acc`: 2^23.
 const EXACT_INTEGERS: f32 = 8_388_608.0;
 
+/// Whether every sum of `fan_in` products of the input offsets `xq` and the weight offsets `wq`
+/// (`[out, fan_in]`) stays below 2^23 whatever the values: `fan_in·max|xq|·max|wq|`, two
+/// reductions, so the exact bound (a convolution of the magnitudes) is computed only when this
+/// one fails.
+fn within_exact_bound<const D: usize>(xq: &Tensor<D>, wq: &Tensor<2>) -> bool {
+    let fan_in = wq.dims()[1] as f32;
+    let x_max = xq.clone().abs().max().into_scalar::<f32>();
+    fan_in * x_max * wq.clone().abs().max().into_scalar::<f32>() < EXACT_INTEGERS
+}
+
 /// `y` (a convolution's or linear layer's outputs in real units, channels on dim 1) with its
 /// forward values replaced by the engine's accumulators in real units, `S_in·S_w[o]·acc`, with
 /// `acc = sums + round(b[o] / (S_in·S_w[o]))` ([`quantize_bias`], as the converter rounds the
 /// bias) and `sums = Σ (q − Z_in)(q_w − Z_w[o])` computed on integer-valued `f32` tensors. Such
 /// a sum is exact in whatever order the backend adds while every partial sum stays below 2^23,
-/// which `magnitudes = Σ |q − Z_in|·|q_w − Z_w[o]|` bounds; so the accumulators do not depend on
+/// which `magnitudes = Σ |q − Z_in|·|q_w − Z_w[o]|` bounds (`None`: [`within_exact_bound`]
+/// already proved it); so the accumulators do not depend on
 /// the float kernels. Where the bound does not hold (or an `|acc|` reaches 2^23), `y` is kept
 /// and its accumulators come from rounding the real-unit sums. Gradient: `y`'s.
 fn exact_accumulators<const D: usize>(
     y: Tensor<D>,
     sums: Tensor<D>,
-    magnitudes: Tensor<D>,
+    magnitudes: Option<Tensor<D>>,
     bias: &[f32],
     scales: &[f64],
 ) -> Tensor<D> {
-    if to_vec(magnitudes).iter().any(|&m| m >= EXACT_INTEGERS) {
+    if magnitudes.is_some_and(|m| to_vec(m).iter().any(|&m| m >= EXACT_INTEGERS)) {
         return y;
     }
     let dims = y.dims();
@@ -573,7 +586,7 @@ mod tests {
         let exact = exact_accumulators(
             tensor(off.clone()),
             tensor(sums.clone()),
-            tensor(magnitudes),
+            Some(tensor(magnitudes)),
             &bias,
             &scales,
         );
@@ -586,7 +599,7 @@ mod tests {
         let kept = exact_accumulators(
             tensor(off.clone()),
             tensor(sums),
-            tensor(vec![10.0, 7.0, 3.0, EXACT_INTEGERS]),
+            Some(tensor(vec![10.0, 7.0, 3.0, EXACT_INTEGERS])),
             &bias,
             &scales,
         );

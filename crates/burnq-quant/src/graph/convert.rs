@@ -85,6 +85,8 @@ impl OpSource for Converter<'_> {
         })
     }
 
+    /// The step's folded weights (and, for the first layer, the normalization) quantized
+    /// through [`LayerQuantization::derive`] onto its calibrated output grid.
     fn layer(
         &mut self,
         step: &Step,
@@ -92,7 +94,26 @@ impl OpSource for Converter<'_> {
         fan_in: usize,
         input: QuantParams,
     ) -> Result<QuantLayer, QuantError> {
-        self.quantize_layer(step, out, fan_in, input)
+        let p = &self.params.layers[&step.name];
+        let eps = step.batch_norm.map_or(0.0, |bn| bn.eps);
+        let (mut weights, mut bias) = p.folded(eps);
+        if let Some(norm) = self.pending_normalization.take() {
+            (weights, bias) = fold_normalization(&weights, &bias, fan_in, norm);
+        }
+        let output = self.output_grid(step)?;
+        let q = LayerQuantization::derive(
+            &weights,
+            out,
+            input,
+            output,
+            step.activation,
+            &self.scheme.layer(&step.name),
+        )?;
+        let kind = LayerKind::Linear {
+            in_features: fan_in,
+            out_features: out,
+        };
+        Ok(q.layer(&step.name, kind, &weights, &bias))
     }
 
     fn enter_residual(&mut self, step: &Step) -> Result<(), QuantError> {
@@ -122,35 +143,5 @@ impl Converter<'_> {
             )
         })?;
         QuantParams::from_range(min, max, self.scheme.layer(&step.name).act_bits)
-    }
-
-    /// A convolution's or linear layer's [`QuantLayer`] (GEMM view `[out, fan_in]`).
-    fn quantize_layer(
-        &mut self,
-        step: &Step,
-        out: usize,
-        fan_in: usize,
-        input: QuantParams,
-    ) -> Result<QuantLayer, QuantError> {
-        let p = &self.params.layers[&step.name];
-        let eps = step.batch_norm.map_or(0.0, |bn| bn.eps);
-        let (mut weights, mut bias) = p.folded(eps);
-        if let Some(norm) = self.pending_normalization.take() {
-            (weights, bias) = fold_normalization(&weights, &bias, fan_in, norm);
-        }
-        let output = self.output_grid(step)?;
-        let q = LayerQuantization::derive(
-            &weights,
-            out,
-            input,
-            output,
-            step.activation,
-            &self.scheme.layer(&step.name),
-        )?;
-        let kind = LayerKind::Linear {
-            in_features: fan_in,
-            out_features: out,
-        };
-        Ok(q.layer(&step.name, kind, &weights, &bias))
     }
 }
