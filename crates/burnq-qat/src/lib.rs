@@ -3,7 +3,8 @@
 //!
 //! - [`adapter`]: the Burn model's weights as the converter's [`burnq_quant::FloatNetwork`];
 //! - [`qat`]: the fake-quantized forward pass (straight-through gradients) on the converter's
-//!   own grids, with [`int_sim`]: the integer engine's requantization reproduced inside it;
+//!   own grids, with [`int_sim`]: the integer engine's requantization reproduced inside it,
+//!   and [`exact`]: its accumulators computed in integer units;
 //! - [`run`]: the library entry point, [`QatConfig`] and [`run_qat`]: calibrate, fine-tune,
 //!   convert, and check that the integer model predicts what the fake-quantized network did;
 //! - [`simulated`]: the tutorial's float simulation of quantization, for comparison.
@@ -15,6 +16,7 @@ pub mod adapter;
 pub mod arch_qat;
 pub mod distill;
 pub mod error;
+pub mod exact;
 pub mod int_sim;
 pub mod lsq;
 pub mod qat;

@@ -18,14 +18,18 @@
 //!   ([`burnq_quant::LayerQuantization`]): `i32` accumulator with the bias rounded onto
 //!   `S_in·S_w`, fixed-point multiplier, double rounding, clamp ([`crate::int_sim`]); fc2's
 //!   logits are snapped to its accumulators, so the fake-quantized network predicts what the
-//!   integer model will.
+//!   integer model will. The accumulators themselves are computed in integer units
+//!   ([`crate::exact`]: `Σ (q − Z_in)(q_w − Z_w)` on integer-valued tensors plus the bias
+//!   rounded as the converter rounds it), so they do not depend on the float kernels'
+//!   summation order.
 //! - Gradient: `y = clip(x) + detach(fq(clip(x)) − clip(x))`, so ∂y/∂x = 1 inside the grid's
 //!   range and 0 where `x` was clipped. Biases stay float; they become i32 at export.
 //!
 //! The input needs no fake quantization: raw pixel bytes are exact at 8 bits. The export folds
 //! the normalization into conv1 (`w' = w/std` on the pixels `p/255`, `b' = b − (mean/std)·Σw`)
-//! and quantizes `w'`; conv1 is computed the same folded way here, so that the bias absorbs the
-//! float weight sum as it will in the integer model.
+//! and quantizes `w'`; conv1 is computed the same folded way here, its forward values those of
+//! the converter's own fold ([`fold_normalization`]), so that the bias absorbs the float weight
+//! sum as it will in the integer model.
 
 use burn::nn::Linear;
 use burn::nn::conv::Conv2d;
@@ -38,6 +42,7 @@ use burnq_model::data::ImageBatcher;
 use burnq_model::eval::{EvalResult, evaluate_with, nll_loss};
 use burnq_model::export::to_vec;
 use burnq_model::training::ForwardMode;
+use burnq_quant::convert::fold_normalization;
 use burnq_quant::derive::{LayerQuantization, accumulator_scales, weight_params};
 use burnq_quant::range::EmaRange;
 use burnq_quant::{
@@ -47,6 +52,7 @@ use burnq_quant::{
 use serde::{Deserialize, Serialize};
 
 use crate::Distillation;
+use crate::exact::{conv_sums, exact_accumulators, linear_sums};
 use crate::int_sim::{LayerRequant, snap};
 use crate::lsq::LsqState;
 use crate::simulated::{fake_quantize, fake_quantize_channels};
@@ -274,12 +280,12 @@ impl QatForward {
         let (x, w) = self.conv1_folded(&model.conv1, images, q[0]);
         let x = model.pool.forward(relu(x));
         let (x, input) = self.activation(x, 0, observe, quantize_acts && q[0], input.zip(w));
-        let (x, w) = self.conv(1, &model.conv2, x, q[1]);
+        let (x, w) = self.conv(1, &model.conv2, x, input, q[1]);
         let x = model.pool.forward(relu(x));
         let (x, input) = self.activation(x, 1, observe, quantize_acts && q[1], input.zip(w));
-        let (x, w) = self.linear(2, &model.fc1, x.flatten(1, 3), q[2]);
+        let (x, w) = self.linear(2, &model.fc1, x.flatten(1, 3), input, q[2]);
         let (x, input) = self.activation(relu(x), 2, observe, quantize_acts && q[2], input.zip(w));
-        let (mut logits, w) = self.linear(3, &model.fc2, x, q[3]);
+        let (mut logits, w) = self.linear(3, &model.fc2, x, input, q[3]);
         if let Some((input, grids)) = input.zip(w) {
             logits = snap(logits, &accumulator_scales(input, &grids));
         }
@@ -339,12 +345,14 @@ impl QatForward {
         }
     }
 
-    /// conv2 with fake-quantized weights when `quantize`; also returns the weight grids.
+    /// conv2 with fake-quantized weights when `quantize`, its forward values the engine's
+    /// accumulators when its input is on the grid `input`; also returns the weight grids.
     fn conv(
         &mut self,
         index: usize,
         conv: &Conv2d,
         x: Tensor<4>,
+        input: Option<QuantParams>,
         quantize: bool,
     ) -> (Tensor<4>, Option<Vec<QuantParams>>) {
         if !quantize {
@@ -353,14 +361,15 @@ impl QatForward {
         let Some(w) = self.weights(index, conv.weight.val()) else {
             return (conv.forward(x), None);
         };
-        let mut conv = conv.clone();
-        conv.weight = conv.weight.map(|_| w.fake);
-        (conv.forward(x), Some(w.grids))
+        let bias = conv.bias.as_ref().map(|b| b.val());
+        let y = exact_conv(conv, x, w.fake, bias, input, &w.grids);
+        (y, Some(w.grids))
     }
 
     /// conv1 on `p/255` with the normalization folded in: `w' = w/std`, fake-quantized,
-    /// and `b' = b − (mean/std)·Σ_k w[o,k]` from the float weights.
-    /// Also returns the grids of the folded weights `w/std`.
+    /// and `b' = b − (mean/std)·Σ_k w[o,k]` from the float weights, their forward values the
+    /// converter's ([`fold_normalization`]); the input is on the raw pixels' grid, so the
+    /// forward values are the engine's accumulators. Also returns the grids of `w'`.
     fn conv1_folded(
         &mut self,
         conv: &Conv2d,
@@ -370,29 +379,48 @@ impl QatForward {
         if !quantize {
             return (conv.forward(images), None);
         }
-        let Normalization { mean, std } = self.settings.normalization;
+        let norm = self.settings.normalization;
         let w = conv.weight.val();
-        let Some(folded_w) = self.weights(0, w.clone().div_scalar(std)) else {
+        let dims = w.dims();
+        let (out, fan_in) = (dims[0], dims[1] * dims[2] * dims[3]);
+        let device = w.device();
+        let b = conv
+            .bias
+            .as_ref()
+            .map_or_else(|| Tensor::zeros([out], &device), |b| b.val());
+        let (w_host, b_host) = fold_normalization(
+            &to_vec(w.clone().detach()),
+            &to_vec(b.clone().detach()),
+            fan_in,
+            norm,
+        );
+        let weight_sum: Tensor<1> = w.clone().sum_dims(&[1, 2, 3]).reshape([out]);
+        let (w, b) = (
+            w.div_scalar(norm.std),
+            b - weight_sum.mul_scalar(norm.mean / norm.std),
+        );
+        let w_host = Tensor::from_data(TensorData::new(w_host, dims), &device);
+        let b_host = Tensor::from_data(TensorData::new(b_host, [out]), &device);
+        let w = w.clone() + (w_host - w).detach();
+        let b = b.clone() + (b_host - b).detach();
+        let Some(folded) = self.weights(0, w) else {
             return (conv.forward(images), None);
         };
-        let pixels = images.mul_scalar(std).add_scalar(mean);
-        let out_channels = w.dims()[0];
-        let weight_sum: Tensor<1> = w.sum_dims(&[1, 2, 3]).reshape([out_channels]);
-        let mut folded = conv.clone();
-        folded.weight = folded.weight.map(|_| folded_w.fake);
-        folded.bias = folded
-            .bias
-            .map(|b| b.map(|b| b - weight_sum.mul_scalar(mean / std)));
-        (folded.forward(pixels), Some(folded_w.grids))
+        let pixels = images.mul_scalar(norm.std).add_scalar(norm.mean);
+        let input = Some(QuantParams::RAW_PIXELS);
+        let y = exact_conv(conv, pixels, folded.fake, Some(b), input, &folded.grids);
+        (y, Some(folded.grids))
     }
 
-    /// A linear layer with fake-quantized weights when `quantize`; also returns the weight
+    /// A linear layer with fake-quantized weights when `quantize`, its forward values the
+    /// engine's accumulators when its input is on the grid `input`; also returns the weight
     /// grids.
     fn linear(
         &mut self,
         index: usize,
         linear: &Linear,
         x: Tensor<2>,
+        input: Option<QuantParams>,
         quantize: bool,
     ) -> (Tensor<2>, Option<Vec<QuantParams>>) {
         if !quantize {
@@ -403,9 +431,19 @@ impl QatForward {
         let Some(w) = self.weights(index, linear.weight.val().transpose()) else {
             return (linear.forward(x), None);
         };
-        let mut linear = linear.clone();
-        linear.weight = linear.weight.map(|_| w.fake.transpose());
-        (linear.forward(x), Some(w.grids))
+        let [out, _] = w.fake.dims();
+        let bias = linear.bias.as_ref().map(|b| b.val());
+        let mut y = x.clone().matmul(w.fake.clone().transpose());
+        if let Some(b) = &bias {
+            y = y + b.clone().reshape([1, out]);
+        }
+        if let Some(grid) = input {
+            let (sums, magnitudes) = linear_sums(&x, grid, &w.fake, &w.grids);
+            let bias = bias.map_or_else(|| vec![0.0; out], |b| to_vec(b.detach()));
+            let scales = accumulator_scales(grid, &w.grids);
+            y = exact_accumulators(y, sums, magnitudes, &bias, &scales);
+        }
+        (y, Some(w.grids))
     }
 
     /// The converter's grids of `w` (output channels on dim 0) and `w` fake-quantized on
@@ -461,6 +499,39 @@ impl ForwardMode for QatForward {
             None => nll_loss(log_probs, targets),
         }
     }
+}
+
+/// The convolution of `x` by the fake-quantized weights `w` with `bias`, with `conv`'s
+/// geometry; when `x` is on the grid `input` (weights on `grids`), its forward values are the
+/// engine's accumulators ([`exact_accumulators`]).
+fn exact_conv(
+    conv: &Conv2d,
+    x: Tensor<4>,
+    w: Tensor<4>,
+    bias: Option<Tensor<1>>,
+    input: Option<QuantParams>,
+    grids: &[QuantParams],
+) -> Tensor<4> {
+    let dims = w.dims();
+    // `conv`'s geometry (stride, padding, dilation, groups) with the weights `w`, bias-free.
+    let with = |w: Tensor<4>| Conv2d {
+        weight: conv.weight.clone().map(|_| w),
+        bias: None,
+        ..conv.clone()
+    };
+    let mut y = with(w.clone()).forward(x.clone());
+    if let Some(b) = &bias {
+        y = y + b.clone().reshape([1, dims[0], 1, 1]);
+    }
+    let Some(grid) = input else {
+        return y;
+    };
+    let flat = w.reshape([dims[0], dims[1] * dims[2] * dims[3]]);
+    let (sums, magnitudes) = conv_sums(&x, grid, &flat, grids, |x, w| {
+        with(w.reshape(dims)).forward(x)
+    });
+    let bias = bias.map_or_else(|| vec![0.0; dims[0]], |b| to_vec(b.detach()));
+    exact_accumulators(y, sums, magnitudes, &bias, &accumulator_scales(grid, grids))
 }
 
 /// `(min, max)` of a tensor, as plain floats.
