@@ -250,4 +250,46 @@ fn check_burnq_rows(report: &Value) {
     }
     assert_eq!(report["threads"], 2);
     assert_eq!(report["test_images"], 300);
+    // The per-layer breakdown: per width, the six stages in the engine's order, each timed,
+    // the GEMM stages' multiply-accumulates adding up to the network's.
+    let layers = report["layers"].as_array().unwrap();
+    for width in ["w8a8", "w4a4"] {
+        let stages: Vec<_> = layers.iter().filter(|l| l["width"] == width).collect();
+        let names: Vec<String> = stages
+            .iter()
+            .map(|l| {
+                format!(
+                    "{} {}",
+                    l["layer"].as_str().unwrap(),
+                    l["stage"].as_str().unwrap()
+                )
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "conv1 im2col + GEMM",
+                "conv1 requant + 2×2 max pool",
+                "conv2 im2col + GEMM",
+                "conv2 requant + 2×2 max pool",
+                "fc1 GEMM + requant",
+                "fc2 GEMM"
+            ]
+        );
+        for l in &stages {
+            let us = f(&l["us_per_image"]);
+            assert!(us.is_finite() && us >= 0.0, "{l}");
+        }
+        let gemm_us: f64 = stages
+            .iter()
+            .filter(|l| !l["macs_per_image"].is_null())
+            .map(|l| f(&l["us_per_image"]))
+            .sum();
+        assert!(gemm_us > 0.0, "{width}: {stages:?}");
+        let macs: u64 = stages
+            .iter()
+            .filter_map(|l| l["macs_per_image"].as_u64())
+            .sum();
+        assert_eq!(macs, report["macs_per_image"].as_u64().unwrap(), "{width}");
+    }
 }

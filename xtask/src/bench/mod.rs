@@ -37,6 +37,7 @@ use crate::quantize::{convert_with, parse_method};
 use crate::table::markdown;
 
 mod arch;
+mod layers;
 mod measure;
 mod ratios;
 mod report;
@@ -202,6 +203,9 @@ struct Report {
     /// Every `quantize_static` configuration tried, and the one timed as ORT int8.
     onnxruntime_int8_candidates: Vec<Int8Candidate>,
     onnxruntime_int8_choice: Option<String>,
+    /// The fast engine's time per layer and stage of each width, one thread (tutorial network
+    /// only; empty for `--arch`).
+    layers: Vec<layers::LayerTime>,
     notes: Vec<String>,
 }
 
@@ -418,6 +422,16 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         ));
     }
     let ratios = ratios(&rows, &main_width, threads);
+    let mut layer_rows = Vec::new();
+    for (label, model) in &width_models {
+        layer_rows.extend(layers::layer_times(
+            label,
+            model,
+            kernel,
+            &set.pixels,
+            LAYER_RUNS,
+        )?);
+    }
     let (onnxruntime, onnxruntime_int8_candidates, onnxruntime_int8_choice) = match peer_results {
         Some(r) => (r.versions, r.int8_candidates, r.int8_choice),
         None => (None, Vec::new(), None),
@@ -439,10 +453,14 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         onnxruntime,
         onnxruntime_int8_candidates,
         onnxruntime_int8_choice,
+        layers: layer_rows,
         notes,
     };
     write_outputs(&report, &args)
 }
+
+/// Calls per stage in the per-layer breakdown (the median is reported).
+const LAYER_RUNS: usize = 21;
 
 /// Test images on which the extra widths' accumulators are checked against the scalar
 /// reference (which is slow).

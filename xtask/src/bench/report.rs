@@ -82,6 +82,7 @@ pub(super) fn write_outputs(report: &Report, args: &BenchArgs) -> anyhow::Result
             markdown(&["configuration", "accuracy", "img/s full", "error"], &rows)
         )
     };
+    let layers = layer_table(report);
     let m = &report.machine;
     let header = format!(
         "# burnq benchmark\n\n{} · {} logical cores · features {} · kernel {} · {} · Burn {}{} · {}\n\n\
@@ -109,7 +110,7 @@ pub(super) fn write_outputs(report: &Report, args: &BenchArgs) -> anyhow::Result
         report.int_weight_bytes,
     );
     let notes: String = report.notes.iter().map(|n| format!("- {n}\n")).collect();
-    let md = format!("{header}{table}\n{ratios}{candidates}\n{notes}");
+    let md = format!("{header}{table}\n{ratios}{candidates}{layers}\n{notes}");
     println!("\n{md}");
     let [json_path, md_path, svg_path] = crate::paths::bench_reports(&out);
     write_json_atomic(report, &json_path)?;
@@ -136,6 +137,57 @@ pub(super) fn write_outputs(report: &Report, args: &BenchArgs) -> anyhow::Result
         println!("  {}", display_path(&f));
     }
     Ok(())
+}
+
+/// The per-layer breakdown as a table, with each stage's share of its width's total, or
+/// nothing when there is none.
+fn layer_table(report: &Report) -> String {
+    if report.layers.is_empty() {
+        return String::new();
+    }
+    let total = |width: &str| -> f64 {
+        report
+            .layers
+            .iter()
+            .filter(|l| l.width == width)
+            .map(|l| l.us_per_image)
+            .sum()
+    };
+    let rows: Vec<Vec<String>> = report
+        .layers
+        .iter()
+        .map(|l| {
+            vec![
+                l.width.clone(),
+                l.layer.clone(),
+                l.stage.into(),
+                l.gemm.into(),
+                format!("{:.2}", l.us_per_image),
+                format!("{:.0}%", 100.0 * l.us_per_image / total(&l.width)),
+                l.macs_per_image.map_or("—".into(), |m| {
+                    format!("{:.1}", m as f64 / l.us_per_image / 1e3)
+                }),
+            ]
+        })
+        .collect();
+    format!(
+        "\nThe fast engine per layer and stage ({} kernel, 1 thread, {} test images per call, \
+         median of {LAYER_RUNS} calls; µs per image):\n\n{}",
+        report.kernel,
+        layers::BATCH,
+        markdown(
+            &[
+                "width",
+                "layer",
+                "stage",
+                "GEMM",
+                "µs/image",
+                "share",
+                "GMAC/s"
+            ],
+            &rows
+        )
+    )
 }
 
 /// `value` formatted as `format` does, or `—` when it was not measured.
