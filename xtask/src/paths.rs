@@ -27,6 +27,7 @@ use std::path::{Path, PathBuf};
 
 use burnq_data::DatasetKind;
 use burnq_qat::{QatConfig, Quantizer};
+use burnq_quant::LayerBits;
 
 use crate::common::project_root;
 
@@ -182,8 +183,11 @@ impl ArtifactDir {
             Quantizer::Minmax => "",
             Quantizer::Lsq => "lsq-",
         };
-        let widths = match config.bits_per_layer {
-            Some(bits) => format!("mixed-{}", bits.map(|b| b.to_string()).join(".")),
+        let widths = match &config.bits_per_layer {
+            Some(bits) => {
+                let bits: Vec<String> = bits.iter().map(LayerBits::to_string).collect();
+                format!("mixed-{}", bits.join("."))
+            }
             None => format!("w{}a{}", config.weight_bits, config.act_bits),
         };
         let kd = if config.distill > 0.0 { "-kd" } else { "" };

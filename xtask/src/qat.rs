@@ -10,6 +10,7 @@ use burnq_model::checkpoint::{load_model, save_model, write_json_atomic};
 use burnq_model::training::EpochRecord;
 use burnq_model::{BackendChoice, NetConfig};
 use burnq_qat::{QatConfig, QatSettings, Quantizer, run_qat};
+use burnq_quant::graph::layer_names;
 use burnq_quant::{ActivationRanges, ConvertOptions, LayerBits, tutorial_layer_names};
 use serde::Serialize;
 
@@ -41,8 +42,10 @@ pub struct QatArgs {
     /// One weight scale and zero point per output channel.
     #[arg(long)]
     pub per_channel: bool,
-    /// Each layer's own widths (tutorial network), over --weight-bits/--act-bits: as
-    /// `quantize --bits-per-layer`, e.g. `conv1=w8a8,fc1=w2` or `8,w4a8,2,8`.
+    /// Each convolution/linear layer's own widths, over --weight-bits/--act-bits: as
+    /// `quantize --bits-per-layer`, by layer name (the tutorial's conv1, conv2, fc1, fc2; a
+    /// described network's step names, e.g. `stem=w8a8,b1_dw=w4`) or one width per layer in
+    /// order (`8,w4a8,2,8`).
     #[arg(long)]
     pub bits_per_layer: Option<String>,
     /// Fine-tuning epochs.
@@ -93,6 +96,8 @@ pub struct ArchQatReport {
     pub dataset: String,
     pub weight_bits: u8,
     pub act_bits: u8,
+    /// The exported graph's widths, `name=w<W>a<A>,…` by layer.
+    pub bits_per_layer: String,
     pub per_channel: bool,
     pub epochs: usize,
     pub lr: f64,
@@ -102,7 +107,9 @@ pub struct ArchQatReport {
     pub accuracies: QatAccuracies,
     /// Final output range of every quantization point.
     pub ranges: std::collections::BTreeMap<String, (f32, f32)>,
+    /// Size of the exported model file, and of its weight codes in it.
     pub int_model_bytes: u64,
+    pub int_weight_bytes: usize,
     pub history: Vec<EpochRecord>,
 }
 
@@ -152,6 +159,7 @@ pub fn run_arch_qat_command(
         dataset: data.dataset.dir_name().into(),
         weight_bits: config.weight_bits,
         act_bits: config.act_bits,
+        bits_per_layer: burnq_quant::bits_label(outcome.graph.layers()),
         per_channel: config.per_channel,
         epochs: config.epochs,
         lr: config.lr,
@@ -166,10 +174,16 @@ pub fn run_arch_qat_command(
         ),
         ranges: outcome.forward.point_ranges(),
         int_model_bytes: std::fs::metadata(&quant_path)?.len(),
+        int_weight_bytes: weight_bytes(outcome.graph.layers()),
         history: outcome.history,
     };
     write_report(&report, &out, verbose)?;
     Ok(report)
+}
+
+/// Bytes of the weight codes of `layers` in a model file (packed below 8 bits).
+fn weight_bytes<'a>(layers: impl IntoIterator<Item = &'a burnq_quant::QuantLayer>) -> usize {
+    layers.into_iter().map(|l| l.stored_weight_bytes()).sum()
 }
 
 /// `qat.json`.
@@ -254,12 +268,16 @@ fn write_report(report: &impl Serialize, out: &ArtifactDir, verbose: bool) -> an
 }
 
 pub fn run(args: QatArgs) -> anyhow::Result<()> {
-    let (config, test_limit, out) = (args.config()?, args.limits.test_limit, args.out.as_deref());
+    let (test_limit, out) = (args.limits.test_limit, args.out.as_deref());
     // `--arch NAME|FILE`: a described network (`burnq_qat::run_arch_qat`).
     let accuracies = match args.arch.as_str() {
-        "tutorial" => run_qat_command(&config, &args.data, test_limit, out, true)?.accuracies,
+        "tutorial" => {
+            let config = args.config(&tutorial_layer_names())?;
+            run_qat_command(&config, &args.data, test_limit, out, true)?.accuracies
+        }
         name => {
             let arch = burnq_arch::Architecture::load(name)?;
+            let config = args.config(&layer_names(&arch.plan()?))?;
             run_arch_qat_command(&config, &arch, &args.data, test_limit, out, true)?.accuracies
         }
     };
@@ -282,26 +300,24 @@ pub fn parse_quantizer(name: &str) -> Result<Quantizer, String> {
 }
 
 impl QatArgs {
-    /// The library configuration these flags ask for. Errors on a malformed
-    /// `--bits-per-layer`, and on one given for a described network (per-layer QAT covers the
-    /// tutorial network; `quantize --arch … --bits-per-layer` converts any network).
-    pub fn config(&self) -> anyhow::Result<QatConfig> {
+    /// The library configuration these flags ask for, for a network whose convolution and
+    /// linear layers are `names` (in execution order). Errors on a malformed
+    /// `--bits-per-layer`, naming the entry (an unknown layer with the known names).
+    pub fn config(&self, names: &[&str]) -> anyhow::Result<QatConfig> {
         let options = ConvertOptions {
             weight_bits: self.weight_bits,
             act_bits: self.act_bits,
             per_channel: self.per_channel,
         };
         let bits_per_layer = match &self.bits_per_layer {
-            Some(_) if self.arch != "tutorial" => anyhow::bail!(
-                "qat --bits-per-layer covers the tutorial network only; convert {} with \
-                 per-layer widths by `quantize --arch {} --bits-per-layer …`",
-                self.arch,
-                self.arch
-            ),
             Some(spec) => {
-                let names = tutorial_layer_names();
-                let scheme = scheme(options, Some(spec), &names)?;
-                Some(names.map(|n| LayerBits::of(scheme.layer(n))))
+                let scheme = scheme(options, Some(spec), names)?;
+                Some(
+                    names
+                        .iter()
+                        .map(|n| LayerBits::of(scheme.layer(n)))
+                        .collect(),
+                )
             }
             None => None,
         };
@@ -387,12 +403,7 @@ pub fn run_qat_command(
         ranges: ranges.layer_outputs(),
         bits_per_layer: burnq_quant::bits_label(outcome.quant.layers()),
         int_model_bytes: std::fs::metadata(&quant_path)?.len(),
-        int_weight_bytes: outcome
-            .quant
-            .layers()
-            .iter()
-            .map(|l| l.stored_weight_bytes())
-            .sum(),
+        int_weight_bytes: weight_bytes(outcome.quant.layers()),
         history: outcome.history,
     };
     write_report(&report, &out, verbose)?;

@@ -43,10 +43,11 @@ use burnq_model::training::{EpochRecord, ForwardMode, TrainEvent, fit};
 use burnq_model::{ArchNet, Device, ModelError};
 use burnq_quant::convert::fold_normalization;
 use burnq_quant::derive::{LayerQuantization, accumulator_scales, quantize_bias, weight_params};
+use burnq_quant::graph::layer_names;
 use burnq_quant::graph::reference;
 use burnq_quant::range::EmaRange;
 use burnq_quant::{
-    ConvertOptions, GraphEngine, PointRanges, QuantAdd, QuantGraph, QuantParams, convert_graph,
+    GraphEngine, PointRanges, QuantAdd, QuantGraph, QuantParams, QuantScheme, convert_graph,
 };
 
 use crate::int_sim::{LayerRequant, snap};
@@ -56,7 +57,8 @@ use crate::{QatConfig, QatError};
 /// The fake-quantized forward pass of a described network; see the module docs.
 #[derive(Debug, Clone)]
 pub struct ArchQat {
-    options: ConvertOptions,
+    /// Model-wide options and each layer's own widths, by step name.
+    scheme: QuantScheme,
     norm: Normalization,
     ema_decay: f32,
     ranges: BTreeMap<String, EmaRange>,
@@ -71,9 +73,11 @@ struct Flow {
 }
 
 impl ArchQat {
-    /// Starts from the calibrated output ranges `initial` of every quantization point.
+    /// Starts from the calibrated output ranges `initial` of every quantization point; each
+    /// layer on its widths in `scheme` (a residual add's output on the model-wide width, as the
+    /// converter puts it).
     pub fn new(
-        options: ConvertOptions,
+        scheme: QuantScheme,
         norm: Normalization,
         ema_decay: f32,
         initial: &PointRanges,
@@ -87,7 +91,7 @@ impl ArchQat {
             })
             .collect();
         Self {
-            options,
+            scheme,
             norm,
             ema_decay,
             ranges,
@@ -184,7 +188,7 @@ impl ArchQat {
             range.update(lo, hi, self.ema_decay);
         }
         let (min, max) = range.range();
-        QuantParams::from_range(min, max, self.options.act_bits)
+        QuantParams::from_range(min, max, self.scheme.layer(&step.name).act_bits)
             .expect("EMA ranges of finite activations are valid")
     }
 
@@ -228,13 +232,9 @@ impl ArchQat {
             w = w.div_scalar(norm.std);
             b = b - sums.mul_scalar(norm.mean / norm.std);
         }
-        let grids = weight_params(
-            &w_host,
-            out,
-            self.options.weight_bits,
-            self.options.per_channel,
-        )
-        .expect("finite weights have grids");
+        let options = self.scheme.layer(&step.name);
+        let grids = weight_params(&w_host, out, options.weight_bits, options.per_channel)
+            .expect("finite weights have grids");
         let w_host: Tensor<2> = Tensor::from_data(TensorData::new(w_host, [out, fan_in]), &device);
         let b_host: Tensor<1> = Tensor::from_data(TensorData::new(b_host, [out]), &device);
         let q = fake_quantize_channels(w_host, &grids);
@@ -471,8 +471,8 @@ pub struct ArchQatOutcome {
     pub integer_predictions: Vec<u8>,
 }
 
-/// Fine-tunes `float` (a described network) with [`ArchQat`] as `config` says (widths,
-/// granularity, epochs, learning rate and decay, momentum, seed, EMA decay, range
+/// Fine-tunes `float` (a described network) with [`ArchQat`] as `config` says (widths, each
+/// layer's own with `bits_per_layer`, granularity, epochs, learning rate and decay, momentum, seed, EMA decay, range
 /// initialisation; `quantizer` must be min/max), then converts it through [`convert_graph`]
 /// and runs the fake-quantized network and the integer graph over `test_set`.
 #[allow(clippy::too_many_arguments)]
@@ -499,6 +499,8 @@ pub fn run_arch_qat(
                 .into(),
         ));
     }
+    let plan = arch.plan().map_err(QatError::Arch)?;
+    let scheme = config.scheme(&layer_names(&plan))?;
     let calibration = calibrate_arch(
         float,
         &arch.name,
@@ -511,7 +513,6 @@ pub fn run_arch_qat(
         device,
     )
     .map_err(QatError::Calibration)?;
-    let plan = arch.plan().map_err(QatError::Arch)?;
     let initial = calibration
         .point_ranges(&plan, config.range_init)
         .map_err(QatError::Calibration)?;
@@ -519,12 +520,7 @@ pub fn run_arch_qat(
         train_set.truncate(n);
     }
     let norm = train_set.kind.normalization();
-    let options = ConvertOptions {
-        weight_bits: config.weight_bits,
-        act_bits: config.act_bits,
-        per_channel: config.per_channel,
-    };
-    let mut forward = ArchQat::new(options, norm, config.ema_decay, &initial);
+    let mut forward = ArchQat::new(scheme.clone(), norm, config.ema_decay, &initial);
     let ad = device.clone().autodiff();
     let start = ArchNet::init(&plan, norm, &ad).load_record(float.valid().into_record());
     let (model, history) = fit(
@@ -538,7 +534,7 @@ pub fn run_arch_qat(
         on_epoch,
     )?;
     let params = model.float_params().map_err(QatError::Arch)?;
-    let graph = convert_graph(arch, &params, &forward.point_ranges(), norm, options)
+    let graph = convert_graph(arch, &params, &forward.point_ranges(), norm, scheme)
         .map_err(QatError::Quant)?;
     let (fake_quant, fake_quant_predictions) = forward.evaluate(&model, test_set, device);
     let integer_predictions = GraphEngine::new(&graph)

@@ -41,8 +41,7 @@ use burnq_model::training::ForwardMode;
 use burnq_quant::derive::{LayerQuantization, accumulator_scales, weight_params};
 use burnq_quant::range::EmaRange;
 use burnq_quant::{
-    Activation, ActivationRanges, ConvertOptions, LayerBits, LayerGrids, Normalization,
-    QuantParams, QuantScheme, tutorial_layer_names,
+    Activation, ActivationRanges, LayerBits, LayerGrids, Normalization, QuantParams,
 };
 use serde::{Deserialize, Serialize};
 
@@ -101,27 +100,6 @@ pub struct QatSettings {
 }
 
 impl QatSettings {
-    /// The conversion these settings train for: the model-wide options and, with
-    /// `bits_per_layer`, each layer's widths by name.
-    pub fn scheme(&self) -> QuantScheme {
-        let defaults = ConvertOptions {
-            weight_bits: self.weight_bits,
-            act_bits: self.act_bits,
-            per_channel: self.per_channel,
-        };
-        QuantScheme {
-            defaults,
-            layers: match self.bits_per_layer {
-                Some(bits) => tutorial_layer_names()
-                    .iter()
-                    .map(|n| n.to_string())
-                    .zip(bits)
-                    .collect(),
-                None => Default::default(),
-            },
-        }
-    }
-
     /// The widths of layer `index` (0 = conv1 … 3 = fc2).
     pub fn layer_bits(&self, index: usize) -> LayerBits {
         self.bits_per_layer.map_or(

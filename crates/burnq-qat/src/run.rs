@@ -11,7 +11,10 @@ use burnq_data::{IMAGE_PIXELS, ImageSet};
 use burnq_model::eval::EvalResult;
 use burnq_model::training::{EpochRecord, TrainEvent, TrainingConfig, fit};
 use burnq_model::{Device, ModelError, Net, NetConfig};
-use burnq_quant::{Engine, LayerBits, QuantModel, convert, convert_with_grids};
+use burnq_quant::{
+    ConvertOptions, Engine, LayerBits, QuantModel, QuantScheme, convert, convert_with_grids,
+    tutorial_layer_names,
+};
 
 use crate::{Distillation, QatError, QatForward, QatSettings, Quantizer, float_network};
 
@@ -21,7 +24,7 @@ const EVAL_BATCH: usize = 1000;
 /// How to run quantization-aware training. [`Default`] is burnq's recipe: w4a4 per tensor,
 /// three epochs of SGD from lr 0.002 halved each epoch, momentum 0.5, seed 1, ranges started
 /// from the tutorial's mean of batch min/max and tracked with EMA decay 0.99.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct QatConfig {
     /// How the quantizers' grids are chosen: min/max and EMA ranges, or learned step sizes.
     pub quantizer: Quantizer,
@@ -29,9 +32,10 @@ pub struct QatConfig {
     pub weight_bits: u8,
     /// Bits of the activation codes (2..=8).
     pub act_bits: u8,
-    /// Each layer's own widths (conv1, conv2, fc1, fc2), instead of `weight_bits` and
-    /// `act_bits` for all (tutorial network only).
-    pub bits_per_layer: Option<[LayerBits; 4]>,
+    /// Each convolution and linear layer's own widths, in execution order (the network's
+    /// [`burnq_quant::graph::layer_names`]; for the tutorial network conv1, conv2, fc1, fc2),
+    /// instead of `weight_bits` and `act_bits` for all.
+    pub bits_per_layer: Option<Vec<LayerBits>>,
     /// One weight scale and zero point per output channel.
     pub per_channel: bool,
     /// Fine-tuning epochs.
@@ -78,18 +82,61 @@ impl QatConfig {
         distill: 0.0,
     };
 
-    /// The forward pass's settings for a data set normalized by `normalization`.
-    pub fn settings(&self, normalization: burnq_quant::Normalization) -> QatSettings {
-        QatSettings {
+    /// The model-wide options: the widths of every layer without its own, and the granularity.
+    pub fn options(&self) -> ConvertOptions {
+        ConvertOptions {
+            weight_bits: self.weight_bits,
+            act_bits: self.act_bits,
+            per_channel: self.per_channel,
+        }
+    }
+
+    /// The conversion this configuration trains for, on a network whose convolution and
+    /// linear layers are `names` in execution order: [`QatConfig::options`] with
+    /// `bits_per_layer` by name. Errors when `bits_per_layer` does not give one entry per layer.
+    pub fn scheme(&self, names: &[&str]) -> Result<QuantScheme, QatError> {
+        let Some(bits) = &self.bits_per_layer else {
+            return Ok(self.options().into());
+        };
+        if bits.len() != names.len() {
+            return Err(QatError::Unsupported(format!(
+                "{} per-layer widths for {} layers ({})",
+                bits.len(),
+                names.len(),
+                names.join(", ")
+            )));
+        }
+        Ok(QuantScheme {
+            defaults: self.options(),
+            layers: names
+                .iter()
+                .map(|n| n.to_string())
+                .zip(bits.clone())
+                .collect(),
+        })
+    }
+
+    /// The tutorial network's forward-pass settings for a data set normalized by
+    /// `normalization`; errors as [`QatConfig::scheme`].
+    pub fn settings(
+        &self,
+        normalization: burnq_quant::Normalization,
+    ) -> Result<QatSettings, QatError> {
+        let names = tutorial_layer_names();
+        let scheme = self.scheme(&names)?;
+        Ok(QatSettings {
             quantizer: self.quantizer,
             weight_bits: self.weight_bits,
             act_bits: self.act_bits,
-            bits_per_layer: self.bits_per_layer,
+            bits_per_layer: self
+                .bits_per_layer
+                .is_some()
+                .then(|| names.map(|n| LayerBits::of(scheme.layer(n)))),
             per_channel: self.per_channel,
             ema_decay: self.ema_decay,
             act_delay: self.act_delay,
             normalization,
-        }
+        })
     }
 
     /// The fine-tuning's SGD schedule.
@@ -162,7 +209,7 @@ pub fn run_qat(
     }
     let normalization = train_set.kind.normalization();
     let mut forward = QatForward::with_ranges(
-        config.settings(normalization),
+        config.settings(normalization)?,
         &calibration.ranges(config.range_init),
     );
     if config.distill > 0.0 {
@@ -180,7 +227,7 @@ pub fn run_qat(
         on_epoch,
     )?;
     let network = float_network(&model)?;
-    let scheme = forward.settings().scheme();
+    let scheme = config.scheme(&tutorial_layer_names())?;
     let quant = match forward.learned_grids(&model) {
         Some(grids) => convert_with_grids(&network, grids, normalization, scheme),
         None => convert(&network, &forward.ranges(), normalization, scheme),

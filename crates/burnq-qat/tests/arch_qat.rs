@@ -1,7 +1,8 @@
 //! QAT of described networks: the fake-quantized network predicts exactly what the integer
 //! graph converted from it predicts, image for image, for every preset (batch norm frozen and
 //! folded, ReLU6, depthwise and strided convolutions, residual adds, average pooling in
-//! `examples/my_net.toml`), at 8 and 4 bits, per tensor and per channel.
+//! `examples/my_net.toml`), at 8 and 4 bits, per tensor and per channel, and with random
+//! per-layer widths.
 
 use burn::prelude::*;
 use burnq_arch::Architecture;
@@ -10,6 +11,8 @@ use burnq_data::{DatasetKind, ImageSet, Split};
 use burnq_model::ArchNet;
 use burnq_model::training::{FloatForward, fit};
 use burnq_qat::{QatConfig, run_arch_qat};
+use burnq_quant::LayerBits;
+use burnq_quant::graph::layer_names;
 use std::sync::Arc;
 
 fn sets() -> (ImageSet, ImageSet) {
@@ -59,7 +62,7 @@ fn exact(arch: &Architecture, float: &ArchNet, config: QatConfig) -> f64 {
     let outcome = run_arch_qat(
         &QatConfig {
             train_limit: Some(640),
-            ..config
+            ..config.clone()
         },
         arch,
         float,
@@ -71,6 +74,17 @@ fn exact(arch: &Architecture, float: &ArchNet, config: QatConfig) -> f64 {
     )
     .unwrap();
     assert_eq!(outcome.integer_predictions.len(), 300);
+    let exported: Vec<LayerBits> = outcome.graph.layers().iter().map(|l| l.bits()).collect();
+    match &config.bits_per_layer {
+        Some(bits) => assert_eq!(&exported, bits, "{}", arch.name),
+        None => assert!(
+            exported
+                .iter()
+                .all(|b| (b.weight_bits, b.act_bits) == (config.weight_bits, config.act_bits)),
+            "{}: {exported:?}",
+            arch.name
+        ),
+    }
     let same = outcome
         .fake_quant_predictions
         .iter()
@@ -94,17 +108,44 @@ fn exact(arch: &Architecture, float: &ArchNet, config: QatConfig) -> f64 {
     outcome.fake_quant.accuracy
 }
 
+/// Widths 2..=8 for each of `n` layers, drawn from `seed` (xorshift64).
+fn random_widths(n: usize, mut seed: u64) -> Vec<LayerBits> {
+    let mut draw = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        2 + (seed % 7) as u8
+    };
+    (0..n)
+        .map(|_| LayerBits {
+            weight_bits: draw(),
+            act_bits: draw(),
+        })
+        .collect()
+}
+
 #[test]
 fn every_preset_fake_quant_equals_integer() {
     // lenet5 leaves its initial plateau later than the batch-normalized mobile.
-    for (name, images, epochs) in [("lenet5", 3000, 2), ("mobile", 3000, 1)] {
+    for (name, images, epochs) in [
+        ("tutorial", 1000, 1),
+        ("lenet5", 3000, 2),
+        ("mobile", 3000, 1),
+    ] {
         let arch = Architecture::preset(name).unwrap();
         let float = pretrained(&arch, images, epochs);
-        for (bits, per_channel) in [(8, false), (4, true)] {
+        let names = layer_names(&arch.plan().unwrap()).len();
+        let mixed = random_widths(names, 0x9e37_79b9_7f4a_7c15 ^ names as u64);
+        for (bits, per_channel, bits_per_layer) in [
+            (8, false, None),
+            (4, true, None),
+            (8, true, Some(mixed.clone())),
+        ] {
             let config = QatConfig {
                 weight_bits: bits,
                 act_bits: bits,
                 per_channel,
+                bits_per_layer,
                 epochs: 1,
                 ..QatConfig::DEFAULT
             };

@@ -179,7 +179,7 @@ fn run_qat_exports_an_integer_model_that_predicts_what_qat_predicted() {
             quantizer,
             weight_bits,
             act_bits,
-            bits_per_layer,
+            bits_per_layer: bits_per_layer.map(|b| b.to_vec()),
             per_channel,
             epochs: 1,
             train_limit: Some(320),
