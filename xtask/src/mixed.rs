@@ -58,7 +58,7 @@ pub struct MixedArgs {
     /// One weight scale and zero point per output channel.
     #[arg(long)]
     pub per_channel: bool,
-    /// How QAT chooses the grids: minmax or lsq.
+    /// How QAT chooses the grids: minmax, lsq or lsq+.
     #[arg(long, default_value = "lsq", value_parser = crate::qat::parse_quantizer)]
     pub quantizer: Quantizer,
     /// QAT epochs of every model.

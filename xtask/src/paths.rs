@@ -175,13 +175,14 @@ impl ArtifactDir {
     }
 
     /// A QAT run's own folder inside this one: `qat-w2a2`, `qat-w4a4-pc`, with learned
-    /// step sizes `qat-lsq-w2a2-pc`, and with per-layer widths the layers' in order,
+    /// step sizes `qat-lsq-w2a2-pc` (LSQ+: `qat-lsqplus-w2a2-pc`), and with per-layer widths the layers' in order,
     /// `qat-mixed-w8a8.w4a8.w2a8.w8a8[-pc]`.
     pub fn qat_run(&self, config: &QatConfig) -> Self {
         let pc = if config.per_channel { "-pc" } else { "" };
         let quantizer = match config.quantizer {
             Quantizer::Minmax => "",
             Quantizer::Lsq => "lsq-",
+            Quantizer::LsqPlus => "lsqplus-",
         };
         let widths = match &config.bits_per_layer {
             Some(bits) => {

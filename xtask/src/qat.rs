@@ -29,8 +29,11 @@ const DEFAULTS: QatConfig = QatConfig::DEFAULT;
 pub struct QatArgs {
     #[command(flatten)]
     pub data: DataArgs,
-    /// How the grids are chosen: minmax (weights' min/max, EMA activation ranges) or lsq
-    /// (learned step sizes, Esser et al. 2019).
+    /// How the grids are chosen: minmax (weights' min/max, EMA activation ranges), lsq
+    /// (learned step sizes, Esser et al. 2019: ReLU outputs on unsigned grids, signed
+    /// activations on symmetric ones) or lsq+ (LSQ+, Bhalgat et al. 2020: a learned offset,
+    /// i.e. zero point, for activations without a ReLU fused; ReLU/ReLU6 outputs keep offset 0,
+    /// zero point 0, so on the tutorial network lsq+ is lsq).
     #[arg(long, default_value = DEFAULTS.quantizer.name(), value_parser = parse_quantizer)]
     pub quantizer: Quantizer,
     /// Bits of the weight codes (2..=8).
@@ -84,7 +87,7 @@ pub struct QatArgs {
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// The network: a preset (tutorial, lenet5, mobile) or a .json/.toml description file,
-    /// trained with `cargo xtask train --arch` (min/max quantizer only for described networks).
+    /// trained with `cargo xtask train --arch`.
     #[arg(long, default_value = "tutorial")]
     pub arch: String,
 }
@@ -94,6 +97,7 @@ pub struct QatArgs {
 pub struct ArchQatReport {
     pub architecture: String,
     pub dataset: String,
+    pub quantizer: Quantizer,
     pub weight_bits: u8,
     pub act_bits: u8,
     /// The exported graph's widths, `name=w<W>a<A>,…` by layer.
@@ -157,6 +161,7 @@ pub fn run_arch_qat_command(
     let report = ArchQatReport {
         architecture: arch.name.clone(),
         dataset: data.dataset.dir_name().into(),
+        quantizer: config.quantizer,
         weight_bits: config.weight_bits,
         act_bits: config.act_bits,
         bits_per_layer: burnq_quant::bits_label(outcome.graph.layers()),
@@ -296,7 +301,10 @@ pub fn parse_quantizer(name: &str) -> Result<Quantizer, String> {
     Quantizer::ALL
         .into_iter()
         .find(|q| q.name() == name)
-        .ok_or_else(|| format!("unknown quantizer `{name}` (minmax or lsq)"))
+        .ok_or_else(|| {
+            let names: Vec<&str> = Quantizer::ALL.iter().map(|q| q.name()).collect();
+            format!("unknown quantizer `{name}` ({})", names.join(", "))
+        })
 }
 
 impl QatArgs {

@@ -2,7 +2,7 @@
 //! graph converted from it predicts, image for image, for every preset (batch norm frozen and
 //! folded, ReLU6, depthwise and strided convolutions, residual adds, average pooling in
 //! `examples/my_net.toml`), at 8 and 4 bits, per tensor and per channel, and with random
-//! per-layer widths.
+//! per-layer widths; with min/max grids, learned step sizes (LSQ) and learned offsets (LSQ+).
 
 use burn::prelude::*;
 use burnq_arch::Architecture;
@@ -10,7 +10,7 @@ use burnq_data::locate::test_locator;
 use burnq_data::{DatasetKind, ImageSet, Split};
 use burnq_model::ArchNet;
 use burnq_model::training::{FloatForward, fit};
-use burnq_qat::{QatConfig, run_arch_qat};
+use burnq_qat::{QatConfig, Quantizer, run_arch_qat};
 use burnq_quant::LayerBits;
 use burnq_quant::graph::layer_names;
 use std::sync::Arc;
@@ -93,8 +93,8 @@ fn exact(arch: &Architecture, float: &ArchNet, config: QatConfig) -> f64 {
         .count();
     assert_eq!(
         outcome.fake_quant_predictions, outcome.integer_predictions,
-        "{}: {same}/300 equal",
-        arch.name
+        "{} {:?}: {same}/300 equal",
+        arch.name, config.quantizer
     );
     // Not a constant classifier: exactness must hold across classes.
     let mut classes = outcome.integer_predictions.clone();
@@ -135,13 +135,18 @@ fn every_preset_fake_quant_equals_integer() {
         let arch = Architecture::preset(name).unwrap();
         let float = pretrained(&arch, images, epochs);
         let names = layer_names(&arch.plan().unwrap()).len();
-        let mixed = random_widths(names, 0x9e37_79b9_7f4a_7c15 ^ names as u64);
-        for (bits, per_channel, bits_per_layer) in [
-            (8, false, None),
-            (4, true, None),
-            (8, true, Some(mixed.clone())),
+        let mixed = |seed: u64| Some(random_widths(names, seed ^ names as u64));
+        for (quantizer, bits, per_channel, bits_per_layer) in [
+            (Quantizer::Minmax, 8, false, None),
+            (Quantizer::Minmax, 4, true, None),
+            (Quantizer::Minmax, 8, true, mixed(0x9e37_79b9_7f4a_7c15)),
+            (Quantizer::Lsq, 8, true, mixed(0x2545_f491_4f6c_dd1d)),
+            (Quantizer::LsqPlus, 8, false, mixed(0x1405_7b7e_f767_814f)),
+            (Quantizer::LsqPlus, 3, true, None),
         ] {
+            let uniform = bits_per_layer.is_none();
             let config = QatConfig {
+                quantizer,
                 weight_bits: bits,
                 act_bits: bits,
                 per_channel,
@@ -153,8 +158,8 @@ fn every_preset_fake_quant_equals_integer() {
             // lenet5 trains fast enough here to be a real classifier; mobile's batch norm
             // statistics are still settling after 16 steps (its accuracy is measured on full
             // runs, see the closing note).
-            if name == "lenet5" {
-                assert!(accuracy > 0.3, "{name} w{bits}: {accuracy}");
+            if name == "lenet5" && uniform {
+                assert!(accuracy > 0.3, "{name} {quantizer:?} w{bits}: {accuracy}");
             }
         }
     }
@@ -164,13 +169,16 @@ fn every_preset_fake_quant_equals_integer() {
 fn average_pooling_and_strided_residual_net_fake_quant_equals_integer() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/my_net.toml");
     let arch = Architecture::load(path).unwrap();
-    let config = QatConfig {
-        weight_bits: 3,
-        act_bits: 5,
-        per_channel: true,
-        epochs: 1,
-        ..QatConfig::DEFAULT
-    };
     let float = pretrained(&arch, 1000, 1);
-    exact(&arch, &float, config);
+    for quantizer in [Quantizer::Minmax, Quantizer::LsqPlus] {
+        let config = QatConfig {
+            quantizer,
+            weight_bits: 3,
+            act_bits: 5,
+            per_channel: true,
+            epochs: 1,
+            ..QatConfig::DEFAULT
+        };
+        exact(&arch, &float, config);
+    }
 }
