@@ -153,7 +153,7 @@ pub fn run_arch_qat_command(
     )?;
     progress.finish();
     let quant_path = out.quant_model();
-    burnq_quant::save_graph(&outcome.graph, &quant_path)?;
+    burnq_quant::save_graph(&outcome.quant, &quant_path)?;
     let batcher = burnq_model::data::ImageBatcher::new(norm);
     let forward = |x| burnq_model::training::Classifier::log_probs(&float, x);
     let (float_eval, _) =
@@ -164,7 +164,7 @@ pub fn run_arch_qat_command(
         quantizer: config.quantizer,
         weight_bits: config.weight_bits,
         act_bits: config.act_bits,
-        bits_per_layer: burnq_quant::bits_label(outcome.graph.layers()),
+        bits_per_layer: burnq_quant::bits_label(outcome.quant.layers()),
         per_channel: config.per_channel,
         epochs: config.epochs,
         lr: config.lr,
@@ -179,7 +179,7 @@ pub fn run_arch_qat_command(
         ),
         ranges: outcome.forward.point_ranges(),
         int_model_bytes: std::fs::metadata(&quant_path)?.len(),
-        int_weight_bytes: weight_bytes(outcome.graph.layers()),
+        int_weight_bytes: weight_bytes(outcome.quant.layers()),
         history: outcome.history,
     };
     write_report(&report, &out, verbose)?;

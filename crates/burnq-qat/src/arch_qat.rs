@@ -1,7 +1,8 @@
 //! Quantization-aware training of a described network ([`ArchNet`]): a fake-quantized
 //! forward pass ([`ArchQat`]) that computes, value for value, what the integer graph
-//! converted from the same weights will compute, and [`run_arch_qat`], which fine-tunes,
-//! converts through [`convert_graph`] and measures both on the test set.
+//! converted from the same weights will compute, and [`crate::run_arch_qat`], which fine-tunes,
+//! converts through [`burnq_quant::convert_graph`] (or, with learned step sizes,
+//! [`burnq_quant::convert_graph_with_grids`]) and measures both on the test set.
 //!
 //! Per step, the forward values come from the converter's own functions on the host, the
 //! gradients from the same formulas on Burn tensors (straight-through):
@@ -16,47 +17,46 @@
 //!   and fixed-point requantization ([`LayerRequant`]), the activation folded into the clamp;
 //!   the last layer's logits are snapped to its accumulators. The accumulators are computed in
 //!   integer units (codes minus zero points, exact in `f32` below 2^23 whatever the float
-//!   kernels' summation order: `exact_accumulators`), not recovered from the real-unit sums.
+//!   kernels' summation order: `int_sim::exact_accumulators`), not recovered from the
+//!   real-unit sums.
 //! - **max pool**: on the real values (it commutes with the increasing requantization);
 //! - **average pool** and **residual add**: the reference integer operations on the codes
 //!   ([`reference::avg_pool`], [`QuantAdd::apply`]);
 //! - **dropout**: the identity (it would move values off their grids).
 //!
-//! Output grids come from EMA ranges of each quantization point, started from a calibration.
+//! Output grids come from EMA ranges of each quantization point, started from a calibration;
+//! with learned step sizes ([`ArchQat::with_learned_steps`], [`crate::lsq`]) the weight grids
+//! and every output grid but the logits' are learned instead, and the engine's codes of each
+//! point reach its step size (and LSQ+'s offset) through the LSQ gradient.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
+use burnq_arch::Normalization;
 use burnq_arch::arch::{Activation, BatchNormParams, Op, Plan, PoolGeometry, Step, StepParams};
-use burnq_arch::{Architecture, Normalization};
-use burnq_calib::{CalibrationSettings, calibrate_arch};
-use burnq_data::{IMAGE_PIXELS, ImageSet};
+use burnq_data::ImageSet;
 use burnq_model::arch_net::{ArchLayer, ConvStep, LinearStep, Reshape, Value, apply_activation};
 use burnq_model::data::ImageBatcher;
 use burnq_model::eval::{EvalResult, evaluate_with};
 use burnq_model::export::to_vec;
-use burnq_model::training::{EpochRecord, ForwardMode, TrainEvent, fit};
-use burnq_model::{ArchNet, Device, ModelError};
+use burnq_model::training::ForwardMode;
+use burnq_model::{ArchNet, Device};
 use burnq_quant::convert::fold_normalization;
-use burnq_quant::derive::{
-    LayerQuantization, accumulator_scales, output_clamp, quantize_bias, weight_params,
-};
-use burnq_quant::graph::layer_names;
+use burnq_quant::derive::{LayerQuantization, accumulator_scales, output_clamp, weight_params};
 use burnq_quant::graph::reference;
 use burnq_quant::range::EmaRange;
-use burnq_quant::{
-    GraphEngine, LayerGrids, PointRanges, QuantAdd, QuantGraph, QuantParams, QuantScheme,
-    convert_graph, convert_graph_with_grids,
-};
+use burnq_quant::{LayerGrids, PointRanges, QuantAdd, QuantParams, QuantScheme};
 
-use crate::int_sim::{LayerRequant, snap, straight_through};
+use crate::int_sim::{
+    LayerRequant, exact_accumulators, input_offsets, snap, straight_through, weight_offsets,
+    within_exact_bound,
+};
 use crate::lsq::LsqState;
 use crate::simulated::fake_quantize_channels;
-use crate::{QatConfig, QatError, Quantizer};
+use crate::{QatError, Quantizer};
 
 /// The fake-quantized forward pass of a described network; see the module docs.
 #[derive(Debug, Clone)]
@@ -477,71 +477,6 @@ impl ArchQat {
     }
 }
 
-/// The integer offsets `q − Z` of activations `x` on `grid` (real values `S·(q − Z)`), without
-/// gradient.
-fn input_offsets<const D: usize>(x: &Tensor<D>, grid: QuantParams) -> Tensor<D> {
-    x.clone().detach().div_scalar(grid.scale()).round()
-}
-
-/// The integer offsets `q_w − Z_w[o]` of fake-quantized weights `w` `[out, fan_in]` on
-/// `grids` (one per output channel), without gradient.
-fn weight_offsets(w: &Tensor<2>, grids: &[QuantParams]) -> Tensor<2> {
-    let scales: Vec<f32> = grids.iter().map(QuantParams::scale).collect();
-    let scales = Tensor::<1>::from_data(TensorData::new(scales, [grids.len()]), &w.device());
-    w.clone()
-        .detach()
-        .div(scales.reshape([grids.len(), 1]))
-        .round()
-}
-
-/// Largest magnitude an `f32` sum of integers may reach for the sums below to be exact in any
-/// order, and for `S·acc` in `f32` to round back to `acc`: 2^23.
-const EXACT_INTEGERS: f32 = 8_388_608.0;
-
-/// Whether every sum of `fan_in` products of the input offsets `xq` and the weight offsets `wq`
-/// (`[out, fan_in]`) stays below 2^23 whatever the values: `fan_in·max|xq|·max|wq|`, two
-/// reductions, so the exact bound (a convolution of the magnitudes) is computed only when this
-/// one fails.
-fn within_exact_bound<const D: usize>(xq: &Tensor<D>, wq: &Tensor<2>) -> bool {
-    let fan_in = wq.dims()[1] as f32;
-    let x_max = xq.clone().abs().max().into_scalar::<f32>();
-    fan_in * x_max * wq.clone().abs().max().into_scalar::<f32>() < EXACT_INTEGERS
-}
-
-/// `y` (a convolution's or linear layer's outputs in real units, channels on dim 1) with its
-/// forward values replaced by the engine's accumulators in real units, `S_in·S_w[o]·acc`, with
-/// `acc = sums + round(b[o] / (S_in·S_w[o]))` ([`quantize_bias`], as the converter rounds the
-/// bias) and `sums = Σ (q − Z_in)(q_w − Z_w[o])` computed on integer-valued `f32` tensors. Such
-/// a sum is exact in whatever order the backend adds while every partial sum stays below 2^23,
-/// which `magnitudes = Σ |q − Z_in|·|q_w − Z_w[o]|` bounds (`None`: [`within_exact_bound`]
-/// already proved it); so the accumulators do not depend on
-/// the float kernels. Where the bound does not hold (or an `|acc|` reaches 2^23), `y` is kept
-/// and its accumulators come from rounding the real-unit sums. Gradient: `y`'s.
-fn exact_accumulators<const D: usize>(
-    y: Tensor<D>,
-    sums: Tensor<D>,
-    magnitudes: Option<Tensor<D>>,
-    bias: &[f32],
-    scales: &[f64],
-) -> Tensor<D> {
-    if magnitudes.is_some_and(|m| to_vec(m).iter().any(|&m| m >= EXACT_INTEGERS)) {
-        return y;
-    }
-    let dims = y.dims();
-    let (channels, inner) = (dims[1], dims[2..].iter().product::<usize>());
-    let mut exact = Vec::with_capacity(dims.iter().product());
-    for (i, &sum) in to_vec(sums).iter().enumerate() {
-        let o = (i / inner) % channels;
-        let acc = sum as i64 + i64::from(quantize_bias(bias[o], scales[o]));
-        if acc.abs() as f32 >= EXACT_INTEGERS {
-            return y;
-        }
-        exact.push((acc as f64 * scales[o]) as f32);
-    }
-    let exact = Tensor::from_data(TensorData::new(exact, dims), &y.device());
-    y.clone() + (exact - y).detach()
-}
-
 /// Average pooling on the codes (the reference operation), straight-through gradient of the
 /// float average.
 fn average(g: &PoolGeometry, flow: Flow, float: impl Fn(Tensor<4>) -> Tensor<4>) -> Flow {
@@ -578,156 +513,5 @@ impl ForwardMode<ArchNet> for ArchQat {
         if let Some(lsq) = self.lsq.as_mut() {
             lsq.update(grads, lr, momentum);
         }
-    }
-}
-
-/// What [`run_arch_qat`] produced.
-#[derive(Debug)]
-pub struct ArchQatOutcome {
-    /// The fine-tuned float network.
-    pub model: ArchNet,
-    /// One record per epoch (the fake-quantized network's test accuracy).
-    pub history: Vec<EpochRecord>,
-    /// The fake-quantized forward pass, with its final ranges.
-    pub forward: ArchQat,
-    /// The exported integer network.
-    pub graph: QuantGraph,
-    /// The fake-quantized network on the test set.
-    pub fake_quant: EvalResult,
-    /// Its predictions.
-    pub fake_quant_predictions: Vec<u8>,
-    /// The integer graph's predictions on the test set.
-    pub integer_predictions: Vec<u8>,
-}
-
-/// Fine-tunes `float` (a described network) with [`ArchQat`] as `config` says (widths, each
-/// layer's own with `bits_per_layer`, granularity, epochs, learning rate and decay, momentum, seed, EMA decay, range
-/// initialisation; `quantizer` must be min/max), then converts it through [`convert_graph`]
-/// and runs the fake-quantized network and the integer graph over `test_set`.
-#[allow(clippy::too_many_arguments)]
-pub fn run_arch_qat(
-    config: &QatConfig,
-    arch: &Architecture,
-    float: &ArchNet,
-    mut train_set: ImageSet,
-    test_set: &ImageSet,
-    device: &Device,
-    on_event: &mut dyn FnMut(TrainEvent),
-    on_epoch: &mut dyn FnMut(&ArchNet, &EpochRecord) -> Result<(), ModelError>,
-) -> Result<ArchQatOutcome, QatError> {
-    if config.distill != 0.0 {
-        return Err(QatError::Unsupported(
-            "distillation from the float model runs on the tutorial network only; leave out \
-             --distill"
-                .into(),
-        ));
-    }
-    let plan = arch.plan().map_err(QatError::Arch)?;
-    let scheme = config.scheme(&layer_names(&plan))?;
-    let calibration = calibrate_arch(
-        float,
-        &arch.name,
-        &train_set,
-        CalibrationSettings {
-            method: config.range_init,
-            act_bits: config.act_bits,
-            ..Default::default()
-        },
-        device,
-    )
-    .map_err(QatError::Calibration)?;
-    let initial = calibration
-        .point_ranges(&plan, config.range_init)
-        .map_err(QatError::Calibration)?;
-    if let Some(n) = config.train_limit {
-        train_set.truncate(n);
-    }
-    let norm = train_set.kind.normalization();
-    let mut forward = ArchQat::new(scheme.clone(), norm, config.ema_decay, &initial);
-    if config.quantizer.learns_steps() {
-        forward = forward.with_learned_steps(config.quantizer, &plan);
-    }
-    let ad = device.clone().autodiff();
-    let start = ArchNet::init(&plan, norm, &ad).load_record(float.valid().into_record());
-    let (model, history) = fit(
-        &config.training(),
-        start,
-        &mut forward,
-        Arc::new(train_set),
-        test_set,
-        device,
-        on_event,
-        on_epoch,
-    )?;
-    let params = model.float_params().map_err(QatError::Arch)?;
-    let graph = match forward.learned_grids(&plan)? {
-        Some(grids) => convert_graph_with_grids(arch, &params, &grids, norm, scheme),
-        None => convert_graph(arch, &params, &forward.point_ranges(), norm, scheme),
-    }
-    .map_err(QatError::Quant)?;
-    let (fake_quant, fake_quant_predictions) = forward.evaluate(&model, test_set, device);
-    let integer_predictions = GraphEngine::new(&graph)
-        .and_then(|e| e.forward_parallel(&test_set.pixels, test_set.pixels.len() / IMAGE_PIXELS, 0))
-        .map_err(QatError::Quant)?
-        .predictions;
-    Ok(ArchQatOutcome {
-        model,
-        history,
-        forward,
-        graph,
-        fake_quant,
-        fake_quant_predictions,
-        integer_predictions,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn tensor(values: Vec<f32>) -> Tensor<2> {
-        let n = values.len() / 2;
-        Tensor::from_data(
-            TensorData::new(values, [n, 2]),
-            &burnq_model::Device::flex(),
-        )
-    }
-
-    /// The accumulators come from the integer sums and the rounded bias, not from `y`: a `y`
-    /// off by 0.7 of an accumulator step (which rounding `y` would turn into a wrong integer)
-    /// still gives the exact accumulators; past the 2^23 bound `y` is kept.
-    #[test]
-    fn accumulators_come_from_the_integer_sums() {
-        let scales = [0.5f64, 0.25];
-        let bias = [1.2f32, -0.3]; // round(2.4) = 2, round(-1.2) = -1 accumulator steps
-        let sums = vec![10.0, -7.0, 3.0, 1_000_000.0];
-        let accs = [12.0, -8.0, 5.0, 999_999.0];
-        let off: Vec<f32> = accs
-            .iter()
-            .enumerate()
-            .map(|(i, &a)| (a + 0.7) * scales[i % 2] as f32)
-            .collect();
-        let magnitudes = vec![10.0, 7.0, 3.0, 1_000_000.0];
-        let exact = exact_accumulators(
-            tensor(off.clone()),
-            tensor(sums.clone()),
-            Some(tensor(magnitudes)),
-            &bias,
-            &scales,
-        );
-        let expected: Vec<f32> = accs
-            .iter()
-            .enumerate()
-            .map(|(i, &a)| a * scales[i % 2] as f32)
-            .collect();
-        assert_eq!(to_vec(exact), expected);
-        let kept = exact_accumulators(
-            tensor(off.clone()),
-            tensor(sums),
-            Some(tensor(vec![10.0, 7.0, 3.0, EXACT_INTEGERS])),
-            &bias,
-            &scales,
-        );
-        assert_eq!(to_vec(kept), off);
     }
 }

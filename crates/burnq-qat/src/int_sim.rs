@@ -12,11 +12,16 @@
 //! gradient passes straight through inside the clamp range and is 0 outside it. fc2's logits
 //! are snapped to `S_in·S_w[o]·acc`, the quantity the engine compares to predict.
 //!
+//! A described network's accumulators are computed in integer units
+//! ([`exact_accumulators`]): the sums of input and weight code offsets, exact in `f32` below
+//! 2^23 whatever the float kernels' summation order, plus the converter's rounded bias.
+//!
 //! The parameters are the converter's own ([`LayerQuantization`], the one derivation in
 //! `burnq-quant`), so both sides agree on every scale and multiplier.
 
 use burn::prelude::*;
 use burnq_model::export::to_vec;
+use burnq_quant::derive::quantize_bias;
 use burnq_quant::{LayerQuantization, QuantParams};
 
 /// One layer's output requantization exactly as the integer model runs it.
@@ -108,6 +113,71 @@ fn map_accumulators<const D: usize>(
     Tensor::from_data(TensorData::new(out, dims), &y.device())
 }
 
+/// The integer offsets `q − Z` of activations `x` on `grid` (real values `S·(q − Z)`), without
+/// gradient.
+pub(crate) fn input_offsets<const D: usize>(x: &Tensor<D>, grid: QuantParams) -> Tensor<D> {
+    x.clone().detach().div_scalar(grid.scale()).round()
+}
+
+/// The integer offsets `q_w − Z_w[o]` of fake-quantized weights `w` `[out, fan_in]` on
+/// `grids` (one per output channel), without gradient.
+pub(crate) fn weight_offsets(w: &Tensor<2>, grids: &[QuantParams]) -> Tensor<2> {
+    let scales: Vec<f32> = grids.iter().map(QuantParams::scale).collect();
+    let scales = Tensor::<1>::from_data(TensorData::new(scales, [grids.len()]), &w.device());
+    w.clone()
+        .detach()
+        .div(scales.reshape([grids.len(), 1]))
+        .round()
+}
+
+/// Largest magnitude an `f32` sum of integers may reach for the sums below to be exact in any
+/// order, and for `S·acc` in `f32` to round back to `acc`: 2^23.
+pub(crate) const EXACT_INTEGERS: f32 = 8_388_608.0;
+
+/// Whether every sum of `fan_in` products of the input offsets `xq` and the weight offsets `wq`
+/// (`[out, fan_in]`) stays below 2^23 whatever the values: `fan_in·max|xq|·max|wq|`, two
+/// reductions, so the exact bound (a convolution of the magnitudes) is computed only when this
+/// one fails.
+pub(crate) fn within_exact_bound<const D: usize>(xq: &Tensor<D>, wq: &Tensor<2>) -> bool {
+    let fan_in = wq.dims()[1] as f32;
+    let x_max = xq.clone().abs().max().into_scalar::<f32>();
+    fan_in * x_max * wq.clone().abs().max().into_scalar::<f32>() < EXACT_INTEGERS
+}
+
+/// `y` (a convolution's or linear layer's outputs in real units, channels on dim 1) with its
+/// forward values replaced by the engine's accumulators in real units, `S_in·S_w[o]·acc`, with
+/// `acc = sums + round(b[o] / (S_in·S_w[o]))` ([`quantize_bias`], as the converter rounds the
+/// bias) and `sums = Σ (q − Z_in)(q_w − Z_w[o])` computed on integer-valued `f32` tensors. Such
+/// a sum is exact in whatever order the backend adds while every partial sum stays below 2^23,
+/// which `magnitudes = Σ |q − Z_in|·|q_w − Z_w[o]|` bounds (`None`: [`within_exact_bound`]
+/// already proved it); so the accumulators do not depend on
+/// the float kernels. Where the bound does not hold (or an `|acc|` reaches 2^23), `y` is kept
+/// and its accumulators come from rounding the real-unit sums. Gradient: `y`'s.
+pub(crate) fn exact_accumulators<const D: usize>(
+    y: Tensor<D>,
+    sums: Tensor<D>,
+    magnitudes: Option<Tensor<D>>,
+    bias: &[f32],
+    scales: &[f64],
+) -> Tensor<D> {
+    if magnitudes.is_some_and(|m| to_vec(m).iter().any(|&m| m >= EXACT_INTEGERS)) {
+        return y;
+    }
+    let dims = y.dims();
+    let (channels, inner) = (dims[1], dims[2..].iter().product::<usize>());
+    let mut exact = Vec::with_capacity(dims.iter().product());
+    for (i, &sum) in to_vec(sums).iter().enumerate() {
+        let o = (i / inner) % channels;
+        let acc = sum as i64 + i64::from(quantize_bias(bias[o], scales[o]));
+        if acc.abs() as f32 >= EXACT_INTEGERS {
+            return y;
+        }
+        exact.push((acc as f64 * scales[o]) as f32);
+    }
+    let exact = Tensor::from_data(TensorData::new(exact, dims), &y.device());
+    y.clone() + (exact - y).detach()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,5 +239,51 @@ mod tests {
         assert_eq!(requant.apply(426), 1);
         let m = f64::from(requant.m0) * 2f64.powi(requant.shift - 31);
         assert!((426.0 * m) < 0.5, "single rounding would give 0");
+    }
+
+    fn tensor(values: Vec<f32>) -> Tensor<2> {
+        let n = values.len() / 2;
+        Tensor::from_data(
+            TensorData::new(values, [n, 2]),
+            &burnq_model::Device::flex(),
+        )
+    }
+
+    /// The accumulators come from the integer sums and the rounded bias, not from `y`: a `y`
+    /// off by 0.7 of an accumulator step (which rounding `y` would turn into a wrong integer)
+    /// still gives the exact accumulators; past the 2^23 bound `y` is kept.
+    #[test]
+    fn accumulators_come_from_the_integer_sums() {
+        let scales = [0.5f64, 0.25];
+        let bias = [1.2f32, -0.3]; // round(2.4) = 2, round(-1.2) = -1 accumulator steps
+        let sums = vec![10.0, -7.0, 3.0, 1_000_000.0];
+        let accs = [12.0, -8.0, 5.0, 999_999.0];
+        let off: Vec<f32> = accs
+            .iter()
+            .enumerate()
+            .map(|(i, &a)| (a + 0.7) * scales[i % 2] as f32)
+            .collect();
+        let magnitudes = vec![10.0, 7.0, 3.0, 1_000_000.0];
+        let exact = exact_accumulators(
+            tensor(off.clone()),
+            tensor(sums.clone()),
+            Some(tensor(magnitudes)),
+            &bias,
+            &scales,
+        );
+        let expected: Vec<f32> = accs
+            .iter()
+            .enumerate()
+            .map(|(i, &a)| a * scales[i % 2] as f32)
+            .collect();
+        assert_eq!(to_vec(exact), expected);
+        let kept = exact_accumulators(
+            tensor(off.clone()),
+            tensor(sums),
+            Some(tensor(vec![10.0, 7.0, 3.0, EXACT_INTEGERS])),
+            &bias,
+            &scales,
+        );
+        assert_eq!(to_vec(kept), off);
     }
 }

@@ -1,22 +1,26 @@
-//! The library entry point of quantization-aware training: [`QatConfig`] (with the defaults
-//! the `qat` and `sweep` commands share) and [`run_qat`]: start the activation ranges from a
-//! calibration, fine-tune with the fake-quantized forward pass, convert through the same
-//! converter as post-training quantization, and run the integer model and the
-//! fake-quantized network over the test set so their predictions can be compared.
+//! The library entry points of quantization-aware training: [`QatConfig`] (with the defaults
+//! the `qat` and `sweep` commands share), [`run_qat`] (the tutorial network) and
+//! [`run_arch_qat`] (a described network): start the activation ranges from a calibration,
+//! fine-tune with the fake-quantized forward pass, convert through the same converter as
+//! post-training quantization, and run the integer model and the fake-quantized network over
+//! the test set so their predictions can be compared.
 
 use std::sync::Arc;
 
-use burnq_calib::{CalibrationMethod, CalibrationSettings, calibrate};
+use burn::prelude::*;
+use burnq_arch::Architecture;
+use burnq_calib::{CalibrationMethod, CalibrationSettings, calibrate, calibrate_arch};
 use burnq_data::{IMAGE_PIXELS, ImageSet};
 use burnq_model::eval::EvalResult;
 use burnq_model::training::{EpochRecord, TrainEvent, TrainingConfig, fit};
-use burnq_model::{Device, ModelError, Net, NetConfig};
+use burnq_model::{ArchNet, Device, ModelError, Net, NetConfig};
+use burnq_quant::graph::layer_names;
 use burnq_quant::{
-    ConvertOptions, Engine, LayerBits, QuantModel, QuantScheme, convert, convert_with_grids,
-    tutorial_layer_names,
+    ConvertOptions, Engine, GraphEngine, LayerBits, QuantGraph, QuantModel, QuantScheme, convert,
+    convert_graph, convert_graph_with_grids, convert_with_grids, tutorial_layer_names,
 };
 
-use crate::{Distillation, QatError, QatForward, QatSettings, Quantizer, float_network};
+use crate::{ArchQat, Distillation, QatError, QatForward, QatSettings, Quantizer, float_network};
 
 /// Images per batch when the fake-quantized network is evaluated (does not change results).
 const EVAL_BATCH: usize = 1000;
@@ -156,17 +160,18 @@ impl Default for QatConfig {
     }
 }
 
-/// What a QAT run produced.
+/// What a QAT run produced: of the tutorial network ([`run_qat`]), or of a described one
+/// ([`ArchQatOutcome`]).
 #[derive(Debug)]
-pub struct QatOutcome {
+pub struct QatOutcome<Model = Net, Forward = QatForward, Integer = QuantModel> {
     /// The fine-tuned float model.
-    pub model: Net,
-    /// One record per epoch.
+    pub model: Model,
+    /// One record per epoch (the fake-quantized network's test accuracy).
     pub history: Vec<EpochRecord>,
-    /// The fake-quantized forward pass with its final ranges.
-    pub forward: QatForward,
+    /// The fake-quantized forward pass with its final ranges (and learned grids).
+    pub forward: Forward,
     /// The exported integer model.
-    pub quant: QuantModel,
+    pub quant: Integer,
     /// Loss and accuracy of the fake-quantized network on the test set (ranges frozen).
     pub fake_quant: EvalResult,
     /// Its prediction for each test image.
@@ -246,6 +251,91 @@ pub fn run_qat(
         history,
         forward,
         quant,
+        fake_quant,
+        fake_quant_predictions,
+        integer_predictions,
+    })
+}
+
+/// What [`run_arch_qat`] produced: the integer network is a [`QuantGraph`].
+pub type ArchQatOutcome = QatOutcome<ArchNet, ArchQat, QuantGraph>;
+
+/// Fine-tunes `float` (a described network) with [`ArchQat`] as `config` says (quantizer,
+/// widths, each layer's own with `bits_per_layer`, granularity, epochs, learning rate and
+/// decay, momentum, seed, EMA decay, range initialisation; distillation is refused), then
+/// converts it through [`convert_graph`] (learned grids: [`convert_graph_with_grids`]) and runs
+/// the fake-quantized network and the integer graph over `test_set`.
+#[allow(clippy::too_many_arguments)]
+pub fn run_arch_qat(
+    config: &QatConfig,
+    arch: &Architecture,
+    float: &ArchNet,
+    mut train_set: ImageSet,
+    test_set: &ImageSet,
+    device: &Device,
+    on_event: &mut dyn FnMut(TrainEvent),
+    on_epoch: &mut dyn FnMut(&ArchNet, &EpochRecord) -> Result<(), ModelError>,
+) -> Result<ArchQatOutcome, QatError> {
+    if config.distill != 0.0 {
+        return Err(QatError::Unsupported(
+            "distillation from the float model runs on the tutorial network only; leave out \
+             --distill"
+                .into(),
+        ));
+    }
+    let plan = arch.plan().map_err(QatError::Arch)?;
+    let scheme = config.scheme(&layer_names(&plan))?;
+    let calibration = calibrate_arch(
+        float,
+        &arch.name,
+        &train_set,
+        CalibrationSettings {
+            method: config.range_init,
+            act_bits: config.act_bits,
+            ..Default::default()
+        },
+        device,
+    )
+    .map_err(QatError::Calibration)?;
+    let initial = calibration
+        .point_ranges(&plan, config.range_init)
+        .map_err(QatError::Calibration)?;
+    if let Some(n) = config.train_limit {
+        train_set.truncate(n);
+    }
+    let norm = train_set.kind.normalization();
+    let mut forward = ArchQat::new(scheme.clone(), norm, config.ema_decay, &initial);
+    if config.quantizer.learns_steps() {
+        forward = forward.with_learned_steps(config.quantizer, &plan);
+    }
+    let ad = device.clone().autodiff();
+    let start = ArchNet::init(&plan, norm, &ad).load_record(float.valid().into_record());
+    let (model, history) = fit(
+        &config.training(),
+        start,
+        &mut forward,
+        Arc::new(train_set),
+        test_set,
+        device,
+        on_event,
+        on_epoch,
+    )?;
+    let params = model.float_params().map_err(QatError::Arch)?;
+    let graph = match forward.learned_grids(&plan)? {
+        Some(grids) => convert_graph_with_grids(arch, &params, &grids, norm, scheme),
+        None => convert_graph(arch, &params, &forward.point_ranges(), norm, scheme),
+    }
+    .map_err(QatError::Quant)?;
+    let (fake_quant, fake_quant_predictions) = forward.evaluate(&model, test_set, device);
+    let integer_predictions = GraphEngine::new(&graph)
+        .and_then(|e| e.forward_parallel(&test_set.pixels, test_set.pixels.len() / IMAGE_PIXELS, 0))
+        .map_err(QatError::Quant)?
+        .predictions;
+    Ok(QatOutcome {
+        model,
+        history,
+        forward,
+        quant: graph,
         fake_quant,
         fake_quant_predictions,
         integer_predictions,

@@ -74,7 +74,7 @@ fn exact(arch: &Architecture, float: &ArchNet, config: QatConfig) -> f64 {
     )
     .unwrap();
     assert_eq!(outcome.integer_predictions.len(), 300);
-    let exported: Vec<LayerBits> = outcome.graph.layers().iter().map(|l| l.bits()).collect();
+    let exported: Vec<LayerBits> = outcome.quant.layers().iter().map(|l| l.bits()).collect();
     match &config.bits_per_layer {
         Some(bits) => assert_eq!(&exported, bits, "{}", arch.name),
         None => assert!(
