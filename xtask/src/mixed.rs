@@ -58,7 +58,7 @@ pub struct MixedArgs {
     /// One weight scale and zero point per output channel.
     #[arg(long)]
     pub per_channel: bool,
-    /// How QAT chooses the grids: minmax or lsq.
+    /// How QAT chooses the grids: minmax, lsq or lsq+.
     #[arg(long, default_value = "lsq", value_parser = crate::qat::parse_quantizer)]
     pub quantizer: Quantizer,
     /// QAT epochs of every model.
@@ -173,9 +173,9 @@ pub fn run(args: MixedArgs) -> anyhow::Result<()> {
             // Min/max grids: the sensitivity is the quantization noise before any training.
             let settings = QatConfig {
                 quantizer: Quantizer::Minmax,
-                ..config(Some([uniform; 4]), bits)
+                ..config(Some(vec![uniform; 4]), bits)
             }
-            .settings(norm);
+            .settings(norm)?;
             let only = QatForward::with_ranges(settings, &calibration.ranges(calibration.method))
                 .only_layer(index);
             let (eval, _) = only.evaluate(&model, &held, 1000, &device);
@@ -230,7 +230,7 @@ pub fn run(args: MixedArgs) -> anyhow::Result<()> {
         let choice = choose(&candidates, budget).with_context(|| {
             format!("no choice of --widths fits a budget of {kb} kB of weights")
         })?;
-        let bits = std::array::from_fn(|l| LayerBits {
+        let bits: [LayerBits; 4] = std::array::from_fn(|l| LayerBits {
             weight_bits: args.widths[choice.picks[l]],
             act_bits: args.act_bits,
         });
@@ -242,7 +242,7 @@ pub fn run(args: MixedArgs) -> anyhow::Result<()> {
         );
         let widest = bits.iter().map(|b| b.weight_bits).max().unwrap_or(8);
         let report = run_qat_command(
-            &config(Some(bits), widest),
+            &config(Some(bits.to_vec()), widest),
             &args.data,
             args.limits.test_limit,
             args.out.as_deref(),

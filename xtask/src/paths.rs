@@ -27,6 +27,7 @@ use std::path::{Path, PathBuf};
 
 use burnq_data::DatasetKind;
 use burnq_qat::{QatConfig, Quantizer};
+use burnq_quant::LayerBits;
 
 use crate::common::project_root;
 
@@ -174,16 +175,20 @@ impl ArtifactDir {
     }
 
     /// A QAT run's own folder inside this one: `qat-w2a2`, `qat-w4a4-pc`, with learned
-    /// step sizes `qat-lsq-w2a2-pc`, and with per-layer widths the layers' in order,
+    /// step sizes `qat-lsq-w2a2-pc` (LSQ+: `qat-lsqplus-w2a2-pc`), and with per-layer widths the layers' in order,
     /// `qat-mixed-w8a8.w4a8.w2a8.w8a8[-pc]`.
     pub fn qat_run(&self, config: &QatConfig) -> Self {
         let pc = if config.per_channel { "-pc" } else { "" };
         let quantizer = match config.quantizer {
             Quantizer::Minmax => "",
             Quantizer::Lsq => "lsq-",
+            Quantizer::LsqPlus => "lsqplus-",
         };
-        let widths = match config.bits_per_layer {
-            Some(bits) => format!("mixed-{}", bits.map(|b| b.to_string()).join(".")),
+        let widths = match &config.bits_per_layer {
+            Some(bits) => {
+                let bits: Vec<String> = bits.iter().map(LayerBits::to_string).collect();
+                format!("mixed-{}", bits.join("."))
+            }
             None => format!("w{}a{}", config.weight_bits, config.act_bits),
         };
         let kd = if config.distill > 0.0 { "-kd" } else { "" };

@@ -10,6 +10,7 @@ use burnq_model::checkpoint::{load_model, save_model, write_json_atomic};
 use burnq_model::training::EpochRecord;
 use burnq_model::{BackendChoice, NetConfig};
 use burnq_qat::{QatConfig, QatSettings, Quantizer, run_qat};
+use burnq_quant::graph::layer_names;
 use burnq_quant::{ActivationRanges, ConvertOptions, LayerBits, tutorial_layer_names};
 use serde::Serialize;
 
@@ -28,8 +29,11 @@ const DEFAULTS: QatConfig = QatConfig::DEFAULT;
 pub struct QatArgs {
     #[command(flatten)]
     pub data: DataArgs,
-    /// How the grids are chosen: minmax (weights' min/max, EMA activation ranges) or lsq
-    /// (learned step sizes, Esser et al. 2019).
+    /// How the grids are chosen: minmax (weights' min/max, EMA activation ranges), lsq
+    /// (learned step sizes, Esser et al. 2019: ReLU outputs on unsigned grids, signed
+    /// activations on symmetric ones) or lsq+ (LSQ+, Bhalgat et al. 2020: a learned offset,
+    /// i.e. zero point, for activations without a ReLU fused; ReLU/ReLU6 outputs keep offset 0,
+    /// zero point 0, so on the tutorial network lsq+ is lsq).
     #[arg(long, default_value = DEFAULTS.quantizer.name(), value_parser = parse_quantizer)]
     pub quantizer: Quantizer,
     /// Bits of the weight codes (2..=8).
@@ -41,8 +45,10 @@ pub struct QatArgs {
     /// One weight scale and zero point per output channel.
     #[arg(long)]
     pub per_channel: bool,
-    /// Each layer's own widths (tutorial network), over --weight-bits/--act-bits: as
-    /// `quantize --bits-per-layer`, e.g. `conv1=w8a8,fc1=w2` or `8,w4a8,2,8`.
+    /// Each convolution/linear layer's own widths, over --weight-bits/--act-bits: as
+    /// `quantize --bits-per-layer`, by layer name (the tutorial's conv1, conv2, fc1, fc2; a
+    /// described network's step names, e.g. `stem=w8a8,b1_dw=w4`) or one width per layer in
+    /// order (`8,w4a8,2,8`).
     #[arg(long)]
     pub bits_per_layer: Option<String>,
     /// Fine-tuning epochs.
@@ -81,7 +87,7 @@ pub struct QatArgs {
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// The network: a preset (tutorial, lenet5, mobile) or a .json/.toml description file,
-    /// trained with `cargo xtask train --arch` (min/max quantizer only for described networks).
+    /// trained with `cargo xtask train --arch`.
     #[arg(long, default_value = "tutorial")]
     pub arch: String,
 }
@@ -91,8 +97,11 @@ pub struct QatArgs {
 pub struct ArchQatReport {
     pub architecture: String,
     pub dataset: String,
+    pub quantizer: Quantizer,
     pub weight_bits: u8,
     pub act_bits: u8,
+    /// The exported graph's widths, `name=w<W>a<A>,…` by layer.
+    pub bits_per_layer: String,
     pub per_channel: bool,
     pub epochs: usize,
     pub lr: f64,
@@ -102,7 +111,9 @@ pub struct ArchQatReport {
     pub accuracies: QatAccuracies,
     /// Final output range of every quantization point.
     pub ranges: std::collections::BTreeMap<String, (f32, f32)>,
+    /// Size of the exported model file, and of its weight codes in it.
     pub int_model_bytes: u64,
+    pub int_weight_bytes: usize,
     pub history: Vec<EpochRecord>,
 }
 
@@ -142,7 +153,7 @@ pub fn run_arch_qat_command(
     )?;
     progress.finish();
     let quant_path = out.quant_model();
-    burnq_quant::save_graph(&outcome.graph, &quant_path)?;
+    burnq_quant::save_graph(&outcome.quant, &quant_path)?;
     let batcher = burnq_model::data::ImageBatcher::new(norm);
     let forward = |x| burnq_model::training::Classifier::log_probs(&float, x);
     let (float_eval, _) =
@@ -150,8 +161,10 @@ pub fn run_arch_qat_command(
     let report = ArchQatReport {
         architecture: arch.name.clone(),
         dataset: data.dataset.dir_name().into(),
+        quantizer: config.quantizer,
         weight_bits: config.weight_bits,
         act_bits: config.act_bits,
+        bits_per_layer: burnq_quant::bits_label(outcome.quant.layers()),
         per_channel: config.per_channel,
         epochs: config.epochs,
         lr: config.lr,
@@ -166,10 +179,16 @@ pub fn run_arch_qat_command(
         ),
         ranges: outcome.forward.point_ranges(),
         int_model_bytes: std::fs::metadata(&quant_path)?.len(),
+        int_weight_bytes: weight_bytes(outcome.quant.layers()),
         history: outcome.history,
     };
     write_report(&report, &out, verbose)?;
     Ok(report)
+}
+
+/// Bytes of the weight codes of `layers` in a model file (packed below 8 bits).
+fn weight_bytes<'a>(layers: impl IntoIterator<Item = &'a burnq_quant::QuantLayer>) -> usize {
+    layers.into_iter().map(|l| l.stored_weight_bytes()).sum()
 }
 
 /// `qat.json`.
@@ -254,12 +273,16 @@ fn write_report(report: &impl Serialize, out: &ArtifactDir, verbose: bool) -> an
 }
 
 pub fn run(args: QatArgs) -> anyhow::Result<()> {
-    let (config, test_limit, out) = (args.config()?, args.limits.test_limit, args.out.as_deref());
+    let (test_limit, out) = (args.limits.test_limit, args.out.as_deref());
     // `--arch NAME|FILE`: a described network (`burnq_qat::run_arch_qat`).
     let accuracies = match args.arch.as_str() {
-        "tutorial" => run_qat_command(&config, &args.data, test_limit, out, true)?.accuracies,
+        "tutorial" => {
+            let config = args.config(&tutorial_layer_names())?;
+            run_qat_command(&config, &args.data, test_limit, out, true)?.accuracies
+        }
         name => {
             let arch = burnq_arch::Architecture::load(name)?;
+            let config = args.config(&layer_names(&arch.plan()?))?;
             run_arch_qat_command(&config, &arch, &args.data, test_limit, out, true)?.accuracies
         }
     };
@@ -278,30 +301,31 @@ pub fn parse_quantizer(name: &str) -> Result<Quantizer, String> {
     Quantizer::ALL
         .into_iter()
         .find(|q| q.name() == name)
-        .ok_or_else(|| format!("unknown quantizer `{name}` (minmax or lsq)"))
+        .ok_or_else(|| {
+            let names: Vec<&str> = Quantizer::ALL.iter().map(|q| q.name()).collect();
+            format!("unknown quantizer `{name}` ({})", names.join(", "))
+        })
 }
 
 impl QatArgs {
-    /// The library configuration these flags ask for. Errors on a malformed
-    /// `--bits-per-layer`, and on one given for a described network (per-layer QAT covers the
-    /// tutorial network; `quantize --arch … --bits-per-layer` converts any network).
-    pub fn config(&self) -> anyhow::Result<QatConfig> {
+    /// The library configuration these flags ask for, for a network whose convolution and
+    /// linear layers are `names` (in execution order). Errors on a malformed
+    /// `--bits-per-layer`, naming the entry (an unknown layer with the known names).
+    pub fn config(&self, names: &[&str]) -> anyhow::Result<QatConfig> {
         let options = ConvertOptions {
             weight_bits: self.weight_bits,
             act_bits: self.act_bits,
             per_channel: self.per_channel,
         };
         let bits_per_layer = match &self.bits_per_layer {
-            Some(_) if self.arch != "tutorial" => anyhow::bail!(
-                "qat --bits-per-layer covers the tutorial network only; convert {} with \
-                 per-layer widths by `quantize --arch {} --bits-per-layer …`",
-                self.arch,
-                self.arch
-            ),
             Some(spec) => {
-                let names = tutorial_layer_names();
-                let scheme = scheme(options, Some(spec), &names)?;
-                Some(names.map(|n| LayerBits::of(scheme.layer(n))))
+                let scheme = scheme(options, Some(spec), names)?;
+                Some(
+                    names
+                        .iter()
+                        .map(|n| LayerBits::of(scheme.layer(n)))
+                        .collect(),
+                )
             }
             None => None,
         };
@@ -387,12 +411,7 @@ pub fn run_qat_command(
         ranges: ranges.layer_outputs(),
         bits_per_layer: burnq_quant::bits_label(outcome.quant.layers()),
         int_model_bytes: std::fs::metadata(&quant_path)?.len(),
-        int_weight_bytes: outcome
-            .quant
-            .layers()
-            .iter()
-            .map(|l| l.stored_weight_bytes())
-            .sum(),
+        int_weight_bytes: weight_bytes(outcome.quant.layers()),
         history: outcome.history,
     };
     write_report(&report, &out, verbose)?;

@@ -243,6 +243,27 @@ fn a_broken_description_is_refused_by_name_and_writes_nothing() {
         "{msg}"
     );
     assert!(!out.exists(), "nothing is written for a broken description");
+    // qat --arch --bits-per-layer: an unknown layer is named with the known ones, before any
+    // model is read.
+    let bad_layer = xtask(&[
+        "qat",
+        "--arch",
+        "lenet5",
+        "--bits-per-layer",
+        "c1=w4,conv9=w2",
+        "--offline",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!bad_layer.status.success());
+    let msg = text(&bad_layer);
+    assert!(
+        msg.contains("--bits-per-layer")
+            && msg.contains("no layer \"conv9\"; the layers are c1, c3, f5, f6, output"),
+        "{msg}"
+    );
+    assert!(!msg.contains("panicked"), "{msg}");
+    assert!(!out.exists(), "nothing is written for a refused width");
     let unknown = xtask(&["quantize", "--arch", "resnet50", "--offline"]);
     assert!(!unknown.status.success());
     assert!(

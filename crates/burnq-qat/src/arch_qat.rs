@@ -1,7 +1,8 @@
 //! Quantization-aware training of a described network ([`ArchNet`]): a fake-quantized
 //! forward pass ([`ArchQat`]) that computes, value for value, what the integer graph
-//! converted from the same weights will compute, and [`run_arch_qat`], which fine-tunes,
-//! converts through [`convert_graph`] and measures both on the test set.
+//! converted from the same weights will compute, and [`crate::run_arch_qat`], which fine-tunes,
+//! converts through [`burnq_quant::convert_graph`] (or, with learned step sizes,
+//! [`burnq_quant::convert_graph_with_grids`]) and measures both on the test set.
 //!
 //! Per step, the forward values come from the converter's own functions on the host, the
 //! gradients from the same formulas on Burn tensors (straight-through):
@@ -16,51 +17,57 @@
 //!   and fixed-point requantization ([`LayerRequant`]), the activation folded into the clamp;
 //!   the last layer's logits are snapped to its accumulators. The accumulators are computed in
 //!   integer units (codes minus zero points, exact in `f32` below 2^23 whatever the float
-//!   kernels' summation order: `exact_accumulators`), not recovered from the real-unit sums.
+//!   kernels' summation order: `int_sim::exact_accumulators`), not recovered from the
+//!   real-unit sums.
 //! - **max pool**: on the real values (it commutes with the increasing requantization);
 //! - **average pool** and **residual add**: the reference integer operations on the codes
 //!   ([`reference::avg_pool`], [`QuantAdd::apply`]);
 //! - **dropout**: the identity (it would move values off their grids).
 //!
-//! Output grids come from EMA ranges of each quantization point, started from a calibration.
+//! Output grids come from EMA ranges of each quantization point, started from a calibration;
+//! with learned step sizes ([`ArchQat::with_learned_steps`], [`crate::lsq`]) the weight grids
+//! and every output grid but the logits' are learned instead, and the engine's codes of each
+//! point reach its step size (and LSQ+'s offset) through the LSQ gradient.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
-use burnq_arch::arch::{BatchNormParams, Op, PoolGeometry, Step, StepParams};
-use burnq_arch::{Architecture, Normalization};
-use burnq_calib::{CalibrationSettings, calibrate_arch};
-use burnq_data::{IMAGE_PIXELS, ImageSet};
+use burnq_arch::Normalization;
+use burnq_arch::arch::{Activation, BatchNormParams, Op, Plan, PoolGeometry, Step, StepParams};
+use burnq_data::ImageSet;
 use burnq_model::arch_net::{ArchLayer, ConvStep, LinearStep, Reshape, Value, apply_activation};
 use burnq_model::data::ImageBatcher;
 use burnq_model::eval::{EvalResult, evaluate_with};
 use burnq_model::export::to_vec;
-use burnq_model::training::{EpochRecord, ForwardMode, TrainEvent, fit};
-use burnq_model::{ArchNet, Device, ModelError};
+use burnq_model::training::ForwardMode;
+use burnq_model::{ArchNet, Device};
 use burnq_quant::convert::fold_normalization;
-use burnq_quant::derive::{LayerQuantization, accumulator_scales, weight_params};
+use burnq_quant::derive::{LayerQuantization, accumulator_scales, output_clamp, weight_params};
 use burnq_quant::graph::reference;
 use burnq_quant::range::EmaRange;
-use burnq_quant::{
-    ConvertOptions, GraphEngine, PointRanges, QuantAdd, QuantGraph, QuantParams, convert_graph,
-};
+use burnq_quant::{LayerGrids, PointRanges, QuantAdd, QuantParams, QuantScheme};
 
 use crate::exact::{conv_sums, exact_accumulators, linear_sums};
-use crate::int_sim::{LayerRequant, snap};
+use crate::int_sim::{LayerRequant, snap, straight_through};
+use crate::lsq::LsqState;
 use crate::simulated::fake_quantize_channels;
-use crate::{QatConfig, QatError};
+use crate::{QatError, Quantizer};
 
 /// The fake-quantized forward pass of a described network; see the module docs.
 #[derive(Debug, Clone)]
 pub struct ArchQat {
-    options: ConvertOptions,
+    /// Model-wide options and each layer's own widths, by step name.
+    scheme: QuantScheme,
     norm: Normalization,
     ema_decay: f32,
     ranges: BTreeMap<String, EmaRange>,
+    /// Learned step sizes and offsets (LSQ, LSQ+), by layer and point name.
+    lsq: Option<LsqState>,
+    /// Whether the current forward pass trains (tracks the step sizes' gradients).
+    training: bool,
 }
 
 /// A tensor between steps with the grid its values lie on.
@@ -72,9 +79,11 @@ struct Flow {
 }
 
 impl ArchQat {
-    /// Starts from the calibrated output ranges `initial` of every quantization point.
+    /// Starts from the calibrated output ranges `initial` of every quantization point; each
+    /// layer on its widths in `scheme` (a residual add's output on the model-wide width, as the
+    /// converter puts it).
     pub fn new(
-        options: ConvertOptions,
+        scheme: QuantScheme,
         norm: Normalization,
         ema_decay: f32,
         initial: &PointRanges,
@@ -88,11 +97,75 @@ impl ArchQat {
             })
             .collect();
         Self {
-            options,
+            scheme,
             norm,
             ema_decay,
             ranges,
+            lsq: None,
+            training: false,
         }
+    }
+
+    /// The same pass with learned step sizes ([`crate::lsq`]; `quantizer` LSQ or LSQ+) for
+    /// every layer's weights and every quantization point of `plan` but the logits (not
+    /// requantized: predictions come from the accumulators), each started from the point's
+    /// starting range: unsigned after ReLU/ReLU6, otherwise symmetric (LSQ) or with a learned
+    /// offset (LSQ+).
+    pub fn with_learned_steps(mut self, quantizer: Quantizer, plan: &Plan) -> Self {
+        let points = plan.quantization_points();
+        let inner = &points[..points.len().saturating_sub(1)];
+        let lsq = inner.iter().fold(LsqState::default(), |lsq, step| {
+            let range = self
+                .ranges
+                .get(&step.name)
+                .map_or((0.0, 0.0), EmaRange::range);
+            let relu = step.activation != Activation::None;
+            let bits = self.scheme.layer(&step.name).act_bits;
+            lsq.with_activation(&step.name, range, bits, quantizer.point_kind(relu))
+        });
+        self.lsq = Some(lsq);
+        self
+    }
+
+    /// With learned step sizes, the grids of every quantization point of `plan` to convert
+    /// onto ([`convert_graph_with_grids`]): the learned weight and output grids, the logits'
+    /// output grid from its range; `None` with min/max grids. Errors naming a point whose
+    /// grid is missing (a step size that is no longer a positive normal `f32`).
+    pub fn learned_grids(
+        &self,
+        plan: &Plan,
+    ) -> Result<Option<BTreeMap<String, LayerGrids>>, QatError> {
+        let Some(lsq) = &self.lsq else {
+            return Ok(None);
+        };
+        let points = plan.quantization_points();
+        let logits = points.len() - 1;
+        let mut grids = BTreeMap::new();
+        for (i, step) in points.into_iter().enumerate() {
+            let name = &step.name;
+            let missing = || QatError::NoGrid(name.clone());
+            let options = self.scheme.layer(name);
+            let output = if i == logits {
+                let (min, max) = self.ranges.get(name).ok_or_else(missing)?.range();
+                QuantParams::from_range(min, max, options.act_bits).map_err(QatError::Quant)?
+            } else {
+                lsq.activation_grid(name).ok_or_else(missing)?
+            };
+            let out = match step.op {
+                Op::Conv2d(g) => Some(g.out_channels),
+                Op::Linear { out_features, .. } => Some(out_features),
+                _ => None,
+            };
+            let weights = match out {
+                Some(out) => Some(
+                    lsq.weight_grids(name, out, options.weight_bits)
+                        .ok_or_else(missing)?,
+                ),
+                None => None,
+            };
+            grids.insert(name.clone(), LayerGrids { output, weights });
+        }
+        Ok(Some(grids))
     }
 
     /// The current output range of every quantization point (what conversion takes).
@@ -115,6 +188,7 @@ impl ArchQat {
     }
 
     fn forward(&mut self, model: &ArchNet, images: Tensor<4>, observe: bool) -> Tensor<2> {
+        self.training = observe;
         let Normalization { mean, std } = self.norm;
         let flow = Flow {
             x: Value::Image(images.mul_scalar(std).add_scalar(mean)),
@@ -184,15 +258,53 @@ impl ArchQat {
             );
             range.update(lo, hi, self.ema_decay);
         }
+        if let Some(grid) = self
+            .lsq
+            .as_ref()
+            .and_then(|l| l.activation_grid(&step.name))
+        {
+            return grid;
+        }
         let (min, max) = range.range();
-        QuantParams::from_range(min, max, self.options.act_bits)
+        QuantParams::from_range(min, max, self.scheme.layer(&step.name).act_bits)
             .expect("EMA ranges of finite activations are valid")
+    }
+
+    /// The output of point `step` whose engine codes are `offsets` (`q − Z_out`) and whose
+    /// float value, activation applied, is `x`: on the learned grid (LSQ's gradients), or the
+    /// codes with a straight-through gradient inside the clamp `[lo, hi]` of `output`.
+    fn requantized<const D: usize>(
+        &mut self,
+        step: &Step,
+        x: Tensor<D>,
+        offsets: Tensor<D>,
+        output: QuantParams,
+        clamp: (u8, u8),
+    ) -> Tensor<D> {
+        match self.lsq.as_mut() {
+            Some(lsq) => lsq.activation(&step.name, x, Some(offsets), self.training),
+            None => straight_through(x, offsets, output, clamp),
+        }
+    }
+
+    /// The output of convolution or linear `step` on `layer`'s grids from its accumulators
+    /// `y` in real units ([`LayerRequant`]).
+    fn requantize_layer<const D: usize>(
+        &mut self,
+        step: &Step,
+        layer: LayerQuantization,
+        y: Tensor<D>,
+    ) -> Tensor<D> {
+        let (output, clamp) = (layer.output, output_clamp(layer.output, step.activation));
+        let offsets = LayerRequant::new(layer).code_offsets(&y);
+        let x = apply_activation(y, step.activation);
+        self.requantized(step, x, offsets, output, clamp)
     }
 
     /// Folded, fake-quantized weights `[out, fan_in…]` and bias of a convolution or linear
     /// step: values from the converter's functions, gradients through `weight`/`bn`.
     fn folded(
-        &self,
+        &mut self,
         step: &Step,
         weight: Tensor<2>,
         bias: Option<Tensor<1>>,
@@ -229,17 +341,28 @@ impl ArchQat {
             w = w.div_scalar(norm.std);
             b = b - sums.mul_scalar(norm.mean / norm.std);
         }
-        let grids = weight_params(
-            &w_host,
-            out,
-            self.options.weight_bits,
-            self.options.per_channel,
-        )
-        .expect("finite weights have grids");
-        let w_host: Tensor<2> = Tensor::from_data(TensorData::new(w_host, [out, fan_in]), &device);
+        let options = self.scheme.layer(&step.name);
+        let (bits, per_channel) = (options.weight_bits, options.per_channel);
+        let (w, grids) = match self.lsq.as_mut() {
+            Some(lsq) => lsq
+                .weights(
+                    &step.name,
+                    w,
+                    Some(&w_host),
+                    bits,
+                    per_channel,
+                    self.training,
+                )
+                .expect("finite weights have learned grids"),
+            None => {
+                let grids = weight_params(&w_host, out, bits, per_channel)
+                    .expect("finite weights have grids");
+                let w_host = Tensor::from_data(TensorData::new(w_host, [out, fan_in]), &device);
+                let q = fake_quantize_channels(w_host, &grids);
+                (w.clone() + (q - w).detach(), grids)
+            }
+        };
         let b_host: Tensor<1> = Tensor::from_data(TensorData::new(b_host, [out]), &device);
-        let q = fake_quantize_channels(w_host, &grids);
-        let w = w.clone() + (q - w).detach();
         let b = b.clone() + (b_host - b).detach();
         (w, b, grids)
     }
@@ -276,7 +399,7 @@ impl ArchQat {
             .expect("representable multipliers");
         let y = exact_accumulators(y, sums, magnitudes, &bias, &layer.accumulator_scales);
         Flow {
-            x: Value::Image(LayerRequant::new(layer).apply(y)),
+            x: Value::Image(self.requantize_layer(step, layer, y)),
             grid: output,
             pending: None,
         }
@@ -312,7 +435,7 @@ impl ArchQat {
         let layer = LayerQuantization::from_grids(flow.grid, grids, output, step.activation)
             .expect("representable multipliers");
         Flow {
-            x: Value::Features(LayerRequant::new(layer).apply(y)),
+            x: Value::Features(self.requantize_layer(step, layer, y)),
             grid: output,
             pending: None,
         }
@@ -332,19 +455,16 @@ impl ArchQat {
         let add = QuantAdd::derive(skip_grid, body.grid, output, step.activation)
             .expect("representable multipliers");
         let (qa, qb) = (codes(&a, skip_grid), codes(&b, body.grid));
-        let exact: Vec<f32> = qa
+        let offsets: Vec<f32> = qa
             .iter()
             .zip(&qb)
-            .map(|(&x, &y)| output.dequantize(add.apply(x, y)))
+            .map(|(&x, &y)| (i32::from(add.apply(x, y)) - output.zero_point()) as f32)
             .collect();
-        let device = sum.device();
-        let exact = Tensor::from_data(TensorData::new(exact, sum.dims()), &device);
-        let clipped = apply_activation(sum, step.activation).clamp(
-            output.dequantize(add.act_min),
-            output.dequantize(add.act_max),
-        );
+        let offsets = Tensor::from_data(TensorData::new(offsets, sum.dims()), &sum.device());
+        let x = apply_activation(sum, step.activation);
+        let clamp = (add.act_min, add.act_max);
         Flow {
-            x: Value::Image(clipped.clone() + (exact - clipped).detach()),
+            x: Value::Image(self.requantized(step, x, offsets, output, clamp)),
             grid: output,
             pending: None,
         }
@@ -382,108 +502,10 @@ impl ForwardMode<ArchNet> for ArchQat {
     fn eval_forward(&self, model: &ArchNet, images: Tensor<4>) -> Tensor<2> {
         self.clone().forward(model, images, false)
     }
-}
 
-/// What [`run_arch_qat`] produced.
-#[derive(Debug)]
-pub struct ArchQatOutcome {
-    /// The fine-tuned float network.
-    pub model: ArchNet,
-    /// One record per epoch (the fake-quantized network's test accuracy).
-    pub history: Vec<EpochRecord>,
-    /// The fake-quantized forward pass, with its final ranges.
-    pub forward: ArchQat,
-    /// The exported integer network.
-    pub graph: QuantGraph,
-    /// The fake-quantized network on the test set.
-    pub fake_quant: EvalResult,
-    /// Its predictions.
-    pub fake_quant_predictions: Vec<u8>,
-    /// The integer graph's predictions on the test set.
-    pub integer_predictions: Vec<u8>,
-}
-
-/// Fine-tunes `float` (a described network) with [`ArchQat`] as `config` says (widths,
-/// granularity, epochs, learning rate and decay, momentum, seed, EMA decay, range
-/// initialisation; `quantizer` must be min/max), then converts it through [`convert_graph`]
-/// and runs the fake-quantized network and the integer graph over `test_set`.
-#[allow(clippy::too_many_arguments)]
-pub fn run_arch_qat(
-    config: &QatConfig,
-    arch: &Architecture,
-    float: &ArchNet,
-    mut train_set: ImageSet,
-    test_set: &ImageSet,
-    device: &Device,
-    on_event: &mut dyn FnMut(TrainEvent),
-    on_epoch: &mut dyn FnMut(&ArchNet, &EpochRecord) -> Result<(), ModelError>,
-) -> Result<ArchQatOutcome, QatError> {
-    if config.quantizer != crate::Quantizer::Minmax {
-        return Err(QatError::Unsupported(
-            "learned step sizes (LSQ) run on the tutorial network only; use --quantizer minmax"
-                .into(),
-        ));
+    fn after_backward(&mut self, grads: &burn::tensor::Gradients, lr: f64, momentum: f64) {
+        if let Some(lsq) = self.lsq.as_mut() {
+            lsq.update(grads, lr, momentum);
+        }
     }
-    if config.distill != 0.0 {
-        return Err(QatError::Unsupported(
-            "distillation from the float model runs on the tutorial network only; leave out \
-             --distill"
-                .into(),
-        ));
-    }
-    let calibration = calibrate_arch(
-        float,
-        &arch.name,
-        &train_set,
-        CalibrationSettings {
-            method: config.range_init,
-            act_bits: config.act_bits,
-            ..Default::default()
-        },
-        device,
-    )
-    .map_err(QatError::Calibration)?;
-    let plan = arch.plan().map_err(QatError::Arch)?;
-    let initial = calibration
-        .point_ranges(&plan, config.range_init)
-        .map_err(QatError::Calibration)?;
-    if let Some(n) = config.train_limit {
-        train_set.truncate(n);
-    }
-    let norm = train_set.kind.normalization();
-    let options = ConvertOptions {
-        weight_bits: config.weight_bits,
-        act_bits: config.act_bits,
-        per_channel: config.per_channel,
-    };
-    let mut forward = ArchQat::new(options, norm, config.ema_decay, &initial);
-    let ad = device.clone().autodiff();
-    let start = ArchNet::init(&plan, norm, &ad).load_record(float.valid().into_record());
-    let (model, history) = fit(
-        &config.training(),
-        start,
-        &mut forward,
-        Arc::new(train_set),
-        test_set,
-        device,
-        on_event,
-        on_epoch,
-    )?;
-    let params = model.float_params().map_err(QatError::Arch)?;
-    let graph = convert_graph(arch, &params, &forward.point_ranges(), norm, options)
-        .map_err(QatError::Quant)?;
-    let (fake_quant, fake_quant_predictions) = forward.evaluate(&model, test_set, device);
-    let integer_predictions = GraphEngine::new(&graph)
-        .and_then(|e| e.forward_parallel(&test_set.pixels, test_set.pixels.len() / IMAGE_PIXELS, 0))
-        .map_err(QatError::Quant)?
-        .predictions;
-    Ok(ArchQatOutcome {
-        model,
-        history,
-        forward,
-        graph,
-        fake_quant,
-        fake_quant_predictions,
-        integer_predictions,
-    })
 }

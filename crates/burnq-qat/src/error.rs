@@ -28,6 +28,12 @@ pub enum QatError {
     /// A described network's description or parameters are invalid.
     #[error("the described network")]
     Arch(#[source] burnq_arch::ArchError),
+    /// A quantization point has no learned grid to export (its step size is no longer a
+    /// positive normal `f32`: training diverged).
+    #[error(
+        "quantization point `{0}` has no learned grid (its step size is not a positive normal f32)"
+    )]
+    NoGrid(String),
     /// The float weights do not form a valid float network for the converter.
     #[error("the float model's weights")]
     Weights(#[source] burnq_quant::QuantError),

@@ -98,10 +98,15 @@ pub fn exact_accumulators<const D: usize>(
     }
     let dims = y.dims();
     let (channels, inner) = (dims[1], dims[2..].iter().product::<usize>());
+    let bias: Vec<i64> = bias
+        .iter()
+        .zip(scales)
+        .map(|(&b, &s)| i64::from(quantize_bias(b, s)))
+        .collect();
     let mut exact = Vec::with_capacity(dims.iter().product());
     for (i, &sum) in to_vec(sums).iter().enumerate() {
         let o = (i / inner) % channels;
-        let acc = sum as i64 + i64::from(quantize_bias(bias[o], scales[o]));
+        let acc = sum as i64 + bias[o];
         if acc.abs() as f32 >= EXACT_INTEGERS {
             return y;
         }

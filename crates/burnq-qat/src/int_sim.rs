@@ -12,12 +12,17 @@
 //! gradient passes straight through inside the clamp range and is 0 outside it. fc2's logits
 //! are snapped to `S_in·S_w[o]·acc`, the quantity the engine compares to predict.
 //!
+//! The accumulators themselves are computed in integer units ([`crate::exact`]): the sums
+//! of input and weight code offsets, exact in `f32` below 2^23 whatever the float kernels'
+//! summation order, plus the converter's rounded bias; the rounding of `y/(S_in·S_w[o])` then
+//! only recovers those integers.
+//!
 //! The parameters are the converter's own ([`LayerQuantization`], the one derivation in
 //! `burnq-quant`), so both sides agree on every scale and multiplier.
 
 use burn::prelude::*;
 use burnq_model::export::to_vec;
-use burnq_quant::LayerQuantization;
+use burnq_quant::{LayerQuantization, QuantParams};
 
 /// One layer's output requantization exactly as the integer model runs it.
 #[derive(Debug, Clone)]
@@ -36,13 +41,14 @@ impl LayerRequant {
     /// values of the accumulators, after ReLU and max-pooling, which commute with this
     /// increasing map), dequantized; straight-through gradient inside the clamp range.
     pub fn apply<const D: usize>(&self, y: Tensor<D>) -> Tensor<D> {
-        let output = self.layer.output;
-        let codes = self.code_offsets(&y).mul_scalar(output.scale());
         let first = self.layer.requants[0];
-        let lo = output.dequantize(first.act_min);
-        let hi = output.dequantize(first.act_max);
-        let clipped = y.clamp(lo, hi);
-        clipped.clone() + (codes - clipped).detach()
+        let offsets = self.code_offsets(&y);
+        straight_through(
+            y,
+            offsets,
+            self.layer.output,
+            (first.act_min, first.act_max),
+        )
     }
 
     /// The engine's output codes for `y` as offsets `q − Z_out` in `f32`, without gradient.
@@ -58,6 +64,20 @@ impl LayerRequant {
             (i32::from(requants[o].apply(acc)) - z) as f32
         })
     }
+}
+
+/// `x` with its values replaced by `S_out·offsets` (the engine's codes as offsets `q − Z_out`
+/// on `output`), with a straight-through gradient inside the clamp `[lo, hi]` (codes) and 0
+/// outside it.
+pub fn straight_through<const D: usize>(
+    x: Tensor<D>,
+    offsets: Tensor<D>,
+    output: QuantParams,
+    (lo, hi): (u8, u8),
+) -> Tensor<D> {
+    let exact = offsets.mul_scalar(output.scale());
+    let clipped = x.clamp(output.dequantize(lo), output.dequantize(hi));
+    clipped.clone() + (exact - clipped).detach()
 }
 
 /// `acc_scales[o]·acc` for the layer outputs `y` (fc2's logits, channels on dim 1): the
@@ -96,7 +116,7 @@ fn map_accumulators<const D: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burnq_quant::{Activation, QuantParams, Requant};
+    use burnq_quant::{Activation, Requant};
     use proptest::prelude::*;
 
     fn device() -> Device {

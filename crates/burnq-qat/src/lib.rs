@@ -4,9 +4,11 @@
 //! - [`adapter`]: the Burn model's weights as the converter's [`burnq_quant::FloatNetwork`];
 //! - [`qat`]: the fake-quantized forward pass (straight-through gradients) on the converter's
 //!   own grids, with [`int_sim`]: the integer engine's requantization reproduced inside it,
-//!   and [`exact`]: its accumulators computed in integer units;
-//! - [`run`]: the library entry point, [`QatConfig`] and [`run_qat`]: calibrate, fine-tune,
-//!   convert, and check that the integer model predicts what the fake-quantized network did;
+//!   and [`exact`]: its accumulators computed in integer units; [`arch_qat`]: the same for
+//!   described networks; [`lsq`]: learned step sizes and offsets (LSQ, LSQ+) for both;
+//! - [`run`]: the library entry points, [`QatConfig`], [`run_qat`] and [`run_arch_qat`]:
+//!   calibrate, fine-tune, convert, and check that the integer model predicts what the
+//!   fake-quantized network did;
 //! - [`simulated`]: the tutorial's float simulation of quantization, for comparison.
 //!
 //! Every integer parameter comes from `burnq-quant`'s one derivation
@@ -24,8 +26,8 @@ pub mod run;
 pub mod simulated;
 
 pub use adapter::float_network;
-pub use arch_qat::{ArchQat, ArchQatOutcome, run_arch_qat};
+pub use arch_qat::ArchQat;
 pub use distill::Distillation;
 pub use error::QatError;
 pub use qat::{QatForward, QatSettings, Quantizer};
-pub use run::{QatConfig, QatOutcome, run_qat};
+pub use run::{ArchQatOutcome, QatConfig, QatOutcome, run_arch_qat, run_qat};

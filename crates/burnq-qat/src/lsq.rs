@@ -1,25 +1,39 @@
-//! Learned step sizes (LSQ, Esser et al. 2019, arXiv 1902.08153): the step size `s` of each
-//! quantizer is a trained parameter with its own gradient.
+//! Learned step sizes (LSQ, Esser et al. 2019, arXiv 1902.08153) and learned offsets (LSQ+,
+//! Bhalgat et al. 2020, arXiv 2004.09576): the step size `s` of each quantizer, and the offset
+//! `β` of a signed activation, are trained parameters with their own gradients. One state
+//! ([`LsqState`]) serves every network: quantizers are keyed by layer (weights) and
+//! quantization point (activations) name.
 //!
 //! - Weights: symmetric signed codes `v ∈ [−Q_N, Q_P]` with `Q_N = 2^(b−1)`, `Q_P = 2^(b−1) − 1`,
 //!   stored by the engine as `q = v + Z` with the fixed zero point `Z = 2^(b−1)` (real 0 exact).
 //!   One `s` per tensor or per output channel; initialised as the paper does,
 //!   `s = 2·mean|w|/√Q_P`.
-//! - Activations (the ReLU outputs of conv1, conv2 and fc1): unsigned codes `[0, Q_P]`,
-//!   `Q_P = 2^b − 1`, zero point 0; `s` initialised from the calibrated range,
-//!   `s = max/Q_P`.
-//! - Forward `ŵ = s·round(clamp(w/s, −Q_N, Q_P))`; backward: straight through the rounding, so
-//!   `∂ŵ/∂w = 1` inside the range, 0 outside, and `∂ŵ/∂s = round(w/s) − w/s` inside, `−Q_N` or
-//!   `Q_P` at the clip — the LSQ gradient. `s`'s gradient is scaled by `g = 1/√(N·Q_P)`
-//!   (`N` = weights per step size, or activation values per image), written as
+//! - Activations after ReLU/ReLU6: unsigned codes `[0, Q_P]`, `Q_P = 2^b − 1`, zero point 0;
+//!   `s = max/Q_P` from the calibrated range. Signed activations (no ReLU fused): with LSQ the
+//!   weights' symmetric grid, fixed `Z = 2^(b−1)`, `s = max(−min/Q_N, max/Q_P)`; with LSQ+ codes
+//!   `[0, 2^b − 1]` and a learned offset `β`, `x̂ = s·clamp(round((x − β)/s), 0, 2^b − 1) + β`,
+//!   started from the calibrated min/max grid (`s = (max − min)/(2^b − 1)`, `β = −s·Z`). The
+//!   engine needs real 0 on the grid, so the forward pass uses `β` snapped to `−s·Z`,
+//!   `Z = round(−β/s)` clamped to the codes (the exported zero point), and passes `β`'s
+//!   gradient straight through the snap. ReLU outputs keep `β = 0` (`Z = 0`).
+//! - Forward on codes `q` (the engine's, or `round(c)`), `c = clamp((x − β)/s, 0, Q)`:
+//!   `x̂ = s·(c + detach(q − c)) + β`, with `β = −s·Z` for the fixed zero points of LSQ.
+//!   Backward: straight through the rounding, so `∂x̂/∂x = 1` inside the range, 0 outside;
+//!   `∂x̂/∂s = round(·) − (x − β)/s` inside, the clipped code minus `Z` outside (LSQ: `−Q_N`,
+//!   `Q_P`); LSQ+'s `∂x̂/∂β = 0` inside and 1 outside. Gradients of `s` and `β` are scaled by
+//!   `g = 1/√(N·Q_P)` (`N` = weights per step size, or activation values per image), written as
 //!   `s·g + detach(s − s·g)`, which is `s` forward and `g·∂/∂s` backward.
 //! - An activation's codes are not rounded once but computed by the engine's integer
-//!   requantization ([`crate::int_sim`]): `out = s·(c + detach(q − c))`, `c = clamp(x/s, 0, Q_P)`,
-//!   `q` the engine's codes; so the LSQ gradient reaches `s` while the values are the engine's.
-//! - The step sizes are updated after each backward pass by SGD with the network's learning
-//!   rate and momentum, and kept positive.
+//!   requantization ([`crate::int_sim`]), passed as code offsets `q − Z`; so the LSQ gradient
+//!   reaches `s` while the values are the engine's. A described network's weight codes are
+//!   likewise the converter's, from its own folded weights.
+//! - The step sizes and offsets are updated after each backward pass by SGD with the network's
+//!   learning rate and momentum; step sizes are kept positive.
 //!
-//! The learned grids are exported as they are ([`burnq_quant::convert_with_grids`]).
+//! The learned grids are exported as they are ([`burnq_quant::convert_with_grids`],
+//! [`burnq_quant::convert_graph_with_grids`]).
+
+use std::collections::BTreeMap;
 
 use burn::prelude::*;
 use burn::tensor::Gradients;
@@ -29,15 +43,25 @@ use burnq_quant::QuantParams;
 /// Smallest step size kept by an update (a step size must stay a positive normal `f32`).
 const MIN_STEP: f32 = 1e-7;
 
-/// The signed range `(Q_N, Q_P)` of `bits`-bit weights and their zero point `Z = Q_N`.
-fn weight_range(bits: u8) -> (f32, f32, i32) {
+/// The signed range `(Q_N, Q_P)` of `bits`-bit codes and their zero point `Z = Q_N`.
+fn signed_range(bits: u8) -> (f32, f32, i32) {
     let half = 1i32 << (bits - 1);
     (half as f32, (half - 1) as f32, half)
 }
 
+/// The largest code `2^bits − 1`.
+fn qmax(bits: u8) -> f32 {
+    ((1u32 << bits) - 1) as f32
+}
+
 /// The grid of each of `out` output channels from `steps` (one step size per channel, or
 /// one for all).
-fn grids_of(steps: &StepSizes, out: usize, zero_point: i32, bits: u8) -> Option<Vec<QuantParams>> {
+fn grids_of(
+    steps: &LearnedScalars,
+    out: usize,
+    zero_point: i32,
+    bits: u8,
+) -> Option<Vec<QuantParams>> {
     let grids = steps
         .values()
         .iter()
@@ -50,33 +74,45 @@ fn grids_of(steps: &StepSizes, out: usize, zero_point: i32, bits: u8) -> Option<
     }
 }
 
-/// One group of learned step sizes (one per channel, or one) with its SGD momentum, and the
-/// tensor of the current training step whose gradient updates it.
+/// One group of learned scalars (step sizes or offsets, one per channel, or one) with their
+/// SGD momentum, and the tensor of the current training step whose gradient updates them.
 #[derive(Debug, Clone)]
-pub struct StepSizes {
+pub struct LearnedScalars {
     values: Vec<f32>,
     velocity: Vec<f32>,
     pending: Option<Tensor<1>>,
+    /// The least value an update keeps (`MIN_STEP` for step sizes, −∞ for offsets).
+    floor: f32,
 }
 
-impl StepSizes {
-    /// Step sizes starting at `values`.
-    pub fn new(values: Vec<f32>) -> Self {
+impl LearnedScalars {
+    /// Step sizes starting at `values`, kept positive.
+    pub fn steps(values: Vec<f32>) -> Self {
+        Self::with_floor(values, MIN_STEP)
+    }
+
+    /// Offsets starting at `values`, of any sign.
+    pub fn offsets(values: Vec<f32>) -> Self {
+        Self::with_floor(values, f32::NEG_INFINITY)
+    }
+
+    fn with_floor(values: Vec<f32>, floor: f32) -> Self {
         let velocity = vec![0.0; values.len()];
         Self {
             values,
             velocity,
             pending: None,
+            floor,
         }
     }
 
-    /// The current step sizes.
+    /// The current values.
     pub fn values(&self) -> &[f32] {
         &self.values
     }
 
-    /// The step sizes as a tensor on `device` (tracked for the gradient when `train`), with
-    /// the LSQ gradient scale `g`.
+    /// The values as a tensor on `device` (tracked for the gradient when `train`), with the
+    /// gradient scale `g`.
     fn tensor(&mut self, device: &Device, grad_scale: f32, train: bool) -> Tensor<1> {
         let s = Tensor::<1>::from_data(
             TensorData::new(self.values.clone(), [self.values.len()]),
@@ -109,53 +145,133 @@ impl StepSizes {
                 continue;
             }
             *velocity = (momentum as f32) * *velocity + g;
-            *value = (*value - lr as f32 * *velocity).max(MIN_STEP);
+            *value = (*value - lr as f32 * *velocity).max(self.floor);
         }
     }
 }
 
-/// The learned step sizes of the network: weights of conv1, conv2, fc1, fc2 and the
-/// activations leaving conv1, conv2 and fc1.
+/// The kind of values an activation quantization point holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PointKind {
+    /// After ReLU or ReLU6: unsigned codes, zero point 0.
+    Unsigned,
+    /// Signed values on the symmetric grid, fixed zero point `2^(b−1)` (LSQ).
+    Signed,
+    /// Signed values with a learned offset `β`, zero point `round(−β/s)` (LSQ+).
+    Offset,
+}
+
+/// One activation point's quantizer: its width, step size and zero point or learned offset.
 #[derive(Debug, Clone)]
+struct ActivationQuantizer {
+    bits: u8,
+    step: LearnedScalars,
+    /// The fixed zero point (0 unsigned, `2^(b−1)` signed), without a learned offset.
+    zero_point: i32,
+    offset: Option<LearnedScalars>,
+    /// `Q_P` of the gradient scale.
+    grad_qp: f32,
+}
+
+impl ActivationQuantizer {
+    /// Started from the calibrated `(min, max)` (module docs).
+    fn new((min, max): (f32, f32), bits: u8, kind: PointKind) -> Self {
+        let step = |s: f32| LearnedScalars::steps(vec![s.max(MIN_STEP)]);
+        match kind {
+            PointKind::Unsigned => Self {
+                bits,
+                step: step(max / qmax(bits)),
+                zero_point: 0,
+                offset: None,
+                grad_qp: qmax(bits),
+            },
+            PointKind::Signed => {
+                let (qn, qp, zero_point) = signed_range(bits);
+                Self {
+                    bits,
+                    step: step((-min / qn).max(max / qp.max(1.0))),
+                    zero_point,
+                    offset: None,
+                    grad_qp: qp.max(1.0),
+                }
+            }
+            PointKind::Offset => {
+                let (s, z) = QuantParams::from_range(min, max, bits)
+                    .map_or((1.0, 0), |g| (g.scale(), g.zero_point()));
+                Self {
+                    bits,
+                    step: step(s),
+                    zero_point: 0,
+                    offset: Some(LearnedScalars::offsets(vec![-s * z as f32])),
+                    grad_qp: qmax(bits),
+                }
+            }
+        }
+    }
+
+    /// The zero point: fixed, or `round(−β/s)` clamped to the codes.
+    fn zero_point(&self) -> i32 {
+        match &self.offset {
+            Some(beta) => (-beta.values()[0] / self.step.values()[0])
+                .round()
+                .clamp(0.0, qmax(self.bits)) as i32,
+            None => self.zero_point,
+        }
+    }
+
+    fn grid(&self) -> Option<QuantParams> {
+        QuantParams::new(self.step.values()[0], self.zero_point(), self.bits).ok()
+    }
+}
+
+/// The learned step sizes (and offsets) of a network: weights by layer name, activations by
+/// quantization point name.
+#[derive(Debug, Clone, Default)]
 pub struct LsqState {
-    weights: [Option<StepSizes>; 4],
-    activations: [StepSizes; 3],
+    weights: BTreeMap<String, LearnedScalars>,
+    activations: BTreeMap<String, ActivationQuantizer>,
 }
 
 impl LsqState {
-    /// Activation step sizes from the calibrated output ranges of conv1, conv2 and fc1 (after
-    /// ReLU, so `[0, max]`) and their widths `act_bits`: `s = max/Q_P`, `Q_P = 2^bits − 1`.
-    /// Weight step sizes start at the first forward pass.
-    pub fn new(act_ranges: [(f32, f32); 3], act_bits: [u8; 3]) -> Self {
-        Self {
-            weights: Default::default(),
-            activations: std::array::from_fn(|i| {
-                let qp = ((1u32 << act_bits[i]) - 1) as f32;
-                StepSizes::new(vec![(act_ranges[i].1 / qp).max(MIN_STEP)])
-            }),
-        }
+    /// The same state with a quantizer for the activation point `name` of width `bits`,
+    /// started from its calibrated `range` (module docs). Weight step sizes start at the
+    /// first forward pass.
+    pub fn with_activation(
+        mut self,
+        name: &str,
+        range: (f32, f32),
+        bits: u8,
+        kind: PointKind,
+    ) -> Self {
+        self.activations
+            .insert(name.to_owned(), ActivationQuantizer::new(range, bits, kind));
+        self
     }
 
-    /// Layer `index`'s weights `w` (output channels on dim 0) on their learned grids, with
-    /// the grids (one per output channel).
+    /// Layer `name`'s weights `w` (output channels on dim 0) on their learned grids, with
+    /// the grids (one per output channel). `exact`: the weights' values as the converter
+    /// sees them (row-major, `w`'s shape), whose codes the forward pass then uses; without
+    /// them `w/s` is rounded. `None` when the weights have no grid (no longer finite).
     pub fn weights<const D: usize>(
         &mut self,
-        index: usize,
+        name: &str,
         w: Tensor<D>,
+        exact: Option<&[f32]>,
         bits: u8,
         per_channel: bool,
         train: bool,
     ) -> Option<(Tensor<D>, Vec<QuantParams>)> {
-        let out = w.dims()[0];
-        let (qn, qp, zero_point) = weight_range(bits);
-        let steps = self.weights[index].get_or_insert_with(|| {
-            let values = to_vec(w.clone().detach());
+        let dims = w.dims();
+        let out = dims[0];
+        let (qn, qp, zero_point) = signed_range(bits);
+        let steps = self.weights.entry(name.to_owned()).or_insert_with(|| {
+            let values = exact.map_or_else(|| to_vec(w.clone().detach()), <[f32]>::to_vec);
             let init = |v: &[f32]| {
                 let mean = v.iter().map(|x| x.abs()).sum::<f32>() / v.len().max(1) as f32;
                 (2.0 * mean / qp.max(1.0).sqrt()).max(MIN_STEP)
             };
             let fan_in = values.len() / out.max(1);
-            StepSizes::new(if per_channel {
+            LearnedScalars::steps(if per_channel {
                 values.chunks(fan_in.max(1)).map(init).collect()
             } else {
                 vec![init(&values)]
@@ -163,9 +279,9 @@ impl LsqState {
         });
         let grids = grids_of(steps, out, zero_point, bits)?;
         let per_step = if per_channel {
-            w.dims()[1..].iter().product()
+            dims[1..].iter().product()
         } else {
-            w.dims().iter().product::<usize>()
+            dims.iter().product::<usize>()
         };
         let grad_scale = 1.0 / ((per_step as f32) * qp.max(1.0)).sqrt();
         let s = steps.tensor(&w.device(), grad_scale, train);
@@ -173,103 +289,92 @@ impl LsqState {
         shape[0] = if per_channel { out } else { 1 };
         let s = s.reshape(shape);
         let c = w.div(s.clone()).clamp(-qn, qp);
-        let rounded = c.clone() + (c.clone().round() - c).detach();
-        Some((rounded.mul(s), grids))
+        let q = match exact {
+            Some(values) => {
+                let fan_in = values.len() / out.max(1);
+                let offsets: Vec<f32> = values
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &v)| {
+                        let grid = grids[i / fan_in.max(1)];
+                        (i32::from(grid.quantize(v)) - zero_point) as f32
+                    })
+                    .collect();
+                Tensor::from_data(TensorData::new(offsets, dims), &c.device())
+            }
+            None => c.clone().round(),
+        };
+        Some(((c.clone() + (q - c).detach()).mul(s), grids))
     }
 
-    /// The current grids of layer `index`'s weights (one per output channel of `out`), once a
+    /// The current grids of layer `name`'s weights (one per output channel of `out`), once a
     /// forward pass has initialised them.
-    pub fn weight_grids(&self, index: usize, out: usize, bits: u8) -> Option<Vec<QuantParams>> {
-        let (_, _, zero_point) = weight_range(bits);
-        grids_of(self.weights[index].as_ref()?, out, zero_point, bits)
+    pub fn weight_grids(&self, name: &str, out: usize, bits: u8) -> Option<Vec<QuantParams>> {
+        let (_, _, zero_point) = signed_range(bits);
+        grids_of(self.weights.get(name)?, out, zero_point, bits)
     }
 
-    /// The grid of the activation leaving layer `index` (0 = conv1 … 2 = fc1).
-    pub fn activation_grid(&self, index: usize, bits: u8) -> Option<QuantParams> {
-        QuantParams::new(self.activations[index].values()[0], 0, bits).ok()
+    /// The grid of activation point `name`, if it has a quantizer.
+    pub fn activation_grid(&self, name: &str) -> Option<QuantParams> {
+        self.activations.get(name)?.grid()
     }
 
-    /// The activation `x` leaving layer `index` with the engine's code offsets `codes` (or,
-    /// without them, `x` rounded on the grid): `s·(c + detach(q − c))`, `c = clamp(x/s, 0, Q_P)`.
+    /// The activation `x` of point `name` with the engine's code offsets `q − Z` (or, without
+    /// them, `x` rounded on the grid): `s·(c + detach(q − c)) + β` (module docs). `x` is
+    /// returned as it is when `name` has no quantizer.
     pub fn activation<const D: usize>(
         &mut self,
-        index: usize,
+        name: &str,
         x: Tensor<D>,
-        codes: Option<Tensor<D>>,
-        bits: u8,
+        offsets: Option<Tensor<D>>,
         train: bool,
     ) -> Tensor<D> {
-        let qp = ((1u32 << bits) - 1) as f32;
+        let Some(a) = self.activations.get_mut(name) else {
+            return x;
+        };
+        let z = a.zero_point();
+        let qp = qmax(a.bits);
         let per_image: usize = x.dims()[1..].iter().product();
-        let grad_scale = 1.0 / ((per_image as f32) * qp).sqrt();
-        let mut shape = [1; D];
-        shape[0] = 1;
-        let s = self.activations[index]
-            .tensor(&x.device(), grad_scale, train)
-            .reshape(shape);
-        let c = x.div(s.clone()).clamp(0.0, qp);
-        let q = codes.unwrap_or_else(|| c.clone().round());
-        (c.clone() + (q - c).detach()).mul(s)
+        let grad_scale = 1.0 / ((per_image as f32) * a.grad_qp).sqrt();
+        let device = x.device();
+        let shape = [1; D];
+        let s = a.step.tensor(&device, grad_scale, train).reshape(shape);
+        let beta = match &mut a.offset {
+            Some(beta) => {
+                let beta = beta.tensor(&device, grad_scale, train).reshape(shape);
+                let snapped = s.clone().detach().mul_scalar(-(z as f32));
+                Some(beta.clone() + (snapped - beta).detach())
+            }
+            None if z != 0 => Some(s.clone().mul_scalar(-(z as f32))),
+            None => None,
+        };
+        let shifted = match &beta {
+            Some(beta) => x - beta.clone(),
+            None => x,
+        };
+        let c = shifted.div(s.clone()).clamp(0.0, qp);
+        let q = offsets.map_or_else(|| c.clone().round(), |v| v.add_scalar(z));
+        let y = (c.clone() + (q - c).detach()).mul(s);
+        match beta {
+            Some(beta) => y + beta,
+            None => y,
+        }
     }
 
-    /// Updates every step size from the gradients of the last training step (SGD with
-    /// `momentum`, dampening 0, as the network's optimizer).
+    /// Updates every step size and offset from the gradients of the last training step (SGD
+    /// with `momentum`, dampening 0, as the network's optimizer).
     pub fn update(&mut self, grads: &Gradients, lr: f64, momentum: f64) {
-        for steps in self.weights.iter_mut().flatten() {
+        for steps in self.weights.values_mut() {
             steps.update(grads, lr, momentum);
         }
-        for steps in &mut self.activations {
-            steps.update(grads, lr, momentum);
+        for a in self.activations.values_mut() {
+            a.step.update(grads, lr, momentum);
+            if let Some(beta) = &mut a.offset {
+                beta.update(grads, lr, momentum);
+            }
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn device() -> Device {
-        Device::flex().autodiff()
-    }
-
-    #[test]
-    fn weight_grids_are_symmetric_with_zero_exact() {
-        assert_eq!(weight_range(2), (2.0, 1.0, 2));
-        assert_eq!(weight_range(8), (128.0, 127.0, 128));
-        let mut lsq = LsqState::new([(0.0, 1.0); 3], [4; 3]);
-        let w = Tensor::<2>::from_floats([[0.3, -0.2, 0.0], [0.05, 0.1, -0.4]], &device());
-        let (q, grids) = lsq.weights(0, w, 4, true, false).unwrap();
-        assert_eq!(grids.len(), 2);
-        for (row, grid) in to_vec(q).chunks(3).zip(&grids) {
-            assert_eq!(grid.zero_point(), 8);
-            for v in row {
-                let k = v / grid.scale();
-                assert!(
-                    (k - k.round()).abs() < 1e-4 && (-8.0..=7.0).contains(&k.round()),
-                    "{v}"
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn step_size_gradient_is_the_lsq_gradient() {
-        let d = device();
-        // One activation step size s = 1 at 2 bits (Q_P = 3), four values per image, so
-        // g = 1/√(4·3). Inside the range ∂/∂s = round(x/s) − x/s; clipped above: Q_P.
-        let mut lsq = LsqState::new([(0.0, 3.0); 3], [2; 3]);
-        let x = Tensor::<2>::from_floats([[0.4, 1.6, 2.2, 7.0]], &d);
-        let y = lsq.activation(0, x, None, 2, true);
-        assert_eq!(to_vec(y.clone()), [0.0, 2.0, 2.0, 3.0]);
-        let grads = y.sum().backward();
-        let s = lsq.activations[0].pending.clone().unwrap();
-        let got = to_vec(s.grad(&grads).unwrap())[0];
-        let g = 1.0 / (12.0f32).sqrt();
-        let want = g * ((0.0 - 0.4) + (2.0 - 1.6) + (2.0 - 2.2) + 3.0);
-        assert!((got - want).abs() < 1e-5, "{got} vs {want}");
-        // One SGD step with lr 0.1 moves s against its gradient.
-        lsq.update(&grads, 0.1, 0.0);
-        let s = lsq.activations[0].values()[0];
-        assert!((s - (1.0 - 0.1 * got)).abs() < 1e-6, "{s}");
-    }
-}
+mod tests;

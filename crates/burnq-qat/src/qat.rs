@@ -46,15 +46,14 @@ use burnq_quant::convert::fold_normalization;
 use burnq_quant::derive::{LayerQuantization, accumulator_scales, weight_params};
 use burnq_quant::range::EmaRange;
 use burnq_quant::{
-    Activation, ActivationRanges, ConvertOptions, LayerBits, LayerGrids, Normalization,
-    QuantParams, QuantScheme, tutorial_layer_names,
+    ARCHITECTURE, Activation, ActivationRanges, LayerBits, LayerGrids, Normalization, QuantParams,
 };
 use serde::{Deserialize, Serialize};
 
 use crate::Distillation;
 use crate::exact::{conv_sums, exact_accumulators, linear_sums};
 use crate::int_sim::{LayerRequant, snap};
-use crate::lsq::LsqState;
+use crate::lsq::{LsqState, PointKind};
 use crate::simulated::{fake_quantize, fake_quantize_channels};
 
 /// How the quantizers' grids are chosen during QAT.
@@ -66,19 +65,41 @@ pub enum Quantizer {
     #[default]
     Minmax,
     /// Learned step sizes ([`crate::lsq`]): weights symmetric around a fixed zero point,
-    /// activations unsigned, every step size trained with the LSQ gradient.
+    /// activations after ReLU unsigned, signed ones symmetric, every step size trained with
+    /// the LSQ gradient.
     Lsq,
+    /// LSQ+ ([`crate::lsq`]): as [`Quantizer::Lsq`], with a learned offset `β` (zero point
+    /// `round(−β/s)`) for activations without a ReLU fused; ReLU outputs keep `β = 0`, so on
+    /// the tutorial network, whose activations are all ReLU outputs, it is LSQ.
+    #[serde(rename = "lsq+")]
+    LsqPlus,
 }
 
 impl Quantizer {
     /// Every quantizer, by command-line name.
-    pub const ALL: [Self; 2] = [Self::Minmax, Self::Lsq];
+    pub const ALL: [Self; 3] = [Self::Minmax, Self::Lsq, Self::LsqPlus];
 
     /// The command-line name.
     pub const fn name(self) -> &'static str {
         match self {
             Self::Minmax => "minmax",
             Self::Lsq => "lsq",
+            Self::LsqPlus => "lsq+",
+        }
+    }
+
+    /// Whether step sizes are learned (LSQ, LSQ+).
+    pub const fn learns_steps(self) -> bool {
+        matches!(self, Self::Lsq | Self::LsqPlus)
+    }
+
+    /// How an activation point is quantized with learned step sizes: unsigned after a ReLU
+    /// (`relu`), else symmetric (LSQ) or with a learned offset (LSQ+).
+    pub const fn point_kind(self, relu: bool) -> PointKind {
+        match (relu, self) {
+            (true, _) => PointKind::Unsigned,
+            (false, Self::LsqPlus) => PointKind::Offset,
+            (false, _) => PointKind::Signed,
         }
     }
 }
@@ -107,27 +128,6 @@ pub struct QatSettings {
 }
 
 impl QatSettings {
-    /// The conversion these settings train for: the model-wide options and, with
-    /// `bits_per_layer`, each layer's widths by name.
-    pub fn scheme(&self) -> QuantScheme {
-        let defaults = ConvertOptions {
-            weight_bits: self.weight_bits,
-            act_bits: self.act_bits,
-            per_channel: self.per_channel,
-        };
-        QuantScheme {
-            defaults,
-            layers: match self.bits_per_layer {
-                Some(bits) => tutorial_layer_names()
-                    .iter()
-                    .map(|n| n.to_string())
-                    .zip(bits)
-                    .collect(),
-                None => Default::default(),
-            },
-        }
-    }
-
     /// The widths of layer `index` (0 = conv1 … 3 = fc2).
     pub fn layer_bits(&self, index: usize) -> LayerBits {
         self.bits_per_layer.map_or(
@@ -155,7 +155,7 @@ pub struct QatForward {
     layers: [bool; 4],
     /// Output ranges of conv1, conv2, fc1 and fc2 (the logits), by layer index.
     ranges: [EmaRange; 4],
-    /// The learned step sizes, with [`Quantizer::Lsq`].
+    /// The learned step sizes, with [`Quantizer::Lsq`] or [`Quantizer::LsqPlus`].
     lsq: Option<LsqState>,
     /// Whether the current forward pass trains (tracks the step sizes' gradients).
     training: bool,
@@ -193,7 +193,7 @@ impl QatForward {
         self
     }
 
-    /// A QAT state whose ranges start from calibrated ones; with [`Quantizer::Lsq`] the
+    /// A QAT state whose ranges start from calibrated ones; with learned step sizes the
     /// activation step sizes start from them too. (Without starting ranges, LSQ has nothing to
     /// start from and min/max grids are used.)
     pub fn with_ranges(settings: QatSettings, ranges: &ActivationRanges) -> Self {
@@ -201,10 +201,14 @@ impl QatForward {
         for (r, (lo, hi)) in s.ranges.iter_mut().zip(ranges.layer_outputs()) {
             r.update(lo, hi, 0.0);
         }
-        if settings.quantizer == Quantizer::Lsq {
-            let [a, b, c, _] = ranges.layer_outputs();
-            let bits = [0, 1, 2].map(|i| settings.layer_bits(i).act_bits);
-            s.lsq = Some(LsqState::new([a, b, c], bits));
+        if settings.quantizer.learns_steps() {
+            // conv1, conv2 and fc1 output ReLU values; fc2's logits are not requantized.
+            let outputs = ranges.layer_outputs();
+            let kind = settings.quantizer.point_kind(true);
+            s.lsq = Some((0..3).fold(LsqState::default(), |lsq, i| {
+                let bits = settings.layer_bits(i).act_bits;
+                lsq.with_activation(ARCHITECTURE[i].0, outputs[i], bits, kind)
+            }));
         }
         s
     }
@@ -227,11 +231,15 @@ impl QatForward {
         let layer = |index: usize| -> Option<LayerGrids> {
             Some(LayerGrids {
                 output: if index < 3 {
-                    lsq.activation_grid(index, bits(index).act_bits)?
+                    lsq.activation_grid(ARCHITECTURE[index].0)?
                 } else {
                     logits
                 },
-                weights: Some(lsq.weight_grids(index, outs[index], bits(index).weight_bits)?),
+                weights: Some(lsq.weight_grids(
+                    ARCHITECTURE[index].0,
+                    outs[index],
+                    bits(index).weight_bits,
+                )?),
             })
         };
         Some([layer(0)?, layer(1)?, layer(2)?, layer(3)?])
@@ -321,7 +329,7 @@ impl QatForward {
         let learned = self
             .lsq
             .as_ref()
-            .and_then(|lsq| lsq.activation_grid(index, bits));
+            .and_then(|lsq| lsq.activation_grid(ARCHITECTURE[index].0));
         let output = match learned {
             Some(grid) => grid,
             None => match QuantParams::from_range(r.min, r.max, bits) {
@@ -335,7 +343,7 @@ impl QatForward {
         if let (Some(lsq), true) = (self.lsq.as_mut(), learned.is_some()) {
             let codes = exact.map(|layer| LayerRequant::new(layer).code_offsets(&x));
             return (
-                lsq.activation(index, x, codes, bits, self.training),
+                lsq.activation(ARCHITECTURE[index].0, x, codes, self.training),
                 Some(output),
             );
         }
@@ -459,7 +467,14 @@ impl QatForward {
             self.settings.per_channel,
         );
         if let Some(lsq) = self.lsq.as_mut() {
-            let (fake, grids) = lsq.weights(index, w, bits, per_channel, self.training)?;
+            let (fake, grids) = lsq.weights(
+                ARCHITECTURE[index].0,
+                w,
+                None,
+                bits,
+                per_channel,
+                self.training,
+            )?;
             return Some(QuantizedWeights { grids, fake });
         }
         let out_channels = w.dims()[0];

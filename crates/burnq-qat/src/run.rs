@@ -1,19 +1,26 @@
-//! The library entry point of quantization-aware training: [`QatConfig`] (with the defaults
-//! the `qat` and `sweep` commands share) and [`run_qat`]: start the activation ranges from a
-//! calibration, fine-tune with the fake-quantized forward pass, convert through the same
-//! converter as post-training quantization, and run the integer model and the
-//! fake-quantized network over the test set so their predictions can be compared.
+//! The library entry points of quantization-aware training: [`QatConfig`] (with the defaults
+//! the `qat` and `sweep` commands share), [`run_qat`] (the tutorial network) and
+//! [`run_arch_qat`] (a described network): start the activation ranges from a calibration,
+//! fine-tune with the fake-quantized forward pass, convert through the same converter as
+//! post-training quantization, and run the integer model and the fake-quantized network over
+//! the test set so their predictions can be compared.
 
 use std::sync::Arc;
 
-use burnq_calib::{CalibrationMethod, CalibrationSettings, calibrate};
+use burn::prelude::*;
+use burnq_arch::Architecture;
+use burnq_calib::{CalibrationMethod, CalibrationSettings, calibrate, calibrate_arch};
 use burnq_data::{IMAGE_PIXELS, ImageSet};
 use burnq_model::eval::EvalResult;
 use burnq_model::training::{EpochRecord, TrainEvent, TrainingConfig, fit};
-use burnq_model::{Device, ModelError, Net, NetConfig};
-use burnq_quant::{Engine, LayerBits, QuantModel, convert, convert_with_grids};
+use burnq_model::{ArchNet, Device, ModelError, Net, NetConfig};
+use burnq_quant::graph::layer_names;
+use burnq_quant::{
+    ConvertOptions, Engine, GraphEngine, LayerBits, QuantGraph, QuantModel, QuantScheme, convert,
+    convert_graph, convert_graph_with_grids, convert_with_grids, tutorial_layer_names,
+};
 
-use crate::{Distillation, QatError, QatForward, QatSettings, Quantizer, float_network};
+use crate::{ArchQat, Distillation, QatError, QatForward, QatSettings, Quantizer, float_network};
 
 /// Images per batch when the fake-quantized network is evaluated (does not change results).
 const EVAL_BATCH: usize = 1000;
@@ -21,7 +28,7 @@ const EVAL_BATCH: usize = 1000;
 /// How to run quantization-aware training. [`Default`] is burnq's recipe: w4a4 per tensor,
 /// three epochs of SGD from lr 0.002 halved each epoch, momentum 0.5, seed 1, ranges started
 /// from the tutorial's mean of batch min/max and tracked with EMA decay 0.99.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct QatConfig {
     /// How the quantizers' grids are chosen: min/max and EMA ranges, or learned step sizes.
     pub quantizer: Quantizer,
@@ -29,9 +36,10 @@ pub struct QatConfig {
     pub weight_bits: u8,
     /// Bits of the activation codes (2..=8).
     pub act_bits: u8,
-    /// Each layer's own widths (conv1, conv2, fc1, fc2), instead of `weight_bits` and
-    /// `act_bits` for all (tutorial network only).
-    pub bits_per_layer: Option<[LayerBits; 4]>,
+    /// Each convolution and linear layer's own widths, in execution order (the network's
+    /// [`burnq_quant::graph::layer_names`]; for the tutorial network conv1, conv2, fc1, fc2),
+    /// instead of `weight_bits` and `act_bits` for all.
+    pub bits_per_layer: Option<Vec<LayerBits>>,
     /// One weight scale and zero point per output channel.
     pub per_channel: bool,
     /// Fine-tuning epochs.
@@ -78,18 +86,61 @@ impl QatConfig {
         distill: 0.0,
     };
 
-    /// The forward pass's settings for a data set normalized by `normalization`.
-    pub fn settings(&self, normalization: burnq_quant::Normalization) -> QatSettings {
-        QatSettings {
+    /// The model-wide options: the widths of every layer without its own, and the granularity.
+    pub fn options(&self) -> ConvertOptions {
+        ConvertOptions {
+            weight_bits: self.weight_bits,
+            act_bits: self.act_bits,
+            per_channel: self.per_channel,
+        }
+    }
+
+    /// The conversion this configuration trains for, on a network whose convolution and
+    /// linear layers are `names` in execution order: [`QatConfig::options`] with
+    /// `bits_per_layer` by name. Errors when `bits_per_layer` does not give one entry per layer.
+    pub fn scheme(&self, names: &[&str]) -> Result<QuantScheme, QatError> {
+        let Some(bits) = &self.bits_per_layer else {
+            return Ok(self.options().into());
+        };
+        if bits.len() != names.len() {
+            return Err(QatError::Unsupported(format!(
+                "{} per-layer widths for {} layers ({})",
+                bits.len(),
+                names.len(),
+                names.join(", ")
+            )));
+        }
+        Ok(QuantScheme {
+            defaults: self.options(),
+            layers: names
+                .iter()
+                .map(|n| n.to_string())
+                .zip(bits.clone())
+                .collect(),
+        })
+    }
+
+    /// The tutorial network's forward-pass settings for a data set normalized by
+    /// `normalization`; errors as [`QatConfig::scheme`].
+    pub fn settings(
+        &self,
+        normalization: burnq_quant::Normalization,
+    ) -> Result<QatSettings, QatError> {
+        let names = tutorial_layer_names();
+        let scheme = self.scheme(&names)?;
+        Ok(QatSettings {
             quantizer: self.quantizer,
             weight_bits: self.weight_bits,
             act_bits: self.act_bits,
-            bits_per_layer: self.bits_per_layer,
+            bits_per_layer: self
+                .bits_per_layer
+                .is_some()
+                .then(|| names.map(|n| LayerBits::of(scheme.layer(n)))),
             per_channel: self.per_channel,
             ema_decay: self.ema_decay,
             act_delay: self.act_delay,
             normalization,
-        }
+        })
     }
 
     /// The fine-tuning's SGD schedule.
@@ -109,17 +160,18 @@ impl Default for QatConfig {
     }
 }
 
-/// What a QAT run produced.
+/// What a QAT run produced: of the tutorial network ([`run_qat`]), or of a described one
+/// ([`ArchQatOutcome`]).
 #[derive(Debug)]
-pub struct QatOutcome {
+pub struct QatOutcome<Model = Net, Forward = QatForward, Integer = QuantModel> {
     /// The fine-tuned float model.
-    pub model: Net,
-    /// One record per epoch.
+    pub model: Model,
+    /// One record per epoch (the fake-quantized network's test accuracy).
     pub history: Vec<EpochRecord>,
-    /// The fake-quantized forward pass with its final ranges.
-    pub forward: QatForward,
+    /// The fake-quantized forward pass with its final ranges (and learned grids).
+    pub forward: Forward,
     /// The exported integer model.
-    pub quant: QuantModel,
+    pub quant: Integer,
     /// Loss and accuracy of the fake-quantized network on the test set (ranges frozen).
     pub fake_quant: EvalResult,
     /// Its prediction for each test image.
@@ -162,7 +214,7 @@ pub fn run_qat(
     }
     let normalization = train_set.kind.normalization();
     let mut forward = QatForward::with_ranges(
-        config.settings(normalization),
+        config.settings(normalization)?,
         &calibration.ranges(config.range_init),
     );
     if config.distill > 0.0 {
@@ -180,7 +232,7 @@ pub fn run_qat(
         on_epoch,
     )?;
     let network = float_network(&model)?;
-    let scheme = forward.settings().scheme();
+    let scheme = config.scheme(&tutorial_layer_names())?;
     let quant = match forward.learned_grids(&model) {
         Some(grids) => convert_with_grids(&network, grids, normalization, scheme),
         None => convert(&network, &forward.ranges(), normalization, scheme),
@@ -199,6 +251,91 @@ pub fn run_qat(
         history,
         forward,
         quant,
+        fake_quant,
+        fake_quant_predictions,
+        integer_predictions,
+    })
+}
+
+/// What [`run_arch_qat`] produced: the integer network is a [`QuantGraph`].
+pub type ArchQatOutcome = QatOutcome<ArchNet, ArchQat, QuantGraph>;
+
+/// Fine-tunes `float` (a described network) with [`ArchQat`] as `config` says (quantizer,
+/// widths, each layer's own with `bits_per_layer`, granularity, epochs, learning rate and
+/// decay, momentum, seed, EMA decay, range initialisation; distillation is refused), then
+/// converts it through [`convert_graph`] (learned grids: [`convert_graph_with_grids`]) and runs
+/// the fake-quantized network and the integer graph over `test_set`.
+#[allow(clippy::too_many_arguments)]
+pub fn run_arch_qat(
+    config: &QatConfig,
+    arch: &Architecture,
+    float: &ArchNet,
+    mut train_set: ImageSet,
+    test_set: &ImageSet,
+    device: &Device,
+    on_event: &mut dyn FnMut(TrainEvent),
+    on_epoch: &mut dyn FnMut(&ArchNet, &EpochRecord) -> Result<(), ModelError>,
+) -> Result<ArchQatOutcome, QatError> {
+    if config.distill != 0.0 {
+        return Err(QatError::Unsupported(
+            "distillation from the float model runs on the tutorial network only; leave out \
+             --distill"
+                .into(),
+        ));
+    }
+    let plan = arch.plan().map_err(QatError::Arch)?;
+    let scheme = config.scheme(&layer_names(&plan))?;
+    let calibration = calibrate_arch(
+        float,
+        &arch.name,
+        &train_set,
+        CalibrationSettings {
+            method: config.range_init,
+            act_bits: config.act_bits,
+            ..Default::default()
+        },
+        device,
+    )
+    .map_err(QatError::Calibration)?;
+    let initial = calibration
+        .point_ranges(&plan, config.range_init)
+        .map_err(QatError::Calibration)?;
+    if let Some(n) = config.train_limit {
+        train_set.truncate(n);
+    }
+    let norm = train_set.kind.normalization();
+    let mut forward = ArchQat::new(scheme.clone(), norm, config.ema_decay, &initial);
+    if config.quantizer.learns_steps() {
+        forward = forward.with_learned_steps(config.quantizer, &plan);
+    }
+    let ad = device.clone().autodiff();
+    let start = ArchNet::init(&plan, norm, &ad).load_record(float.valid().into_record());
+    let (model, history) = fit(
+        &config.training(),
+        start,
+        &mut forward,
+        Arc::new(train_set),
+        test_set,
+        device,
+        on_event,
+        on_epoch,
+    )?;
+    let params = model.float_params().map_err(QatError::Arch)?;
+    let graph = match forward.learned_grids(&plan)? {
+        Some(grids) => convert_graph_with_grids(arch, &params, &grids, norm, scheme),
+        None => convert_graph(arch, &params, &forward.point_ranges(), norm, scheme),
+    }
+    .map_err(QatError::Quant)?;
+    let (fake_quant, fake_quant_predictions) = forward.evaluate(&model, test_set, device);
+    let integer_predictions = GraphEngine::new(&graph)
+        .and_then(|e| e.forward_parallel(&test_set.pixels, test_set.pixels.len() / IMAGE_PIXELS, 0))
+        .map_err(QatError::Quant)?
+        .predictions;
+    Ok(QatOutcome {
+        model,
+        history,
+        forward,
+        quant: graph,
         fake_quant,
         fake_quant_predictions,
         integer_predictions,

@@ -1,7 +1,8 @@
 //! QAT of described networks: the fake-quantized network predicts exactly what the integer
 //! graph converted from it predicts, image for image, for every preset (batch norm frozen and
 //! folded, ReLU6, depthwise and strided convolutions, residual adds, average pooling in
-//! `examples/my_net.toml`), at 8 and 4 bits, per tensor and per channel.
+//! `examples/my_net.toml`), at 8 and 4 bits, per tensor and per channel, and with random
+//! per-layer widths; with min/max grids, learned step sizes (LSQ) and learned offsets (LSQ+).
 
 use burn::prelude::*;
 use burnq_arch::Architecture;
@@ -9,7 +10,9 @@ use burnq_data::locate::test_locator;
 use burnq_data::{DatasetKind, ImageSet, Split};
 use burnq_model::ArchNet;
 use burnq_model::training::{FloatForward, fit};
-use burnq_qat::{QatConfig, run_arch_qat};
+use burnq_qat::{QatConfig, Quantizer, run_arch_qat};
+use burnq_quant::LayerBits;
+use burnq_quant::graph::layer_names;
 use std::sync::Arc;
 
 fn sets() -> (ImageSet, ImageSet) {
@@ -59,7 +62,7 @@ fn exact(arch: &Architecture, float: &ArchNet, config: QatConfig) -> f64 {
     let outcome = run_arch_qat(
         &QatConfig {
             train_limit: Some(640),
-            ..config
+            ..config.clone()
         },
         arch,
         float,
@@ -71,6 +74,17 @@ fn exact(arch: &Architecture, float: &ArchNet, config: QatConfig) -> f64 {
     )
     .unwrap();
     assert_eq!(outcome.integer_predictions.len(), 300);
+    let exported: Vec<LayerBits> = outcome.quant.layers().iter().map(|l| l.bits()).collect();
+    match &config.bits_per_layer {
+        Some(bits) => assert_eq!(&exported, bits, "{}", arch.name),
+        None => assert!(
+            exported
+                .iter()
+                .all(|b| (b.weight_bits, b.act_bits) == (config.weight_bits, config.act_bits)),
+            "{}: {exported:?}",
+            arch.name
+        ),
+    }
     let same = outcome
         .fake_quant_predictions
         .iter()
@@ -79,8 +93,8 @@ fn exact(arch: &Architecture, float: &ArchNet, config: QatConfig) -> f64 {
         .count();
     assert_eq!(
         outcome.fake_quant_predictions, outcome.integer_predictions,
-        "{}: {same}/300 equal",
-        arch.name
+        "{} {:?}: {same}/300 equal",
+        arch.name, config.quantizer
     );
     // Not a constant classifier: exactness must hold across classes.
     let mut classes = outcome.integer_predictions.clone();
@@ -94,17 +108,49 @@ fn exact(arch: &Architecture, float: &ArchNet, config: QatConfig) -> f64 {
     outcome.fake_quant.accuracy
 }
 
+/// Widths 2..=8 for each of `n` layers, drawn from `seed` (xorshift64).
+fn random_widths(n: usize, mut seed: u64) -> Vec<LayerBits> {
+    let mut draw = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        2 + (seed % 7) as u8
+    };
+    (0..n)
+        .map(|_| LayerBits {
+            weight_bits: draw(),
+            act_bits: draw(),
+        })
+        .collect()
+}
+
 #[test]
 fn every_preset_fake_quant_equals_integer() {
     // lenet5 leaves its initial plateau later than the batch-normalized mobile.
-    for (name, images, epochs) in [("lenet5", 3000, 2), ("mobile", 3000, 1)] {
+    for (name, images, epochs) in [
+        ("tutorial", 1000, 1),
+        ("lenet5", 3000, 2),
+        ("mobile", 3000, 1),
+    ] {
         let arch = Architecture::preset(name).unwrap();
         let float = pretrained(&arch, images, epochs);
-        for (bits, per_channel) in [(8, false), (4, true)] {
+        let names = layer_names(&arch.plan().unwrap()).len();
+        let mixed = |seed: u64| Some(random_widths(names, seed ^ names as u64));
+        for (quantizer, bits, per_channel, bits_per_layer) in [
+            (Quantizer::Minmax, 8, false, None),
+            (Quantizer::Minmax, 4, true, None),
+            (Quantizer::Minmax, 8, true, mixed(0x9e37_79b9_7f4a_7c15)),
+            (Quantizer::Lsq, 8, true, mixed(0x2545_f491_4f6c_dd1d)),
+            (Quantizer::LsqPlus, 8, false, mixed(0x1405_7b7e_f767_814f)),
+            (Quantizer::LsqPlus, 3, true, None),
+        ] {
+            let uniform = bits_per_layer.is_none();
             let config = QatConfig {
+                quantizer,
                 weight_bits: bits,
                 act_bits: bits,
                 per_channel,
+                bits_per_layer,
                 epochs: 1,
                 ..QatConfig::DEFAULT
             };
@@ -112,8 +158,8 @@ fn every_preset_fake_quant_equals_integer() {
             // lenet5 trains fast enough here to be a real classifier; mobile's batch norm
             // statistics are still settling after 16 steps (its accuracy is measured on full
             // runs, see the closing note).
-            if name == "lenet5" {
-                assert!(accuracy > 0.3, "{name} w{bits}: {accuracy}");
+            if name == "lenet5" && uniform {
+                assert!(accuracy > 0.3, "{name} {quantizer:?} w{bits}: {accuracy}");
             }
         }
     }
@@ -123,13 +169,16 @@ fn every_preset_fake_quant_equals_integer() {
 fn average_pooling_and_strided_residual_net_fake_quant_equals_integer() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/my_net.toml");
     let arch = Architecture::load(path).unwrap();
-    let config = QatConfig {
-        weight_bits: 3,
-        act_bits: 5,
-        per_channel: true,
-        epochs: 1,
-        ..QatConfig::DEFAULT
-    };
     let float = pretrained(&arch, 1000, 1);
-    exact(&arch, &float, config);
+    for quantizer in [Quantizer::Minmax, Quantizer::LsqPlus] {
+        let config = QatConfig {
+            quantizer,
+            weight_bits: 3,
+            act_bits: 5,
+            per_channel: true,
+            epochs: 1,
+            ..QatConfig::DEFAULT
+        };
+        exact(&arch, &float, config);
+    }
 }

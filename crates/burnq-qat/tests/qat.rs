@@ -163,7 +163,7 @@ fn run_qat_exports_an_integer_model_that_predicts_what_qat_predicted() {
         weight_bits,
         act_bits,
     });
-    let mut lsq_w2a2_losses = Vec::new();
+    let mut lsq_w2a2 = Vec::new();
     for (quantizer, weight_bits, act_bits, per_channel, bits_per_layer, distill) in [
         (Quantizer::Minmax, 2, 2, true, None, 0.0),
         (Quantizer::Minmax, 8, 3, false, None, 0.0),
@@ -172,12 +172,13 @@ fn run_qat_exports_an_integer_model_that_predicts_what_qat_predicted() {
         (Quantizer::Lsq, 4, 3, false, None, 0.0),
         (Quantizer::Minmax, 8, 8, true, Some(mixed), 0.0),
         (Quantizer::Lsq, 8, 8, false, Some(mixed), 0.0),
+        (Quantizer::LsqPlus, 2, 2, true, None, 0.0),
     ] {
         let qat = QatConfig {
             quantizer,
             weight_bits,
             act_bits,
-            bits_per_layer,
+            bits_per_layer: bits_per_layer.map(|b| b.to_vec()),
             per_channel,
             epochs: 1,
             train_limit: Some(320),
@@ -213,12 +214,21 @@ fn run_qat_exports_an_integer_model_that_predicts_what_qat_predicted() {
             outcome.integer_predictions, outcome.fake_quant_predictions,
             "{quantizer:?} w{weight_bits}a{act_bits} {bits_per_layer:?} per_channel={per_channel} distill={distill}"
         );
-        if quantizer == Quantizer::Lsq && weight_bits == 2 {
-            lsq_w2a2_losses.push(outcome.history[0].train_loss);
+        if quantizer != Quantizer::Minmax && weight_bits == 2 {
+            lsq_w2a2.push(outcome);
         }
     }
+    let [lsq, distilled, lsq_plus] = &lsq_w2a2[..] else {
+        unreachable!("three w2a2 runs with learned step sizes")
+    };
     // The distillation term reaches the loss the training minimized.
-    assert_ne!(lsq_w2a2_losses[0], lsq_w2a2_losses[1]);
+    assert_ne!(lsq.history[0].train_loss, distilled.history[0].train_loss);
+    // Every activation of the tutorial network is a ReLU output, whose offset LSQ+ keeps at
+    // 0: LSQ+ trains and exports exactly what LSQ does.
+    assert_eq!(lsq_plus.history[0].train_loss, lsq.history[0].train_loss);
+    assert_eq!(lsq_plus.quant, lsq.quant);
+    assert_eq!(lsq_plus.fake_quant_predictions, lsq.fake_quant_predictions);
+    assert_eq!(lsq_plus.quant.layers()[1].output.zero_point(), 0);
 }
 
 /// At 2 bits, learned step sizes beat min/max ranges on the same short fine-tune (same float

@@ -158,6 +158,37 @@ pub struct LayerGrids {
     pub weights: Option<Vec<QuantParams>>,
 }
 
+impl LayerGrids {
+    /// The parameters of layer `name`, whose float `weights` are `[out, fan_in]`, reading
+    /// `input`, on these grids: the given weight grids ([`LayerQuantization::from_grids`]) or,
+    /// without them, the weights' grids under the layer's own `options`
+    /// ([`LayerQuantization::derive`]). Errors when the given grids are not one per output
+    /// channel, or as those derivations.
+    pub fn quantization(
+        self,
+        name: &str,
+        weights: &[f32],
+        out: usize,
+        input: QuantParams,
+        activation: Activation,
+        options: &ConvertOptions,
+    ) -> Result<LayerQuantization, QuantError> {
+        match self.weights {
+            Some(grids) if grids.len() == out => {
+                LayerQuantization::from_grids(input, grids, self.output, activation)
+            }
+            Some(grids) => Err(QuantError::ShapeMismatch {
+                what: format!("{name} weight grids"),
+                expected: out,
+                found: grids.len(),
+            }),
+            None => {
+                LayerQuantization::derive(weights, out, input, self.output, activation, options)
+            }
+        }
+    }
+}
+
 /// Like [`convert`], with each layer's grids given explicitly (`[conv1, conv2, fc1, fc2]`): a
 /// network trained on learned grids is exported on exactly those grids. `scheme` gives the
 /// granularity and the weight width of layers whose grids are derived. Validation is that of
@@ -206,20 +237,7 @@ fn quantize_layer(
 ) -> Result<QuantLayer, QuantError> {
     float.check(name)?;
     let out = float.kind.out_channels();
-    let output = grids.output;
-    let q = match grids.weights {
-        Some(weights) if weights.len() == out => {
-            LayerQuantization::from_grids(input, weights, output, activation)?
-        }
-        Some(weights) => {
-            return Err(QuantError::ShapeMismatch {
-                what: format!("{name} weight grids"),
-                expected: out,
-                found: weights.len(),
-            });
-        }
-        None => LayerQuantization::derive(&float.weights, out, input, output, activation, options)?,
-    };
+    let q = grids.quantization(name, &float.weights, out, input, activation, options)?;
     Ok(q.layer(name, float.kind, &float.weights, &float.bias))
 }
 

@@ -86,7 +86,7 @@ pub use float::{ActivationRanges, FloatLayer, FloatNetwork};
 pub use format::{load, load_graph, save, save_graph};
 pub use graph::{
     GraphEngine, GraphTaps, GraphWorkspace, PointRanges, QuantAdd, QuantGraph, QuantOp,
-    convert_graph,
+    convert_graph, convert_graph_with_grids,
 };
 pub use layer::{LayerKind, QuantLayer};
 pub use model::{

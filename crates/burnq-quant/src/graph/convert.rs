@@ -1,6 +1,7 @@
 //! Conversion of any described network: float parameters ([`FloatParams`]) and the
-//! calibrated output range of every quantization point ([`PointRanges`]) to a
-//! [`QuantGraph`], through the crate's one derivation ([`LayerQuantization`]).
+//! calibrated output range of every quantization point ([`PointRanges`]), or its grids
+//! ([`convert_graph_with_grids`]: learned by QAT), to a [`QuantGraph`], through the crate's one
+//! derivation ([`LayerQuantization`]).
 //!
 //! Per convolution or linear step: the batch norm folded into the weights and bias
 //! ([`StepParams::folded`]); for the first such step, the input normalization folded too
@@ -17,7 +18,7 @@ use burnq_arch::arch::{FloatParams, Step};
 use super::{OpSource, QuantGraph, build_ops, layer_names, widest};
 use crate::convert::fold_normalization;
 use crate::{
-    LayerKind, LayerQuantization, Normalization, QuantError, QuantLayer, QuantParams, QuantScheme,
+    LayerGrids, LayerKind, Normalization, QuantError, QuantLayer, QuantParams, QuantScheme,
 };
 
 /// The calibrated real `(min, max)` output range of each quantization point (convolution,
@@ -37,6 +38,30 @@ pub fn convert_graph(
     scheme: impl Into<QuantScheme>,
 ) -> Result<QuantGraph, QuantError> {
     let scheme = scheme.into();
+    let grids = ranges
+        .iter()
+        .map(|(name, &(min, max))| {
+            let output = QuantParams::from_range(min, max, scheme.layer(name).act_bits)?;
+            let weights = None;
+            Ok((name.clone(), LayerGrids { output, weights }))
+        })
+        .collect::<Result<_, QuantError>>()?;
+    convert_graph_with_grids(architecture, params, &grids, norm, scheme)
+}
+
+/// Like [`convert_graph`], with each quantization point's grids given by step name: its output
+/// grid and, for a convolution or linear layer, optionally one weight grid per output channel
+/// (of its folded weights; the first layer's with the normalization folded too), else derived
+/// from the weights under `scheme`. A network trained on learned grids is exported on exactly
+/// those grids.
+pub fn convert_graph_with_grids(
+    architecture: &Architecture,
+    params: &FloatParams,
+    grids: &BTreeMap<String, LayerGrids>,
+    norm: Normalization,
+    scheme: impl Into<QuantScheme>,
+) -> Result<QuantGraph, QuantError> {
+    let scheme = scheme.into();
     norm.check()?;
     let plan = architecture
         .plan()
@@ -47,7 +72,7 @@ pub fn convert_graph(
         .map_err(|e| invalid("float parameters", e.to_string()))?;
     let mut converter = Converter {
         params,
-        ranges,
+        grids,
         scheme: &scheme,
         pending_normalization: Some(norm),
     };
@@ -70,7 +95,7 @@ fn invalid(what: &str, reason: String) -> QuantError {
 
 struct Converter<'a> {
     params: &'a FloatParams,
-    ranges: &'a PointRanges,
+    grids: &'a BTreeMap<String, LayerGrids>,
     scheme: &'a QuantScheme,
     /// The normalization still to fold (into the first convolution or linear layer).
     pending_normalization: Option<Normalization>,
@@ -86,7 +111,7 @@ impl OpSource for Converter<'_> {
     }
 
     /// The step's folded weights (and, for the first layer, the normalization) quantized
-    /// through [`LayerQuantization::derive`] onto its calibrated output grid.
+    /// onto its grids ([`LayerGrids::quantization`]).
     fn layer(
         &mut self,
         step: &Step,
@@ -100,12 +125,11 @@ impl OpSource for Converter<'_> {
         if let Some(norm) = self.pending_normalization.take() {
             (weights, bias) = fold_normalization(&weights, &bias, fan_in, norm);
         }
-        let output = self.output_grid(step)?;
-        let q = LayerQuantization::derive(
+        let q = self.point(step)?.clone().quantization(
+            &step.name,
             &weights,
             out,
             input,
-            output,
             step.activation,
             &self.scheme.layer(&step.name),
         )?;
@@ -129,19 +153,18 @@ impl OpSource for Converter<'_> {
     }
 
     fn add_output(&mut self, step: &Step) -> Result<QuantParams, QuantError> {
-        self.output_grid(step)
+        Ok(self.point(step)?.output)
     }
 }
 
 impl Converter<'_> {
-    /// The output grid of a quantization point, from its calibrated range.
-    fn output_grid(&self, step: &Step) -> Result<QuantParams, QuantError> {
-        let &(min, max) = self.ranges.get(&step.name).ok_or_else(|| {
+    /// The grids of a quantization point.
+    fn point(&self, step: &Step) -> Result<&LayerGrids, QuantError> {
+        self.grids.get(&step.name).ok_or_else(|| {
             invalid(
                 &step.name,
-                "no calibrated range for this quantization point".into(),
+                "no calibrated range or grid for this quantization point".into(),
             )
-        })?;
-        QuantParams::from_range(min, max, self.scheme.layer(&step.name).act_bits)
+        })
     }
 }

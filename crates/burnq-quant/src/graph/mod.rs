@@ -24,7 +24,7 @@ use crate::{
 };
 
 pub use add::{ADD_LEFT_SHIFT, Multiplier, QuantAdd};
-pub use convert::{PointRanges, convert_graph};
+pub use convert::{PointRanges, convert_graph, convert_graph_with_grids};
 pub use engine::{GraphEngine, GraphWorkspace};
 
 /// One step of a quantized graph, aligned with the [`Plan`]'s step of the same index.
