@@ -50,11 +50,11 @@ use burnq_quant::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::Distillation;
 use crate::exact::{conv_sums, exact_accumulators, linear_sums};
 use crate::int_sim::{LayerRequant, snap};
 use crate::lsq::{LsqState, PointKind};
 use crate::simulated::{fake_quantize, fake_quantize_channels};
+use crate::{Distillation, QatError};
 
 /// How the quantizers' grids are chosen during QAT.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -216,9 +216,13 @@ impl QatForward {
     /// The grids the integer model must be converted onto to compute what this network
     /// computes: with learned step sizes, every layer's learned grids (the logits' from
     /// their tracked range); `None` with min/max grids, which the converter derives itself
-    /// from the weights and [`QatForward::ranges`]. `model` gives the layers' widths.
-    pub fn learned_grids(&self, model: &Net) -> Option<[LayerGrids; 4]> {
-        let lsq = self.lsq.as_ref()?;
+    /// from the weights and [`QatForward::ranges`]. `model` gives the layers' widths. A layer
+    /// whose learned grid is not a valid grid (a step size that is no longer finite) is an
+    /// error naming it, never a silent min/max conversion.
+    pub fn learned_grids(&self, model: &Net) -> Result<Option<[LayerGrids; 4]>, QatError> {
+        let Some(lsq) = self.lsq.as_ref() else {
+            return Ok(None);
+        };
         let bits = |index| self.settings.layer_bits(index);
         let outs = [
             model.conv1.weight.dims()[0],
@@ -227,22 +231,23 @@ impl QatForward {
             model.fc2.weight.dims()[1],
         ];
         let (lo, hi) = self.ranges[3].range();
-        let logits = QuantParams::from_range(lo, hi, bits(3).act_bits).ok()?;
-        let layer = |index: usize| -> Option<LayerGrids> {
-            Some(LayerGrids {
+        let logits = QuantParams::from_range(lo, hi, bits(3).act_bits).map_err(QatError::Quant)?;
+        let layer = |index: usize| -> Result<LayerGrids, QatError> {
+            let name = ARCHITECTURE[index].0;
+            let missing = || QatError::NoGrid(name.into());
+            Ok(LayerGrids {
                 output: if index < 3 {
-                    lsq.activation_grid(ARCHITECTURE[index].0)?
+                    lsq.activation_grid(name).ok_or_else(missing)?
                 } else {
                     logits
                 },
-                weights: Some(lsq.weight_grids(
-                    ARCHITECTURE[index].0,
-                    outs[index],
-                    bits(index).weight_bits,
-                )?),
+                weights: Some(
+                    lsq.weight_grids(name, outs[index], bits(index).weight_bits)
+                        .ok_or_else(missing)?,
+                ),
             })
         };
-        Some([layer(0)?, layer(1)?, layer(2)?, layer(3)?])
+        Ok(Some([layer(0)?, layer(1)?, layer(2)?, layer(3)?]))
     }
 
     /// The tracked ranges. The network input's range is the normalized pixel range

@@ -233,7 +233,7 @@ pub fn run_qat(
     )?;
     let network = float_network(&model)?;
     let scheme = config.scheme(&tutorial_layer_names())?;
-    let quant = match forward.learned_grids(&model) {
+    let quant = match forward.learned_grids(&model)? {
         Some(grids) => convert_with_grids(&network, grids, normalization, scheme),
         None => convert(&network, &forward.ranges(), normalization, scheme),
     }
