@@ -143,27 +143,22 @@ impl ArchQat {
         let mut grids = BTreeMap::new();
         for (i, step) in points.into_iter().enumerate() {
             let name = &step.name;
-            let missing = || QatError::NoGrid(name.clone());
             let options = self.scheme.layer(name);
             let output = if i == logits {
-                let (min, max) = self.ranges.get(name).ok_or_else(missing)?.range();
-                QuantParams::from_range(min, max, options.act_bits).map_err(QatError::Quant)?
+                let range = self.ranges.get(name);
+                let (min, max) = range.ok_or_else(|| QatError::NoGrid(name.clone()))?.range();
+                let grid = QuantParams::from_range(min, max, options.act_bits);
+                Some(grid.map_err(QatError::Quant)?)
             } else {
-                lsq.activation_grid(name).ok_or_else(missing)?
+                None
             };
             let out = match step.op {
                 Op::Conv2d(g) => Some(g.out_channels),
                 Op::Linear { out_features, .. } => Some(out_features),
                 _ => None,
             };
-            let weights = match out {
-                Some(out) => Some(
-                    lsq.weight_grids(name, out, options.weight_bits)
-                        .ok_or_else(missing)?,
-                ),
-                None => None,
-            };
-            grids.insert(name.clone(), LayerGrids { output, weights });
+            let weights = out.map(|out| (out, options.weight_bits));
+            grids.insert(name.clone(), lsq.grids(name, output, weights)?);
         }
         Ok(Some(grids))
     }

@@ -38,7 +38,9 @@ use std::collections::BTreeMap;
 use burn::prelude::*;
 use burn::tensor::Gradients;
 use burnq_model::export::to_vec;
-use burnq_quant::QuantParams;
+use burnq_quant::{LayerGrids, QuantParams};
+
+use crate::QatError;
 
 /// Smallest step size kept by an update (a step size must stay a positive normal `f32`).
 const MIN_STEP: f32 = 1e-7;
@@ -312,6 +314,28 @@ impl LsqState {
     pub fn weight_grids(&self, name: &str, out: usize, bits: u8) -> Option<Vec<QuantParams>> {
         let (_, _, zero_point) = signed_range(bits);
         grids_of(self.weights.get(name)?, out, zero_point, bits)
+    }
+
+    /// The grids layer `name` is converted onto: `output` when given (the logits', from their
+    /// tracked range), else its learned output grid, and with `weights = Some((out, bits))`
+    /// the learned grids of its `out` channels of `bits`-bit weights. Errors naming `name`
+    /// when a learned grid is missing (a step size no longer a positive normal `f32`), so
+    /// that a learned model is never converted onto other grids.
+    pub fn grids(
+        &self,
+        name: &str,
+        output: Option<QuantParams>,
+        weights: Option<(usize, u8)>,
+    ) -> Result<LayerGrids, QatError> {
+        let missing = || QatError::NoGrid(name.to_owned());
+        let output = match output {
+            Some(grid) => grid,
+            None => self.activation_grid(name).ok_or_else(missing)?,
+        };
+        let weights = weights
+            .map(|(out, bits)| self.weight_grids(name, out, bits).ok_or_else(missing))
+            .transpose()?;
+        Ok(LayerGrids { output, weights })
     }
 
     /// The grid of activation point `name`, if it has a quantizer.

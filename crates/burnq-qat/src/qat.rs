@@ -232,20 +232,10 @@ impl QatForward {
         ];
         let (lo, hi) = self.ranges[3].range();
         let logits = QuantParams::from_range(lo, hi, bits(3).act_bits).map_err(QatError::Quant)?;
-        let layer = |index: usize| -> Result<LayerGrids, QatError> {
-            let name = ARCHITECTURE[index].0;
-            let missing = || QatError::NoGrid(name.into());
-            Ok(LayerGrids {
-                output: if index < 3 {
-                    lsq.activation_grid(name).ok_or_else(missing)?
-                } else {
-                    logits
-                },
-                weights: Some(
-                    lsq.weight_grids(name, outs[index], bits(index).weight_bits)
-                        .ok_or_else(missing)?,
-                ),
-            })
+        let layer = |index: usize| {
+            let output = (index == 3).then_some(logits);
+            let weights = (outs[index], bits(index).weight_bits);
+            lsq.grids(ARCHITECTURE[index].0, output, Some(weights))
         };
         Ok(Some([layer(0)?, layer(1)?, layer(2)?, layer(3)?]))
     }
