@@ -12,8 +12,8 @@
 use std::thread;
 
 use crate::kernels::{
-    Im2col, Isa, KernelChoice, LinearOut, PackedLayer, Scratch, conv_image, grow, linear_rows,
-    pool_requant_image, with_isa,
+    Im2col, Isa, KernelChoice, LinearOut, PackedLayer, Scratch, conv_pool_image, grow, linear_rows,
+    with_isa,
 };
 use crate::model::{POOL1_SIDE, check_images};
 use crate::{IMAGE_PIXELS, IMAGE_SIDE, NUM_CLASSES, Output, QuantError, QuantModel, QuantParams};
@@ -284,10 +284,28 @@ impl Engine {
                 .chunks_exact(IMAGE_PIXELS)
                 .zip(features.chunks_exact_mut(width1));
             for (image, pooled) in rows_in {
-                conv_image(isa, conv1, plan1, image, scratch, acc);
-                pool_requant_image(isa, conv1, plan1, plan1.out_w, acc, rows, pool1);
-                conv_image(isa, conv2, plan2, pool1, scratch, acc);
-                pool_requant_image(isa, conv2, plan2, plan2.out_w, acc, rows, pooled);
+                conv_pool_image(
+                    isa,
+                    conv1,
+                    plan1,
+                    plan1.out_w,
+                    image,
+                    scratch,
+                    acc,
+                    rows,
+                    pool1,
+                );
+                conv_pool_image(
+                    isa,
+                    conv2,
+                    plan2,
+                    plan2.out_w,
+                    pool1,
+                    scratch,
+                    acc,
+                    rows,
+                    pooled,
+                );
             }
             linear_rows(isa, fc1, features, n, scratch, LinearOut::Requant(hidden));
             linear_rows(isa, fc2, hidden, n, scratch, LinearOut::Acc(fc2_acc));

@@ -306,6 +306,32 @@ fn conv_case() -> impl Strategy<Value = ConvCase> {
     )
 }
 
+/// Convolutions whose output width is a multiple of eight, which the fused kernels run as
+/// pairs of output rows keeping only vertical maxima: widths of 8 to 24 outputs, odd and even
+/// output heights, one to many channels.
+fn pool_panel_conv_case() -> impl Strategy<Value = ConvCase> {
+    (conv_case(), 1..=3usize).prop_map(|(mut case, blocks)| {
+        let LayerKind::Conv2d {
+            in_channels,
+            kernel,
+            ..
+        } = case.kind
+        else {
+            unreachable!("conv cases are convolutions")
+        };
+        case.width = 8 * blocks + kernel - 1;
+        let per_channel = case.n * case.kind.out_channels() * case.height * case.width * 25;
+        let in_channels = in_channels.min(MAX_CONV_MACS / per_channel).max(1);
+        if let LayerKind::Conv2d {
+            in_channels: ic, ..
+        } = &mut case.kind
+        {
+            *ic = in_channels;
+        }
+        case
+    })
+}
+
 impl ConvCase {
     fn setup(&self) -> (QuantLayer, PackedLayer, Vec<u8>) {
         let layer = self.params.layer(self.kind);
@@ -688,6 +714,45 @@ fn byte_gemm_bounds_are_exact() {
     }
 }
 
+/// Reductions shorter than 16 groups of four (a one-channel first convolution, `K = 25`):
+/// `avx2-maddubs` runs its byte GEMM only when the whole reduction is one exact `i16` chain,
+/// `⌈K/4⌉ ≤ chain`, taken at `⌈K/4⌉ = chain` and refused one group later; every kernel equals
+/// the reference there, with every code at `qmax` and the weights at the far end of their range.
+#[test]
+fn short_reductions_take_the_byte_gemm_as_one_chain() {
+    let linear = |fan_in| LayerKind::Linear {
+        in_features: fan_in,
+        out_features: 3,
+    };
+    let mut tried = 0;
+    for weight_bits in 2..=8u8 {
+        for input_bits in 2..=8u8 {
+            let (_, pair) = bound_layer(weight_bits, input_bits, linear);
+            let chain = usize::try_from(32767 / pair).unwrap();
+            if !(1..=14).contains(&chain) {
+                continue;
+            }
+            for groups in [chain, chain + 1] {
+                let (layer, _) = bound_layer(weight_bits, input_bits, |_| linear(4 * groups));
+                let packed = PackedLayer::new(&layer).unwrap();
+                let input = vec![((1u16 << input_bits) - 1) as u8; 2 * layer.kind.fan_in()];
+                let expected = reference::linear(&layer, &input, 2).unwrap();
+                let what = format!("w{weight_bits} x{input_bits}, {groups} groups, chain {chain}");
+                for kernel in common::kernels::all() {
+                    let got = kernels::linear(kernel, &packed, &input, 2).unwrap();
+                    assert_eq!(got, expected, "{what} {kernel}");
+                    if kernel == KernelChoice::Avx2Maddubs {
+                        let bytes = packed.runs_byte_gemm(kernel).unwrap();
+                        assert_eq!(bytes, groups == chain, "{what}");
+                    }
+                }
+                tried += 1;
+            }
+        }
+    }
+    assert!(tried >= 10, "only {tried} short-chain layers");
+}
+
 macro_rules! kernel_tests {
     ($($name:ident: $kernel:expr;)*) => {$(
         mod $name {
@@ -703,6 +768,11 @@ macro_rules! kernel_tests {
             #[test]
             fn conv2d_requant_pool_matches_reference() {
                 check(KERNEL, conv_case(), conv2d_requant_pool);
+            }
+
+            #[test]
+            fn conv2d_requant_pool_on_row_pair_panels_matches_reference() {
+                check(KERNEL, pool_panel_conv_case(), conv2d_requant_pool);
             }
 
             #[test]

@@ -208,12 +208,14 @@ pub(super) fn finish(acc: &[[__m256i; 2]], out: TileOut<'_>) {
     let codes = |row: [__m256i; 2], lanes: &[Lanes]| {
         pack_u8x16(requant8(row[0], &lanes[0]), requant8(row[1], &lanes[1]))
     };
-    finish_rows(acc, out, store_row, codes);
+    let halves_max = |row: [__m256i; 2]| _mm256_max_epi32(row[0], row[1]);
+    finish_rows(acc, out, store_row, codes, halves_max);
 }
 
 /// A tile's epilogue for rows of sixteen sums of any representation `R`: `store_row` writes
 /// one row's sums, `codes` requantizes them with the constants of its two groups of eight
-/// columns into sixteen codes.
+/// columns into sixteen codes, `halves_max` is the lane-wise maximum of its two halves of
+/// eight columns (for [`TileOut::VerticalMax`]).
 #[inline]
 #[target_feature(enable = "avx2")]
 pub(super) fn finish_rows<R: Copy>(
@@ -221,11 +223,20 @@ pub(super) fn finish_rows<R: Copy>(
     out: TileOut<'_>,
     store_row: impl Fn(R, &mut [i32; NR]),
     codes: impl Fn(R, &[Lanes]) -> __m128i,
+    halves_max: impl Fn(R) -> __m256i,
 ) {
     match out {
         TileOut::Acc { c, ld, cols: NR } => {
             for (r, &row) in acc.iter().enumerate() {
                 store_row(row, (&mut c[r * ld..][..NR]).try_into().unwrap());
+            }
+        }
+        TileOut::VerticalMax { rows, ld } => {
+            for (r, &row) in acc.iter().enumerate() {
+                store(
+                    (&mut rows[r * ld..][..NR / 2]).try_into().unwrap(),
+                    halves_max(row),
+                );
             }
         }
         TileOut::Requant {

@@ -133,6 +133,15 @@ pub(crate) fn store_tile(rows: &[[i32; NR]], out: TileOut<'_>) {
                 requant_channels(&row[..cols], scalar, &mut out[r * ld..][..cols]);
             }
         }
+        TileOut::VerticalMax { rows: dst, ld } => {
+            for (r, row) in rows.iter().enumerate() {
+                let (top, bottom) = row.split_at(NR / 2);
+                let dst = &mut dst[r * ld..][..NR / 2];
+                for ((d, &t), &b) in dst.iter_mut().zip(top).zip(bottom) {
+                    *d = t.max(b);
+                }
+            }
+        }
     }
 }
 

@@ -51,6 +51,16 @@ pub(crate) enum TileOut<'a> {
         /// The channel of the tile's first column, a multiple of `NR`.
         col0: usize,
     },
+    /// The maxima of the tile's two halves of eight columns:
+    /// `rows[r·ld + j] = max(acc[r][j], acc[r][8 + j])` for `j < 8`. When a panel's halves are
+    /// the same eight positions of two adjacent output rows, this is the vertical half of a
+    /// 2×2 max pool, done before the accumulators ever reach memory.
+    VerticalMax {
+        /// Destination.
+        rows: &'a mut [i32],
+        /// Row stride.
+        ld: usize,
+    },
 }
 
 impl<'a> TileOut<'a> {
@@ -84,6 +94,13 @@ impl<'a> TileOut<'a> {
                     col0,
                 };
                 (half(top), half(bottom))
+            }
+            Self::VerticalMax { rows, ld } => {
+                let (top, bottom) = rows.split_at_mut(r * ld);
+                (
+                    Self::VerticalMax { rows: top, ld },
+                    Self::VerticalMax { rows: bottom, ld },
+                )
             }
         }
     }

@@ -1,6 +1,7 @@
 //! The AVX2 byte GEMM: `vpmaddubsw`, for the layers whose proven operand bounds make it exact
 //! ([`ByteForm::chain`] `≥ 1`, see [`super::bytes`]) and whose reduction is long enough to
-//! repay it ([`MIN_GROUPS`]); the [`super::avx2`] `i16` GEMM runs the others.
+//! repay it ([`MIN_GROUPS`]) or short enough to be one chain; the [`super::avx2`] `i16` GEMM
+//! runs the others.
 //!
 //! **Tile.** Up to [`MRB`] rows in passes of [`PASS`] rows, sixteen columns as two vectors.
 //! Per group of four `k` and row: one broadcast group of A, `vpmaddubsw` with each vector of B
@@ -23,9 +24,12 @@ use super::pack::{GROUP, Im2col, MRB, NR};
 use super::requant::LayerRequant;
 use crate::QuantError;
 
-/// Fewest groups of four in a reduction that this GEMM runs: with fewer, the fixed cost of a
-/// tile's two passes (bias, widening, epilogue) outweighs the saving (conv1, `K = 25`, ran
-/// slower than with the `i16` GEMM).
+/// Fewest groups of four in a reduction that this GEMM runs in several `i16` chains: with
+/// fewer, the widening after each chain and the tile's fixed cost outweigh the saving (conv1,
+/// `K = 25`, ran slower than with the `i16` GEMM when its reduction took two chains). A
+/// shorter reduction runs here only as one chain (`chain ≥ groups`: 4-bit weights or fewer
+/// against 8-bit pixels), one widening per tile, which measured 5 % faster for the whole
+/// tutorial network at w4a4 and w2a2 on one image.
 const MIN_GROUPS: usize = 16;
 
 /// Rows per pass of a tile: five rows of two `i16` chain sums and two `i32` sums, with the two
@@ -50,7 +54,7 @@ impl Maddubs {
 // exists only if `Maddubs::new` detected it.
 impl ByteIsa for Maddubs {
     fn accepts(self, form: &ByteForm) -> bool {
-        form.chain >= 1 && form.groups >= MIN_GROUPS
+        form.chain >= 1 && (form.groups >= MIN_GROUPS || form.chain >= form.groups)
     }
 
     fn byte_tile(

@@ -54,7 +54,7 @@ pub use layer::PackedLayer;
 pub use ops::{conv2d, conv2d_requant_pool, linear, linear_requant, max_pool_2x2, requantize};
 
 pub(crate) use isa::Isa;
-pub(crate) use ops::{LinearOut, Scratch, conv_image, grow, linear_rows, pool_requant_image};
+pub(crate) use ops::{LinearOut, Scratch, conv_pool_image, grow, linear_rows};
 pub(crate) use pack::Im2col;
 pub(crate) use requant::LayerRequant;
 

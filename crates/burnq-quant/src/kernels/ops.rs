@@ -43,6 +43,26 @@ pub(crate) fn grow<T: Default + Clone>(buffer: &mut Vec<T>, len: usize) -> &mut 
     &mut buffer[..len]
 }
 
+/// Where a convolution's tiles write: each output channel's plane of `ld` values in `c`.
+#[derive(Debug, Clone, Copy)]
+enum ConvDest {
+    /// The accumulators, `ld = positions`.
+    Acc,
+    /// The vertical maxima of [`Im2col::pool_panels`], `ld = (out_h / 2)·out_w`.
+    VerticalMax,
+}
+
+impl ConvDest {
+    /// The destination of a tile whose first element is `c[0]`, rows `ld` apart, `cols`
+    /// columns wide.
+    fn tile(self, c: &mut [i32], ld: usize, cols: usize) -> TileOut<'_> {
+        match self {
+            Self::Acc => TileOut::Acc { c, ld, cols },
+            Self::VerticalMax => TileOut::VerticalMax { rows: c, ld },
+        }
+    }
+}
+
 /// The accumulators of one image: `c[o·positions + pos]` for every output channel `o` and
 /// output position `pos = y·out_w + x`, bias included.
 pub(crate) fn conv_image<K: Isa>(
@@ -53,44 +73,125 @@ pub(crate) fn conv_image<K: Isa>(
     scratch: &mut Scratch,
     c: &mut [i32],
 ) {
-    if let Some(bytes) = isa.bytes(layer.byte_form()) {
-        return conv_image_bytes(bytes, layer, plan, image, scratch, c);
-    }
+    let panels = plan.panels().enumerate().map(|(j, cols)| (cols, j * NR));
     let ld = plan.positions();
+    conv_tiles(
+        isa,
+        layer,
+        plan,
+        image,
+        scratch,
+        panels,
+        ConvDest::Acc,
+        ld,
+        c,
+    );
+}
+
+/// The convolution, requantization and 2×2 max pool of one image into `out`
+/// (`[out_channels][out_h / 2][width / 2]` codes, `width ≤ out_w` the columns kept), as
+/// [`conv_image`] then [`pool_requant_image`]. Where the output width is a multiple of eight,
+/// the tiles run in [`Im2col::pool_panels`] order and store only vertical maxima (in `c`),
+/// which are then paired and requantized: half the stores, and no pass over the
+/// accumulators. `c` holds `out_channels·positions` values, `rows` `positions / 2`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn conv_pool_image<K: Isa>(
+    isa: K,
+    layer: &PackedLayer,
+    plan: &Im2col,
+    width: usize,
+    image: &[u8],
+    scratch: &mut Scratch,
+    c: &mut [i32],
+    rows: &mut [i32],
+    out: &mut [u8],
+) {
+    let Some(panels) = plan.pool_panels() else {
+        conv_image(isa, layer, plan, image, scratch, c);
+        return pool_requant_image(isa, layer, plan, width, c, rows, out);
+    };
+    let (ph, pw, ow) = (plan.out_h / 2, width / 2, plan.out_w);
+    let ld = ph * ow;
+    conv_tiles(
+        isa,
+        layer,
+        plan,
+        image,
+        scratch,
+        panels,
+        ConvDest::VerticalMax,
+        ld,
+        c,
+    );
+    if ph * pw == 0 {
+        return;
+    }
+    let requant = layer.requant();
+    let planes = c.chunks_exact(ld).zip(out.chunks_exact_mut(ph * pw));
+    for (o, (plane, pooled)) in planes.take(layer.out_channels()).enumerate() {
+        if 2 * pw == ow {
+            isa.pool_pairs_requant(plane, requant, o, pooled);
+            continue;
+        }
+        for (row, pooled) in plane.chunks_exact(ow).zip(pooled.chunks_exact_mut(pw)) {
+            isa.pool_pairs_requant(&row[..2 * pw], requant, o, pooled);
+        }
+    }
+}
+
+/// Runs a convolution's GEMM over the column `panels` (each its source offsets, `NR` of them
+/// but in a last short panel, and where its results start in each channel's plane of `c`),
+/// writing each tile to `dest`, planes `ld` apart.
+#[allow(clippy::too_many_arguments)]
+fn conv_tiles<K: Isa, C: AsRef<[usize]>>(
+    isa: K,
+    layer: &PackedLayer,
+    plan: &Im2col,
+    image: &[u8],
+    scratch: &mut Scratch,
+    panels: impl Iterator<Item = (C, usize)>,
+    dest: ConvDest,
+    ld: usize,
+    c: &mut [i32],
+) {
+    if let Some(bytes) = isa.bytes(layer.byte_form()) {
+        return conv_tiles_bytes(bytes, layer, plan, image, scratch, panels, dest, ld, c);
+    }
     let out = layer.out_channels();
     let panel = grow(&mut scratch.panel, layer.panel_len());
     let z = layer.input().zero_point();
-    for (j, cols) in plan.panels().enumerate() {
+    for (cols, at) in panels {
+        let cols = cols.as_ref();
         isa.im2col_panel(image, plan.k_offsets(), cols, z, panel);
         for i in 0..out.div_ceil(MR) {
             let rows = (out - i * MR).min(MR);
             let bias = TileBias::Rows(&layer.bias()[i * MR..][..rows]);
-            let dst = TileOut::Acc {
-                c: &mut c[i * MR * ld + j * NR..],
-                ld,
-                cols: cols.len(),
-            };
+            let dst = dest.tile(&mut c[i * MR * ld + at..], ld, cols.len());
             isa.tile(rows, layer.row_panel(i), panel, bias, dst);
         }
     }
 }
 
-/// [`conv_image`] with the byte GEMM `isa`: B is the im2col matrix of the codes themselves,
+/// [`conv_tiles`] with the byte GEMM `isa`: B is the im2col matrix of the codes themselves,
 /// with its column sums where the layer needs them.
-fn conv_image_bytes<B: ByteIsa>(
+#[allow(clippy::too_many_arguments)]
+fn conv_tiles_bytes<B: ByteIsa, C: AsRef<[usize]>>(
     isa: B,
     layer: &PackedLayer,
     plan: &Im2col,
     image: &[u8],
     scratch: &mut Scratch,
+    panels: impl Iterator<Item = (C, usize)>,
+    dest: ConvDest,
+    ld: usize,
     c: &mut [i32],
 ) {
-    let ld = plan.positions();
     let out = layer.out_channels();
     let form = layer.byte_form();
     let panel = grow(&mut scratch.bytes, layer.byte_panel_len());
     let mut sums = [0; NR];
-    for (j, cols) in plan.panels().enumerate() {
+    for (cols, at) in panels {
+        let cols = cols.as_ref();
         isa.im2col_bytes(image, plan, cols, panel);
         if form.centre_shift.is_some() {
             isa.col_sums(panel, &mut sums);
@@ -102,11 +203,7 @@ fn conv_image_bytes<B: ByteIsa>(
                 rows: &d[i * MRB..][..rows],
                 cols: &sums,
             });
-            let dst = TileOut::Acc {
-                c: &mut c[i * MRB * ld + j * NR..],
-                ld,
-                cols: cols.len(),
-            };
+            let dst = dest.tile(&mut c[i * MRB * ld + at..], ld, cols.len());
             let a = layer.byte_row_panel(i);
             isa.byte_tile(rows, a, panel, Codes::B, form.chain, bias, outer, dst);
         }
@@ -322,9 +419,18 @@ pub fn conv2d_requant_pool(
     let mut rows = vec![0; plan.positions() / 2];
     with_isa!(kernel, |isa| {
         for (i, image) in input.chunks_exact(plan.image_len).enumerate() {
-            conv_image(isa, layer, &plan, image, &mut scratch, &mut c);
             let dst = &mut codes[i * pooled..][..pooled];
-            pool_requant_image(isa, layer, &plan, plan.out_w, &c, &mut rows, dst);
+            conv_pool_image(
+                isa,
+                layer,
+                &plan,
+                plan.out_w,
+                image,
+                &mut scratch,
+                &mut c,
+                &mut rows,
+                dst,
+            );
         }
     });
     Ok(codes)

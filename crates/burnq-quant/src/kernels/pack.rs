@@ -204,6 +204,31 @@ impl Im2col {
         self.col_off.chunks(NR)
     }
 
+    /// The column panels of [`Im2col::panels`] ordered for a fused 2×2 max pool, if the output
+    /// width is a multiple of eight (else `None`): panel `(py, xb)` holds output row `2·py`'s
+    /// positions `8·xb .. 8·xb + 8` in its first half and row `2·py + 1`'s in its second, so the
+    /// maximum of its halves is the pool's vertical maximum (an odd last row, which pooling
+    /// drops, is not computed). Each item is the panel's `NR` source offsets and where its
+    /// eight maxima go in the `[out_h / 2][out_w]` plane of vertical maxima.
+    pub(crate) fn pool_panels(&self) -> Option<impl Iterator<Item = ([usize; NR], usize)> + '_> {
+        let half = NR / 2;
+        if !self.out_w.is_multiple_of(half) {
+            return None;
+        }
+        let blocks = self.out_w / half;
+        let panels = (0..self.out_h / 2 * blocks).map(move |p| {
+            let (py, x) = (p / blocks, half * (p % blocks));
+            let top = self.col_off[2 * py * self.out_w + x];
+            let bottom = self.col_off[(2 * py + 1) * self.out_w + x];
+            let cols = std::array::from_fn(|i| match i < half {
+                true => top + i,
+                false => bottom + i - half,
+            });
+            (cols, py * self.out_w + x)
+        });
+        Some(panels)
+    }
+
     /// The offsets of every row of B.
     pub(crate) fn k_offsets(&self) -> &[usize] {
         &self.k_off

@@ -171,7 +171,13 @@ fn tile<const R: usize, const W: usize, const A_CODES: bool>(
         unsafe { _mm512_storeu_si512(dst.as_mut_ptr().cast(), sum) }
     };
     let codes = |sum, lanes: &[Lanes]| _mm512_cvtepi32_epi8(requant16(sum, &lanes[0], &lanes[1]));
-    avx2::finish_rows(&sums, out, store_row, codes);
+    let halves_max = |sum: __m512i| {
+        _mm256_max_epi32(
+            _mm512_castsi512_si256(sum),
+            _mm512_extracti64x4_epi64::<1>(sum),
+        )
+    };
+    avx2::finish_rows(&sums, out, store_row, codes, halves_max);
 }
 
 /// Sixteen `i32` from memory (unaligned).

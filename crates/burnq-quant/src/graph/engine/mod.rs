@@ -50,8 +50,8 @@ use burnq_arch::arch::{PoolGeometry, Shape};
 use super::{QuantGraph, QuantOp, check_codes};
 use crate::engine::split_batch;
 use crate::kernels::{
-    Isa, KernelChoice, LayerRequant, LinearOut, Scratch, conv_image, grow, linear_rows,
-    pool_requant_image, with_isa,
+    Isa, KernelChoice, LayerRequant, LinearOut, Scratch, conv_pool_image, grow, linear_rows,
+    with_isa,
 };
 use crate::{Output, QuantError, QuantParams};
 use nodes::{Compiled, Node};
@@ -438,9 +438,9 @@ fn gemm_conv<K: Isa>(
 /// A convolution and its 2×2 max pool, one image at a time, as the tutorial
 /// [`Engine`](crate::Engine) runs them: the image in CHW order with its padding written out
 /// (and more on the right, see [`nodes::ChwConvPool::plan`]),
-/// the GEMM with the weights as A and the im2col panels as B (`conv_image`, accumulators
-/// `[out, positions]`), max-pooled and requantized per channel (`pool_requant_image`), then
-/// back to NHWC unless the output stays CHW (`nodes::ChwConvPool::chw_out`).
+/// the GEMM with the weights as A and the im2col panels as B, max-pooled and requantized per
+/// channel (`conv_pool_image`, which keeps only vertical maxima where it can), then back to
+/// NHWC unless the output stays CHW (`nodes::ChwConvPool::chw_out`).
 fn chw_conv_pool<K: Isa>(
     isa: K,
     conv: &nodes::ChwConvPool,
@@ -473,11 +473,19 @@ fn chw_conv_pool<K: Isa>(
     {
         let plane = plan.image_len / g.in_channels;
         loops::to_padded_chw(g, conv.chw_in, image, plane, padded);
-        conv_image(isa, &conv.layer, plan, padded, scratch, c);
-        if conv.chw_out {
-            pool_requant_image(isa, &conv.layer, plan, g.output.w, c, rows, dst);
-        } else {
-            pool_requant_image(isa, &conv.layer, plan, g.output.w, c, rows, chw);
+        let target = if conv.chw_out { &mut *dst } else { &mut *chw };
+        conv_pool_image(
+            isa,
+            &conv.layer,
+            plan,
+            g.output.w,
+            padded,
+            scratch,
+            c,
+            rows,
+            target,
+        );
+        if !conv.chw_out {
             loops::to_nhwc(chw, oc, pooled, dst);
         }
     }
