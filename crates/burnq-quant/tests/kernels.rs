@@ -753,6 +753,44 @@ fn short_reductions_take_the_byte_gemm_as_one_chain() {
     assert!(tried >= 10, "only {tried} short-chain layers");
 }
 
+/// Convolutions on two-bit inputs at the table form's bounds ([`bound_layer`]: every code 3,
+/// weights at the far end of their range, one sign per channel): `avx2-maddubs` looks products
+/// up exactly when entries fit `i8` (`e = 2·3·max|s| ≤ 127`) and a column's sum of all entries
+/// fits `i16` (`⌈K/2⌉·e ≤ 32767`: taken at the last such `K`, refused one pair later), and
+/// every kernel equals the reference there, where the `i8` and `i16` sums come closest to
+/// wrapping.
+#[test]
+fn lookup_table_bounds_are_exact() {
+    let conv = |fan_in| LayerKind::Conv2d {
+        in_channels: fan_in,
+        out_channels: 3,
+        kernel: 1,
+    };
+    for weight_bits in 2..=6u8 {
+        let (_, entry_bound) = bound_layer(weight_bits, 2, conv);
+        let last = if entry_bound <= 127 {
+            2 * usize::try_from(32767 / entry_bound).unwrap()
+        } else {
+            64
+        };
+        for (fan_in, expect_tables) in [(last, entry_bound <= 127), (last + 1, false)] {
+            let (layer, _) = bound_layer(weight_bits, 2, |_| conv(fan_in));
+            let packed = PackedLayer::new(&layer).unwrap();
+            let (n, side) = (2, 3);
+            let input = vec![3; n * fan_in * side * side];
+            let expected = reference::conv2d(&layer, &input, n, side, side).unwrap();
+            let what = format!("w{weight_bits} x2, K = {fan_in}, e = {entry_bound}");
+            for kernel in common::kernels::all() {
+                let got = kernels::conv2d(kernel, &packed, &input, n, side, side).unwrap();
+                assert_eq!(got, expected, "{what} {kernel}");
+                let tables = packed.runs_lookup_tables(kernel).unwrap();
+                let expect = expect_tables && kernel == KernelChoice::Avx2Maddubs;
+                assert_eq!(tables, expect, "{what} {kernel}");
+            }
+        }
+    }
+}
+
 macro_rules! kernel_tests {
     ($($name:ident: $kernel:expr;)*) => {$(
         mod $name {

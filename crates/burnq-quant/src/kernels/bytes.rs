@@ -27,6 +27,7 @@
 //! then runs the `i16` GEMM instead).
 
 use super::isa::{TileBias, TileOut};
+use super::lut::LutForm;
 use super::pack::{self, Im2col, NR};
 use super::requant::LayerRequant;
 use crate::{LayerKind, QuantLayer};
@@ -48,6 +49,8 @@ pub(crate) struct ByteForm {
     pub(crate) chain: usize,
     /// Groups of four in the reduction, `⌈K/4⌉`.
     pub(crate) groups: usize,
+    /// The weights as look-up tables, for a convolution on two-bit inputs ([`super::lut`]).
+    pub(crate) lut: Option<LutForm>,
 }
 
 /// The weights `s` in a byte layout of [`pack`].
@@ -109,6 +112,7 @@ impl ByteForm {
             })
             .max()
             .unwrap_or(0);
+        let lut = LutForm::new(layer, |o, k| i32::from(s(o, k) as i8), max_s);
         let pair_bound = 2 * i64::from(layer.input.qmax()) * max_s;
         let chain = match pair_bound {
             0 => usize::MAX,
@@ -120,6 +124,7 @@ impl ByteForm {
             centre_shift: shift.iter().any(|&d| d != 0).then_some(shift),
             chain,
             groups: pack::groups(fan_in),
+            lut,
         }
     }
 }
@@ -181,6 +186,29 @@ pub(crate) trait ByteIsa: Copy {
         out: TileOut<'_>,
     );
 
+    /// The table form this implementation runs `form`'s convolution with, if any (`None`: the
+    /// byte tile).
+    fn lut(self, form: &ByteForm) -> Option<&LutForm>;
+
+    /// The look-up indices of one byte column panel of codes, as
+    /// [`super::lut::index_panel`] (`⌈K/4⌉·32` bytes from `⌈K/4⌉·64`).
+    fn index_panel(self, panel: &[u8], out: &mut [u8]);
+
+    /// One table tile: `acc[r][c] = bias + Σ_g Σ_h T_r,2g+h[idx[g][16h + c]] (+ outer)` for
+    /// `r < rows` (`1..=MRL`), `c < NR`, written to `out`. `tables` is one row panel of
+    /// [`LutForm::tables`], `idx` one index panel, `steps` is [`LutForm::steps`].
+    #[allow(clippy::too_many_arguments)]
+    fn lut_tile(
+        self,
+        rows: usize,
+        tables: &[u8],
+        idx: &[u8],
+        steps: usize,
+        bias: TileBias<'_>,
+        outer: Option<Outer<'_>>,
+        out: TileOut<'_>,
+    );
+
     /// [`pack::im2col_bytes`] of the plan's offsets.
     fn im2col_bytes(self, input: &[u8], plan: &Im2col, cols: &[usize], out: &mut [u8]);
 
@@ -211,6 +239,27 @@ impl ByteIsa for NoBytes {
         _: &[i32],
         _: &[u8],
         _: Codes,
+        _: usize,
+        _: TileBias<'_>,
+        _: Option<Outer<'_>>,
+        _: TileOut<'_>,
+    ) {
+        match self {}
+    }
+
+    fn lut(self, _: &ByteForm) -> Option<&LutForm> {
+        match self {}
+    }
+
+    fn index_panel(self, _: &[u8], _: &mut [u8]) {
+        match self {}
+    }
+
+    fn lut_tile(
+        self,
+        _: usize,
+        _: &[u8],
+        _: &[u8],
         _: usize,
         _: TileBias<'_>,
         _: Option<Outer<'_>>,

@@ -6,7 +6,7 @@
 //! its B (columns = output features, eight per vector), so that a batch of any size, even one,
 //! fills the vectors.
 
-use super::bytes::{ByteForm, ByteWeights};
+use super::bytes::{ByteForm, ByteIsa, ByteWeights};
 use super::pack::{self, GROUP, Im2col, MR, MRB, NR, groups, offset, pairs};
 use super::requant::LayerRequant;
 use super::{Isa, KernelChoice, with_isa};
@@ -134,6 +134,14 @@ impl PackedLayer {
     /// error if this CPU cannot run `kernel`.
     pub fn runs_byte_gemm(&self, kernel: KernelChoice) -> Result<bool, QuantError> {
         Ok(with_isa!(kernel, |isa| isa.bytes(&self.bytes).is_some()))
+    }
+
+    /// Whether `kernel` runs this convolution with look-up tables (two-bit inputs); an error
+    /// if this CPU cannot run `kernel`.
+    pub fn runs_lookup_tables(&self, kernel: KernelChoice) -> Result<bool, QuantError> {
+        Ok(with_isa!(kernel, |isa| isa
+            .bytes(&self.bytes)
+            .is_some_and(|b| b.lut(&self.bytes).is_some())))
     }
 
     /// The byte form of the weights.

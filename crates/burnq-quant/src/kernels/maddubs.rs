@@ -12,6 +12,10 @@
 //! added to the `i32` accumulators. At 4 bits and below `chain` is in the tens, so a group
 //! costs about two instructions per vector against four for the `i16` GEMM's two `k` pairs.
 //!
+//! **Tables.** A convolution on two-bit inputs whose [`LutForm`] exists runs the table tile
+//! instead ([`super::lut`]): per group of four `k` and row, one table load, one `vpshufb`
+//! looking up sixteen columns of two pairs, and one `vpaddb`.
+//!
 //! Every function here needs AVX2, and runs only through a [`Maddubs`] token.
 
 use std::arch::x86_64::*;
@@ -20,6 +24,7 @@ use super::avx2;
 use super::bytes::{ByteForm, ByteIsa, Codes, Outer};
 use super::choice::KernelChoice;
 use super::isa::{TileBias, TileOut};
+use super::lut::{LutForm, MRL, TABLES};
 use super::pack::{GROUP, Im2col, MRB, NR};
 use super::requant::LayerRequant;
 use crate::QuantError;
@@ -85,6 +90,27 @@ impl ByteIsa for Maddubs {
             });
             pass(PASS, rows - PASS, bias.rows_from(PASS), outer, bottom);
         }
+    }
+
+    fn lut(self, form: &ByteForm) -> Option<&LutForm> {
+        form.lut.as_ref()
+    }
+
+    fn index_panel(self, panel: &[u8], out: &mut [u8]) {
+        unsafe { index_panel(panel, out) }
+    }
+
+    fn lut_tile(
+        self,
+        rows: usize,
+        tables: &[u8],
+        idx: &[u8],
+        steps: usize,
+        bias: TileBias<'_>,
+        outer: Option<Outer<'_>>,
+        out: TileOut<'_>,
+    ) {
+        unsafe { lut_tile(rows, tables, idx, steps, bias, outer, out) }
     }
 
     fn im2col_bytes(self, input: &[u8], plan: &Im2col, cols: &[usize], out: &mut [u8]) {
@@ -193,4 +219,99 @@ fn col_sums(panel: &[u8], sums: &mut [i32; NR]) {
     let (dst, _) = sums.as_chunks_mut::<8>();
     avx2::store(&mut dst[0], acc[0]);
     avx2::store(&mut dst[1], acc[1]);
+}
+
+/// [`ByteIsa::index_panel`]: per group, `vpmaddubsw` by `[1, 4]` makes each column's two
+/// indices (`i16` lanes, at most 15), `vpackuswb` narrows them to bytes, and a byte shuffle
+/// within lanes and a dword permutation put the first pairs' sixteen indices before the
+/// second pairs'.
+#[target_feature(enable = "avx2")]
+pub(super) fn index_panel(panel: &[u8], out: &mut [u8]) {
+    let weights = _mm256_set1_epi16(0x0401);
+    // Per 128-bit lane: columns' first indices (even bytes), then their second ones.
+    let split = _mm256_setr_epi8(
+        0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15, 0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5,
+        7, 9, 11, 13, 15,
+    );
+    // Dwords [c0–3 a, c8–11 a, c0–3 b, c8–11 b | c4–7 a, c12–15 a, c4–7 b, c12–15 b] in order.
+    let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    let (groups, _) = panel.as_chunks::<{ GROUP * NR }>();
+    let (dst, _) = out.as_chunks_mut::<TABLES>();
+    for (group, dst) in groups.iter().zip(dst) {
+        let (halves, _) = group.as_chunks::<32>();
+        let lo = _mm256_maddubs_epi16(load_u8x32(&halves[0]), weights);
+        let hi = _mm256_maddubs_epi16(load_u8x32(&halves[1]), weights);
+        let bytes = _mm256_shuffle_epi8(_mm256_packus_epi16(lo, hi), split);
+        let v = _mm256_permutevar8x32_epi32(bytes, order);
+        // SAFETY: `dst` is 32 writable bytes; `storeu` has no alignment requirement.
+        unsafe { _mm256_storeu_si256(dst.as_mut_ptr().cast(), v) }
+    }
+}
+
+/// [`ByteIsa::lut_tile`], dispatched on the row count.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2")]
+pub(super) fn lut_tile(
+    rows: usize,
+    tables: &[u8],
+    idx: &[u8],
+    steps: usize,
+    bias: TileBias<'_>,
+    outer: Option<Outer<'_>>,
+    out: TileOut<'_>,
+) {
+    match rows {
+        1 => lut_rows::<1>(tables, idx, steps, bias, outer, out),
+        2 => lut_rows::<2>(tables, idx, steps, bias, outer, out),
+        3 => lut_rows::<3>(tables, idx, steps, bias, outer, out),
+        4 => lut_rows::<4>(tables, idx, steps, bias, outer, out),
+        MRL => lut_rows::<MRL>(tables, idx, steps, bias, outer, out),
+        _ => panic!("a table tile has 1 to {MRL} rows, not {rows}"),
+    }
+}
+
+/// `R` rows of a table tile: per group, one `vpshufb` per row looks up sixteen columns of two
+/// pairs, added in `i8` for `steps` groups, then (both pairs' halves sign-extended) in `i16`,
+/// then widened into the `i32` accumulators; see [`super::lut`] for the bounds.
+#[target_feature(enable = "avx2")]
+fn lut_rows<const R: usize>(
+    tables: &[u8],
+    idx: &[u8],
+    steps: usize,
+    bias: TileBias<'_>,
+    outer: Option<Outer<'_>>,
+    out: TileOut<'_>,
+) {
+    let (tables, _) = tables.as_chunks::<{ MRL * TABLES }>();
+    let (idx, _) = idx.as_chunks::<TABLES>();
+    let mut wide = [_mm256_setzero_si256(); R];
+    for (tables, idx) in tables.chunks(steps).zip(idx.chunks(steps)) {
+        let mut narrow = [_mm256_setzero_si256(); R];
+        for (group, idx) in tables.iter().zip(idx) {
+            let idx = load_u8x32(idx);
+            let (rows, _) = group.as_chunks::<TABLES>();
+            for (sum, table) in narrow.iter_mut().zip(rows) {
+                *sum = _mm256_add_epi8(*sum, _mm256_shuffle_epi8(load_u8x32(table), idx));
+            }
+        }
+        for (wide, &narrow) in wide.iter_mut().zip(&narrow) {
+            let first = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(narrow));
+            let second = _mm256_cvtepi8_epi16(_mm256_extracti128_si256::<1>(narrow));
+            *wide = _mm256_add_epi16(*wide, _mm256_add_epi16(first, second));
+        }
+    }
+    let mut acc = avx2::init::<R>(bias);
+    for (row, &wide) in acc.iter_mut().zip(&wide) {
+        let halves = [
+            _mm256_cvtepi16_epi32(_mm256_castsi256_si128(wide)),
+            _mm256_cvtepi16_epi32(_mm256_extracti128_si256::<1>(wide)),
+        ];
+        for (v, h) in row.iter_mut().zip(halves) {
+            *v = _mm256_add_epi32(*v, h);
+        }
+    }
+    if let Some(outer) = outer {
+        avx2::add_outer(&mut acc, outer);
+    }
+    avx2::finish(&acc, out);
 }

@@ -14,6 +14,10 @@
 //!     (`vnni`, exact for every layer) or `vpmaddubsw` (`maddubs`, only for the layers whose
 //!     operand bounds, computed when packing, exclude `i16` saturation).
 //!
+//!   - **tables** (`lut`): for a convolution on two-bit inputs, each pair of products of the
+//!     byte form is looked up (`vpshufb`) in a sixteen-entry table per output channel, built
+//!     when packing; run by `maddubs` where its bounds allow.
+//!
 //!   Which form a layer runs is decided per layer by the kernel ([`KernelChoice`]) and the
 //!   layer's bounds: a layer the byte GEMM cannot run exactly falls back to the `i16` GEMM.
 //! - Weights are packed once ([`PackedLayer`]); activations are packed per call into
@@ -38,6 +42,7 @@ mod choice;
 mod generic;
 mod isa;
 mod layer;
+mod lut;
 mod ops;
 mod pack;
 mod requant;

@@ -16,6 +16,7 @@
 use super::bytes::{ByteIsa, Codes, Outer};
 use super::isa::{Isa, TileBias, TileOut};
 use super::layer::PackedLayer;
+use super::lut::{MRL, TABLES};
 use super::pack::{self, Im2col, MR, MRB, NR, groups, offset, pairs};
 use super::requant::LayerRequant;
 use super::{KernelChoice, with_isa};
@@ -29,6 +30,8 @@ pub(crate) struct Scratch {
     panel: Vec<i16>,
     /// One column panel of an im2col matrix as bytes.
     bytes: Vec<u8>,
+    /// The look-up indices of such a panel.
+    indices: Vec<u8>,
     /// A linear layer's input rows, packed.
     packed: Vec<i32>,
     /// The code sums of a linear layer's input rows.
@@ -189,6 +192,7 @@ fn conv_tiles_bytes<B: ByteIsa, C: AsRef<[usize]>>(
     let out = layer.out_channels();
     let form = layer.byte_form();
     let panel = grow(&mut scratch.bytes, layer.byte_panel_len());
+    let indices = grow(&mut scratch.indices, form.groups * TABLES);
     let mut sums = [0; NR];
     for (cols, at) in panels {
         let cols = cols.as_ref();
@@ -196,13 +200,27 @@ fn conv_tiles_bytes<B: ByteIsa, C: AsRef<[usize]>>(
         if form.centre_shift.is_some() {
             isa.col_sums(panel, &mut sums);
         }
-        for i in 0..out.div_ceil(MRB) {
-            let rows = (out - i * MRB).min(MRB);
-            let bias = TileBias::Rows(&form.bias[i * MRB..][..rows]);
+        // Row panel `i` of `mr` rows: its row count, bias and correction.
+        let rows_of = |i: usize, mr: usize| {
+            let rows = (out - i * mr).min(mr);
             let outer = form.centre_shift.as_deref().map(|d| Outer {
-                rows: &d[i * MRB..][..rows],
+                rows: &d[i * mr..][..rows],
                 cols: &sums,
             });
+            (rows, TileBias::Rows(&form.bias[i * mr..][..rows]), outer)
+        };
+        if let Some(lut) = isa.lut(form) {
+            isa.index_panel(panel, indices);
+            for i in 0..out.div_ceil(MRL) {
+                let (rows, bias, outer) = rows_of(i, MRL);
+                let dst = dest.tile(&mut c[i * MRL * ld + at..], ld, cols.len());
+                let tables = lut.panel(i, form.groups);
+                isa.lut_tile(rows, tables, indices, lut.steps, bias, outer, dst);
+            }
+            continue;
+        }
+        for i in 0..out.div_ceil(MRB) {
+            let (rows, bias, outer) = rows_of(i, MRB);
             let dst = dest.tile(&mut c[i * MRB * ld + at..], ld, cols.len());
             let a = layer.byte_row_panel(i);
             isa.byte_tile(rows, a, panel, Codes::B, form.chain, bias, outer, dst);
