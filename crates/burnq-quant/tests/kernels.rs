@@ -14,7 +14,7 @@ mod common;
 
 use std::fmt::Debug;
 
-use burnq_quant::kernels::{self, KernelChoice, PackedLayer};
+use burnq_quant::kernels::{self, GemmForm, KernelChoice, PackedLayer};
 use burnq_quant::{LayerKind, QuantError, QuantLayer, QuantParams, reference};
 use burnq_testkit::Rng;
 use common::kernels::available;
@@ -702,7 +702,7 @@ fn byte_gemm_bounds_are_exact() {
                         }
                     };
                     assert_eq!(got.unwrap(), expected, "{what} {kernel}");
-                    let bytes = packed.runs_byte_gemm(kernel).unwrap();
+                    let bytes = packed.gemm_form(kernel).unwrap() != GemmForm::I16;
                     match kernel {
                         KernelChoice::Avx2Maddubs => assert_eq!(bytes, maddubs_exact, "{what}"),
                         KernelChoice::Avx512Vnni => assert!(bytes, "{what}"),
@@ -742,7 +742,7 @@ fn short_reductions_take_the_byte_gemm_as_one_chain() {
                     let got = kernels::linear(kernel, &packed, &input, 2).unwrap();
                     assert_eq!(got, expected, "{what} {kernel}");
                     if kernel == KernelChoice::Avx2Maddubs {
-                        let bytes = packed.runs_byte_gemm(kernel).unwrap();
+                        let bytes = packed.gemm_form(kernel).unwrap() != GemmForm::I16;
                         assert_eq!(bytes, groups == chain, "{what}");
                     }
                 }
@@ -783,7 +783,7 @@ fn lookup_table_bounds_are_exact() {
             for kernel in common::kernels::all() {
                 let got = kernels::conv2d(kernel, &packed, &input, n, side, side).unwrap();
                 assert_eq!(got, expected, "{what} {kernel}");
-                let tables = packed.runs_lookup_tables(kernel).unwrap();
+                let tables = packed.gemm_form(kernel).unwrap() == GemmForm::Tables;
                 let expect = expect_tables && kernel == KernelChoice::Avx2Maddubs;
                 assert_eq!(tables, expect, "{what} {kernel}");
             }

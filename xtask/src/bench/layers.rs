@@ -35,7 +35,8 @@ pub(super) struct LayerTime {
     /// The layer's multiply-accumulates per image (on its GEMM rows only).
     pub macs_per_image: Option<u64>,
     /// The GEMM the layer runs on this kernel: `bytes` (`u8 × i8`: `vpdpbusd` or
-    /// `vpmaddubsw`) or `i16` (`vpmaddwd`, or the portable loop).
+    /// `vpmaddubsw`), `tables` (two-bit inputs, `vpshufb` look-ups) or `i16` (`vpmaddwd`, or
+    /// the portable loop).
     pub gemm: &'static str,
 }
 
@@ -76,13 +77,7 @@ pub(super) fn layer_times(
     let per_image = |seconds: f64| seconds * 1e6 / n as f64;
     let forms = packed
         .iter()
-        .map(|p| {
-            Ok(if p.runs_byte_gemm(kernel)? {
-                "bytes"
-            } else {
-                "i16"
-            })
-        })
+        .map(|p| Ok(p.gemm_form(kernel)?.name()))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let row = |i: usize, stage, seconds: f64, with_macs: bool| LayerTime {
         width: width.into(),

@@ -12,6 +12,28 @@ use super::requant::LayerRequant;
 use super::{Isa, KernelChoice, with_isa};
 use crate::{LayerKind, QuantError, QuantLayer, QuantParams};
 
+/// The GEMM form a kernel runs a layer with (see the [module docs](super)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GemmForm {
+    /// `i16` offsets, `vpmaddwd` (or the portable loop).
+    I16,
+    /// `u8` codes × `i8` weights, `vpdpbusd` or `vpmaddubsw`.
+    Bytes,
+    /// Two-bit inputs, products looked up in per-channel tables (`vpshufb`).
+    Tables,
+}
+
+impl GemmForm {
+    /// The lowercase name: `i16`, `bytes` or `tables`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::I16 => "i16",
+            Self::Bytes => "bytes",
+            Self::Tables => "tables",
+        }
+    }
+}
+
 /// A layer in the fast kernels' layout; see the module docs. Built by [`PackedLayer::new`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct PackedLayer {
@@ -130,18 +152,13 @@ impl PackedLayer {
         }
     }
 
-    /// Whether `kernel` runs this layer with its byte GEMM (`false`: the `i16` GEMM); an
-    /// error if this CPU cannot run `kernel`.
-    pub fn runs_byte_gemm(&self, kernel: KernelChoice) -> Result<bool, QuantError> {
-        Ok(with_isa!(kernel, |isa| isa.bytes(&self.bytes).is_some()))
-    }
-
-    /// Whether `kernel` runs this convolution with look-up tables (two-bit inputs); an error
-    /// if this CPU cannot run `kernel`.
-    pub fn runs_lookup_tables(&self, kernel: KernelChoice) -> Result<bool, QuantError> {
-        Ok(with_isa!(kernel, |isa| isa
-            .bytes(&self.bytes)
-            .is_some_and(|b| b.lut(&self.bytes).is_some())))
+    /// The GEMM form `kernel` runs this layer with; an error if this CPU cannot run `kernel`.
+    pub fn gemm_form(&self, kernel: KernelChoice) -> Result<GemmForm, QuantError> {
+        Ok(with_isa!(kernel, |isa| match isa.bytes(&self.bytes) {
+            None => GemmForm::I16,
+            Some(b) if b.lut(&self.bytes).is_some() => GemmForm::Tables,
+            Some(_) => GemmForm::Bytes,
+        }))
     }
 
     /// The byte form of the weights.

@@ -55,7 +55,7 @@ mod maddubs;
 mod vnni;
 
 pub use choice::{KERNEL_ENV, KernelChoice};
-pub use layer::PackedLayer;
+pub use layer::{GemmForm, PackedLayer};
 pub use ops::{conv2d, conv2d_requant_pool, linear, linear_requant, max_pool_2x2, requantize};
 
 pub(crate) use isa::Isa;
