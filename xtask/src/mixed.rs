@@ -245,7 +245,10 @@ pub fn run(args: MixedArgs) -> anyhow::Result<()> {
             &config(Some(bits.to_vec()), widest),
             &args.data,
             args.limits.test_limit,
-            args.out.as_deref(),
+            crate::qat::QatStart {
+                out: args.out.as_deref(),
+                init_from: None,
+            },
             false,
         )?;
         anyhow::ensure!(
@@ -261,7 +264,10 @@ pub fn run(args: MixedArgs) -> anyhow::Result<()> {
             &config(None, *bits),
             &args.data,
             args.limits.test_limit,
-            args.out.as_deref(),
+            crate::qat::QatStart {
+                out: args.out.as_deref(),
+                init_from: None,
+            },
             false,
         )?;
         points.push(point("uniform", None, None, report));

@@ -129,12 +129,17 @@ pub struct ArtifactDir {
 }
 
 impl ArtifactDir {
+    /// The folder `root` itself (e.g. an earlier QAT run's).
+    pub fn at(root: &Path) -> Self {
+        Self {
+            root: root.to_path_buf(),
+        }
+    }
+
     /// `out` when given (a `--out` flag), else `artifacts/<dataset>/`.
     pub fn new(out: Option<&Path>, dataset: DatasetKind) -> Self {
         match out {
-            Some(out) => Self {
-                root: out.to_path_buf(),
-            },
+            Some(out) => Self::at(out),
             None => ArtifactsRoot::new(None).dataset(dataset),
         }
     }
@@ -194,6 +199,16 @@ impl ArtifactDir {
         let kd = if config.distill > 0.0 { "-kd" } else { "" };
         Self {
             root: self.root.join(format!("qat-{quantizer}{widths}{pc}{kd}")),
+        }
+    }
+
+    /// This folder with `suffix` appended to its name (`qat-lsq-w2a2-pc` →
+    /// `qat-lsq-w2a2-pc-from-qat-lsq-w4a4-pc`).
+    pub fn with_suffix(&self, suffix: &str) -> Self {
+        let mut name = self.root.as_os_str().to_owned();
+        name.push(suffix);
+        Self {
+            root: PathBuf::from(name),
         }
     }
 

@@ -2,16 +2,18 @@
 //! through the same converter to the integer engine's file format, and check that the
 //! integer model predicts what the fake-quantized network predicted.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
 
 use burnq_calib::CalibrationMethod;
 use burnq_data::Split;
 use burnq_model::checkpoint::{load_model, save_model, write_json_atomic};
 use burnq_model::training::EpochRecord;
 use burnq_model::{BackendChoice, NetConfig};
-use burnq_qat::{QatConfig, QatSettings, Quantizer, run_qat};
+use burnq_qat::{QatConfig, QatSettings, Quantizer, StepInit, run_qat_from};
 use burnq_quant::graph::layer_names;
-use burnq_quant::{ActivationRanges, ConvertOptions, LayerBits, tutorial_layer_names};
+use burnq_quant::{ConvertOptions, LayerBits, tutorial_layer_names};
 use serde::Serialize;
 
 use crate::common::{DataArgs, Limits, display_path};
@@ -45,6 +47,10 @@ pub struct QatArgs {
     /// One weight scale and zero point per output channel.
     #[arg(long)]
     pub per_channel: bool,
+    /// Where learned weight step sizes start (lsq, lsq+): paper (Esser et al.: 2·mean|w|/√Q_P)
+    /// or mse (the step of least squared quantization error of the starting weights).
+    #[arg(long, default_value = DEFAULTS.step_init.name(), value_parser = parse_step_init)]
+    pub step_init: StepInit,
     /// Each convolution/linear layer's own widths, over --weight-bits/--act-bits: as
     /// `quantize --bits-per-layer`, by layer name (the tutorial's conv1, conv2, fc1, fc2; a
     /// described network's step names, e.g. `stem=w8a8,b1_dw=w4`) or one width per layer in
@@ -80,6 +86,13 @@ pub struct QatArgs {
     /// (1 − α)·NLL + α·cross-entropy with the float model's probabilities (tutorial network).
     #[arg(long, default_value_t = DEFAULTS.distill, value_parser = parse_weight)]
     pub distill: f64,
+    /// Progressive precision: fine-tune the float model of this earlier run's folder instead
+    /// of the trained float model, e.g. `<out>/qat-lsq-w4a4-pc` (its `float/model.bpk`) before
+    /// training the same network at w2a2. Activation ranges are calibrated and weight step
+    /// sizes initialised on it; --distill still learns from the trained float model, and
+    /// `float_accuracy` stays that model's. The run's folder gets `-from-<that folder's name>`.
+    #[arg(long)]
+    pub init_from: Option<PathBuf>,
     #[command(flatten)]
     pub limits: Limits,
     /// Artifacts folder of the data set (default artifacts/<dataset>); the float model is read
@@ -103,13 +116,18 @@ pub struct ArchQatReport {
     /// The exported graph's widths, `name=w<W>a<A>,…` by layer.
     pub bits_per_layer: String,
     pub per_channel: bool,
+    /// Where learned weight step sizes started.
+    pub step_init: StepInit,
     pub epochs: usize,
     pub lr: f64,
     pub lr_decay: f64,
     pub range_init: String,
+    /// The earlier run whose model this one started from (`--init-from`), if any.
+    pub init_from: Option<String>,
     #[serde(flatten)]
     pub accuracies: QatAccuracies,
-    /// Final output range of every quantization point.
+    /// The range each quantization point's final output grid covers (learned grids with
+    /// lsq/lsq+, EMA ranges otherwise).
     pub ranges: std::collections::BTreeMap<String, (f32, f32)>,
     /// Size of the exported model file, and of its weight codes in it.
     pub int_model_bytes: u64,
@@ -117,30 +135,68 @@ pub struct ArchQatReport {
     pub history: Vec<EpochRecord>,
 }
 
+/// Where a QAT run starts: the trained float model's folder, and the earlier run whose model
+/// it fine-tunes instead (`--init-from`), if any.
+#[derive(Debug, Clone, Copy)]
+pub struct QatStart<'a> {
+    /// Artifacts folder of the data set (`--out`), default `artifacts/<dataset>`.
+    pub out: Option<&'a Path>,
+    /// The earlier run's folder (progressive precision).
+    pub init_from: Option<&'a Path>,
+}
+
+impl QatStart<'_> {
+    /// This run's folder inside `dir`: [`ArtifactDir::qat_run`], with `-from-<name>` when it
+    /// starts from the earlier run `<name>`.
+    fn run_dir(&self, dir: &ArtifactDir, config: &QatConfig) -> anyhow::Result<ArtifactDir> {
+        let run = dir.qat_run(config);
+        let Some(init) = self.init_from else {
+            return Ok(run);
+        };
+        let name = init
+            .file_name()
+            .with_context(|| format!("--init-from {} names no folder", init.display()))?;
+        Ok(run.with_suffix(&format!("-from-{}", name.to_string_lossy())))
+    }
+
+    /// The model file of the earlier run, if any.
+    fn init_model(&self) -> Option<PathBuf> {
+        self.init_from.map(|d| ArtifactDir::at(d).float_model())
+    }
+}
+
 /// Runs QAT as `config` says on the described network `arch` trained on `data`'s data set (in
-/// `out`, default `artifacts/<arch>/<dataset>`) and writes its artifacts; `verbose` shows
-/// progress and paths.
+/// `start.out`, default `artifacts/<arch>/<dataset>`; fine-tuning `start.init_from`'s model
+/// when given) and writes its artifacts; `verbose` shows progress and paths.
 pub fn run_arch_qat_command(
     config: &QatConfig,
     arch: &burnq_arch::Architecture,
     data: &DataArgs,
     test_limit: Option<usize>,
-    out: Option<&std::path::Path>,
+    start: QatStart<'_>,
     verbose: bool,
 ) -> anyhow::Result<ArchQatReport> {
     let device = BackendChoice::Flex.device()?;
-    let dir = ArtifactDir::for_arch(out, data.dataset, &arch.name)?;
+    let dir = ArtifactDir::for_arch(start.out, data.dataset, &arch.name)?;
     let norm = data.dataset.normalization();
     let (_, float) = burnq_model::checkpoint::load_arch_net(&dir.float_model(), norm, &device)?;
+    let init = match start.init_model() {
+        Some(path) => Some(
+            burnq_model::checkpoint::load_arch_net(&path, norm, &device)
+                .with_context(|| format!("--init-from: {}", display_path(&path)))?
+                .1,
+        ),
+        None => None,
+    };
     let train_set = data.load(Split::Train)?;
     let test_set = data.load_test_limited(test_limit, "--test-limit")?;
-    let out = dir.qat_run(config);
+    let out = start.run_dir(&dir, config)?;
     let model_path = out.float_model();
     let progress = TrainProgress::new(config.epochs);
     let outcome = burnq_qat::run_arch_qat(
         config,
         arch,
-        &float,
+        init.as_ref().unwrap_or(&float),
         train_set,
         &test_set,
         &device,
@@ -166,10 +222,12 @@ pub fn run_arch_qat_command(
         act_bits: config.act_bits,
         bits_per_layer: burnq_quant::bits_label(outcome.quant.layers()),
         per_channel: config.per_channel,
+        step_init: config.step_init,
         epochs: config.epochs,
         lr: config.lr,
         lr_decay: config.lr_decay,
         range_init: config.range_init.name().into(),
+        init_from: start.init_from.map(|p| display_path(p)),
         accuracies: QatAccuracies::new(
             float_eval.accuracy,
             outcome.fake_quant.accuracy,
@@ -177,7 +235,7 @@ pub fn run_arch_qat_command(
             &outcome.fake_quant_predictions,
             &test_set.labels,
         ),
-        ranges: outcome.forward.point_ranges(),
+        ranges: outcome.forward.output_ranges(),
         int_model_bytes: std::fs::metadata(&quant_path)?.len(),
         int_weight_bytes: weight_bytes(outcome.quant.layers()),
         history: outcome.history,
@@ -203,9 +261,12 @@ pub struct QatReport {
     pub range_init: String,
     /// Weight of the distillation from the float model (0: none).
     pub distill: f64,
+    /// The earlier run whose model this one started from (`--init-from`), if any.
+    pub init_from: Option<String>,
     #[serde(flatten)]
     pub accuracies: QatAccuracies,
-    /// Final EMA ranges of conv2's, fc1's and fc2's inputs and of the logits.
+    /// The range each layer's final output grid covers (conv1, conv2, fc1: the learned grids
+    /// with lsq/lsq+, EMA ranges otherwise; fc2: the logits' EMA range).
     pub ranges: [(f32, f32); 4],
     /// The exported model's widths, `conv1=w<W>a<A>,…`.
     pub bits_per_layer: String,
@@ -273,17 +334,21 @@ fn write_report(report: &impl Serialize, out: &ArtifactDir, verbose: bool) -> an
 }
 
 pub fn run(args: QatArgs) -> anyhow::Result<()> {
-    let (test_limit, out) = (args.limits.test_limit, args.out.as_deref());
+    let test_limit = args.limits.test_limit;
+    let start = QatStart {
+        out: args.out.as_deref(),
+        init_from: args.init_from.as_deref(),
+    };
     // `--arch NAME|FILE`: a described network (`burnq_qat::run_arch_qat`).
     let accuracies = match args.arch.as_str() {
         "tutorial" => {
             let config = args.config(&tutorial_layer_names())?;
-            run_qat_command(&config, &args.data, test_limit, out, true)?.accuracies
+            run_qat_command(&config, &args.data, test_limit, start, true)?.accuracies
         }
         name => {
             let arch = burnq_arch::Architecture::load(name)?;
             let config = args.config(&layer_names(&arch.plan()?))?;
-            run_arch_qat_command(&config, &arch, &args.data, test_limit, out, true)?.accuracies
+            run_arch_qat_command(&config, &arch, &args.data, test_limit, start, true)?.accuracies
         }
     };
     accuracies.print();
@@ -295,6 +360,13 @@ fn parse_weight(text: &str) -> Result<f64, String> {
         Ok(w) if (0.0..=1.0).contains(&w) => Ok(w),
         _ => Err(format!("`{text}` is not a weight in [0, 1]")),
     }
+}
+
+fn parse_step_init(name: &str) -> Result<StepInit, String> {
+    StepInit::ALL
+        .into_iter()
+        .find(|s| s.name() == name)
+        .ok_or_else(|| format!("unknown step-size initialisation `{name}` (paper, mse)"))
 }
 
 pub fn parse_quantizer(name: &str) -> Result<Quantizer, String> {
@@ -335,6 +407,7 @@ impl QatArgs {
             act_bits: self.act_bits,
             bits_per_layer,
             per_channel: self.per_channel,
+            step_init: self.step_init,
             epochs: self.epochs,
             lr: self.lr,
             lr_decay: self.lr_decay,
@@ -349,21 +422,29 @@ impl QatArgs {
     }
 }
 
-/// Runs QAT as `config` says on the float model of `data`'s data set (in `out`, default
-/// `artifacts/<dataset>`) and writes its artifacts; `verbose` shows progress and paths.
+/// Runs QAT as `config` says on the float model of `data`'s data set (in `start.out`, default
+/// `artifacts/<dataset>`; fine-tuning `start.init_from`'s model when given) and writes its
+/// artifacts; `verbose` shows progress and paths.
 pub fn run_qat_command(
     config: &QatConfig,
     data: &DataArgs,
     test_limit: Option<usize>,
-    out: Option<&std::path::Path>,
+    start: QatStart<'_>,
     verbose: bool,
 ) -> anyhow::Result<QatReport> {
     let device = BackendChoice::Flex.device()?;
-    let dir = ArtifactDir::new(out, data.dataset);
+    let dir = ArtifactDir::new(start.out, data.dataset);
     let float = load_model(&NetConfig::new(), &dir.float_model(), &device)?;
+    let init = match start.init_model() {
+        Some(path) => Some(
+            load_model(&NetConfig::new(), &path, &device)
+                .with_context(|| format!("--init-from: {}", display_path(&path)))?,
+        ),
+        None => None,
+    };
     let train_set = data.load(Split::Train)?;
     let test_set = data.load_test_limited(test_limit, "--test-limit")?;
-    let out = dir.qat_run(config);
+    let out = start.run_dir(&dir, config)?;
     let model_path = out.float_model();
     let progress = TrainProgress::new(config.epochs);
     let mut on_event = |e| {
@@ -371,9 +452,10 @@ pub fn run_qat_command(
             progress.on_event(e);
         }
     };
-    let outcome = run_qat(
+    let outcome = run_qat_from(
         config,
         &float,
+        init.as_ref().unwrap_or(&float),
         train_set,
         &test_set,
         &device,
@@ -392,7 +474,6 @@ pub fn run_qat_command(
         1000,
         &device,
     );
-    let ranges: ActivationRanges = outcome.forward.ranges();
     let report = QatReport {
         dataset: data.dataset.dir_name().into(),
         settings: outcome.forward.settings(),
@@ -401,6 +482,7 @@ pub fn run_qat_command(
         lr_decay: config.lr_decay,
         range_init: config.range_init.name().into(),
         distill: config.distill,
+        init_from: start.init_from.map(|p| display_path(p)),
         accuracies: QatAccuracies::new(
             float_eval.accuracy,
             outcome.fake_quant.accuracy,
@@ -408,7 +490,7 @@ pub fn run_qat_command(
             &outcome.fake_quant_predictions,
             &test_set.labels,
         ),
-        ranges: ranges.layer_outputs(),
+        ranges: outcome.forward.output_ranges(),
         bits_per_layer: burnq_quant::bits_label(outcome.quant.layers()),
         int_model_bytes: std::fs::metadata(&quant_path)?.len(),
         int_weight_bytes: weight_bytes(outcome.quant.layers()),

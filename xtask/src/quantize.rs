@@ -198,8 +198,9 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
         samples: args.calib_samples,
         batch_size: args.calib_batch,
         method: args.calibration,
-        act_bits: options.act_bits,
-    };
+        ..Default::default()
+    }
+    .tutorial_widths(&scheme);
     let calibration = calibrate(&model, &calib_set, settings, &device)
         .with_context(|| format!("calibrating {}", display_path(&float_path)))?;
     let norm = args.data.dataset.normalization();

@@ -72,8 +72,9 @@ pub fn run(args: &QuantizeArgs, arch: &Architecture) -> anyhow::Result<()> {
         samples: args.calib_samples,
         batch_size: args.calib_batch,
         method: args.calibration,
-        act_bits: options.act_bits,
-    };
+        ..Default::default()
+    }
+    .plan_widths(&plan, &scheme);
     let calibration = calibrate_arch(&model, &arch.name, &calib_set, settings, &device)
         .with_context(|| format!("calibrating {}", display_path(&float_path)))?;
     let params = model.float_params()?;

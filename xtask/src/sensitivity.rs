@@ -92,6 +92,7 @@ pub fn run(args: SensitivityArgs) -> anyhow::Result<()> {
         act_bits: quant.act_bits(),
         bits_per_layer: Some(quant.layers().clone().map(|l| l.bits())),
         per_channel: quant.per_channel(),
+        step_init: Default::default(),
         ema_decay: 0.0,
         act_delay: 0,
         normalization: args.data.dataset.normalization(),

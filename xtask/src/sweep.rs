@@ -19,7 +19,7 @@ use crate::common::{DataArgs, display_path, progress_bar};
 use crate::paths::ArtifactDir;
 use crate::pipeline::{agreement, run_graph, run_integer};
 use crate::plot::{Panel, Series, line_panels};
-use crate::qat::{QatAccuracies, run_arch_qat_command, run_qat_command};
+use crate::qat::{QatAccuracies, QatStart, run_arch_qat_command, run_qat_command};
 use crate::quantize::convert_with;
 use crate::table::markdown;
 
@@ -125,7 +125,10 @@ pub fn run(args: SweepArgs) -> anyhow::Result<()> {
                 config,
                 &args.data,
                 args.test_limit,
-                args.out.as_deref(),
+                QatStart {
+                    out: args.out.as_deref(),
+                    init_from: None,
+                },
                 false,
             )?;
             Ok(q.accuracies)
@@ -184,8 +187,11 @@ fn run_arch(args: &SweepArgs, arch: &burnq_arch::Architecture) -> anyhow::Result
             Ok((ptq(false)?, ptq(true)?))
         },
         |config| {
-            let out = args.out.as_deref();
-            let q = run_arch_qat_command(config, arch, &args.data, args.test_limit, out, false)?;
+            let start = QatStart {
+                out: args.out.as_deref(),
+                init_from: None,
+            };
+            let q = run_arch_qat_command(config, arch, &args.data, args.test_limit, start, false)?;
             Ok(q.accuracies)
         },
     )?;

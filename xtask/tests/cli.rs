@@ -156,6 +156,38 @@ fn train_then_quantize_writes_every_artifact() {
         "integer and fake-quant predictions agree on {agree}"
     );
 
+    // Progressive precision: w2a2 LSQ started from the w4a4 run's model. At learning rate 0
+    // nothing moves, so the run's fine-tuned model is that model, byte for byte.
+    let w4a4 = dir.path().join("qat-w4a4");
+    quick(&[
+        "qat",
+        "--quantizer",
+        "lsq",
+        "--step-init",
+        "mse",
+        "--weight-bits",
+        "2",
+        "--act-bits",
+        "2",
+        "--per-channel",
+        "--lr",
+        "0",
+        "--momentum",
+        "0",
+        "--init-from",
+        w4a4.to_str().unwrap(),
+    ]);
+    let progressive = dir.path().join("qat-lsq-w2a2-pc-from-qat-w4a4");
+    let r = json(&progressive.join("qat.json"));
+    assert_eq!(r["settings"]["step_init"], "mse");
+    assert!(
+        r["init_from"].as_str().unwrap().ends_with("qat-w4a4"),
+        "{r}"
+    );
+    assert_eq!(r["integer_vs_fake_quant_agreement"].as_f64(), Some(1.0));
+    let model = |run: &std::path::Path| std::fs::read(run.join("float/model.bpk")).unwrap();
+    assert!(model(&progressive) == model(&w4a4));
+
     // Per-layer widths: each layer on its own widths, exported exactly as trained; then the
     // budgeted search, whose model must fit its budget.
     quick(&[

@@ -1,16 +1,20 @@
 //! Runs the float model over the first `samples` images of a split and observes its taps.
 
+use std::collections::BTreeMap;
+
 use burn::prelude::*;
+use burnq_arch::Plan;
 use burnq_data::{IMAGE_PIXELS, ImageSet};
 use burnq_model::data::ImageBatcher;
 use burnq_model::export::to_vec as values;
 use burnq_model::{ArchNet, Net};
+use burnq_quant::{QuantScheme, tutorial_layer_names};
 
 use crate::CalibError;
 use crate::stats::{Calibration, CalibrationMethod, RangeObserver, RangeStats, TAP_NAMES};
 
 /// How to calibrate.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct CalibrationSettings {
     /// Number of images (the first ones of the split). Default 1000, as in the tutorial.
     pub samples: usize,
@@ -20,6 +24,9 @@ pub struct CalibrationSettings {
     pub method: CalibrationMethod,
     /// Activation bit width the MSE ranges are searched for (2..=8).
     pub act_bits: u8,
+    /// Taps whose MSE range is searched at their own width instead of `act_bits` (a layer
+    /// with its own activation width, `--bits-per-layer`), by tap name.
+    pub point_bits: BTreeMap<String, u8>,
 }
 
 impl Default for CalibrationSettings {
@@ -29,7 +36,57 @@ impl Default for CalibrationSettings {
             batch_size: 64,
             method: CalibrationMethod::MeanMinmax,
             act_bits: 8,
+            point_bits: BTreeMap::new(),
         }
+    }
+}
+
+impl CalibrationSettings {
+    /// The same settings searching each MSE range at the width of the codes that tap is
+    /// quantized to under `scheme`: the model-wide `act_bits` of `scheme`, and for every tap
+    /// whose width differs, its own (`(tap, width)` pairs). The MSE-optimal clipping range
+    /// depends strongly on the width (at 2 bits it clips far inside the min/max range), so a
+    /// range searched at another width starts a layer far from its best grid.
+    fn with_widths<'a>(
+        mut self,
+        scheme: &QuantScheme,
+        taps: impl IntoIterator<Item = (&'a str, u8)>,
+    ) -> Self {
+        self.act_bits = scheme.defaults.act_bits;
+        self.point_bits = taps
+            .into_iter()
+            .filter(|&(_, bits)| bits != self.act_bits)
+            .map(|(tap, bits)| (tap.to_owned(), bits))
+            .collect();
+        self
+    }
+
+    /// [`CalibrationSettings::with_widths`] for the tutorial network: layer `i`'s activation
+    /// width (conv1, conv2, fc1, fc2) is that of the tap after it ([`TAP_NAMES`]`[i + 1]`,
+    /// the next layer's input; the logits for fc2).
+    pub fn tutorial_widths(self, scheme: &QuantScheme) -> Self {
+        let taps = TAP_NAMES[1..]
+            .iter()
+            .zip(tutorial_layer_names())
+            .map(|(&tap, layer)| (tap, scheme.layer(layer).act_bits));
+        self.with_widths(scheme, taps)
+    }
+
+    /// [`CalibrationSettings::with_widths`] for a described network: each quantization point
+    /// of `plan` at its step's activation width (a residual add's at the model-wide one, as
+    /// the converter quantizes it).
+    pub fn plan_widths(self, plan: &Plan, scheme: &QuantScheme) -> Self {
+        let points = plan.quantization_points();
+        let taps: Vec<(&str, u8)> = points
+            .iter()
+            .map(|step| (step.name.as_str(), scheme.layer(&step.name).act_bits))
+            .collect();
+        self.with_widths(scheme, taps)
+    }
+
+    /// The width the MSE range of `tap` is searched at.
+    pub fn bits_of(&self, tap: &str) -> u8 {
+        self.point_bits.get(tap).copied().unwrap_or(self.act_bits)
     }
 }
 
@@ -41,7 +98,7 @@ pub fn calibrate(
     settings: CalibrationSettings,
     device: &Device,
 ) -> Result<Calibration, CalibError> {
-    let taps = observe(set, settings, device, |images| {
+    let taps = observe(set, &settings, device, |images| {
         let taps = model.forward_taps(images);
         let batch = [
             values(taps.conv1_in),
@@ -66,7 +123,7 @@ pub fn calibrate_arch(
     settings: CalibrationSettings,
     device: &Device,
 ) -> Result<Calibration, CalibError> {
-    let taps = observe(set, settings, device, |images| {
+    let taps = observe(set, &settings, device, |images| {
         let taps = model.forward_taps(images);
         taps.points
             .into_iter()
@@ -89,6 +146,7 @@ fn calibration(
         samples: settings.samples,
         batch_size: settings.batch_size,
         act_bits: settings.act_bits,
+        point_bits: settings.point_bits,
         method: settings.method,
         taps,
     }
@@ -98,7 +156,7 @@ fn calibration(
 /// and returns each named tap's statistics, in the order `taps_of` lists them.
 fn observe(
     set: &ImageSet,
-    settings: CalibrationSettings,
+    settings: &CalibrationSettings,
     device: &Device,
     mut taps_of: impl FnMut(Tensor<4>) -> Vec<(String, Vec<f32>)>,
 ) -> Result<Vec<(String, RangeStats)>, CalibError> {
@@ -136,7 +194,7 @@ fn observe(
     observers
         .into_iter()
         .map(|(tap, observer)| {
-            let s = observer.stats(settings.act_bits);
+            let s = observer.stats(settings.bits_of(&tap));
             match s {
                 Ok(s) => Ok((tap, s.expect("at least one batch observed"))),
                 Err(source) => Err(CalibError::Range {

@@ -178,6 +178,10 @@ pub struct Calibration {
     pub batch_size: usize,
     /// Activation bit width the MSE ranges were searched for.
     pub act_bits: u8,
+    /// Taps whose MSE range was searched at their own width instead (absent from older
+    /// files: every tap at `act_bits`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub point_bits: std::collections::BTreeMap<String, u8>,
     /// The method chosen to feed quantization.
     pub method: CalibrationMethod,
     /// Statistics per observed tensor: for `tutorial`, the layer inputs and logits in the
@@ -340,6 +344,7 @@ mod tests {
             samples: 10,
             batch_size: 10,
             act_bits: 8,
+            point_bits: Default::default(),
             method: CalibrationMethod::Minmax,
             taps: TAP_NAMES.iter().map(|n| (n.to_string(), stats)).collect(),
         };

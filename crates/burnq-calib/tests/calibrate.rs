@@ -21,6 +21,7 @@ fn settings(samples: usize, batch_size: usize) -> CalibrationSettings {
         batch_size,
         method: CalibrationMethod::MeanMinmax,
         act_bits: 4,
+        ..Default::default()
     }
 }
 
@@ -136,4 +137,54 @@ fn described_networks_are_calibrated_at_every_quantization_point() {
         partial.point_ranges(&plan, CalibrationMethod::Minmax),
         Err(CalibError::MissingTap { tap, .. }) if tap == "b2_add"
     ));
+}
+
+/// With per-layer widths, each tap's MSE range is searched at the width its layer quantizes
+/// it to (`tutorial_widths`, `plan_widths`), the others at the model-wide width: the
+/// calibration equals, tap for tap, the uniform calibration at that tap's width.
+#[test]
+fn mse_ranges_are_searched_at_each_layers_own_width() {
+    use burnq_quant::graph::layer_names;
+    use burnq_quant::{ConvertOptions, QuantScheme, tutorial_layer_names};
+    use std::collections::BTreeMap;
+
+    let (net, set, d) = setup();
+    let scheme = |spec, names: &[&str]| {
+        let defaults = ConvertOptions {
+            weight_bits: 8,
+            act_bits: 8,
+            per_channel: false,
+        };
+        QuantScheme::parse(defaults, spec, names).unwrap()
+    };
+    let uniform = |bits| CalibrationSettings {
+        method: CalibrationMethod::Mse,
+        act_bits: bits,
+        ..settings(250, 64)
+    };
+    // fc1's output is fc2's input.
+    let mixed = uniform(5).tutorial_widths(&scheme("fc1=a2", &tutorial_layer_names()));
+    assert_eq!(mixed.act_bits, 8);
+    assert_eq!(mixed.point_bits, BTreeMap::from([("fc2_in".to_owned(), 2)]));
+    let got = calibrate(&net, &set, mixed, &d).unwrap();
+    let (eight, two) = (
+        calibrate(&net, &set, uniform(8), &d).unwrap(),
+        calibrate(&net, &set, uniform(2), &d).unwrap(),
+    );
+    assert_ne!(eight.taps[3].1.mse_max, two.taps[3].1.mse_max);
+    for (i, (tap, stats)) in got.taps.iter().enumerate() {
+        let want = if tap == "fc2_in" { &two } else { &eight };
+        assert_eq!(stats, &want.taps[i].1, "{tap}");
+    }
+
+    // A described network: each quantization point at its step's width.
+    let arch = burnq_arch::Architecture::preset("lenet5").unwrap();
+    let plan = arch.plan().unwrap();
+    let names = layer_names(&plan);
+    let settings = uniform(8).plan_widths(&plan, &scheme("w8a8,w8a3,8,8,8", &names));
+    assert_eq!(
+        settings.point_bits,
+        BTreeMap::from([(names[1].to_owned(), 3)])
+    );
+    assert_eq!(settings.bits_of(names[0]), 8);
 }

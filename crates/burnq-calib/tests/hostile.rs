@@ -49,6 +49,7 @@ fn valid() -> Calibration {
         samples: 1000,
         batch_size: 250,
         act_bits: 8,
+        point_bits: Default::default(),
         method: CalibrationMethod::MeanMinmax,
         taps: TAP_NAMES
             .iter()

@@ -28,8 +28,14 @@
 //! with learned step sizes ([`ArchQat::with_learned_steps`], [`crate::lsq`]) the weight grids
 //! and every output grid but the logits' are learned instead, and the engine's codes of each
 //! point reach its step size (and LSQ+'s offset) through the LSQ gradient.
+//!
+//! A step whose integer parameters cannot be derived (a grid that is no longer valid, a
+//! multiplier out of range: training diverged) does not panic: the forward pass records the
+//! first such error, typed and naming the point ([`ArchQat::failure`]), and answers with the
+//! float network for that batch; [`crate::run_arch_qat`] returns the error.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
@@ -42,7 +48,7 @@ use burnq_model::arch_net::{ArchLayer, ConvStep, LinearStep, Reshape, Value, app
 use burnq_model::data::ImageBatcher;
 use burnq_model::eval::{EvalResult, evaluate_with};
 use burnq_model::export::to_vec;
-use burnq_model::training::ForwardMode;
+use burnq_model::training::{Classifier, ForwardMode};
 use burnq_model::{ArchNet, Device};
 use burnq_quant::convert::fold_normalization;
 use burnq_quant::derive::{LayerQuantization, accumulator_scales, output_clamp, weight_params};
@@ -52,7 +58,7 @@ use burnq_quant::{LayerGrids, PointRanges, QuantAdd, QuantParams, QuantScheme};
 
 use crate::exact::{conv_sums, exact_accumulators, linear_sums};
 use crate::int_sim::{LayerRequant, snap, straight_through};
-use crate::lsq::LsqState;
+use crate::lsq::{LsqState, StepInit};
 use crate::simulated::fake_quantize_channels;
 use crate::{QatError, Quantizer};
 
@@ -68,6 +74,8 @@ pub struct ArchQat {
     lsq: Option<LsqState>,
     /// Whether the current forward pass trains (tracks the step sizes' gradients).
     training: bool,
+    /// The first error a forward pass met, shared by every clone (evaluation runs on one).
+    failure: Arc<Mutex<Option<QatError>>>,
 }
 
 /// A tensor between steps with the grid its values lie on.
@@ -103,18 +111,24 @@ impl ArchQat {
             ranges,
             lsq: None,
             training: false,
+            failure: Arc::default(),
         }
+    }
+
+    /// The first error a forward pass met (taken: the next call answers `None`), if any.
+    pub fn failure(&self) -> Option<QatError> {
+        self.failure.lock().ok()?.take()
     }
 
     /// The same pass with learned step sizes ([`crate::lsq`]; `quantizer` LSQ or LSQ+) for
     /// every layer's weights and every quantization point of `plan` but the logits (not
     /// requantized: predictions come from the accumulators), each started from the point's
     /// starting range: unsigned after ReLU/ReLU6, otherwise symmetric (LSQ) or with a learned
-    /// offset (LSQ+).
-    pub fn with_learned_steps(mut self, quantizer: Quantizer, plan: &Plan) -> Self {
+    /// offset (LSQ+); weight step sizes start as `init` says.
+    pub fn with_learned_steps(mut self, quantizer: Quantizer, init: StepInit, plan: &Plan) -> Self {
         let points = plan.quantization_points();
         let inner = &points[..points.len().saturating_sub(1)];
-        let lsq = inner.iter().fold(LsqState::default(), |lsq, step| {
+        let lsq = inner.iter().fold(LsqState::new(init), |lsq, step| {
             let range = self
                 .ranges
                 .get(&step.name)
@@ -171,6 +185,19 @@ impl ArchQat {
             .collect()
     }
 
+    /// The range each quantization point's output grid covers: with learned step sizes the
+    /// learned grid's `[s·(0 − Z), s·(2^b − 1 − Z)]`, otherwise (and for the logits) the
+    /// tracked range, which is what the converter widens to a grid.
+    pub fn output_ranges(&self) -> PointRanges {
+        self.ranges
+            .iter()
+            .map(|(n, r)| {
+                let learned = self.lsq.as_ref().and_then(|l| l.activation_grid(n));
+                (n.clone(), learned.map_or(r.range(), |g| g.covered()))
+            })
+            .collect()
+    }
+
     /// Loss, accuracy and predictions of the fake-quantized network on `set`.
     pub fn evaluate(
         &self,
@@ -182,7 +209,26 @@ impl ArchQat {
         evaluate_with(&|x| self.eval_forward(model, x), set, &batcher, 500, device)
     }
 
+    /// The fake-quantized log-probabilities; on an error, recorded as [`ArchQat::failure`],
+    /// the float network's.
     fn forward(&mut self, model: &ArchNet, images: Tensor<4>, observe: bool) -> Tensor<2> {
+        match self.try_forward(model, images.clone(), observe) {
+            Ok(log_probs) => log_probs,
+            Err(e) => {
+                if let Ok(mut failure) = self.failure.lock() {
+                    failure.get_or_insert(e);
+                }
+                model.log_probs(images)
+            }
+        }
+    }
+
+    fn try_forward(
+        &mut self,
+        model: &ArchNet,
+        images: Tensor<4>,
+        observe: bool,
+    ) -> Result<Tensor<2>, QatError> {
         self.training = observe;
         let Normalization { mean, std } = self.norm;
         let flow = Flow {
@@ -191,9 +237,9 @@ impl ArchQat {
             pending: Some(self.norm),
         };
         let last = model.plan.steps.len() - 1;
-        let flow = self.steps(&model.layers, &model.plan.steps, flow, observe, Some(last));
+        let flow = self.steps(&model.layers, &model.plan.steps, flow, observe, Some(last))?;
         match flow.x {
-            Value::Features(logits) => log_softmax(logits, 1),
+            Value::Features(logits) => Ok(log_softmax(logits, 1)),
             Value::Image(_) => unreachable!("a validated plan ends with a linear layer"),
         }
     }
@@ -205,21 +251,23 @@ impl ArchQat {
         mut flow: Flow,
         observe: bool,
         logits_at: Option<usize>,
-    ) -> Flow {
+    ) -> Result<Flow, QatError> {
         for (i, (layer, step)) in layers.iter().zip(steps).enumerate() {
             let logits = logits_at == Some(i);
             flow = match (layer, &step.op) {
-                (ArchLayer::Conv(s), Op::Conv2d(_)) => self.conv(s, step, flow, observe),
+                (ArchLayer::Conv(s), Op::Conv2d(_)) => self.conv(s, step, flow, observe)?,
                 (ArchLayer::Linear(s), Op::Linear { .. }) => {
-                    self.linear(s, step, flow, observe, logits)
+                    self.linear(s, step, flow, observe, logits)?
                 }
                 (ArchLayer::MaxPool(p), _) => Flow {
                     x: Value::Image(p.forward(flow.x.image("max_pool"))),
                     ..flow
                 },
-                (ArchLayer::AvgPool(p), Op::AvgPool(g)) => average(g, flow, |x| p.forward(x)),
+                (ArchLayer::AvgPool(p), Op::AvgPool(g)) => {
+                    average(step, g, flow, |x| p.forward(x))?
+                }
                 (ArchLayer::Reshape(_), Op::GlobalAvgPool(g)) => {
-                    average(g, flow, |x| x.mean_dim(3).mean_dim(2))
+                    average(step, g, flow, |x| x.mean_dim(3).mean_dim(2))?
                 }
                 (ArchLayer::Reshape(r), _) if matches!(r.kind, Reshape::Flatten) => Flow {
                     x: Value::Features(flow.x.features()),
@@ -228,13 +276,13 @@ impl ArchQat {
                 (ArchLayer::Dropout(_), _) => flow,
                 (ArchLayer::Residual(r), Op::Residual(inner)) => {
                     let (skip, grid) = (flow.x.clone(), flow.grid);
-                    let body = self.steps(&r.body, inner, flow, observe, None);
-                    self.add(step, skip, grid, body, observe)
+                    let body = self.steps(&r.body, inner, flow, observe, None)?;
+                    self.add(step, skip, grid, body, observe)?
                 }
                 _ => unreachable!("an ArchNet's layers are built from its plan"),
             };
         }
-        flow
+        Ok(flow)
     }
 
     /// The output grid of quantization point `step` after observing `y` (post-activation).
@@ -243,7 +291,7 @@ impl ArchQat {
         step: &Step,
         y: &Tensor<D>,
         observe: bool,
-    ) -> QuantParams {
+    ) -> Result<QuantParams, QatError> {
         let range = self.ranges.entry(step.name.clone()).or_default();
         if observe {
             let a = apply_activation(y.clone().detach(), step.activation);
@@ -258,11 +306,11 @@ impl ArchQat {
             .as_ref()
             .and_then(|l| l.activation_grid(&step.name))
         {
-            return grid;
+            return Ok(grid);
         }
         let (min, max) = range.range();
         QuantParams::from_range(min, max, self.scheme.layer(&step.name).act_bits)
-            .expect("EMA ranges of finite activations are valid")
+            .map_err(point_error(step))
     }
 
     /// The output of point `step` whose engine codes are `offsets` (`q − Z_out`) and whose
@@ -305,7 +353,7 @@ impl ArchQat {
         bias: Option<Tensor<1>>,
         bn: Option<&burn::nn::BatchNorm>,
         pending: Option<Normalization>,
-    ) -> (Tensor<2>, Tensor<1>, Vec<QuantParams>) {
+    ) -> Result<(Tensor<2>, Tensor<1>, Vec<QuantParams>), QatError> {
         let [out, fan_in] = weight.dims();
         let device = weight.device();
         let params = StepParams {
@@ -348,10 +396,10 @@ impl ArchQat {
                     per_channel,
                     self.training,
                 )
-                .expect("finite weights have learned grids"),
+                .ok_or_else(|| QatError::NoGrid(step.name.clone()))?,
             None => {
-                let grids = weight_params(&w_host, out, bits, per_channel)
-                    .expect("finite weights have grids");
+                let grids =
+                    weight_params(&w_host, out, bits, per_channel).map_err(point_error(step))?;
                 let w_host = Tensor::from_data(TensorData::new(w_host, [out, fan_in]), &device);
                 let q = fake_quantize_channels(w_host, &grids);
                 (w.clone() + (q - w).detach(), grids)
@@ -359,10 +407,16 @@ impl ArchQat {
         };
         let b_host: Tensor<1> = Tensor::from_data(TensorData::new(b_host, [out]), &device);
         let b = b.clone() + (b_host - b).detach();
-        (w, b, grids)
+        Ok((w, b, grids))
     }
 
-    fn conv(&mut self, s: &ConvStep, step: &Step, flow: Flow, observe: bool) -> Flow {
+    fn conv(
+        &mut self,
+        s: &ConvStep,
+        step: &Step,
+        flow: Flow,
+        observe: bool,
+    ) -> Result<Flow, QatError> {
         let Op::Conv2d(g) = &step.op else {
             unreachable!()
         };
@@ -370,7 +424,7 @@ impl ArchQat {
         let dims = weight.dims();
         let flat = weight.reshape([dims[0], dims[1] * dims[2] * dims[3]]);
         let bias = s.conv.bias.as_ref().map(|b| b.val());
-        let (w, b, grids) = self.folded(step, flat, bias, s.batch_norm.as_ref(), flow.pending);
+        let (w, b, grids) = self.folded(step, flat, bias, s.batch_norm.as_ref(), flow.pending)?;
         let mut x = flow.x.image(&step.name);
         let (ph, pw) = (g.padding.h, g.padding.w);
         let mut padding = [ph, pw];
@@ -389,15 +443,15 @@ impl ArchQat {
         });
         let bias = to_vec(b.clone().detach());
         let y = conv2d(x, w.reshape(dims), Some(b), options);
-        let output = self.output_grid(step, &y, observe);
+        let output = self.output_grid(step, &y, observe)?;
         let layer = LayerQuantization::from_grids(flow.grid, grids, output, step.activation)
-            .expect("representable multipliers");
+            .map_err(point_error(step))?;
         let y = exact_accumulators(y, sums, magnitudes, &bias, &layer.accumulator_scales);
-        Flow {
+        Ok(Flow {
             x: Value::Image(self.requantize_layer(step, layer, y)),
             grid: output,
             pending: None,
-        }
+        })
     }
 
     fn linear(
@@ -407,11 +461,11 @@ impl ArchQat {
         flow: Flow,
         observe: bool,
         logits: bool,
-    ) -> Flow {
+    ) -> Result<Flow, QatError> {
         // Burn stores [in, out].
         let weight = s.linear.weight.val().transpose();
         let bias = s.linear.bias.as_ref().map(|b| b.val());
-        let (w, b, grids) = self.folded(step, weight, bias, s.batch_norm.as_ref(), flow.pending);
+        let (w, b, grids) = self.folded(step, weight, bias, s.batch_norm.as_ref(), flow.pending)?;
         let x = flow.x.features();
         let [out, _] = w.dims();
         let (sums, magnitudes) = linear_sums(&x, flow.grid, &w, &grids);
@@ -420,20 +474,20 @@ impl ArchQat {
         let scales = accumulator_scales(flow.grid, &grids);
         let y = exact_accumulators(y, sums, magnitudes, &bias, &scales);
         if logits {
-            return Flow {
+            return Ok(Flow {
                 x: Value::Features(snap(y, &scales)),
                 grid: flow.grid,
                 pending: None,
-            };
+            });
         }
-        let output = self.output_grid(step, &y, observe);
+        let output = self.output_grid(step, &y, observe)?;
         let layer = LayerQuantization::from_grids(flow.grid, grids, output, step.activation)
-            .expect("representable multipliers");
-        Flow {
+            .map_err(point_error(step))?;
+        Ok(Flow {
             x: Value::Features(self.requantize_layer(step, layer, y)),
             grid: output,
             pending: None,
-        }
+        })
     }
 
     fn add(
@@ -443,12 +497,12 @@ impl ArchQat {
         skip_grid: QuantParams,
         body: Flow,
         observe: bool,
-    ) -> Flow {
+    ) -> Result<Flow, QatError> {
         let (a, b) = (skip.image(&step.name), body.x.image(&step.name));
         let sum = a.clone() + b.clone();
-        let output = self.output_grid(step, &sum, observe);
+        let output = self.output_grid(step, &sum, observe)?;
         let add = QuantAdd::derive(skip_grid, body.grid, output, step.activation)
-            .expect("representable multipliers");
+            .map_err(point_error(step))?;
         let (qa, qb) = (codes(&a, skip_grid), codes(&b, body.grid));
         let offsets: Vec<f32> = qa
             .iter()
@@ -458,28 +512,41 @@ impl ArchQat {
         let offsets = Tensor::from_data(TensorData::new(offsets, sum.dims()), &sum.device());
         let x = apply_activation(sum, step.activation);
         let clamp = (add.act_min, add.act_max);
-        Flow {
+        Ok(Flow {
             x: Value::Image(self.requantized(step, x, offsets, output, clamp)),
             grid: output,
             pending: None,
-        }
+        })
     }
 }
 
-/// Average pooling on the codes (the reference operation), straight-through gradient of the
-/// float average.
-fn average(g: &PoolGeometry, flow: Flow, float: impl Fn(Tensor<4>) -> Tensor<4>) -> Flow {
-    let x = flow.x.image("avg_pool");
+/// The error of quantization point `step`'s integer parameters, naming it.
+fn point_error(step: &Step) -> impl FnOnce(burnq_quant::QuantError) -> QatError + '_ {
+    |source| QatError::Point {
+        point: step.name.clone(),
+        source,
+    }
+}
+
+/// Average pooling (`step`) on the codes (the reference operation), straight-through gradient
+/// of the float average.
+fn average(
+    step: &Step,
+    g: &PoolGeometry,
+    flow: Flow,
+    float: impl Fn(Tensor<4>) -> Tensor<4>,
+) -> Result<Flow, QatError> {
+    let x = flow.x.image(&step.name);
     let n = x.dims()[0];
     let float = float(x.clone());
     let q = codes(&x, flow.grid);
-    let pooled = reference::avg_pool(g, flow.grid, &q, n).expect("shapes from the plan");
+    let pooled = reference::avg_pool(g, flow.grid, &q, n).map_err(point_error(step))?;
     let exact: Vec<f32> = pooled.iter().map(|&q| flow.grid.dequantize(q)).collect();
     let exact = Tensor::from_data(TensorData::new(exact, float.dims()), &float.device());
-    Flow {
+    Ok(Flow {
         x: Value::Image(float.clone() + (exact - float).detach()),
         ..flow
-    }
+    })
 }
 
 fn codes<const D: usize>(x: &Tensor<D>, grid: QuantParams) -> Vec<u8> {

@@ -34,6 +34,16 @@ pub enum QatError {
         "quantization point `{0}` has no learned grid (its step size is not a positive normal f32)"
     )]
     NoGrid(String),
+    /// A quantization point's integer parameters cannot be derived during QAT (its grid or
+    /// requantization multiplier is out of range: training diverged).
+    #[error("quantization point `{point}`: its integer parameters")]
+    Point {
+        /// The point's step name.
+        point: String,
+        /// Why the converter's derivation refused it.
+        #[source]
+        source: burnq_quant::QuantError,
+    },
     /// The float weights do not form a valid float network for the converter.
     #[error("the float model's weights")]
     Weights(#[source] burnq_quant::QuantError),

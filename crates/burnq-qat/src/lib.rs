@@ -29,5 +29,6 @@ pub use adapter::float_network;
 pub use arch_qat::ArchQat;
 pub use distill::Distillation;
 pub use error::QatError;
+pub use lsq::StepInit;
 pub use qat::{QatForward, QatSettings, Quantizer};
-pub use run::{ArchQatOutcome, QatConfig, QatOutcome, run_arch_qat, run_qat};
+pub use run::{ArchQatOutcome, QatConfig, QatOutcome, run_arch_qat, run_qat, run_qat_from};

@@ -7,7 +7,9 @@
 //! - Weights: symmetric signed codes `v ∈ [−Q_N, Q_P]` with `Q_N = 2^(b−1)`, `Q_P = 2^(b−1) − 1`,
 //!   stored by the engine as `q = v + Z` with the fixed zero point `Z = 2^(b−1)` (real 0 exact).
 //!   One `s` per tensor or per output channel; initialised as the paper does,
-//!   `s = 2·mean|w|/√Q_P`.
+//!   `s = 2·mean|w|/√Q_P` ([`StepInit::Paper`]), or at the step of least quantization error
+//!   of the weights it starts from ([`StepInit::Mse`], [`burnq_quant::range::mse_step`]: at
+//!   2 bits the paper's step, `≈ 1.6σ` for normal weights, rounds over half of them to 0).
 //! - Activations after ReLU/ReLU6: unsigned codes `[0, Q_P]`, `Q_P = 2^b − 1`, zero point 0;
 //!   `s = max/Q_P` from the calibrated range. Signed activations (no ReLU fused): with LSQ the
 //!   weights' symmetric grid, fixed `Z = 2^(b−1)`, `s = max(−min/Q_N, max/Q_P)`; with LSQ+ codes
@@ -38,7 +40,9 @@ use std::collections::BTreeMap;
 use burn::prelude::*;
 use burn::tensor::Gradients;
 use burnq_model::export::to_vec;
+use burnq_quant::range::mse_step;
 use burnq_quant::{LayerGrids, QuantParams};
+use serde::{Deserialize, Serialize};
 
 use crate::QatError;
 
@@ -226,15 +230,65 @@ impl ActivationQuantizer {
     }
 }
 
+/// Where the weight step sizes start (module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StepInit {
+    /// The paper's `s = 2·mean|w|/√Q_P`.
+    #[default]
+    Paper,
+    /// The step minimizing the weights' mean squared quantization error.
+    Mse,
+}
+
+impl StepInit {
+    /// Every initialisation, by command-line name.
+    pub const ALL: [Self; 2] = [Self::Paper, Self::Mse];
+
+    /// The command-line name.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Paper => "paper",
+            Self::Mse => "mse",
+        }
+    }
+
+    /// The starting step of `bits`-bit weights `w` on the signed grid `[−Q_N, Q_P]` (`Q_N` the
+    /// zero point), never below the least step kept; MSE falls back to the paper's step for
+    /// weights without one (all 0).
+    fn step(self, w: &[f32], bits: u8) -> f32 {
+        let (_, qp, zero_point) = signed_range(bits);
+        let paper = || {
+            let mean = w.iter().map(|x| x.abs()).sum::<f32>() / w.len().max(1) as f32;
+            2.0 * mean / qp.max(1.0).sqrt()
+        };
+        let s = match self {
+            Self::Paper => paper(),
+            Self::Mse => mse_step(w, bits, zero_point).unwrap_or_else(paper),
+        };
+        s.max(MIN_STEP)
+    }
+}
+
 /// The learned step sizes (and offsets) of a network: weights by layer name, activations by
 /// quantization point name.
 #[derive(Debug, Clone, Default)]
 pub struct LsqState {
     weights: BTreeMap<String, LearnedScalars>,
     activations: BTreeMap<String, ActivationQuantizer>,
+    /// Where weight step sizes start.
+    weight_init: StepInit,
 }
 
 impl LsqState {
+    /// A state whose weight step sizes start as `init` says.
+    pub fn new(init: StepInit) -> Self {
+        Self {
+            weight_init: init,
+            ..Self::default()
+        }
+    }
+
     /// The same state with a quantizer for the activation point `name` of width `bits`,
     /// started from its calibrated `range` (module docs). Weight step sizes start at the
     /// first forward pass.
@@ -266,17 +320,17 @@ impl LsqState {
         let dims = w.dims();
         let out = dims[0];
         let (qn, qp, zero_point) = signed_range(bits);
+        let init = self.weight_init;
         let steps = self.weights.entry(name.to_owned()).or_insert_with(|| {
             let values = exact.map_or_else(|| to_vec(w.clone().detach()), <[f32]>::to_vec);
-            let init = |v: &[f32]| {
-                let mean = v.iter().map(|x| x.abs()).sum::<f32>() / v.len().max(1) as f32;
-                (2.0 * mean / qp.max(1.0).sqrt()).max(MIN_STEP)
-            };
             let fan_in = values.len() / out.max(1);
             LearnedScalars::steps(if per_channel {
-                values.chunks(fan_in.max(1)).map(init).collect()
+                values
+                    .chunks(fan_in.max(1))
+                    .map(|c| init.step(c, bits))
+                    .collect()
             } else {
-                vec![init(&values)]
+                vec![init.step(&values, bits)]
             })
         });
         let grids = grids_of(steps, out, zero_point, bits)?;

@@ -52,7 +52,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::exact::{conv_sums, exact_accumulators, linear_sums};
 use crate::int_sim::{LayerRequant, snap};
-use crate::lsq::{LsqState, PointKind};
+use crate::lsq::{LsqState, PointKind, StepInit};
 use crate::simulated::{fake_quantize, fake_quantize_channels};
 use crate::{Distillation, QatError};
 
@@ -119,6 +119,9 @@ pub struct QatSettings {
     pub bits_per_layer: Option<[LayerBits; 4]>,
     /// One scale and zero point per output channel instead of per tensor.
     pub per_channel: bool,
+    /// Where learned weight step sizes start (LSQ, LSQ+).
+    #[serde(default)]
+    pub step_init: StepInit,
     /// EMA decay of the activation ranges.
     pub ema_decay: f32,
     /// Training steps before activations are quantized.
@@ -205,7 +208,7 @@ impl QatForward {
             // conv1, conv2 and fc1 output ReLU values; fc2's logits are not requantized.
             let outputs = ranges.layer_outputs();
             let kind = settings.quantizer.point_kind(true);
-            s.lsq = Some((0..3).fold(LsqState::default(), |lsq, i| {
+            s.lsq = Some((0..3).fold(LsqState::new(settings.step_init), |lsq, i| {
                 let bits = settings.layer_bits(i).act_bits;
                 lsq.with_activation(ARCHITECTURE[i].0, outputs[i], bits, kind)
             }));
@@ -248,6 +251,19 @@ impl QatForward {
             (norm.apply(0), norm.apply(255)),
             self.ranges.map(|r| r.range()),
         )
+    }
+
+    /// The range each layer's output grid covers (conv1, conv2, fc1, fc2): with learned step
+    /// sizes the learned grid's `[s·(0 − Z), s·(2^b − 1 − Z)]`, otherwise (and for the
+    /// logits) the tracked range, which the converter widens to a grid.
+    pub fn output_ranges(&self) -> [(f32, f32); 4] {
+        std::array::from_fn(|i| {
+            let learned = self
+                .lsq
+                .as_ref()
+                .and_then(|l| l.activation_grid(ARCHITECTURE[i].0));
+            learned.map_or(self.ranges[i].range(), |g| g.covered())
+        })
     }
 
     /// The settings.
@@ -556,8 +572,7 @@ fn batch_range<const D: usize>(x: &Tensor<D>) -> (f32, f32) {
 /// Fake quantization on `grid` with a straight-through gradient that is zero where `x` is
 /// clipped to the grid's range `[S·(0 − Z), S·(qmax − Z)]`.
 pub fn fake_quantize_ste<const D: usize>(x: Tensor<D>, grid: QuantParams) -> Tensor<D> {
-    let lo = grid.dequantize(0);
-    let hi = grid.dequantize(grid.qmax() as u8);
+    let (lo, hi) = grid.covered();
     let clipped = x.clamp(lo, hi);
     let q = fake_quantize(clipped.clone().detach(), grid);
     clipped.clone() + (q - clipped).detach()

@@ -20,6 +20,7 @@ use burnq_quant::{
     convert_graph, convert_graph_with_grids, convert_with_grids, tutorial_layer_names,
 };
 
+use crate::lsq::StepInit;
 use crate::{ArchQat, Distillation, QatError, QatForward, QatSettings, Quantizer, float_network};
 
 /// Images per batch when the fake-quantized network is evaluated (does not change results).
@@ -42,6 +43,8 @@ pub struct QatConfig {
     pub bits_per_layer: Option<Vec<LayerBits>>,
     /// One weight scale and zero point per output channel.
     pub per_channel: bool,
+    /// Where learned weight step sizes start (LSQ, LSQ+).
+    pub step_init: StepInit,
     /// Fine-tuning epochs.
     pub epochs: usize,
     /// SGD learning rate of the first epoch.
@@ -74,6 +77,7 @@ impl QatConfig {
         act_bits: 4,
         bits_per_layer: None,
         per_channel: false,
+        step_init: StepInit::Paper,
         epochs: 3,
         lr: 0.002,
         lr_decay: 0.5,
@@ -137,6 +141,7 @@ impl QatConfig {
                 .is_some()
                 .then(|| names.map(|n| LayerBits::of(scheme.layer(n)))),
             per_channel: self.per_channel,
+            step_init: self.step_init,
             ema_decay: self.ema_decay,
             act_delay: self.act_delay,
             normalization,
@@ -187,6 +192,27 @@ pub struct QatOutcome<Model = Net, Forward = QatForward, Integer = QuantModel> {
 pub fn run_qat(
     config: &QatConfig,
     float: &Net,
+    train_set: ImageSet,
+    test_set: &ImageSet,
+    device: &Device,
+    on_event: &mut dyn FnMut(TrainEvent),
+    on_epoch: &mut dyn FnMut(&Net, &EpochRecord) -> Result<(), ModelError>,
+) -> Result<QatOutcome, QatError> {
+    run_qat_from(
+        config, float, float, train_set, test_set, device, on_event, on_epoch,
+    )
+}
+
+/// [`run_qat`] fine-tuning `start` instead of the float model `float`: progressive precision
+/// (a model QAT already trained on a finer grid, e.g. w4a4, started again at w2a2). Everything
+/// a run initialises comes from `start`: its weights, the activation ranges calibrated on it
+/// (each MSE range at its layer's own width), and the weight step sizes learned from its
+/// weights at the first step; `float` stays the teacher of `config.distill`.
+#[allow(clippy::too_many_arguments)]
+pub fn run_qat_from(
+    config: &QatConfig,
+    float: &Net,
+    start: &Net,
     mut train_set: ImageSet,
     test_set: &ImageSet,
     device: &Device,
@@ -199,13 +225,15 @@ pub fn run_qat(
             config.distill
         )));
     }
+    let scheme = config.scheme(&tutorial_layer_names())?;
     let calibration = calibrate(
-        float,
+        start,
         &train_set,
         CalibrationSettings {
             method: config.range_init,
             ..Default::default()
-        },
+        }
+        .tutorial_widths(&scheme),
         device,
     )
     .map_err(QatError::Calibration)?;
@@ -220,7 +248,7 @@ pub fn run_qat(
     if config.distill > 0.0 {
         forward = forward.with_distillation(Distillation::new(float, config.distill, device));
     }
-    let start = float.fresh_copy(&NetConfig::new(), &device.clone().autodiff());
+    let start = start.fresh_copy(&NetConfig::new(), &device.clone().autodiff());
     let (model, history) = fit(
         &config.training(),
         start,
@@ -232,7 +260,6 @@ pub fn run_qat(
         on_epoch,
     )?;
     let network = float_network(&model)?;
-    let scheme = config.scheme(&tutorial_layer_names())?;
     let quant = match forward.learned_grids(&model)? {
         Some(grids) => convert_with_grids(&network, grids, normalization, scheme),
         None => convert(&network, &forward.ranges(), normalization, scheme),
@@ -291,9 +318,9 @@ pub fn run_arch_qat(
         &train_set,
         CalibrationSettings {
             method: config.range_init,
-            act_bits: config.act_bits,
             ..Default::default()
-        },
+        }
+        .plan_widths(&plan, &scheme),
         device,
     )
     .map_err(QatError::Calibration)?;
@@ -306,7 +333,7 @@ pub fn run_arch_qat(
     let norm = train_set.kind.normalization();
     let mut forward = ArchQat::new(scheme.clone(), norm, config.ema_decay, &initial);
     if config.quantizer.learns_steps() {
-        forward = forward.with_learned_steps(config.quantizer, &plan);
+        forward = forward.with_learned_steps(config.quantizer, config.step_init, &plan);
     }
     let ad = device.clone().autodiff();
     let start = ArchNet::init(&plan, norm, &ad).load_record(float.valid().into_record());
@@ -320,6 +347,9 @@ pub fn run_arch_qat(
         on_event,
         on_epoch,
     )?;
+    if let Some(failure) = forward.failure() {
+        return Err(failure);
+    }
     let params = model.float_params().map_err(QatError::Arch)?;
     let graph = match forward.learned_grids(&plan)? {
         Some(grids) => convert_graph_with_grids(arch, &params, &grids, norm, scheme),

@@ -182,3 +182,42 @@ fn average_pooling_and_strided_residual_net_fake_quant_equals_integer() {
         exact(&arch, &float, config);
     }
 }
+
+/// A quantization point whose integer parameters cannot be derived (here: a NaN starting
+/// range, as after divergence) is a typed error naming the point, never a panic: the forward
+/// pass answers with the float network and records the error for `run_arch_qat` to return.
+#[test]
+fn an_underivable_point_is_a_typed_error_naming_it() {
+    use burnq_model::training::ForwardMode;
+    use burnq_qat::{ArchQat, QatError};
+    use burnq_quant::PointRanges;
+
+    let arch = Architecture::preset("lenet5").unwrap();
+    let plan = arch.plan().unwrap();
+    let d = burnq_model::Device::flex();
+    let norm = DatasetKind::Mnist.normalization();
+    let model = ArchNet::init_seeded(&plan, norm, 3, &d);
+    let names = layer_names(&plan);
+    let first = names[0];
+    let ranges: PointRanges = plan
+        .quantization_points()
+        .iter()
+        .map(|s| {
+            let range = if s.name == first {
+                (f32::NAN, f32::NAN)
+            } else {
+                (0.0, 1.0)
+            };
+            (s.name.clone(), range)
+        })
+        .collect();
+    let scheme = QatConfig::DEFAULT.scheme(&names).unwrap();
+    let qat = ArchQat::new(scheme, norm, 1.0, &ranges);
+    let log_probs = qat.eval_forward(&model, Tensor::<4>::zeros([2, 1, 28, 28], &d));
+    assert_eq!(log_probs.dims(), [2, 10]);
+    match qat.failure() {
+        Some(QatError::Point { point, .. }) => assert_eq!(point, first),
+        other => panic!("expected a typed error naming {first}, got {other:?}"),
+    }
+    assert!(qat.failure().is_none(), "the failure is taken once");
+}

@@ -12,12 +12,36 @@ use burnq_model::training::{TrainingConfig, fit, train};
 use burnq_model::{Net, NetConfig};
 use burnq_qat::qat::{QatForward, QatSettings, fake_quantize_ste};
 use burnq_qat::simulated::{fake_quantize, fake_quantize_channels};
-use burnq_qat::{QatConfig, Quantizer, run_qat};
+use burnq_qat::{QatConfig, QatOutcome, Quantizer, StepInit, run_qat, run_qat_from};
 use burnq_quant::derive::weight_params;
 use burnq_quant::{LayerBits, QuantParams};
 
 fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.into_data().convert::<f32>().try_into_vec().unwrap()
+}
+
+/// [`run_qat_from`] as `config` says, fine-tuning `start` (teacher `float`), without
+/// progress reports.
+fn quietly(
+    config: &QatConfig,
+    float: &Net,
+    start: &Net,
+    train_set: &ImageSet,
+    test_set: &ImageSet,
+) -> QatOutcome {
+    let device = Device::flex();
+    let (on_event, on_epoch) = (&mut |_| {}, &mut |_: &Net, _: &_| Ok(()));
+    run_qat_from(
+        config,
+        float,
+        start,
+        train_set.clone(),
+        test_set,
+        &device,
+        on_event,
+        on_epoch,
+    )
+    .unwrap()
 }
 
 /// The first `n` images of MNIST's `split`.
@@ -101,6 +125,7 @@ fn a_short_qat_run_at_2_bits_beats_post_training_2_bits() {
         act_bits: 2,
         bits_per_layer: None,
         per_channel: false,
+        step_init: Default::default(),
         ema_decay: 0.99,
         act_delay: 0,
         normalization: DatasetKind::Mnist.normalization(),
@@ -237,7 +262,6 @@ fn run_qat_exports_an_integer_model_that_predicts_what_qat_predicted() {
 #[test]
 fn a_short_lsq_run_at_2_bits_beats_min_max_qat() {
     let (train_set, test_set) = (mnist(Split::Train, 6000), mnist(Split::Test, 1000));
-    let device = Device::flex();
     let float = trained(Arc::new(train_set.clone()), &test_set, 2);
     let accuracy = |quantizer| {
         let qat = QatConfig {
@@ -249,19 +273,59 @@ fn a_short_lsq_run_at_2_bits_beats_min_max_qat() {
             lr: 0.01,
             ..QatConfig::default()
         };
-        let outcome = run_qat(
-            &qat,
-            &float,
-            train_set.clone(),
-            &test_set,
-            &device,
-            &mut |_| {},
-            &mut |_, _| Ok(()),
-        )
-        .unwrap();
-        outcome.fake_quant.accuracy
+        quietly(&qat, &float, &float, &train_set, &test_set)
+            .fake_quant
+            .accuracy
     };
     let (minmax, lsq) = (accuracy(Quantizer::Minmax), accuracy(Quantizer::Lsq));
     eprintln!("w2a2 per channel, 1 epoch on 6000 images: min/max {minmax:.4}, LSQ {lsq:.4}");
     assert!(lsq > minmax, "LSQ {lsq} vs min/max {minmax}");
+}
+
+/// Progressive precision: `run_qat_from` fine-tunes the model it is given, not the float
+/// model, and calibrates its starting activation grids on it, each at its layer's width (with
+/// learning rate 0 nothing moves: the weights are the start's, and each learned activation
+/// grid covers the start's 2-bit MSE range).
+#[test]
+fn run_qat_from_starts_from_the_given_model() {
+    use burnq_calib::{CalibrationMethod, CalibrationSettings, calibrate};
+
+    let (train_set, test_set) = (mnist(Split::Train, 1000), mnist(Split::Test, 100));
+    let device = Device::flex();
+    let float = trained(Arc::new(mnist(Split::Train, 300)), &test_set, 1);
+    let start = trained(Arc::new(train_set.clone()), &test_set, 1);
+    let config = QatConfig {
+        quantizer: Quantizer::Lsq,
+        weight_bits: 2,
+        act_bits: 2,
+        per_channel: true,
+        step_init: StepInit::Mse,
+        range_init: CalibrationMethod::Mse,
+        epochs: 1,
+        lr: 0.0,
+        momentum: 0.0,
+        train_limit: Some(64),
+        ..QatConfig::default()
+    };
+    let outcome = quietly(&config, &float, &start, &train_set, &test_set);
+    let weights = |net: &Net| values(net.fc1.weight.val());
+    assert_eq!(weights(&outcome.model), weights(&start));
+    assert_ne!(weights(&outcome.model), weights(&float));
+    assert_eq!(outcome.integer_predictions, outcome.fake_quant_predictions);
+    let mse_at_2_bits = |net: &Net| {
+        let settings = CalibrationSettings {
+            method: CalibrationMethod::Mse,
+            act_bits: 2,
+            ..Default::default()
+        };
+        let ranges = calibrate(net, &train_set, settings, &device).unwrap();
+        ranges.ranges(CalibrationMethod::Mse).layer_outputs()
+    };
+    let (want, other) = (mse_at_2_bits(&start), mse_at_2_bits(&float));
+    let got = outcome.forward.output_ranges();
+    for i in 0..3 {
+        let close = |(_, hi): (f32, f32)| (got[i].1 - hi).abs() <= 1e-5 * hi;
+        assert!(close(want[i]), "layer {i}: {:?} vs {:?}", got[i], want[i]);
+        assert!(!close(other[i]), "layer {i}");
+    }
 }

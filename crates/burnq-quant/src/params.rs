@@ -133,6 +133,11 @@ impl QuantParams {
     pub fn dequantize(&self, q: u8) -> f32 {
         self.scale * (i32::from(q) - self.zero_point) as f32
     }
+
+    /// The real range the codes cover, `[S·(0 − Z), S·(qmax − Z)]`.
+    pub fn covered(&self) -> (f32, f32) {
+        (self.dequantize(0), self.dequantize(self.qmax() as u8))
+    }
 }
 
 #[cfg(test)]

@@ -10,6 +10,8 @@
 //! - [`mse`]: the range whose `bits`-bit grid minimizes the mean squared error between the
 //!   values and their quantize→dequantize, found by a grid search over a histogram (see
 //!   [`mse`] for the details).
+//! - [`mse_step`]: the step size of a grid with a fixed zero point (LSQ's weight grids) that
+//!   minimizes the same error, by a search over [`GRID`] candidate steps.
 //! - [`EmaRange`]: an exponential moving average of batch min/max (calibration's `ema`
 //!   estimate and QAT's running ranges).
 //! - [`sqnr_db`]: `10·log10(Σ ref² / Σ (ref − approx)²)`.
@@ -165,6 +167,28 @@ pub fn mse(values: &[f32], bits: u8) -> Result<(f32, f32), QuantError> {
     } else {
         Ok((min, max))
     }
+}
+
+/// The step size `s` of the `bits`-bit grid `s·(q − zero_point)` that minimizes the mean of
+/// `(v − dequantize(quantize(v)))²` over `values`: among `s_k = s_max·k/GRID`,
+/// `k = 1..=GRID`, where `s_max = max(−min/Z, max/(2^bits − 1 − Z))` is the least step whose
+/// grid clips nothing (a side with no codes is ignored). `None` when the values are empty,
+/// not all finite or all 0, or `zero_point` is not a code of `bits`.
+pub fn mse_step(values: &[f32], bits: u8, zero_point: i32) -> Option<f32> {
+    check_values(values).ok()?;
+    let top = qmax(bits).ok()?;
+    let (min, max) = min_max(values);
+    let below = (zero_point > 0).then(|| -min / zero_point as f32);
+    let above = (zero_point < top).then(|| max / (top - zero_point) as f32);
+    let s_max = below.into_iter().chain(above).fold(0.0f32, f32::max);
+    (1..=GRID)
+        .filter_map(|k| {
+            let s = s_max * k as f32 / GRID as f32;
+            let grid = QuantParams::new(s, zero_point, bits).ok()?;
+            Some((quantization_mse(values, &grid), s))
+        })
+        .min_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, s)| s)
 }
 
 /// The mean of `(v − dequantize(quantize(v)))²` over `values`, in `f64`.
@@ -334,6 +358,24 @@ mod tests {
             values.swap(i, (rng.unit() * (i + 1) as f64) as usize);
         }
         values
+    }
+
+    #[test]
+    fn mse_step_of_known_values() {
+        // Codes 0..=3 with Z = 2: the grid is s·{−2, −1, 0, 1}. Values ±1 and ±0.1: s = 1
+        // represents −1, 0 (≈ ±0.1) and 1 exactly, the least error of the search
+        // (s_max = max(1/2, 1/1) = 1).
+        let values = [1.0, -1.0, 0.1, -0.1];
+        assert_eq!(mse_step(&values, 2, 2), Some(1.0));
+        // One outlier among many small values: clipping it (s = 0.1, error 0.9² once) beats
+        // covering it (s = 1, error 0.1² on 999 values).
+        let mut values = vec![0.1f32; 999];
+        values.push(1.0);
+        let s = mse_step(&values, 2, 2).unwrap();
+        assert!((s - 0.1).abs() < 1e-6, "{s}");
+        assert_eq!(mse_step(&[0.0, 0.0], 2, 2), None);
+        assert_eq!(mse_step(&[], 2, 2), None);
+        assert_eq!(mse_step(&[1.0], 2, 4), None);
     }
 
     #[test]

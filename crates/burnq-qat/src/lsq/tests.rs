@@ -158,3 +158,24 @@ fn offset_gradients_match_finite_differences() {
         );
     }
 }
+
+#[test]
+fn weight_steps_start_at_the_papers_or_the_least_error_step() {
+    let rows = [[0.3f32, -0.2, 0.0, 0.9], [0.05, 0.1, -0.4, 0.02]];
+    let w = Tensor::<2>::from_floats(rows, &device());
+    let scales = |init| {
+        let mut lsq = LsqState::new(init);
+        let (_, grids) = lsq.weights("fc", w.clone(), None, 2, true, false).unwrap();
+        grids.iter().map(|g| g.scale()).collect::<Vec<_>>()
+    };
+    // Paper: 2·mean|w|/√Q_P with Q_P = 1 at 2 bits.
+    let paper: Vec<f32> = rows
+        .iter()
+        .map(|r| 2.0 * r.iter().map(|v| v.abs()).sum::<f32>() / 4.0)
+        .collect();
+    assert_eq!(scales(StepInit::Paper), paper);
+    // MSE: the least-error step of each row on the grid s·{−2, −1, 0, 1} (zero point 2).
+    let mse: Vec<f32> = rows.iter().map(|r| mse_step(r, 2, 2).unwrap()).collect();
+    assert_eq!(scales(StepInit::Mse), mse);
+    assert_ne!(mse, paper);
+}
