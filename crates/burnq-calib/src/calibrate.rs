@@ -194,9 +194,11 @@ fn observe(
     observers
         .into_iter()
         .map(|(tap, observer)| {
-            let s = observer.stats(settings.bits_of(&tap));
-            match s {
-                Ok(s) => Ok((tap, s.expect("at least one batch observed"))),
+            match observer.stats(settings.bits_of(&tap)) {
+                Ok(Some(s)) => Ok((tap, s)),
+                // An observer exists only once a batch reached its tap; none observed means no
+                // sample was calibrated on.
+                Ok(None) => Err(CalibError::Empty),
                 Err(source) => Err(CalibError::Range {
                     tap,
                     source: Box::new(source),
