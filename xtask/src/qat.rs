@@ -227,7 +227,7 @@ pub fn run_arch_qat_command(
         lr: config.lr,
         lr_decay: config.lr_decay,
         range_init: config.range_init.name().into(),
-        init_from: start.init_from.map(|p| display_path(p)),
+        init_from: start.init_from.map(display_path),
         accuracies: QatAccuracies::new(
             float_eval.accuracy,
             outcome.fake_quant.accuracy,
@@ -482,7 +482,7 @@ pub fn run_qat_command(
         lr_decay: config.lr_decay,
         range_init: config.range_init.name().into(),
         distill: config.distill,
-        init_from: start.init_from.map(|p| display_path(p)),
+        init_from: start.init_from.map(display_path),
         accuracies: QatAccuracies::new(
             float_eval.accuracy,
             outcome.fake_quant.accuracy,

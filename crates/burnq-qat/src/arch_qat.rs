@@ -524,7 +524,7 @@ impl ArchQat {
 fn point_error(step: &Step) -> impl FnOnce(burnq_quant::QuantError) -> QatError + '_ {
     |source| QatError::Point {
         point: step.name.clone(),
-        source,
+        source: Box::new(source),
     }
 }
 

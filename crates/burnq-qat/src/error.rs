@@ -40,9 +40,10 @@ pub enum QatError {
     Point {
         /// The point's step name.
         point: String,
-        /// Why the converter's derivation refused it.
+        /// Why the converter's derivation refused it (boxed: it is large, and this error
+        /// travels through every QAT step's `Result`).
         #[source]
-        source: burnq_quant::QuantError,
+        source: Box<burnq_quant::QuantError>,
     },
     /// The float weights do not form a valid float network for the converter.
     #[error("the float model's weights")]

@@ -186,28 +186,12 @@ pub(crate) trait ByteIsa: Copy {
         out: TileOut<'_>,
     );
 
-    /// The table form this implementation runs `form`'s convolution with, if any (`None`: the
-    /// byte tile).
-    fn lut(self, form: &ByteForm) -> Option<&LutForm>;
+    /// This implementation's table GEMM ([`NoTables`] if it has none).
+    type Tables: TableIsa;
 
-    /// The look-up indices of one byte column panel of codes, as
-    /// [`super::lut::index_panel`] (`⌈K/4⌉·32` bytes from `⌈K/4⌉·64`).
-    fn index_panel(self, panel: &[u8], out: &mut [u8]);
-
-    /// One table tile: `acc[r][c] = bias + Σ_g Σ_h T_r,2g+h[idx[g][16h + c]] (+ outer)` for
-    /// `r < rows` (`1..=MRL`), `c < NR`, written to `out`. `tables` is one row panel of
-    /// [`LutForm::tables`], `idx` one index panel, `steps` is [`LutForm::steps`].
-    #[allow(clippy::too_many_arguments)]
-    fn lut_tile(
-        self,
-        rows: usize,
-        tables: &[u8],
-        idx: &[u8],
-        steps: usize,
-        bias: TileBias<'_>,
-        outer: Option<Outer<'_>>,
-        out: TileOut<'_>,
-    );
+    /// The table GEMM to run `form`'s convolution with, if this implementation has one and the
+    /// layer has a [`LutForm`]; `None`: the byte tile.
+    fn tables(self, form: &ByteForm) -> Option<Self::Tables>;
 
     /// [`pack::im2col_bytes`] of the plan's offsets.
     fn im2col_bytes(self, input: &[u8], plan: &Im2col, cols: &[usize], out: &mut [u8]);
@@ -247,24 +231,9 @@ impl ByteIsa for NoBytes {
         match self {}
     }
 
-    fn lut(self, _: &ByteForm) -> Option<&LutForm> {
-        match self {}
-    }
+    type Tables = NoTables;
 
-    fn index_panel(self, _: &[u8], _: &mut [u8]) {
-        match self {}
-    }
-
-    fn lut_tile(
-        self,
-        _: usize,
-        _: &[u8],
-        _: &[u8],
-        _: usize,
-        _: TileBias<'_>,
-        _: Option<Outer<'_>>,
-        _: TileOut<'_>,
-    ) {
+    fn tables(self, _: &ByteForm) -> Option<NoTables> {
         match self {}
     }
 
@@ -281,6 +250,53 @@ impl ByteIsa for NoBytes {
     }
 
     fn requant_channels(self, _: &[i32], _: &LayerRequant, _: &mut [u8]) {
+        match self {}
+    }
+}
+
+/// The table GEMM of an instruction set ([`super::lut`]). Computes exactly the portable
+/// definition stated on each method (wrapping `i32`).
+pub(crate) trait TableIsa: Copy {
+    /// The look-up indices of one byte column panel of codes, as
+    /// [`super::lut::index_panel`] (`⌈K/4⌉·32` bytes from `⌈K/4⌉·64`).
+    fn index_panel(self, panel: &[u8], out: &mut [u8]);
+
+    /// One table tile: `acc[r][c] = bias + Σ_g Σ_h T_r,2g+h[idx[g][16h + c]] (+ outer)` for
+    /// `r < rows` (`1..=MRL`), `c < NR`, written to `out`. `tables` is one row panel of
+    /// [`LutForm::tables`], `idx` one index panel, `steps` is [`LutForm::steps`].
+    #[allow(clippy::too_many_arguments)]
+    fn lut_tile(
+        self,
+        rows: usize,
+        tables: &[u8],
+        idx: &[u8],
+        steps: usize,
+        bias: TileBias<'_>,
+        outer: Option<Outer<'_>>,
+        out: TileOut<'_>,
+    );
+}
+
+/// No table GEMM: the type of an instruction set without one. It has no values, so none of its
+/// methods can run.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum NoTables {}
+
+impl TableIsa for NoTables {
+    fn index_panel(self, _: &[u8], _: &mut [u8]) {
+        match self {}
+    }
+
+    fn lut_tile(
+        self,
+        _: usize,
+        _: &[u8],
+        _: &[u8],
+        _: usize,
+        _: TileBias<'_>,
+        _: Option<Outer<'_>>,
+        _: TileOut<'_>,
+    ) {
         match self {}
     }
 }

@@ -156,7 +156,7 @@ impl PackedLayer {
     pub fn gemm_form(&self, kernel: KernelChoice) -> Result<GemmForm, QuantError> {
         Ok(with_isa!(kernel, |isa| match isa.bytes(&self.bytes) {
             None => GemmForm::I16,
-            Some(b) if b.lut(&self.bytes).is_some() => GemmForm::Tables,
+            Some(b) if b.tables(&self.bytes).is_some() => GemmForm::Tables,
             Some(_) => GemmForm::Bytes,
         }))
     }

@@ -113,7 +113,7 @@ pub(crate) fn index_panel(panel: &[u8], out: &mut [u8]) {
 
 #[cfg(all(test, target_arch = "x86_64"))]
 mod tests {
-    use super::super::bytes::ByteIsa;
+    use super::super::bytes::TableIsa;
     use super::super::maddubs::Maddubs;
     use super::super::pack::NR;
     use super::*;

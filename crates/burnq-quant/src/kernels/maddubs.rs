@@ -21,10 +21,10 @@
 use std::arch::x86_64::*;
 
 use super::avx2;
-use super::bytes::{ByteForm, ByteIsa, Codes, Outer};
+use super::bytes::{ByteForm, ByteIsa, Codes, Outer, TableIsa};
 use super::choice::KernelChoice;
 use super::isa::{TileBias, TileOut};
-use super::lut::{LutForm, MRL, TABLES};
+use super::lut::{MRL, TABLES};
 use super::pack::{GROUP, Im2col, MRB, NR};
 use super::requant::LayerRequant;
 use crate::QuantError;
@@ -92,25 +92,10 @@ impl ByteIsa for Maddubs {
         }
     }
 
-    fn lut(self, form: &ByteForm) -> Option<&LutForm> {
-        form.lut.as_ref()
-    }
+    type Tables = Self;
 
-    fn index_panel(self, panel: &[u8], out: &mut [u8]) {
-        unsafe { index_panel(panel, out) }
-    }
-
-    fn lut_tile(
-        self,
-        rows: usize,
-        tables: &[u8],
-        idx: &[u8],
-        steps: usize,
-        bias: TileBias<'_>,
-        outer: Option<Outer<'_>>,
-        out: TileOut<'_>,
-    ) {
-        unsafe { lut_tile(rows, tables, idx, steps, bias, outer, out) }
+    fn tables(self, form: &ByteForm) -> Option<Self> {
+        form.lut.is_some().then_some(self)
     }
 
     fn im2col_bytes(self, input: &[u8], plan: &Im2col, cols: &[usize], out: &mut [u8]) {
@@ -128,6 +113,26 @@ impl ByteIsa for Maddubs {
 
     fn requant_channels(self, acc: &[i32], requant: &LayerRequant, out: &mut [u8]) {
         unsafe { avx2::requant_channels(acc, requant, out) }
+    }
+}
+
+// SAFETY (both `unsafe` blocks): the callees need AVX2, which a `Maddubs` value proves.
+impl TableIsa for Maddubs {
+    fn index_panel(self, panel: &[u8], out: &mut [u8]) {
+        unsafe { index_panel(panel, out) }
+    }
+
+    fn lut_tile(
+        self,
+        rows: usize,
+        tables: &[u8],
+        idx: &[u8],
+        steps: usize,
+        bias: TileBias<'_>,
+        outer: Option<Outer<'_>>,
+        out: TileOut<'_>,
+    ) {
+        unsafe { lut_tile(rows, tables, idx, steps, bias, outer, out) }
     }
 }
 
@@ -226,7 +231,7 @@ fn col_sums(panel: &[u8], sums: &mut [i32; NR]) {
 /// within lanes and a dword permutation put the first pairs' sixteen indices before the
 /// second pairs'.
 #[target_feature(enable = "avx2")]
-pub(super) fn index_panel(panel: &[u8], out: &mut [u8]) {
+fn index_panel(panel: &[u8], out: &mut [u8]) {
     let weights = _mm256_set1_epi16(0x0401);
     // Per 128-bit lane: columns' first indices (even bytes), then their second ones.
     let split = _mm256_setr_epi8(
@@ -251,7 +256,7 @@ pub(super) fn index_panel(panel: &[u8], out: &mut [u8]) {
 /// [`ByteIsa::lut_tile`], dispatched on the row count.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2")]
-pub(super) fn lut_tile(
+fn lut_tile(
     rows: usize,
     tables: &[u8],
     idx: &[u8],

@@ -13,7 +13,7 @@
 //! Each driver runs the layer's byte GEMM if the instruction set has one that is exact for it
 //! ([`Isa::bytes`]), else the `i16` GEMM.
 
-use super::bytes::{ByteIsa, Codes, Outer};
+use super::bytes::{ByteIsa, Codes, Outer, TableIsa};
 use super::isa::{Isa, TileBias, TileOut};
 use super::layer::PackedLayer;
 use super::lut::{MRL, TABLES};
@@ -209,13 +209,13 @@ fn conv_tiles_bytes<B: ByteIsa, C: AsRef<[usize]>>(
             });
             (rows, TileBias::Rows(&form.bias[i * mr..][..rows]), outer)
         };
-        if let Some(lut) = isa.lut(form) {
-            isa.index_panel(panel, indices);
+        if let (Some(tab), Some(lut)) = (isa.tables(form), &form.lut) {
+            tab.index_panel(panel, indices);
             for i in 0..out.div_ceil(MRL) {
                 let (rows, bias, outer) = rows_of(i, MRL);
                 let dst = dest.tile(&mut c[i * MRL * ld + at..], ld, cols.len());
                 let tables = lut.panel(i, form.groups);
-                isa.lut_tile(rows, tables, indices, lut.steps, bias, outer, dst);
+                tab.lut_tile(rows, tables, indices, lut.steps, bias, outer, dst);
             }
             continue;
         }
