@@ -4,7 +4,7 @@
 //! and 10 000, 1 and 2 threads; batch 1 latency), and a per-layer breakdown of the engine's
 //! stages per bit width and kernel (`breakdown …`: a convolution's im2col + GEMM alone, then
 //! fused with its requantization and max-pool, the difference being that pass; the linear
-//! layers at the engine's batch of 48) with the whole network on 10 000 images (2 threads) and
+//! layers at the engine's batch of 48 and on one image's row) with the whole network on 10 000 images (2 threads) and
 //! on one image. Run with `cargo bench -p burnq-quant`; filter with a regex, e.g.
 //! `cargo bench -p burnq-quant -- breakdown`.
 
@@ -232,11 +232,12 @@ fn breakdown(c: &mut Criterion) {
                     })
                 });
             }
-            group.bench_function("fc1 n=48", |b| {
-                b.iter(|| {
-                    black_box(kernels::linear_requant(kernel, &fc1, &features, FC_BATCH).unwrap())
-                })
-            });
+            for n in [1, FC_BATCH] {
+                group.bench_function(format!("fc1 n={n}"), |b| {
+                    let rows = &features[..n * fc1.kind().fan_in()];
+                    b.iter(|| black_box(kernels::linear_requant(kernel, &fc1, rows, n).unwrap()))
+                });
+            }
             group.bench_function("fc2 n=48", |b| {
                 b.iter(|| black_box(kernels::linear(kernel, &fc2, &hidden, FC_BATCH).unwrap()))
             });

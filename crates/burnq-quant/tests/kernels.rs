@@ -753,6 +753,42 @@ fn short_reductions_take_the_byte_gemm_as_one_chain() {
     assert!(tried >= 10, "only {tried} short-chain layers");
 }
 
+/// The nibble GEMM: `avx2-maddubs` runs a linear layer whose `u8 × i8` pair sums could
+/// saturate (`2·qmax_in·max|s| > 32767`: 7- and 8-bit weights against 8-bit codes) on one or two
+/// rows with the codes split into nibbles, `x = lo + 16·hi`. At its bound every code is 255 (both
+/// nibbles 15) and the weights are at the far end of their range with one sign
+/// ([`bound_layer`]), so each `i16` chain sum of `⌊32767 / (2·15·max|s|)⌋` pair sums (8 at
+/// `max|s| = 128`) comes within 7 % of wrapping; the reduction spans three such chains and a
+/// partial group. Every kernel equals the reference on 1 and 2 rows, and on 3 (the `i16` GEMM).
+#[test]
+fn nibble_gemm_is_exact_at_its_bound() {
+    let linear = |fan_in| LayerKind::Linear {
+        in_features: fan_in,
+        out_features: 3,
+    };
+    for weight_bits in [7, 8] {
+        let (_, pair) = bound_layer(weight_bits, 8, linear);
+        assert!(
+            pair > 32767,
+            "w{weight_bits} x8 would run the byte GEMM as it is"
+        );
+        let max_s = pair / (2 * 255);
+        let nibble_chain = usize::try_from(32767 / (2 * 15 * max_s)).unwrap();
+        let fan_in = 4 * (3 * nibble_chain) + 3;
+        let (layer, _) = bound_layer(weight_bits, 8, |_| linear(fan_in));
+        let packed = PackedLayer::new(&layer).unwrap();
+        for n in 1..=3 {
+            let input = vec![255; n * fan_in];
+            let expected = reference::linear(&layer, &input, n).unwrap();
+            for kernel in common::kernels::all() {
+                let got = kernels::linear(kernel, &packed, &input, n).unwrap();
+                let what = format!("w{weight_bits} x8, K = {fan_in}, {n} rows, {kernel}");
+                assert_eq!(got, expected, "{what}");
+            }
+        }
+    }
+}
+
 /// Convolutions on two-bit inputs at the table form's bounds ([`bound_layer`]: every code 3,
 /// weights at the far end of their range, one sign per channel): `avx2-maddubs` looks products
 /// up exactly when entries fit `i8` (`e = 2·3·max|s| ≤ 127`) and a column's sum of all entries

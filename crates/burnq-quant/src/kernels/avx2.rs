@@ -61,6 +61,10 @@ impl<B: ByteIsa> Isa for Avx2<B> {
         self.bytes.filter(|b| b.accepts(form))
     }
 
+    fn nibbles(self, form: &ByteForm) -> Option<B::Nibbles> {
+        self.bytes.and_then(|b| b.nibbles(form))
+    }
+
     fn tile(self, rows: usize, a: &[i32], b: &[i16], bias: TileBias<'_>, out: TileOut<'_>) {
         unsafe {
             match rows {

@@ -35,6 +35,9 @@ use crate::{LayerKind, QuantLayer};
 /// Largest `i16`, the bound of a `vpmaddubsw` pair sum.
 const I16_MAX: i64 = i16::MAX as i64;
 
+/// Largest nibble of a code, `x = lo + 16·hi` with `lo, hi ≤ 15`.
+const NIBBLE_MAX: i64 = 15;
+
 /// A layer's weights in the byte form (see the module docs).
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct ByteForm {
@@ -47,6 +50,9 @@ pub(crate) struct ByteForm {
     pub(crate) centre_shift: Option<Vec<i32>>,
     /// How many `vpmaddubsw` pair sums add exactly in `i16` (0: not even one).
     pub(crate) chain: usize,
+    /// The same for input codes split into nibbles ([`NibbleIsa`]): how many pair sums
+    /// `2·15·max|s|` add exactly in `i16` (at least 8, since `max|s| ≤ 128`).
+    pub(crate) nibble_chain: usize,
     /// Groups of four in the reduction, `⌈K/4⌉`.
     pub(crate) groups: usize,
     /// The weights as look-up tables, for a convolution on two-bit inputs ([`super::lut`]).
@@ -114,15 +120,18 @@ impl ByteForm {
             .unwrap_or(0);
         let lut = LutForm::new(layer, |o, k| i32::from(s(o, k) as i8), max_s);
         let pair_bound = 2 * i64::from(layer.input.qmax()) * max_s;
-        let chain = match pair_bound {
+        let chain_of = |pair_bound: i64| match pair_bound {
             0 => usize::MAX,
             m => (I16_MAX / m) as usize,
         };
+        let chain = chain_of(pair_bound);
+        let nibble_chain = chain_of(2 * NIBBLE_MAX * max_s);
         Self {
             weights,
             bias,
             centre_shift: shift.iter().any(|&d| d != 0).then_some(shift),
             chain,
+            nibble_chain,
             groups: pack::groups(fan_in),
             lut,
         }
@@ -186,8 +195,15 @@ pub(crate) trait ByteIsa: Copy {
         out: TileOut<'_>,
     );
 
-    /// This implementation's table GEMM ([`NoTables`] if it has none).
+    /// This implementation's table GEMM ([`Absent`] if it has none).
     type Tables: TableIsa;
+
+    /// This implementation's nibble GEMM ([`Absent`] if it has none).
+    type Nibbles: NibbleIsa;
+
+    /// The nibble GEMM to run `form`'s linear layer with when it runs few rows, if this
+    /// implementation has one and does not [accept](ByteIsa::accepts) the layer as it is.
+    fn nibbles(self, form: &ByteForm) -> Option<Self::Nibbles>;
 
     /// The table GEMM to run `form`'s convolution with, if this implementation has one and the
     /// layer has a [`LutForm`]; `None`: the byte tile.
@@ -231,9 +247,15 @@ impl ByteIsa for NoBytes {
         match self {}
     }
 
-    type Tables = NoTables;
+    type Tables = Absent;
 
-    fn tables(self, _: &ByteForm) -> Option<NoTables> {
+    fn tables(self, _: &ByteForm) -> Option<Absent> {
+        match self {}
+    }
+
+    type Nibbles = Absent;
+
+    fn nibbles(self, _: &ByteForm) -> Option<Absent> {
         match self {}
     }
 
@@ -277,12 +299,12 @@ pub(crate) trait TableIsa: Copy {
     );
 }
 
-/// No table GEMM: the type of an instruction set without one. It has no values, so none of its
-/// methods can run.
+/// No such GEMM: the table or nibble GEMM type of an instruction set without one. It has no
+/// values, so none of its methods can run.
 #[derive(Debug, Clone, Copy)]
-pub(crate) enum NoTables {}
+pub(crate) enum Absent {}
 
-impl TableIsa for NoTables {
+impl TableIsa for Absent {
     fn index_panel(self, _: &[u8], _: &mut [u8]) {
         match self {}
     }
@@ -291,6 +313,46 @@ impl TableIsa for NoTables {
         self,
         _: usize,
         _: &[u8],
+        _: &[u8],
+        _: usize,
+        _: TileBias<'_>,
+        _: Option<Outer<'_>>,
+        _: TileOut<'_>,
+    ) {
+        match self {}
+    }
+}
+
+/// The nibble GEMM of an instruction set: a linear layer's byte tile with the input codes split
+/// `x = lo + 16·hi` into two planes of nibbles (`lo, hi ≤ 15`), for layers whose `u8 × i8`
+/// pair sums could saturate `vpmaddubsw` (`chain = 0`: 8-bit codes against weights beyond
+/// ±64) but whose nibble pair sums cannot (`2·15·max|s| ≤ 3840`):
+/// `Σ x·s = Σ lo·s + 16·Σ hi·s`, each sum exact by [`ByteForm::nibble_chain`]. As many products
+/// per instruction as the `i16` GEMM, from half the weight bytes: it pays where a few rows
+/// stream the weights from memory (one image's fully connected layers).
+pub(crate) trait NibbleIsa: Copy {
+    /// One nibble tile: `acc[r][c] = bias + Σ_g Σ_j (lo[r][4g+j] + 16·hi[r][4g+j])·B[4g+j][c]
+    /// (+ outer)` for `r < rows` (`1..=MRB`), `c < NR`, written to `out`. `a` is one byte row
+    /// panel of the low nibbles followed by one of the high nibbles ([`super::pack::split_nibbles`]),
+    /// `b` one byte column panel of `i8` weights; `chain` is [`ByteForm::nibble_chain`].
+    #[allow(clippy::too_many_arguments)]
+    fn nibble_tile(
+        self,
+        rows: usize,
+        a: &[i32],
+        b: &[u8],
+        chain: usize,
+        bias: TileBias<'_>,
+        outer: Option<Outer<'_>>,
+        out: TileOut<'_>,
+    );
+}
+
+impl NibbleIsa for Absent {
+    fn nibble_tile(
+        self,
+        _: usize,
+        _: &[i32],
         _: &[u8],
         _: usize,
         _: TileBias<'_>,

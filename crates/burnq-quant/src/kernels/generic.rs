@@ -5,7 +5,7 @@
 //!
 //! Requantization here is [`Requant::apply`](crate::Requant::apply) itself, the definition.
 
-use super::bytes::{ByteForm, NoBytes};
+use super::bytes::{Absent, ByteForm, NoBytes};
 use super::isa::{Isa, TileBias, TileOut};
 use super::pack::{self, MR, NR, unpair};
 use super::requant::LayerRequant;
@@ -19,6 +19,10 @@ impl Isa for Generic {
     type Bytes = NoBytes;
 
     fn bytes(self, _: &ByteForm) -> Option<NoBytes> {
+        None
+    }
+
+    fn nibbles(self, _: &ByteForm) -> Option<Absent> {
         None
     }
 

@@ -116,6 +116,10 @@ pub(crate) trait Isa: Copy {
     /// that is exact for it; `None`: run the `i16` GEMM.
     fn bytes(self, form: &ByteForm) -> Option<Self::Bytes>;
 
+    /// The nibble GEMM ([`super::bytes::NibbleIsa`]) to run a linear layer of byte form `form`
+    /// on few rows with, if this implementation has one for it.
+    fn nibbles(self, form: &ByteForm) -> Option<<Self::Bytes as ByteIsa>::Nibbles>;
+
     /// One GEMM tile: `acc[r][c] = bias + Σ_p (A[r][2p]·B[2p][c] + A[r][2p+1]·B[2p+1][c])` for
     /// `r < rows` (`1..=MR`) and `c < NR`, in wrapping `i32`, then written to `out`. `a` is one
     /// row panel (`⌈K/2⌉·MR` pairs), `b` one column panel (`⌈K/2⌉·2·NR` offsets).

@@ -13,7 +13,7 @@
 //! Each driver runs the layer's byte GEMM if the instruction set has one that is exact for it
 //! ([`Isa::bytes`]), else the `i16` GEMM.
 
-use super::bytes::{ByteIsa, Codes, Outer, TableIsa};
+use super::bytes::{ByteIsa, Codes, NibbleIsa, Outer, TableIsa};
 use super::isa::{Isa, TileBias, TileOut};
 use super::layer::PackedLayer;
 use super::lut::{MRL, TABLES};
@@ -34,6 +34,8 @@ pub(crate) struct Scratch {
     indices: Vec<u8>,
     /// A linear layer's input rows, packed.
     packed: Vec<i32>,
+    /// The same, split into nibbles.
+    nibbles: Vec<i32>,
     /// The code sums of a linear layer's input rows.
     sums: Vec<i32>,
 }
@@ -302,8 +304,18 @@ pub(crate) fn linear_rows<K: Isa>(
     scratch: &mut Scratch,
     mut out: LinearOut<'_>,
 ) {
-    if let Some(bytes) = isa.bytes(layer.byte_form()) {
-        return linear_rows_bytes(bytes, layer, input, n, scratch, out);
+    let form = layer.byte_form();
+    if let Some(bytes) = isa.bytes(form) {
+        let tile: &RowTile = &|rows, a, b, bias, outer, dst| {
+            bytes.byte_tile(rows, a, b, Codes::A, form.chain, bias, outer, dst)
+        };
+        return linear_rows_bytes(layer, input, n, scratch, out, Planes::Codes, tile);
+    }
+    if let Some(nibbles) = isa.nibbles(form).filter(|_| n <= NIBBLE_ROWS) {
+        let tile: &RowTile = &|rows, a, b, bias, outer, dst| {
+            nibbles.nibble_tile(rows, a, b, form.nibble_chain, bias, outer, dst)
+        };
+        return linear_rows_bytes(layer, input, n, scratch, out, Planes::Nibbles, tile);
     }
     let (k, m) = (layer.fan_in(), layer.out_channels());
     let z = layer.input().zero_point();
@@ -322,20 +334,53 @@ pub(crate) fn linear_rows<K: Isa>(
     }
 }
 
-/// [`linear_rows`] with the byte GEMM `isa`: A is the input codes themselves, with their row
-/// sums where the layer needs them.
-fn linear_rows_bytes<B: ByteIsa>(
-    isa: B,
+/// Most rows a linear layer runs with the nibble GEMM ([`super::bytes::NibbleIsa`]) rather than
+/// the `i16` GEMM: with few rows per call the weights stream from memory for each, and the
+/// nibble GEMM reads half their bytes; with more, both run the same products per instruction.
+const NIBBLE_ROWS: usize = 2;
+
+/// A byte tile of a linear layer, `tile(rows, a, b, bias, outer, out)`.
+type RowTile<'f> = dyn Fn(usize, &[i32], &[u8], TileBias<'_>, Option<Outer<'_>>, TileOut<'_>) + 'f;
+
+/// How a byte GEMM's A holds a linear layer's input codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Planes {
+    /// The codes themselves ([`pack::pack_code_rows`]).
+    Codes,
+    /// Split into two planes of nibbles ([`pack::split_nibbles`]).
+    Nibbles,
+}
+
+/// [`linear_rows`] with a byte GEMM, whose `tile(rows, a, b, bias, outer, out)` is
+/// [`ByteIsa::byte_tile`] or [`super::bytes::NibbleIsa::nibble_tile`]: A is the input codes in
+/// `planes`, with their row sums where the layer needs them.
+fn linear_rows_bytes(
     layer: &PackedLayer,
     input: &[u8],
     n: usize,
     scratch: &mut Scratch,
     mut out: LinearOut<'_>,
+    planes: Planes,
+    tile: &RowTile,
 ) {
     let (k, m) = (layer.fan_in(), layer.out_channels());
     let form = layer.byte_form();
-    let Scratch { packed, sums, .. } = scratch;
+    let Scratch {
+        packed,
+        nibbles,
+        sums,
+        ..
+    } = scratch;
     pack::pack_code_rows(input, n, k, packed);
+    let mut a_len = groups(k) * MRB;
+    let packed = match planes {
+        Planes::Codes => packed,
+        Planes::Nibbles => {
+            pack::split_nibbles(packed, a_len, nibbles);
+            a_len *= 2;
+            nibbles
+        }
+    };
     if form.centre_shift.is_some() {
         sums.clear();
         sums.extend(
@@ -344,7 +389,6 @@ fn linear_rows_bytes<B: ByteIsa>(
                 .map(|row| row.iter().map(|&q| i32::from(q)).sum::<i32>()),
         );
     }
-    let a_len = groups(k) * MRB;
     for j in 0..m.div_ceil(NR) {
         let cols = (m - j * NR).min(NR);
         let b = layer.byte_col_panel(j);
@@ -358,8 +402,7 @@ fn linear_rows_bytes<B: ByteIsa>(
                 cols,
             });
             let dst = out.tile(i * MRB * m + j * NR, m, cols, layer.requant(), j * NR);
-            let a = &packed[i * a_len..][..a_len];
-            isa.byte_tile(rows, a, b, Codes::A, form.chain, bias, outer, dst);
+            tile(rows, &packed[i * a_len..][..a_len], b, bias, outer, dst);
         }
     }
 }

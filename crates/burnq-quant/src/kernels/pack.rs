@@ -121,6 +121,18 @@ pub(crate) fn pack_code_rows(input: &[u8], rows: usize, k: usize, out: &mut Vec<
     }
 }
 
+/// Byte row panels of codes ([`pack_code_rows`], panels of `panel_len` groups) split into
+/// nibbles, `x = lo + 16·hi`: each panel becomes the panel of its low nibbles followed by the
+/// panel of its high nibbles, for [`super::bytes::NibbleIsa`].
+pub(crate) fn split_nibbles(packed: &[i32], panel_len: usize, out: &mut Vec<i32>) {
+    const LOW: u32 = 0x0F0F_0F0F;
+    out.clear();
+    for panel in packed.chunks_exact(panel_len) {
+        out.extend(panel.iter().map(|&g| (g as u32 & LOW) as i32));
+        out.extend(panel.iter().map(|&g| ((g as u32 >> 4) & LOW) as i32));
+    }
+}
+
 /// Packs B (`k × cols`, element `b(k, c)`) into column panels with groups of `G`, zero beyond
 /// `cols` and `k`.
 fn pack_col_panels<T: Copy + Default, const G: usize>(

@@ -21,7 +21,7 @@
 use std::arch::x86_64::*;
 
 use super::avx2;
-use super::bytes::{ByteForm, ByteIsa, Codes, NoTables, Outer};
+use super::bytes::{Absent, ByteForm, ByteIsa, Codes, Outer};
 use super::choice::KernelChoice;
 use super::isa::{TileBias, TileOut};
 use super::pack::{GROUP, Im2col, MRB, NR};
@@ -69,9 +69,16 @@ impl ByteIsa for Vnni512 {
 
     /// None: 512-bit look-ups (four pairs per `vpshufb`) measured slower than `vpdpbusd` for a
     /// two-bit convolution on Zen 5 (conv2 9.7 µs against 8.2 µs per image).
-    type Tables = NoTables;
+    type Tables = Absent;
 
-    fn tables(self, _: &ByteForm) -> Option<NoTables> {
+    fn tables(self, _: &ByteForm) -> Option<Absent> {
+        None
+    }
+
+    /// None: `vpdpbusd` runs every layer exactly as it is.
+    type Nibbles = Absent;
+
+    fn nibbles(self, _: &ByteForm) -> Option<Absent> {
         None
     }
 
