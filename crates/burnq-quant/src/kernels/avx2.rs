@@ -28,7 +28,7 @@ use super::choice::KernelChoice;
 use super::generic;
 use super::isa::{Isa, TileBias, TileOut};
 use super::pack::{self, GROUP, Im2col, MR, MRB, NR};
-use super::requant::{Lanes, LayerRequant};
+use super::requant::{Lanes, LayerRequant, Steps};
 use crate::{QuantError, Requant};
 
 /// Proof that this CPU supports AVX2: the only way to reach the AVX2 code. Carries the byte
@@ -101,7 +101,7 @@ impl<B: ByteIsa> Isa for Avx2<B> {
     fn pool_pairs_requant(self, rows: &[i32], requant: &LayerRequant, o: usize, out: &mut [u8]) {
         match self.bytes {
             Some(bytes) => bytes.pool_pairs_requant(rows, requant, o, out),
-            None => unsafe { pool_pairs_requant(rows, &requant.scalar[o], &requant.splat[o], out) },
+            None => unsafe { pool_pairs_requant(rows, requant, o, out) },
         }
     }
 
@@ -357,9 +357,39 @@ pub(super) fn requant_channels(acc: &[i32], requant: &LayerRequant, out: &mut [u
     generic::requant_channels(acc_tail, &requant.scalar[done..], out_tail);
 }
 
-/// [`Isa::pool_pairs_requant`]: eight outputs from sixteen values per step, the rest scalar.
+/// [`Isa::pool_pairs_requant`] of channel `o`: by its thresholds where the layer has them
+/// ([`Steps`]: two-bit outputs, two operations per threshold), else by the fixed-point stages.
 #[target_feature(enable = "avx2")]
-pub(super) fn pool_pairs_requant(rows: &[i32], requant: &Requant, lanes: &Lanes, out: &mut [u8]) {
+pub(super) fn pool_pairs_requant(rows: &[i32], requant: &LayerRequant, o: usize, out: &mut [u8]) {
+    match &requant.steps {
+        Some(steps) => pool_pairs_steps(rows, &requant.scalar[o], &steps[o], out),
+        None => pool_pairs_lanes(rows, &requant.scalar[o], &requant.splat[o], out),
+    }
+}
+
+/// [`pool_pairs_requant`] by the fixed-point stages ([`requant8`]).
+#[target_feature(enable = "avx2")]
+pub(super) fn pool_pairs_lanes(rows: &[i32], requant: &Requant, lanes: &Lanes, out: &mut [u8]) {
+    pool_pairs(rows, requant, out, |max| requant8(max, lanes))
+}
+
+/// [`pool_pairs_requant`] by thresholds: `base + #{t : max > after[t]}`, one `vpcmpgtd` and one
+/// `vpsubd` per threshold.
+#[target_feature(enable = "avx2")]
+fn pool_pairs_steps(rows: &[i32], requant: &Requant, steps: &Steps, out: &mut [u8]) {
+    let base = _mm256_set1_epi32(steps.base);
+    let after = steps.after.map(|t| _mm256_set1_epi32(t));
+    pool_pairs(rows, requant, out, |max| {
+        after.iter().fold(base, |codes, &t| {
+            _mm256_sub_epi32(codes, _mm256_cmpgt_epi32(max, t))
+        })
+    })
+}
+
+/// The horizontal half of a 2×2 max pool and its requantization: eight outputs from sixteen
+/// values per step, `codes` turning the eight maxima into codes, the rest scalar by `requant`.
+#[target_feature(enable = "avx2")]
+fn pool_pairs(rows: &[i32], requant: &Requant, out: &mut [u8], codes: impl Fn(__m256i) -> __m256i) {
     let (rows16, rows_tail) = rows.as_chunks::<16>();
     let (out8, out_tail) = out.as_chunks_mut::<8>();
     for (v, q) in rows16.iter().zip(out8) {
@@ -371,7 +401,7 @@ pub(super) fn pool_pairs_requant(rows: &[i32], requant: &Requant, lanes: &Lanes,
         let even = _mm256_castps_si256(_mm256_shuffle_ps::<0b10_00_10_00>(a, b));
         let odd = _mm256_castps_si256(_mm256_shuffle_ps::<0b11_01_11_01>(a, b));
         let max = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_max_epi32(even, odd));
-        store_u8x8(q, pack_u8x8(requant8(max, lanes)));
+        store_u8x8(q, pack_u8x8(codes(max)));
     }
     generic::pool_pairs_requant(rows_tail, requant, out_tail);
 }

@@ -120,8 +120,7 @@ impl ByteIsa for Maddubs {
     }
 
     fn pool_pairs_requant(self, rows: &[i32], requant: &LayerRequant, o: usize, out: &mut [u8]) {
-        let (scalar, lanes) = (&requant.scalar[o], &requant.splat[o]);
-        unsafe { avx2::pool_pairs_requant(rows, scalar, lanes, out) }
+        unsafe { avx2::pool_pairs_requant(rows, requant, o, out) }
     }
 
     fn requant_channels(self, acc: &[i32], requant: &LayerRequant, out: &mut [u8]) {

@@ -311,5 +311,5 @@ fn pool_pairs_requant(rows: &[i32], requant: &Requant, lanes: &Lanes, out: &mut 
         avx2::store_u8x16(q, _mm512_cvtepi32_epi8(requant16(max, lanes, lanes)));
     }
     let done = rows32.len() * 16;
-    avx2::pool_pairs_requant(rows_tail, requant, lanes, &mut out[done..]);
+    avx2::pool_pairs_lanes(rows_tail, requant, lanes, &mut out[done..]);
 }
