@@ -369,7 +369,7 @@ pub(super) fn pool_pairs_requant(rows: &[i32], requant: &LayerRequant, o: usize,
 
 /// [`pool_pairs_requant`] by the fixed-point stages ([`requant8`]).
 #[target_feature(enable = "avx2")]
-pub(super) fn pool_pairs_lanes(rows: &[i32], requant: &Requant, lanes: &Lanes, out: &mut [u8]) {
+fn pool_pairs_lanes(rows: &[i32], requant: &Requant, lanes: &Lanes, out: &mut [u8]) {
     pool_pairs(rows, requant, out, |max| requant8(max, lanes))
 }
 

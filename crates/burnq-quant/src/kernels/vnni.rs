@@ -26,7 +26,7 @@ use super::choice::KernelChoice;
 use super::isa::{TileBias, TileOut};
 use super::pack::{GROUP, Im2col, MRB, NR};
 use super::requant::{Lanes, LayerRequant};
-use crate::{QuantError, Requant};
+use crate::QuantError;
 
 /// Proof that this CPU supports AVX2 and AVX-512 F, BW, VL and VNNI.
 #[derive(Debug, Clone, Copy)]
@@ -91,7 +91,7 @@ impl ByteIsa for Vnni512 {
     }
 
     fn pool_pairs_requant(self, rows: &[i32], requant: &LayerRequant, o: usize, out: &mut [u8]) {
-        unsafe { pool_pairs_requant(rows, &requant.scalar[o], &requant.splat[o], out) }
+        unsafe { pool_pairs_requant(rows, requant, o, out) }
     }
 
     fn requant_channels(self, acc: &[i32], requant: &LayerRequant, out: &mut [u8]) {
@@ -293,9 +293,26 @@ fn requant_channels(acc: &[i32], requant: &LayerRequant, out: &mut [u8]) {
 }
 
 /// [`ByteIsa::pool_pairs_requant`]: sixteen outputs from thirty-two values per step (pairs
-/// gathered with `vpermt2d`), the rest with the AVX2 kernel.
+/// gathered with `vpermt2d`), requantized by the channel's thresholds where the layer has them
+/// ([`super::requant::Steps`]: one compare into a mask and one masked increment per threshold),
+/// else by the stages; the rest with the AVX2 kernel.
 #[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn pool_pairs_requant(rows: &[i32], requant: &Requant, lanes: &Lanes, out: &mut [u8]) {
+fn pool_pairs_requant(rows: &[i32], requant: &LayerRequant, o: usize, out: &mut [u8]) {
+    let lanes = &requant.splat[o];
+    let steps = requant.steps.as_ref().map(|steps| {
+        let s = &steps[o];
+        (
+            _mm512_set1_epi32(s.base),
+            s.after.map(|t| _mm512_set1_epi32(t)),
+        )
+    });
+    let one = _mm512_set1_epi32(1);
+    let codes = |max| match steps {
+        Some((base, after)) => after.iter().fold(base, |codes, &t| {
+            _mm512_mask_add_epi32(codes, _mm512_cmpgt_epi32_mask(max, t), codes, one)
+        }),
+        None => requant16(max, lanes, lanes),
+    };
     let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     let odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
     let (rows32, rows_tail) = rows.as_chunks::<32>();
@@ -308,8 +325,8 @@ fn pool_pairs_requant(rows: &[i32], requant: &Requant, lanes: &Lanes, out: &mut 
             _mm512_permutex2var_epi32(a, odd, b),
         );
         // Codes in [0, 255]: truncating each lane to its low byte keeps them.
-        avx2::store_u8x16(q, _mm512_cvtepi32_epi8(requant16(max, lanes, lanes)));
+        avx2::store_u8x16(q, _mm512_cvtepi32_epi8(codes(max)));
     }
     let done = rows32.len() * 16;
-    avx2::pool_pairs_lanes(rows_tail, requant, lanes, &mut out[done..]);
+    avx2::pool_pairs_requant(rows_tail, requant, o, &mut out[done..]);
 }
