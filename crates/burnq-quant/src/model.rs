@@ -327,6 +327,15 @@ pub fn class_probabilities(params: QuantParams, classes: usize, logits: &[u8]) -
         .collect()
 }
 
+/// The first code of `codes` above `qmax`, if any: none when `qmax ≥ 255`, else the maximum
+/// first (a fold that vectorizes), the offending code only if there is one.
+pub(crate) fn code_above(codes: &[u8], qmax: i32) -> Option<u8> {
+    if qmax >= i32::from(u8::MAX) || i32::from(codes.iter().fold(0, |m: u8, &q| m.max(q))) <= qmax {
+        return None;
+    }
+    codes.iter().copied().find(|&q| i32::from(q) > qmax)
+}
+
 /// Checks that `images` holds `n` images of 28×28 codes, each at most `input`'s `qmax`: the
 /// precondition of every engine's forward pass.
 pub(crate) fn check_images(input: QuantParams, images: &[u8], n: usize) -> Result<(), QuantError> {
@@ -339,7 +348,7 @@ pub(crate) fn check_images(input: QuantParams, images: &[u8], n: usize) -> Resul
         });
     }
     let qmax_in = input.qmax();
-    if let Some(&q) = images.iter().find(|&&q| i32::from(q) > qmax_in) {
+    if let Some(q) = code_above(images, qmax_in) {
         return Err(QuantError::CodeAboveQmax {
             what: "input images".into(),
             code: q,

@@ -376,7 +376,7 @@ fn linear_rows_bytes(
     let packed = match planes {
         Planes::Codes => packed,
         Planes::Nibbles => {
-            pack::split_nibbles(packed, a_len, nibbles);
+            pack::split_nibbles(packed, n, groups(k), nibbles);
             a_len *= 2;
             nibbles
         }
@@ -418,12 +418,8 @@ fn check_input(layer: &PackedLayer, input: &[u8], dims: &[usize]) -> Result<(), 
         });
     }
     let qmax = layer.input().qmax();
-    // The maximum first (a fold that vectorizes), the offending code only if there is one.
-    if i32::from(input.iter().fold(0, |max: u8, &q| max.max(q))) <= qmax {
-        return Ok(());
-    }
-    match input.iter().find(|&&q| i32::from(q) > qmax) {
-        Some(&code) => Err(QuantError::CodeAboveQmax {
+    match crate::model::code_above(input, qmax) {
+        Some(code) => Err(QuantError::CodeAboveQmax {
             what: format!("{} input", layer.name()),
             code,
             qmax,

@@ -102,15 +102,19 @@ pub(crate) fn pack_byte_rows(
 
 /// [`pack_byte_rows`] of the first `rows` rows of the row-major matrix `input` (`k` codes per
 /// row): each group is four consecutive bytes of a row, copied as one little-endian `i32`.
+/// When `k` is a multiple of four, the slots of a last panel's missing rows keep whatever `out`
+/// held (no tile reads past its rows): one image's row is 800 bytes, not a zeroed panel of ten.
 pub(crate) fn pack_code_rows(input: &[u8], rows: usize, k: usize, out: &mut Vec<i32>) {
     if !k.is_multiple_of(GROUP) {
         return pack_byte_rows(rows, k, |r, i| input[r * k + i], out);
     }
     let kg = k / GROUP;
-    out.clear();
-    out.resize(rows.div_ceil(MRB) * kg * MRB, 0);
+    let len = rows.div_ceil(MRB) * kg * MRB;
+    if out.len() < len {
+        out.resize(len, 0);
+    }
     let (groups, _) = input[..rows * k].as_chunks::<GROUP>();
-    for (panel, dst) in out.chunks_exact_mut(kg * MRB).enumerate() {
+    for (panel, dst) in out[..len].chunks_exact_mut(kg * MRB).enumerate() {
         let panel_rows = (rows - panel * MRB).min(MRB);
         for r in 0..panel_rows {
             let row = &groups[(panel * MRB + r) * kg..][..kg];
@@ -121,15 +125,31 @@ pub(crate) fn pack_code_rows(input: &[u8], rows: usize, k: usize, out: &mut Vec<
     }
 }
 
-/// Byte row panels of codes ([`pack_code_rows`], panels of `panel_len` groups) split into
-/// nibbles, `x = lo + 16·hi`: each panel becomes the panel of its low nibbles followed by the
-/// panel of its high nibbles, for [`super::bytes::NibbleIsa`].
-pub(crate) fn split_nibbles(packed: &[i32], panel_len: usize, out: &mut Vec<i32>) {
+/// The first `rows` rows of byte row panels of codes ([`pack_code_rows`], panels of `groups`
+/// groups of [`MRB`] rows) split into nibbles, `x = lo + 16·hi`: each panel becomes the panel
+/// of its low nibbles followed by the panel of its high nibbles, for
+/// [`super::bytes::NibbleIsa`] (missing rows' slots, never read, keep what `out` held).
+pub(crate) fn split_nibbles(packed: &[i32], rows: usize, groups: usize, out: &mut Vec<i32>) {
     const LOW: u32 = 0x0F0F_0F0F;
-    out.clear();
-    for panel in packed.chunks_exact(panel_len) {
-        out.extend(panel.iter().map(|&g| (g as u32 & LOW) as i32));
-        out.extend(panel.iter().map(|&g| ((g as u32 >> 4) & LOW) as i32));
+    let (panel_len, panels) = (groups * MRB, rows.div_ceil(MRB));
+    if out.len() < 2 * panels * panel_len {
+        out.resize(2 * panels * panel_len, 0);
+    }
+    let pairs = packed
+        .chunks_exact(panel_len)
+        .zip(out.chunks_exact_mut(2 * panel_len));
+    for (p, (src, dst)) in pairs.take(panels).enumerate() {
+        let valid = (rows - p * MRB).min(MRB);
+        let (lo, hi) = dst.split_at_mut(panel_len);
+        let groups = src
+            .chunks_exact(MRB)
+            .zip(lo.chunks_exact_mut(MRB))
+            .zip(hi.chunks_exact_mut(MRB));
+        for ((src, lo), hi) in groups {
+            for ((&g, lo), hi) in src.iter().zip(lo).zip(hi).take(valid) {
+                (*lo, *hi) = ((g as u32 & LOW) as i32, ((g as u32 >> 4) & LOW) as i32);
+            }
+        }
     }
 }
 
