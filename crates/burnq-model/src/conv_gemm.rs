@@ -255,11 +255,28 @@ pub fn bias_grad(g: &Geometry, grad: &[f32]) -> Vec<f32> {
     let mut db = vec![0.0f32; o];
     for image in grad.chunks_exact(o * p) {
         for (d, plane) in db.iter_mut().zip(image.chunks_exact(p)) {
-            *d += plane.iter().sum::<f32>();
+            *d += lane_sum(plane);
         }
     }
     db
 }
+
+/// `Σ values`, in [`LANES`] running sums (so that it vectorizes) added up at the end; the
+/// order depends only on the length.
+fn lane_sum(values: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; LANES];
+    let chunks = values.chunks_exact(LANES);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for chunk in chunks {
+        for (l, v) in lanes.iter_mut().zip(chunk) {
+            *l += v;
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
+/// Running sums of [`lane_sum`].
+const LANES: usize = 16;
 
 /// `∂L/∂x` (NCHW) for the NCHW output gradient `grad`: `Wᵀ · G`, then [`col2im`].
 pub fn input_grad(g: &Geometry, grad: &[f32], w: &[f32]) -> Vec<f32> {
@@ -270,7 +287,8 @@ pub fn input_grad(g: &Geometry, grad: &[f32], w: &[f32]) -> Vec<f32> {
     col2im(g, &dcols)
 }
 
-/// Work (multiply-adds) above which a product runs on rayon's threads (as burn-flex does).
+/// Work (multiply-adds) above which a product runs on rayon's threads (as burn-flex does),
+/// unless it is called from one of them.
 const PARALLEL_WORK: usize = 192 * 192 * 192;
 
 /// `dst[m×n] = lhs[m×k] · rhs[k×n]`, each matrix a slice with its `[row, column]` strides.
@@ -291,7 +309,11 @@ fn gemm(
         fits(dst.len(), m, n, ds) && fits(lhs.len(), m, k, ls) && fits(rhs.len(), k, n, rs),
         "gemm operands do not fit their slices"
     );
-    let parallelism = if m * n * k >= PARALLEL_WORK && rayon::current_num_threads() > 1 {
+    // Inside a data-parallel shard (already on one of rayon's threads) the shards fill the
+    // cores; a product splitting itself further only adds scheduling.
+    let sharded = rayon::current_thread_index().is_some();
+    let parallelism = if m * n * k >= PARALLEL_WORK && !sharded && rayon::current_num_threads() > 1
+    {
         gemm::Parallelism::Rayon(0)
     } else {
         gemm::Parallelism::None

@@ -59,7 +59,8 @@ pub enum Unsupported {
     /// Pooling with padding or in ceil mode.
     #[error("padded or ceil-mode pooling")]
     PoolPadding,
-    /// The input's planes are smaller than the pooling window, or a size is 0.
+    /// The input's planes are smaller than the pooling window, a size is 0, or the window has
+    /// more than 64 entries.
     #[error("input {input:?} does not fit pooling window {kernel:?}")]
     PoolShapes {
         input: [usize; 4],

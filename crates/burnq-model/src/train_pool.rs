@@ -9,9 +9,9 @@
 //! compute, ties included (both take the first maximum), except that the gradient of a window
 //! holding a NaN is dropped where Burn sends it to the last NaN (the loss is then NaN and
 //! training stops). No index tensor is kept: the backward pass finds `e*` again from the
-//! saved input and output, with vectorizable selects instead of the branches that the data
-//! mispredict half the time (flex's pooling, generic loops and an `i64` index per output, was
-//! a quarter of the training time at 1 thread).
+//! saved input and output. Both passes are branch-free (`f32::max`, integer masks), since
+//! the data would mispredict branches half the time: flex's pooling (generic loops, a
+//! branch per entry, an `i64` index per output) was a fifth of the training time at 1 thread.
 //!
 //! [`max_pool2d`] takes this path for unpadded, undilated, floor-mode pooling of `f32`
 //! tensors of `Autodiff<Flex>` ([`plan`]); otherwise it calls Burn's pooling (and ReLU).
@@ -94,7 +94,7 @@ pub fn plan(pool: &MaxPool2d, x: &Tensor<4>) -> Result<PoolGeometry, Unsupported
     }
     let [n, c, h, w] = x.dims();
     let ([kh, kw], stride) = (pool.kernel_size, pool.stride);
-    if h < kh || w < kw || [kh, kw].contains(&0) || stride.contains(&0) {
+    if h < kh || w < kw || kh * kw > 64 || [kh, kw].contains(&0) || stride.contains(&0) {
         return Err(Unsupported::PoolShapes {
             input: [n, c, h, w],
             kernel: [kh, kw],
@@ -109,84 +109,68 @@ pub fn plan(pool: &MaxPool2d, x: &Tensor<4>) -> Result<PoolGeometry, Unsupported
     })
 }
 
-/// Calls `f(plane, i, start, entry)` for every plane, output row `i` and window entry
-/// `(u, v)` in window order, with `entry[j]` that entry of output `(i, j)`, read from plane
-/// index `start + j·s_w`.
-fn for_each_entry(g: &PoolGeometry, x: &[f32], mut f: impl FnMut(usize, usize, usize, &[f32])) {
-    let ([h, w], [kh, kw], [sh, sw], [oh, ow]) = (g.input, g.kernel, g.stride, g.output);
-    let mut entry = vec![0.0f32; ow];
+/// A quiet NaN's bits: OR-ing them into any `f32` makes it a NaN.
+const QUIET_NAN: u32 = 0x7fc0_0000;
+
+/// The offset of each window entry `(u, v)` from the window's corner, in window order.
+fn window_offsets(g: &PoolGeometry) -> Vec<usize> {
+    let ([kh, kw], w) = (g.kernel, g.input[1]);
+    (0..kh)
+        .flat_map(|u| (0..kw).map(move |v| u * w + v))
+        .collect()
+}
+
+/// Calls `f(plane, at, p, corner)` for every output of every input plane `p`, with `at` the
+/// output's index and `corner` the index in `plane` of its window's first entry.
+fn for_each_window(g: &PoolGeometry, x: &[f32], mut f: impl FnMut(&[f32], usize, usize, usize)) {
+    let ([h, w], [sh, sw], [oh, ow]) = (g.input, g.stride, g.output);
     for (p, plane) in x.chunks_exact(h * w).take(g.planes).enumerate() {
         for i in 0..oh {
-            for u in 0..kh {
-                for v in 0..kw {
-                    let start = (i * sh + u) * w + v;
-                    for (j, e) in entry.iter_mut().enumerate() {
-                        *e = plane[start + j * sw];
-                    }
-                    f(p, i, start, &entry);
-                }
+            for j in 0..ow {
+                f(plane, (p * oh + i) * ow + j, p, i * sh * w + j * sw);
             }
         }
     }
 }
 
 /// The pooled planes `y[N·C, OH, OW]` (ReLU applied when `fuse_relu`).
+///
+/// Branch-free: `f32::max` and integer masks (the data would mispredict branches half the
+/// time, and LLVM turns selects on float comparisons back into branches).
 pub fn forward(g: &PoolGeometry, x: &[f32], fuse_relu: bool) -> Vec<f32> {
-    let [oh, ow] = g.output;
-    let mut y = vec![f32::NEG_INFINITY; g.planes * oh * ow];
-    let mut nan = vec![false; ow];
-    let (kh, kw) = (g.kernel[0], g.kernel[1]);
-    let mut seen = 0;
-    for_each_entry(g, x, |p, i, _, entry| {
-        let row = &mut y[(p * oh + i) * ow..][..ow];
-        for ((m, nan), &e) in row.iter_mut().zip(&mut nan).zip(entry) {
-            *m = m.max(e);
-            *nan |= e.is_nan();
+    let offsets = window_offsets(g);
+    let mut y = vec![0.0f32; g.planes * g.output[0] * g.output[1]];
+    for_each_window(g, x, |plane, at, _, corner| {
+        let window = &plane[corner..];
+        let (mut m, mut nan) = (f32::NEG_INFINITY, 0u32);
+        for &o in &offsets {
+            m = m.max(window[o]);
+            nan |= u32::from(window[o].is_nan());
         }
-        seen += 1;
-        if seen == kh * kw {
-            seen = 0;
-            for (m, nan) in row.iter_mut().zip(&mut nan) {
-                let m0 = if *nan { f32::NAN } else { *m };
-                *m = if !fuse_relu || m0 > 0.0 || *nan {
-                    m0
-                } else {
-                    0.0
-                };
-                *nan = false;
-            }
-        }
+        let m = m.to_bits() | (QUIET_NAN & nan.wrapping_neg());
+        let keep = u32::from(!fuse_relu | (f32::from_bits(m) > 0.0) | (nan != 0));
+        y[at] = f32::from_bits(m & keep.wrapping_neg());
     });
     y
 }
 
 /// `∂L/∂x` from the input `x`, the output `y` and its gradient: each output's gradient added
-/// to its window's first element equal to `y` (none where, fused, `y` is 0).
+/// to its window's first entry equal to `y` (none where, fused, `y` is 0, or where the window
+/// holds a NaN). The first entry is the lowest bit of a mask of equal entries.
 pub fn backward(g: &PoolGeometry, x: &[f32], y: &[f32], grad: &[f32], fuse_relu: bool) -> Vec<f32> {
-    let ([h, w], [kh, kw], sw, [oh, ow]) = (g.input, g.kernel, g.stride[1], g.output);
-    let mut dx = vec![0.0f32; g.planes * h * w];
-    let (mut taken, mut add) = (vec![false; ow], vec![0.0f32; ow]);
-    let mut seen = 0;
-    for_each_entry(g, x, |p, i, start, entry| {
-        let at = (p * oh + i) * ow;
-        let (y, grad) = (&y[at..][..ow], &grad[at..][..ow]);
-        for ((((&e, &y), &d), taken), add) in
-            entry.iter().zip(y).zip(grad).zip(&mut taken).zip(&mut add)
-        {
-            let flows = !fuse_relu || y != 0.0;
-            let hit = (e == y) & !*taken & flows;
-            *add = if hit { d } else { 0.0 };
-            *taken |= hit;
+    let offsets = window_offsets(g);
+    let hw = g.input[0] * g.input[1];
+    let mut dx = vec![0.0f32; g.planes * hw];
+    for_each_window(g, x, |plane, at, p, corner| {
+        let window = &plane[corner..];
+        let mut equal = 0u64;
+        for (k, &o) in offsets.iter().enumerate() {
+            equal |= u64::from(window[o] == y[at]) << k;
         }
-        let plane = &mut dx[p * h * w..][..h * w];
-        for (j, a) in add.iter().enumerate() {
-            plane[start + j * sw] += a;
-        }
-        seen += 1;
-        if seen == kh * kw {
-            seen = 0;
-            taken.fill(false);
-        }
+        let flows = u32::from((!fuse_relu | (y[at] != 0.0)) & (equal != 0));
+        let first = (equal.trailing_zeros() as usize).min(offsets.len() - 1);
+        let d = f32::from_bits(grad[at].to_bits() & flows.wrapping_neg());
+        dx[p * hw + corner + offsets[first]] += d;
     });
     dx
 }
