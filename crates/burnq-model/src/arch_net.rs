@@ -302,7 +302,7 @@ fn run_layer(layer: &ArchLayer, x: Value, taps: TapSink<'_>) -> Value {
             if let Some((ph, pw, value)) = s.input_padding {
                 x = x.pad([(ph, ph), (pw, pw)], PadMode::Constant(value));
             }
-            let mut y = s.conv.forward(x);
+            let mut y = crate::train_conv::conv2d(&s.conv, x);
             if let Some(bn) = &s.batch_norm {
                 y = bn.forward(y);
             }
@@ -315,7 +315,10 @@ fn run_layer(layer: &ArchLayer, x: Value, taps: TapSink<'_>) -> Value {
             }
             (&s.name, Value::Features(apply_activation(y, s.activation)))
         }
-        ArchLayer::MaxPool(p) => return Value::Image(p.forward(x.image("max_pool"))),
+        ArchLayer::MaxPool(p) => {
+            let x = x.image("max_pool");
+            return Value::Image(crate::train_pool::max_pool2d(p, x, false));
+        }
         ArchLayer::AvgPool(p) => return Value::Image(p.forward(x.image("avg_pool"))),
         ArchLayer::Reshape(r) => {
             return match r.kind {

@@ -5,6 +5,9 @@
 //!   calibration crate observes;
 //! - [`data`]: Burn [`Dataset`](burn::data::dataset::Dataset) and batcher over the raw
 //!   `u8` images of `burnq-data`, with the normalization in one place;
+//! - [`train_conv`]: the convolution used while training on flex, a custom autodiff operation
+//!   whose forward pass and gradients are GEMMs ([`conv_gemm`] holds their arithmetic), and
+//!   [`train_pool`]: max pooling (fused with the ReLU before it) as another;
 //! - [`training`]: the tutorial's SGD loop, deterministic for a given seed and backend;
 //! - [`eval`]: test loss and accuracy;
 //! - [`export`]: weights and biases as plain `f32` arrays (the integer engine never sees Burn);
@@ -23,6 +26,7 @@
 pub mod arch_net;
 pub mod backend;
 pub mod checkpoint;
+pub mod conv_gemm;
 pub mod data;
 pub mod error;
 pub mod eval;
@@ -31,6 +35,8 @@ pub mod import;
 pub mod import_arch;
 pub mod model;
 pub mod predict;
+pub mod train_conv;
+pub mod train_pool;
 pub mod training;
 
 pub use arch_net::{ArchNet, ArchTaps};
