@@ -1,6 +1,7 @@
 //! `cargo xtask`: burnq's command line. It orchestrates the library crates and writes
 //! reports; the math lives in `burnq-model`, `burnq-calib` and `burnq-quant`.
 
+mod allocator;
 mod bench;
 mod common;
 mod eval;

@@ -89,6 +89,7 @@ struct TrainReport {
 }
 
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
+    crate::allocator::keep_freed_memory();
     // The tutorial keeps its own network type (`Net`) and exactly its own behaviour.
     let arch = match args.arch.as_str() {
         "tutorial" => None,

@@ -14,8 +14,15 @@
 //! - input gradient: `∂L/∂X = Wᵀ · G`, then col2im adds each `∂L/∂X[r, q]` back to the input
 //!   pixel that patch entry was read from (entries read from the padding are dropped).
 //!
+//! The loops around the GEMMs are [`vectorized!`]: compiled again with AVX-512F and picked at
+//! run time, with the same results.
+//!
 //! Every sum runs in an order fixed by the shapes and the machine (the `gemm` crate splits
 //! work over output tiles, never over the summed index), so results are deterministic.
+
+use std::mem::MaybeUninit;
+
+use crate::simd::vectorized;
 
 /// The shapes of one convolution, checked by [`Geometry::new`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,6 +97,7 @@ impl Geometry {
 
     /// For kernel offset `u` along axis `axis`, the output indices `a` whose input index
     /// `a·s + u − before` lies inside the input, as a half-open range.
+    #[inline(always)]
     fn valid(&self, axis: usize, u: usize) -> (usize, usize) {
         let (s, before, size) = (self.stride[axis], self.padding[axis].0, self.input[axis]);
         let first = before.saturating_sub(u).div_ceil(s);
@@ -97,136 +105,149 @@ impl Geometry {
         let end = (before + size).saturating_sub(u).div_ceil(s);
         (first.min(self.output[axis]), end.min(self.output[axis]))
     }
+}
 
-    /// Calls `f(r, n, i, row, v, [j0, j1])` for every patch entry `r = (c, u, v)`, image `n`
-    /// and output row `i` whose input row is inside the image (in the order of the patch
-    /// matrix's elements), with `row` the offset of that input row in the NCHW input and
-    /// `j0..j1` ([`Self::valid`]) the output columns `j` whose input column
-    /// `j·s_w + v − left` is inside it.
-    fn for_each_row(&self, mut f: impl FnMut(usize, usize, usize, usize, usize, [usize; 2])) {
-        let [kh, kw] = self.kernel;
-        let [h, w] = self.input;
-        for c in 0..self.channels {
+/// Runs `$body` for every patch entry `r = (c, u, v)`, image `n` and output row `i` whose
+/// input row is inside the image (in the order of the patch matrix's elements), with `row`
+/// the offset of that input row in the NCHW input and `j0..j1` ([`Geometry::valid`]) the
+/// output columns `j` whose input column `j·s_w + v − left` is inside it.
+///
+/// A macro, not a method taking a closure: the body is then compiled into each
+/// [`vectorized!`] variant instead of being called from it at the baseline instruction set.
+macro_rules! for_each_row {
+    ($g:expr, |$r:ident, $n:ident, $i:ident, $row:ident, $v:ident, [$j0:ident, $j1:ident]| $body:block) => {{
+        let g: &Geometry = $g;
+        let [kh, kw] = g.kernel;
+        let [h, w] = g.input;
+        for c in 0..g.channels {
             for u in 0..kh {
-                let (i0, i1) = self.valid(0, u);
-                for v in 0..kw {
-                    let (j0, j1) = self.valid(1, v);
-                    let r = (c * kh + u) * kw + v;
-                    for n in 0..self.batch {
-                        for i in i0..i1 {
-                            let y = i * self.stride[0] + u - self.padding[0].0;
-                            f(r, n, i, ((n * self.channels + c) * h + y) * w, v, [j0, j1]);
+                let (i0, i1) = g.valid(0, u);
+                for $v in 0..kw {
+                    let ($j0, $j1) = g.valid(1, $v);
+                    let $r = (c * kh + u) * kw + $v;
+                    for $n in 0..g.batch {
+                        for $i in i0..i1 {
+                            let y = $i * g.stride[0] + u - g.padding[0].0;
+                            let $row = (($n * g.channels + c) * h + y) * w;
+                            $body
                         }
                     }
                 }
             }
         }
+    }};
+}
+
+vectorized! {
+    /// The patch matrix `X[K, Q]` of the NCHW input `x` (row-major; 0 where a patch reads the
+    /// padding).
+    pub fn im2col / im2col_at(g: &Geometry, x: &[f32]) -> Vec<f32> {
+        let (q, p, ow) = (g.columns(), g.positions(), g.output[1]);
+        let (sw, left) = (g.stride[1], g.padding[1].0);
+        let padded = g.padding.iter().any(|&(a, b)| a + b > 0);
+        // Without padding every element is written below: skip the zero fill.
+        let mut cols = if padded {
+            vec![0.0f32; g.patch() * q]
+        } else {
+            Vec::with_capacity(g.patch() * q)
+        };
+        for_each_row!(g, |r, n, i, row, v, [j0, j1]| {
+            let at = |j: usize| row + j * sw + v - left;
+            if !padded {
+                if sw == 1 {
+                    cols.extend_from_slice(&x[at(0)..][..ow]);
+                } else {
+                    cols.extend((0..ow).map(|j| x[at(j)]));
+                }
+            } else if j0 < j1 {
+                let dst = &mut cols[r * q + n * p + i * ow..][..ow];
+                for j in j0..j1 {
+                    dst[j] = x[at(j)];
+                }
+            }
+        });
+        cols
     }
 }
 
-/// The patch matrix `X[K, Q]` of the NCHW input `x` (row-major; 0 where a patch reads the
-/// padding).
-pub fn im2col(g: &Geometry, x: &[f32]) -> Vec<f32> {
-    let (q, p, ow) = (g.columns(), g.positions(), g.output[1]);
-    let (sw, left) = (g.stride[1], g.padding[1].0);
-    let padded = g.padding.iter().any(|&(a, b)| a + b > 0);
-    // Without padding every element is written below: skip the zero fill.
-    let mut cols = if padded {
-        vec![0.0f32; g.patch() * q]
-    } else {
-        Vec::with_capacity(g.patch() * q)
-    };
-    g.for_each_row(|r, n, i, row, v, [j0, j1]| {
-        let at = |j: usize| row + j * sw + v - left;
-        if !padded {
+vectorized! {
+    /// The NCHW input gradient from the patch-matrix gradient `dcols[K, Q]`: the adjoint of
+    /// [`im2col`], each entry added to the pixel it was read from.
+    pub fn col2im / col2im_at(g: &Geometry, dcols: &[f32]) -> Vec<f32> {
+        let (q, p, ow) = (g.columns(), g.positions(), g.output[1]);
+        let (sw, left) = (g.stride[1], g.padding[1].0);
+        let mut dx = vec![0.0f32; g.batch * g.channels * g.input[0] * g.input[1]];
+        for_each_row!(g, |r, n, i, row, v, [j0, j1]| {
+            if j0 >= j1 {
+                continue;
+            }
+            let src = &dcols[r * q + n * p + i * ow..][..ow];
+            let at = |j: usize| row + j * sw + v - left;
             if sw == 1 {
-                cols.extend_from_slice(&x[at(0)..][..ow]);
+                for (d, s) in dx[at(j0)..][..j1 - j0].iter_mut().zip(&src[j0..j1]) {
+                    *d += s;
+                }
             } else {
-                cols.extend((0..ow).map(|j| x[at(j)]));
+                for j in j0..j1 {
+                    dx[at(j)] += src[j];
+                }
             }
-        } else if j0 < j1 {
-            let dst = &mut cols[r * q + n * p + i * ow..][..ow];
-            for j in j0..j1 {
-                dst[j] = x[at(j)];
-            }
-        }
-    });
-    cols
-}
-
-/// The NCHW input gradient from the patch-matrix gradient `dcols[K, Q]`: the adjoint of
-/// [`im2col`], each entry added to the pixel it was read from.
-pub fn col2im(g: &Geometry, dcols: &[f32]) -> Vec<f32> {
-    let (q, p, ow) = (g.columns(), g.positions(), g.output[1]);
-    let (sw, left) = (g.stride[1], g.padding[1].0);
-    let mut dx = vec![0.0f32; g.batch * g.channels * g.input[0] * g.input[1]];
-    g.for_each_row(|r, n, i, row, v, [j0, j1]| {
-        if j0 >= j1 {
-            return;
-        }
-        let src = &dcols[r * q + n * p + i * ow..][..ow];
-        let at = |j: usize| row + j * sw + v - left;
-        if sw == 1 {
-            for (d, s) in dx[at(j0)..][..j1 - j0].iter_mut().zip(&src[j0..j1]) {
-                *d += s;
-            }
-        } else {
-            for j in j0..j1 {
-                dx[at(j)] += src[j];
-            }
-        }
-    });
-    dx
+        });
+        dx
+    }
 }
 
 /// The convolution's output `y[N, O, OH, OW]` from the patch matrix: `W · X`, bias added.
 pub fn forward(g: &Geometry, cols: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
     let (o, k, q) = (g.out_channels, g.patch(), g.columns());
-    let mut yq = vec![0.0f32; o * q];
-    gemm([o, q, k], (&mut yq, [q, 1]), (w, [k, 1]), (cols, [q, 1]));
+    let yq = product([o, q, k], [q, 1], (w, [k, 1]), (cols, [q, 1]));
     from_columns(g, &yq, bias)
 }
 
-/// `G[O, Q]`, the output gradient `grad[N, O, OH, OW]` with the batch moved into the columns.
-fn to_columns(g: &Geometry, grad: &[f32]) -> Vec<f32> {
-    let (o, p, q) = (g.out_channels, g.positions(), g.columns());
-    let mut gq = vec![0.0f32; o * q];
-    for (n, image) in grad.chunks_exact(o * p).enumerate() {
-        for (oc, plane) in image.chunks_exact(p).enumerate() {
-            gq[oc * q + n * p..][..p].copy_from_slice(plane);
-        }
-    }
-    gq
-}
-
-/// `Gᵀ[Q, O]`: the output gradient with the channels innermost (each image's `[O, P]` block
-/// transposed).
-fn to_rows(g: &Geometry, grad: &[f32]) -> Vec<f32> {
-    let (o, p) = (g.out_channels, g.positions());
-    let mut gt = vec![0.0f32; g.columns() * o];
-    for (image, rows) in grad.chunks_exact(o * p).zip(gt.chunks_exact_mut(p * o)) {
-        for (oc, plane) in image.chunks_exact(p).enumerate() {
-            for (pos, v) in plane.iter().enumerate() {
-                rows[pos * o + oc] = *v;
+vectorized! {
+    /// `G[O, Q]`, the output gradient `grad[N, O, OH, OW]` with the batch moved into the columns.
+    fn to_columns / to_columns_at(g: &Geometry, grad: &[f32]) -> Vec<f32> {
+        let (o, p, q) = (g.out_channels, g.positions(), g.columns());
+        let mut gq = Vec::with_capacity(o * q);
+        for oc in 0..o {
+            for image in grad.chunks_exact(o * p) {
+                gq.extend_from_slice(&image[oc * p..][..p]);
             }
         }
+        gq
     }
-    gt
 }
 
-/// The NCHW output from `Y[O, Q]`, with `bias[o]` added to channel `o`.
-fn from_columns(g: &Geometry, yq: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
-    let (o, p, q) = (g.out_channels, g.positions(), g.columns());
-    let mut y = vec![0.0f32; g.batch * o * p];
-    for (n, image) in y.chunks_exact_mut(o * p).enumerate() {
-        for (oc, plane) in image.chunks_exact_mut(p).enumerate() {
-            let b = bias.map_or(0.0, |b| b[oc]);
-            for (d, s) in plane.iter_mut().zip(&yq[oc * q + n * p..][..p]) {
-                *d = s + b;
+vectorized! {
+    /// `Gᵀ[Q, O]`: the output gradient with the channels innermost (each image's `[O, P]` block
+    /// transposed).
+    fn to_rows / to_rows_at(g: &Geometry, grad: &[f32]) -> Vec<f32> {
+        let (o, p) = (g.out_channels, g.positions());
+        let mut gt = vec![0.0f32; g.columns() * o];
+        for (image, rows) in grad.chunks_exact(o * p).zip(gt.chunks_exact_mut(p * o)) {
+            for (oc, plane) in image.chunks_exact(p).enumerate() {
+                for (pos, v) in plane.iter().enumerate() {
+                    rows[pos * o + oc] = *v;
+                }
             }
         }
+        gt
     }
-    y
+}
+
+vectorized! {
+    /// The NCHW output from `Y[O, Q]`, with `bias[o]` added to channel `o`.
+    fn from_columns / from_columns_at(g: &Geometry, yq: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+        let (o, p, q) = (g.out_channels, g.positions(), g.columns());
+        let mut y = Vec::with_capacity(g.batch * o * p);
+        for n in 0..g.batch {
+            for oc in 0..o {
+                let b = bias.map_or(0.0, |b| b[oc]);
+                y.extend(yq[oc * q + n * p..][..p].iter().map(|s| s + b));
+            }
+        }
+        y
+    }
 }
 
 /// `∂L/∂W[O, K] = G · Xᵀ` for the NCHW output gradient `grad`.
@@ -237,32 +258,43 @@ fn from_columns(g: &Geometry, yq: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
 pub fn weight_grad(g: &Geometry, grad: &[f32], cols: &[f32]) -> Vec<f32> {
     let (o, k, q) = (g.out_channels, g.patch(), g.columns());
     let gt = to_rows(g, grad);
-    let mut dwt = vec![0.0f32; k * o];
+
     // dwt[r, o] (column-major as O×K: element (o, r) at r·O + o) = Σ_q Gᵀ[q, o] X[r, q]
-    gemm([o, k, q], (&mut dwt, [1, o]), (&gt, [1, o]), (cols, [1, q]));
-    let mut dw = vec![0.0f32; o * k];
-    for (r, row) in dwt.chunks_exact(o).enumerate() {
-        for (oc, v) in row.iter().enumerate() {
-            dw[oc * k + r] = *v;
-        }
-    }
-    dw
+    let dwt = product([o, k, q], [1, o], (&gt, [1, o]), (cols, [1, q]));
+    from_transposed(g, &dwt)
 }
 
-/// `∂L/∂b[o] = Σ_{n, p} grad[n, o, p]` (each image's plane summed, then the images in order).
-pub fn bias_grad(g: &Geometry, grad: &[f32]) -> Vec<f32> {
-    let (o, p) = (g.out_channels, g.positions());
-    let mut db = vec![0.0f32; o];
-    for image in grad.chunks_exact(o * p) {
-        for (d, plane) in db.iter_mut().zip(image.chunks_exact(p)) {
-            *d += lane_sum(plane);
+vectorized! {
+    /// `∂L/∂W[O, K]` from its transpose `dwt[K, O]`.
+    fn from_transposed / from_transposed_at(g: &Geometry, dwt: &[f32]) -> Vec<f32> {
+        let (o, k) = (g.out_channels, g.patch());
+        let mut dw = vec![0.0f32; o * k];
+        for (r, row) in dwt.chunks_exact(o).enumerate() {
+            for (oc, v) in row.iter().enumerate() {
+                dw[oc * k + r] = *v;
+            }
         }
+        dw
     }
-    db
+}
+
+vectorized! {
+    /// `∂L/∂b[o] = Σ_{n, p} grad[n, o, p]` (each image's plane summed, then the images in order).
+    pub fn bias_grad / bias_grad_at(g: &Geometry, grad: &[f32]) -> Vec<f32> {
+        let (o, p) = (g.out_channels, g.positions());
+        let mut db = vec![0.0f32; o];
+        for image in grad.chunks_exact(o * p) {
+            for (d, plane) in db.iter_mut().zip(image.chunks_exact(p)) {
+                *d += lane_sum(plane);
+            }
+        }
+        db
+    }
 }
 
 /// `Σ values`, in [`LANES`] running sums (so that it vectorizes) added up at the end; the
 /// order depends only on the length.
+#[inline(always)]
 fn lane_sum(values: &[f32]) -> f32 {
     let mut lanes = [0.0f32; LANES];
     let chunks = values.chunks_exact(LANES);
@@ -282,8 +314,7 @@ const LANES: usize = 16;
 pub fn input_grad(g: &Geometry, grad: &[f32], w: &[f32]) -> Vec<f32> {
     let (o, k, q) = (g.out_channels, g.patch(), g.columns());
     let gq = to_columns(g, grad);
-    let mut dcols = vec![0.0f32; k * q];
-    gemm([k, q, o], (&mut dcols, [q, 1]), (w, [1, k]), (&gq, [q, 1]));
+    let dcols = product([k, q, o], [q, 1], (w, [1, k]), (&gq, [q, 1]));
     col2im(g, &dcols)
 }
 
@@ -291,14 +322,36 @@ pub fn input_grad(g: &Geometry, grad: &[f32], w: &[f32]) -> Vec<f32> {
 /// unless it is called from one of them.
 const PARALLEL_WORK: usize = 192 * 192 * 192;
 
-/// `dst[m×n] = lhs[m×k] · rhs[k×n]`, each matrix a slice with its `[row, column]` strides.
+/// `lhs[m×k] · rhs[k×n]` as a new `m×n` matrix laid out with `[row, column]` strides
+/// `strides`, row-major (`[n, 1]`) or column-major (`[1, m]`): written by the product
+/// without being zero-filled first.
+fn product(
+    [m, n, k]: [usize; 3],
+    strides: [usize; 2],
+    lhs: (&[f32], [usize; 2]),
+    rhs: (&[f32], [usize; 2]),
+) -> Vec<f32> {
+    assert!(
+        strides == [n, 1] || strides == [1, m],
+        "a product's matrix fills its vector"
+    );
+    let mut dst = Vec::with_capacity(m * n);
+    gemm([m, n, k], (dst.spare_capacity_mut(), strides), lhs, rhs);
+    // SAFETY: `gemm` (which does not read `dst`) wrote every element of the `m×n` matrix,
+    // and with these strides its elements are exactly the indices `0..m·n`.
+    unsafe { dst.set_len(m * n) };
+    dst
+}
+
+/// `dst[m×n] = lhs[m×k] · rhs[k×n]`, each matrix a slice with its `[row, column]` strides;
+/// `dst` is only written.
 ///
 /// # Panics
 /// If a matrix does not fit its slice (a bug in the callers above, never bad user input:
 /// every size comes from one checked [`Geometry`]).
 fn gemm(
     [m, n, k]: [usize; 3],
-    (dst, ds): (&mut [f32], [usize; 2]),
+    (dst, ds): (&mut [MaybeUninit<f32>], [usize; 2]),
     (lhs, ls): (&[f32], [usize; 2]),
     (rhs, rs): (&[f32], [usize; 2]),
 ) {
@@ -320,14 +373,15 @@ fn gemm(
     };
     let s = |x: usize| x as isize;
     // SAFETY: the assert above proves every element the product touches lies inside its
-    // slice; `dst` is borrowed mutably and so aliases neither operand; strides are
+    // slice (`dst` may be uninitialized: with `read_dst` false the product only writes it);
+    // `dst` is borrowed mutably and so aliases neither operand; strides are
     // non-negative and fit `isize` since they index allocated slices.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst.as_mut_ptr().cast::<f32>(),
             s(ds[1]),
             s(ds[0]),
             false,
@@ -344,5 +398,47 @@ fn gemm(
             false,
             parallelism,
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::simd::Level;
+
+    /// The private layout loops give the portable loop's bits at every level (the public
+    /// ones are checked in `tests/simd.rs`).
+    #[test]
+    fn layout_loops_are_bit_identical_at_every_level() {
+        let bits = |v: Vec<f32>| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        for (x, w) in [
+            ([64, 1, 28, 28], [20, 1, 5, 5]),
+            ([5, 3, 9, 7], [7, 3, 2, 3]),
+        ] {
+            let g = Geometry::new(x, w, [1, 1], [(0, 0), (0, 0)]).unwrap();
+            let n = g.out_channels * g.columns();
+            let grad: Vec<f32> = (0..n).map(|i| (i % 13) as f32 * 0.37 - 2.0).collect();
+            let bias: Vec<f32> = (0..g.out_channels).map(|o| o as f32 * -0.5).collect();
+            let dwt = &grad[..g.out_channels * g.patch()];
+            for level in [Level::Portable, Level::Avx512] {
+                let portable = Level::Portable;
+                assert_eq!(
+                    bits(to_columns_at(level, &g, &grad)),
+                    bits(to_columns_at(portable, &g, &grad))
+                );
+                assert_eq!(
+                    bits(to_rows_at(level, &g, &grad)),
+                    bits(to_rows_at(portable, &g, &grad))
+                );
+                assert_eq!(
+                    bits(from_columns_at(level, &g, &grad, Some(&bias))),
+                    bits(from_columns_at(portable, &g, &grad, Some(&bias)))
+                );
+                assert_eq!(
+                    bits(from_transposed_at(level, &g, dwt)),
+                    bits(from_transposed_at(portable, &g, dwt))
+                );
+            }
+        }
     }
 }

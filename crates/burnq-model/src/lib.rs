@@ -35,6 +35,7 @@ pub mod import;
 pub mod import_arch;
 pub mod model;
 pub mod predict;
+pub mod simd;
 pub mod train_conv;
 pub mod train_pool;
 pub mod training;

@@ -27,6 +27,7 @@ use burn_autodiff::grads::Gradients;
 use burn_autodiff::ops::{Backward, Ops, OpsKind};
 use burn_flex::{Flex, FlexTensor};
 
+use crate::simd::vectorized;
 use crate::train_conv::{Ad, Unsupported, primitive, values};
 
 /// The shapes of one pooling, checked by [`plan`].
@@ -120,72 +121,76 @@ fn window_offsets(g: &PoolGeometry) -> Vec<usize> {
         .collect()
 }
 
-/// Calls `f(plane, at, p, corner)` for every output of every input plane `p`, with `at` the
-/// output's index and `corner` the index in `plane` of its window's first entry.
-fn for_each_window(g: &PoolGeometry, x: &[f32], mut f: impl FnMut(&[f32], usize, usize, usize)) {
-    let ([h, w], [sh, sw], [oh, ow]) = (g.input, g.stride, g.output);
-    for (p, plane) in x.chunks_exact(h * w).take(g.planes).enumerate() {
-        for i in 0..oh {
-            for j in 0..ow {
-                f(plane, (p * oh + i) * ow + j, p, i * sh * w + j * sw);
-            }
-        }
-    }
-}
-
-/// The pooled planes `y[N·C, OH, OW]` (ReLU applied when `fuse_relu`).
-///
-/// Per output row: the maximum over the window's rows of every input column (contiguous, so
-/// it vectorizes), then over each window's columns. Branch-free: `f32::max`, NaNs tracked
-/// apart and OR-ed in, integer masks (the data would mispredict branches half the time).
-pub fn forward(g: &PoolGeometry, x: &[f32], fuse_relu: bool) -> Vec<f32> {
-    let ([h, w], [kh, kw], [sh, sw], [oh, ow]) = (g.input, g.kernel, g.stride, g.output);
-    let mut y = Vec::with_capacity(g.planes * oh * ow);
-    let (mut column, mut nan) = (vec![0.0f32; w], vec![false; w]);
-    for plane in x.chunks_exact(h * w).take(g.planes) {
-        for i in 0..oh {
-            column.fill(f32::NEG_INFINITY);
-            nan.fill(false);
-            for row in plane[i * sh * w..][..kh * w].chunks_exact(w) {
-                for ((c, n), &e) in column.iter_mut().zip(&mut nan).zip(row) {
-                    *c = c.max(e);
-                    *n |= e.is_nan();
+vectorized! {
+    /// The pooled planes `y[N·C, OH, OW]` (ReLU applied when `fuse_relu`).
+    ///
+    /// Per output row: the maximum over the window's rows of every input column (contiguous, so
+    /// it vectorizes), then over each window's columns. Branch-free: `f32::max`, NaNs tracked
+    /// apart and OR-ed in, integer masks (the data would mispredict branches half the time).
+    pub fn forward / forward_at(g: &PoolGeometry, x: &[f32], fuse_relu: bool) -> Vec<f32> {
+        let ([h, w], [kh, kw], [sh, sw], [oh, ow]) = (g.input, g.kernel, g.stride, g.output);
+        let mut y = Vec::with_capacity(g.planes * oh * ow);
+        let (mut column, mut nan) = (vec![0.0f32; w], vec![false; w]);
+        let (mut max, mut any) = (vec![0.0f32; ow], vec![false; ow]);
+        for plane in x.chunks_exact(h * w).take(g.planes) {
+            for i in 0..oh {
+                column.fill(f32::NEG_INFINITY);
+                nan.fill(false);
+                for row in plane[i * sh * w..][..kh * w].chunks_exact(w) {
+                    for ((c, n), &e) in column.iter_mut().zip(&mut nan).zip(row) {
+                        *c = c.max(e);
+                        *n |= e.is_nan();
+                    }
                 }
-            }
-            for j in 0..ow {
-                let window = j * sw..j * sw + kw;
-                let m = column[window.clone()]
-                    .iter()
-                    .fold(f32::NEG_INFINITY, |m, &c| m.max(c));
-                let any_nan = u32::from(nan[window].iter().any(|&n| n));
-                let m = m.to_bits() | (QUIET_NAN & any_nan.wrapping_neg());
-                let keep = u32::from(!fuse_relu | (f32::from_bits(m) > 0.0) | (any_nan != 0));
-                y.push(f32::from_bits(m & keep.wrapping_neg()));
+                // Each window's columns in order, for all windows of the row at once; with the
+                // common width 2 a constant, so that the compiler vectorizes it.
+                match (kw, sw) {
+                    (2, 2) => window_maxima(&column, &nan, [2, 2], &mut max, &mut any),
+                    _ => window_maxima(&column, &nan, [kw, sw], &mut max, &mut any),
+                }
+                y.extend(max.iter().zip(&any).map(|(&m, &any_nan)| {
+                    let any_nan = u32::from(any_nan);
+                    let m = m.to_bits() | (QUIET_NAN & any_nan.wrapping_neg());
+                    let keep = u32::from(!fuse_relu | (f32::from_bits(m) > 0.0) | (any_nan != 0));
+                    f32::from_bits(m & keep.wrapping_neg())
+                }));
             }
         }
+        y
     }
-    y
 }
 
-/// `∂L/∂x` from the input `x`, the output `y` and its gradient: each output's gradient added
-/// to its window's first entry equal to `y` (none where, fused, `y` is 0, or where the window
-/// holds a NaN). The first entry is the lowest bit of a mask of equal entries.
-pub fn backward(g: &PoolGeometry, x: &[f32], y: &[f32], grad: &[f32], fuse_relu: bool) -> Vec<f32> {
-    let offsets = window_offsets(g);
-    let hw = g.input[0] * g.input[1];
-    let mut dx = vec![0.0f32; g.planes * hw];
-    for_each_window(g, x, |plane, at, p, corner| {
-        let window = &plane[corner..];
-        let mut equal = 0u64;
-        for (k, &o) in offsets.iter().enumerate() {
-            equal |= u64::from(window[o] == y[at]) << k;
+vectorized! {
+    /// `∂L/∂x` from the input `x`, the output `y` and its gradient: each output's gradient added
+    /// to its window's first entry equal to `y` (none where, fused, `y` is 0, or where the window
+    /// holds a NaN). The first entry is the lowest bit of a mask of equal entries.
+    pub fn backward / backward_at(
+        g: &PoolGeometry,
+        x: &[f32],
+        y: &[f32],
+        grad: &[f32],
+        fuse_relu: bool,
+    ) -> Vec<f32> {
+        let ([h, w], [kh, kw], [sh, sw]) = (g.input, g.kernel, g.stride);
+        let hw = h * w;
+        if [kh, kw] == [sh, sw] {
+            return tiled_backward(g, x, y, grad, fuse_relu);
         }
-        let flows = u32::from((!fuse_relu | (y[at] != 0.0)) & (equal != 0));
-        let first = (equal.trailing_zeros() as usize).min(offsets.len() - 1);
-        let d = f32::from_bits(grad[at].to_bits() & flows.wrapping_neg());
-        dx[p * hw + corner + offsets[first]] += d;
-    });
-    dx
+        let offsets = window_offsets(g);
+        let mut dx = vec![0.0f32; g.planes * hw];
+        for_each_window(g, |at, p, corner| {
+            let window = &x[p * hw + corner..];
+            let mut equal = 0u64;
+            for (k, &o) in offsets.iter().enumerate() {
+                equal |= u64::from(window[o] == y[at]) << k;
+            }
+            let flows = u32::from((!fuse_relu | (y[at] != 0.0)) & (equal != 0));
+            let first = (equal.trailing_zeros() as usize).min(offsets.len() - 1);
+            let d = f32::from_bits(grad[at].to_bits() & flows.wrapping_neg());
+            dx[p * hw + corner + offsets[first]] += d;
+        });
+        dx
+    }
 }
 
 /// What the backward pass needs from the forward pass.
@@ -221,6 +226,114 @@ impl Backward<Flex, 1> for PoolBackward {
             let [h, w] = g.input;
             let dx = FlexTensor::from_data(TensorData::new(dx, [n, c, h, w]));
             grads.register::<Flex>(node.id, dx);
+        }
+    }
+}
+
+/// Calls `f(at, p, corner)` for every output of every input plane `p`, with `at` the
+/// output's index and `corner` the index in the plane of its window's first entry.
+#[inline(always)]
+fn for_each_window(g: &PoolGeometry, mut f: impl FnMut(usize, usize, usize)) {
+    let ([_, w], [sh, sw], [oh, ow]) = (g.input, g.stride, g.output);
+    for p in 0..g.planes {
+        for i in 0..oh {
+            for j in 0..ow {
+                f((p * oh + i) * ow + j, p, i * sh * w + j * sw);
+            }
+        }
+    }
+}
+
+/// `max[j]`, the maximum of `column` over window `j`'s columns `j·sw .. j·sw + kw` (in
+/// order, from `-∞`), and `any[j]`, whether `nan` is set in one of them.
+#[inline(always)]
+fn window_maxima(
+    column: &[f32],
+    nan: &[bool],
+    [kw, sw]: [usize; 2],
+    max: &mut [f32],
+    any: &mut [bool],
+) {
+    let window = |m: &mut f32, a: &mut bool, c: &[f32], n: &[bool]| {
+        *m = c.iter().fold(f32::NEG_INFINITY, |m, &c| m.max(c));
+        *a = n.iter().fold(false, |a, &n| a | n);
+    };
+    if kw == sw {
+        // Windows side by side: chunks, which the compiler vectorizes without bounds checks.
+        let windows = column.chunks_exact(kw).zip(nan.chunks_exact(kw));
+        for ((m, a), (c, n)) in max.iter_mut().zip(any).zip(windows) {
+            window(m, a, c, n);
+        }
+    } else {
+        for (j, (m, a)) in max.iter_mut().zip(any).enumerate() {
+            let columns = j * sw..j * sw + kw;
+            window(m, a, &column[columns.clone()], &nan[columns]);
+        }
+    }
+}
+
+/// [`backward`] for windows that tile the plane (stride = window, the usual 2×2): every
+/// input element lies in at most one window, so `dx` is written once, row by row and in
+/// order, instead of zero-filled and scattered into.
+///
+/// Per window, `taken` records whether an entry before the current one (in window order)
+/// equals the output; the first equal entry receives `0.0 + d` (the sum the scatter forms,
+/// so `-0.0` becomes `0.0`), with `d` the output gradient or `0.0` where ReLU's is 0. A
+/// window holding a NaN has no equal entry: its gradient is dropped, as in [`backward`].
+#[inline(always)]
+fn tiled_backward(
+    g: &PoolGeometry,
+    x: &[f32],
+    y: &[f32],
+    grad: &[f32],
+    fuse_relu: bool,
+) -> Vec<f32> {
+    let ([h, w], [kh, kw], [oh, ow]) = (g.input, g.kernel, g.output);
+    let mut dx = Vec::with_capacity(g.planes * h * w);
+    let (mut taken, mut flow) = (vec![false; ow], vec![0.0f32; ow]);
+    for (p, plane) in x.chunks_exact(h * w).take(g.planes).enumerate() {
+        for i in 0..oh {
+            let at = (p * oh + i) * ow;
+            let (y, grad) = (&y[at..][..ow], &grad[at..][..ow]);
+            for ((f, &y), &g) in flow.iter_mut().zip(y).zip(grad) {
+                let flows = u32::from(!fuse_relu | (y != 0.0));
+                *f = 0.0 + f32::from_bits(g.to_bits() & flows.wrapping_neg());
+            }
+            taken.fill(false);
+            for row in plane[i * kh * w..][..kh * w].chunks_exact(w) {
+                let start = dx.len();
+                dx.resize(start + w, 0.0);
+                let out = &mut dx[start..];
+                match kw {
+                    2 => first_maxima_row(row, y, &flow, 2, &mut taken, out),
+                    _ => first_maxima_row(row, y, &flow, kw, &mut taken, out),
+                }
+            }
+        }
+        // Rows below the last window.
+        dx.resize((p + 1) * h * w, 0.0);
+    }
+    dx
+}
+
+/// One input row of [`tiled_backward`]: `out[j·kw + v] = flow[j]` where `row[j·kw + v]` is
+/// the first entry of window `j` so far equal to `y[j]`, else `0.0`.
+#[inline(always)]
+fn first_maxima_row(
+    row: &[f32],
+    y: &[f32],
+    flow: &[f32],
+    kw: usize,
+    taken: &mut [bool],
+    out: &mut [f32],
+) {
+    let windows = row.chunks_exact(kw).zip(out.chunks_exact_mut(kw));
+    for (((entries, out), (&y, &f)), t) in windows.zip(y.iter().zip(flow)).zip(taken) {
+        for (&e, o) in entries.iter().zip(out) {
+            let equal = e == y;
+            let hit = equal & !*t;
+            *t |= equal;
+            *o = f32::from_bits(f.to_bits() & u32::from(hit).wrapping_neg());
         }
     }
 }
