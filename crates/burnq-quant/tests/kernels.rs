@@ -827,6 +827,68 @@ fn lookup_table_bounds_are_exact() {
     }
 }
 
+/// Convolutions whose whole reduction fits one `i16` sum (`K·qmax_in·max|s| ≤ 32767`) at that
+/// bound ([`bound_layer`]'s zero points, every code `qmax_in` and every weight at the far end of
+/// its range, so a channel's sum is the bound itself): `avx2-maddubs` runs them
+/// directly on pair panels (taken at the last such `K`, refused one term later, and never for
+/// two-bit inputs whose tables it prefers), and every kernel equals the reference there, both
+/// the accumulators and the fused requantization and 2×2 max pool.
+#[test]
+fn direct_convolution_is_exact_at_its_bound() {
+    let conv = |fan_in| LayerKind::Conv2d {
+        in_channels: fan_in,
+        out_channels: 3,
+        kernel: 1,
+    };
+    let mut direct = 0;
+    for weight_bits in 2..=5u8 {
+        for input_bits in 2..=8u8 {
+            let (_, pair) = bound_layer(weight_bits, input_bits, conv);
+            // `pair = 2·qmax_in·max|s|`: the last direct `K` is `⌊32767 / (qmax_in·max|s|)⌋`.
+            let last = usize::try_from(32767 / (pair / 2)).unwrap();
+            for (fan_in, within) in [(last, true), (last + 1, false)] {
+                let (layer, _) = bound_layer(weight_bits, input_bits, |_| conv(fan_in));
+                // Every weight at the far end (at these widths the centre is the zero point):
+                // a channel's sum is then `K·qmax_in·max|s|` exactly.
+                let w_qmax = (1i32 << weight_bits) - 1;
+                let far = |z: i32| if z > w_qmax - z { 0 } else { w_qmax as u8 };
+                let weights = (layer.weight_zero_points.iter())
+                    .flat_map(|&z| std::iter::repeat_n(far(z), fan_in))
+                    .collect();
+                let layer = QuantLayer { weights, ..layer };
+                let packed = PackedLayer::new(&layer).unwrap();
+                // Two output rows of eight: one column panel, each half a run of eight.
+                let (n, height, width) = (2, 3, 8);
+                let x_qmax = ((1u16 << input_bits) - 1) as u8;
+                let input = vec![x_qmax; n * fan_in * height * width];
+                let acc = reference::conv2d(&layer, &input, n, height, width).unwrap();
+                let codes = reference::requantize(&layer, &acc, height * width).unwrap();
+                let pooled = reference::max_pool_2x2(&codes, n * 3, height, width).unwrap();
+                let what = format!("w{weight_bits} x{input_bits}, K = {fan_in}");
+                for kernel in common::kernels::all() {
+                    let got = kernels::conv2d(kernel, &packed, &input, n, height, width).unwrap();
+                    assert_eq!(got, acc, "{what} {kernel}");
+                    let fused =
+                        kernels::conv2d_requant_pool(kernel, &packed, &input, n, height, width);
+                    assert_eq!(fused.unwrap(), pooled, "{what} {kernel}");
+                    let form = packed.gemm_form(kernel).unwrap();
+                    let expect =
+                        within && kernel == KernelChoice::Avx2Maddubs && form != GemmForm::Tables;
+                    assert_eq!(
+                        form == GemmForm::Direct,
+                        expect,
+                        "{what} {kernel}: {form:?}"
+                    );
+                    direct += usize::from(form == GemmForm::Direct);
+                }
+            }
+        }
+    }
+    if common::kernels::all().contains(&KernelChoice::Avx2Maddubs) {
+        assert!(direct >= 20, "only {direct} direct layers");
+    }
+}
+
 macro_rules! kernel_tests {
     ($($name:ident: $kernel:expr;)*) => {$(
         mod $name {

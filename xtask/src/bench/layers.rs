@@ -35,8 +35,9 @@ pub(super) struct LayerTime {
     /// The layer's multiply-accumulates per image (on its GEMM rows only).
     pub macs_per_image: Option<u64>,
     /// The GEMM the layer runs on this kernel: `bytes` (`u8 × i8`: `vpdpbusd` or
-    /// `vpmaddubsw`), `tables` (two-bit inputs, `vpshufb` look-ups) or `i16` (`vpmaddwd`, or
-    /// the portable loop).
+    /// `vpmaddubsw`), `tables` (two-bit inputs, `vpshufb` look-ups), `direct` (a convolution
+    /// whose reduction fits one `i16` sum, `vpmaddubsw` on pair panels) or `i16` (`vpmaddwd`,
+    /// or the portable loop).
     pub gemm: &'static str,
 }
 

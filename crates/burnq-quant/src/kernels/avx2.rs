@@ -130,8 +130,9 @@ fn load_i16(v: &[i16; 16]) -> __m256i {
 }
 
 /// Eight bytes from memory, in the low half.
+#[inline]
 #[target_feature(enable = "avx2")]
-fn load_u8x8(v: &[u8; 8]) -> __m128i {
+pub(super) fn load_u8x8(v: &[u8; 8]) -> __m128i {
     // SAFETY: `v` is 8 readable bytes, what `loadl_epi64` reads, unaligned.
     unsafe { _mm_loadl_epi64(v.as_ptr().cast()) }
 }
@@ -195,6 +196,22 @@ pub(super) fn init<const R: usize>(bias: TileBias<'_>) -> [[__m256i; 2]; R] {
         TileBias::Cols(bias) => {
             let (halves, _) = bias.as_chunks::<8>();
             [[load(&halves[0]), load(&halves[1])]; R]
+        }
+    }
+}
+
+/// Adds each row's sixteen `i16` sums, sign-extended, to its two vectors of eight `i32`
+/// accumulators (columns 0–7 from the low 128-bit lane, 8–15 from the high one).
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(super) fn add_i16_sums(acc: &mut [[__m256i; 2]], sums: &[__m256i]) {
+    for (row, &sum) in acc.iter_mut().zip(sums) {
+        let halves = [
+            _mm256_cvtepi16_epi32(_mm256_castsi256_si128(sum)),
+            _mm256_cvtepi16_epi32(_mm256_extracti128_si256::<1>(sum)),
+        ];
+        for (v, h) in row.iter_mut().zip(halves) {
+            *v = _mm256_add_epi32(*v, h);
         }
     }
 }

@@ -26,6 +26,7 @@
 //! zero points and codes, and 0 where even one pair could saturate (the `vpmaddubsw` kernel
 //! then runs the `i16` GEMM instead).
 
+use super::direct::{DirectForm, DirectIsa};
 use super::isa::{TileBias, TileOut};
 use super::lut::LutForm;
 use super::pack::{self, Im2col, NR};
@@ -57,6 +58,9 @@ pub(crate) struct ByteForm {
     pub(crate) groups: usize,
     /// The weights as look-up tables, for a convolution on two-bit inputs ([`super::lut`]).
     pub(crate) lut: Option<LutForm>,
+    /// The weights in pairs, for a convolution whose reduction fits one `i16` sum
+    /// ([`super::direct`]).
+    pub(crate) direct: Option<DirectForm>,
 }
 
 /// The weights `s` in a byte layout of [`pack`].
@@ -119,6 +123,8 @@ impl ByteForm {
             .max()
             .unwrap_or(0);
         let lut = LutForm::new(layer, |o, k| i32::from(s(o, k) as i8), max_s);
+        let centred = shift.iter().all(|&d| d == 0);
+        let direct = DirectForm::new(layer, |o, k| s(o, k) as i8, max_s, centred);
         let pair_bound = 2 * i64::from(layer.input.qmax()) * max_s;
         let chain_of = |pair_bound: i64| match pair_bound {
             0 => usize::MAX,
@@ -134,6 +140,7 @@ impl ByteForm {
             nibble_chain,
             groups: pack::groups(fan_in),
             lut,
+            direct,
         }
     }
 }
@@ -209,6 +216,13 @@ pub(crate) trait ByteIsa: Copy {
     /// layer has a [`LutForm`]; `None`: the byte tile.
     fn tables(self, form: &ByteForm) -> Option<Self::Tables>;
 
+    /// This implementation's direct convolution tile ([`Absent`] if it has none).
+    type Direct: DirectIsa;
+
+    /// The direct tile to run `form`'s convolution with, if this implementation has one, the
+    /// layer has a [`DirectForm`] and no table form (which looks products up faster).
+    fn direct(self, form: &ByteForm) -> Option<Self::Direct>;
+
     /// [`pack::im2col_bytes`] of the plan's offsets.
     fn im2col_bytes(self, input: &[u8], plan: &Im2col, cols: &[usize], out: &mut [u8]);
 
@@ -256,6 +270,12 @@ impl ByteIsa for NoBytes {
     type Nibbles = Absent;
 
     fn nibbles(self, _: &ByteForm) -> Option<Absent> {
+        match self {}
+    }
+
+    type Direct = Absent;
+
+    fn direct(self, _: &ByteForm) -> Option<Absent> {
         match self {}
     }
 

@@ -21,15 +21,20 @@ pub enum GemmForm {
     Bytes,
     /// Two-bit inputs, products looked up in per-channel tables (`vpshufb`).
     Tables,
+    /// A convolution whose whole reduction fits one `i16` sum, on pair panels built from the
+    /// image (`vpmaddubsw`; [`super::direct`]); column panels whose halves are not runs of eight
+    /// positions (an output width not a multiple of eight) take the byte tile.
+    Direct,
 }
 
 impl GemmForm {
-    /// The lowercase name: `i16`, `bytes` or `tables`.
+    /// The lowercase name: `i16`, `bytes`, `tables` or `direct`.
     pub fn name(self) -> &'static str {
         match self {
             Self::I16 => "i16",
             Self::Bytes => "bytes",
             Self::Tables => "tables",
+            Self::Direct => "direct",
         }
     }
 }
@@ -157,6 +162,7 @@ impl PackedLayer {
         Ok(with_isa!(kernel, |isa| match isa.bytes(&self.bytes) {
             None => GemmForm::I16,
             Some(b) if b.tables(&self.bytes).is_some() => GemmForm::Tables,
+            Some(b) if b.direct(&self.bytes).is_some() => GemmForm::Direct,
             Some(_) => GemmForm::Bytes,
         }))
     }

@@ -16,6 +16,10 @@
 //! instead ([`super::lut`]): per group of four `k` and row, one table load, one `vpshufb`
 //! looking up sixteen columns of two pairs, and one `vpaddb`.
 //!
+//! **Direct.** A convolution whose whole reduction fits one `i16` sum (and has no tables) runs
+//! the direct tile instead ([`super::direct`], in `direct_avx2`): no im2col matrix of groups,
+//! one `vpmaddubsw` per pair of taps and row, one widening per tile.
+//!
 //! **Nibbles.** A linear layer whose pair sums could saturate (8-bit codes against 7- or 8-bit
 //! weights), run on one or two rows (one image's fully connected layers), takes the nibble tile
 //! ([`NibbleIsa`]): its codes split `x = lo + 16·hi`, two `vpmaddubsw` per group and vector,
@@ -109,6 +113,12 @@ impl ByteIsa for Maddubs {
 
     fn nibbles(self, form: &ByteForm) -> Option<Self> {
         (!self.accepts(form) && form.nibble_chain >= 1).then_some(self)
+    }
+
+    type Direct = Self;
+
+    fn direct(self, form: &ByteForm) -> Option<Self> {
+        (form.direct.is_some() && form.lut.is_none()).then_some(self)
     }
 
     fn im2col_bytes(self, input: &[u8], plan: &Im2col, cols: &[usize], out: &mut [u8]) {
@@ -419,15 +429,7 @@ fn lut_rows<const R: usize>(
         }
     }
     let mut acc = avx2::init::<R>(bias);
-    for (row, &wide) in acc.iter_mut().zip(&wide) {
-        let halves = [
-            _mm256_cvtepi16_epi32(_mm256_castsi256_si128(wide)),
-            _mm256_cvtepi16_epi32(_mm256_extracti128_si256::<1>(wide)),
-        ];
-        for (v, h) in row.iter_mut().zip(halves) {
-            *v = _mm256_add_epi32(*v, h);
-        }
-    }
+    avx2::add_i16_sums(&mut acc, &wide);
     if let Some(outer) = outer {
         avx2::add_outer(&mut acc, outer);
     }

@@ -1,6 +1,7 @@
 //! The fast integer kernels: the same arithmetic as the [`reference`](crate::reference)
 //! engine, bit for bit, as packed GEMMs. This module is the only place in the crate with
-//! `unsafe` code (in `avx2`, for the SIMD intrinsics and their loads and stores).
+//! `unsafe` code (in `avx2`, `maddubs`, `direct_avx2` and `vnni`, for the SIMD intrinsics and
+//! their loads and stores).
 //!
 //! # Design
 //! - Every layer is a GEMM `C[r][c] = bias + Σ_k A[r][k]·B[k][c]`, in one of two forms
@@ -17,6 +18,10 @@
 //!   - **tables** (`lut`): for a convolution on two-bit inputs, each pair of products of the
 //!     byte form is looked up (`vpshufb`) in a sixteen-entry table per output channel, built
 //!     when packing; run by `maddubs` where its bounds allow.
+//!   - **direct** (`direct`): for a convolution whose whole reduction fits one `i16` sum (a
+//!     first layer on 8-bit pixels with 2- or 3-bit weights), the byte form's products taken
+//!     in pairs of taps read straight from the image, summed in `i16` to the end; run by
+//!     `maddubs` where no table form exists.
 //!
 //!   Which form a layer runs is decided per layer by the kernel ([`KernelChoice`]) and the
 //!   layer's bounds: a layer the byte GEMM cannot run exactly falls back to the `i16` GEMM.
@@ -39,6 +44,7 @@
 
 mod bytes;
 mod choice;
+mod direct;
 mod generic;
 mod isa;
 mod layer;
@@ -49,6 +55,8 @@ mod requant;
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod direct_avx2;
 #[cfg(target_arch = "x86_64")]
 mod maddubs;
 #[cfg(target_arch = "x86_64")]

@@ -14,6 +14,7 @@
 //! ([`Isa::bytes`]), else the `i16` GEMM.
 
 use super::bytes::{ByteIsa, Codes, NibbleIsa, Outer, TableIsa};
+use super::direct::{DirectIsa, PAIR_BYTES, half_runs};
 use super::isa::{Isa, TileBias, TileOut};
 use super::layer::PackedLayer;
 use super::lut::{MRL, TABLES};
@@ -32,6 +33,8 @@ pub(crate) struct Scratch {
     bytes: Vec<u8>,
     /// The look-up indices of such a panel.
     indices: Vec<u8>,
+    /// A pair panel of the direct form.
+    pairs: Vec<u8>,
     /// A linear layer's input rows, packed.
     packed: Vec<i32>,
     /// The same, split into nibbles.
@@ -195,9 +198,24 @@ fn conv_tiles_bytes<B: ByteIsa, C: AsRef<[usize]>>(
     let form = layer.byte_form();
     let panel = grow(&mut scratch.bytes, layer.byte_panel_len());
     let indices = grow(&mut scratch.indices, form.groups * TABLES);
+    let direct = isa.direct(form).zip(form.direct.as_ref());
+    let pairs = grow(
+        &mut scratch.pairs,
+        direct.map_or(0, |(_, d)| d.pairs * PAIR_BYTES),
+    );
     let mut sums = [0; NR];
     for (cols, at) in panels {
         let cols = cols.as_ref();
+        if let (Some((tile, d)), Some(runs)) = (direct, half_runs(cols)) {
+            tile.pair_panel(image, plan, runs, pairs);
+            for i in 0..out.div_ceil(MRB) {
+                let rows = (out - i * MRB).min(MRB);
+                let bias = TileBias::Rows(&form.bias[i * MRB..][..rows]);
+                let dst = dest.tile(&mut c[i * MRB * ld + at..], ld, cols.len());
+                tile.pair_tile(rows, d.panel(i), pairs, d.pairs, bias, dst);
+            }
+            continue;
+        }
         isa.im2col_bytes(image, plan, cols, panel);
         if form.centre_shift.is_some() {
             isa.col_sums(panel, &mut sums);

@@ -194,6 +194,8 @@ pub(crate) struct Im2col {
     /// The largest of `k_off`.
     max_k_off: usize,
     col_off: Vec<usize>,
+    /// [`Im2col::pool_panels`], if the output width is a multiple of eight.
+    pool: Option<Vec<([usize; NR], usize)>>,
     /// Output rows, `H − k + 1`.
     pub(crate) out_h: usize,
     /// Output columns, `W − k + 1`.
@@ -213,12 +215,13 @@ impl Im2col {
                     .flat_map(move |ky| (0..kernel).map(move |kx| (c * height + ky) * width + kx))
             })
             .collect();
-        let col_off = (0..out_h)
+        let col_off: Vec<usize> = (0..out_h)
             .flat_map(|y| (0..out_w).map(move |x| y * width + x))
             .collect();
         Self {
             max_k_off: k_off.iter().copied().max().unwrap_or(0),
             k_off,
+            pool: pool_panels(&col_off, out_h, out_w),
             col_off,
             out_h,
             out_w,
@@ -241,24 +244,11 @@ impl Im2col {
     /// positions `8·xb .. 8·xb + 8` in its first half and row `2·py + 1`'s in its second, so the
     /// maximum of its halves is the pool's vertical maximum (an odd last row, which pooling
     /// drops, is not computed). Each item is the panel's `NR` source offsets and where its
-    /// eight maxima go in the `[out_h / 2][out_w]` plane of vertical maxima.
-    pub(crate) fn pool_panels(&self) -> Option<impl Iterator<Item = ([usize; NR], usize)> + '_> {
-        let half = NR / 2;
-        if !self.out_w.is_multiple_of(half) {
-            return None;
-        }
-        let blocks = self.out_w / half;
-        let panels = (0..self.out_h / 2 * blocks).map(move |p| {
-            let (py, x) = (p / blocks, half * (p % blocks));
-            let top = self.col_off[2 * py * self.out_w + x];
-            let bottom = self.col_off[(2 * py + 1) * self.out_w + x];
-            let cols = std::array::from_fn(|i| match i < half {
-                true => top + i,
-                false => bottom + i - half,
-            });
-            (cols, py * self.out_w + x)
-        });
-        Some(panels)
+    /// eight maxima go in the `[out_h / 2][out_w]` plane of vertical maxima. Listed once, when
+    /// the plan is made.
+    pub(crate) fn pool_panels(&self) -> Option<impl Iterator<Item = (&[usize; NR], usize)> + '_> {
+        let panels = self.pool.as_ref()?;
+        Some(panels.iter().map(|(cols, at)| (cols, *at)))
     }
 
     /// The offsets of every row of B.
@@ -270,6 +260,27 @@ impl Im2col {
     pub(crate) fn max_k_offset(&self) -> usize {
         self.max_k_off
     }
+}
+
+/// The panels of [`Im2col::pool_panels`] for the source offsets `col_off` of an
+/// `out_h × out_w` output.
+fn pool_panels(col_off: &[usize], out_h: usize, out_w: usize) -> Option<Vec<([usize; NR], usize)>> {
+    let half = NR / 2;
+    if !out_w.is_multiple_of(half) {
+        return None;
+    }
+    let blocks = out_w / half;
+    let panel = |p: usize| {
+        let (py, x) = (p / blocks, half * (p % blocks));
+        let top = col_off[2 * py * out_w + x];
+        let bottom = col_off[(2 * py + 1) * out_w + x];
+        let cols = std::array::from_fn(|i| match i < half {
+            true => top + i,
+            false => bottom + i - half,
+        });
+        (cols, py * out_w + x)
+    };
+    Some((0..out_h / 2 * blocks).map(panel).collect())
 }
 
 /// Packs one column panel of an im2col matrix in groups of `G`: `out[g][c][j] =

@@ -17,7 +17,7 @@ pub(super) enum Node {
     Depthwise(Depthwise),
     /// A one-group, stride-1, square-kernel convolution and the 2×2, stride-2 max pool that
     /// follows it, run per image on the tutorial [`Engine`](crate::Engine)'s kernels.
-    ChwConvPool(ChwConvPool),
+    ChwConvPool(Box<ChwConvPool>),
     /// A one-group convolution and the max pool that follows it, of a kind
     /// [`Node::ChwConvPool`] does not take (strided, a kernel or pool of another shape),
     /// fused per image: the GEMM's accumulators are max-pooled, then requantized (exact:
@@ -140,7 +140,10 @@ pub(super) fn compile(
                     };
                     if let Some(conv) = pool.and_then(|pool| chw_conv_pool(layer, g, *pad, pool)) {
                         fused = true;
-                        nodes.push((Node::ChwConvPool(conv?), steps[i + 1].output.len()));
+                        nodes.push((
+                            Node::ChwConvPool(Box::new(conv?)),
+                            steps[i + 1].output.len(),
+                        ));
                         continue;
                     }
                     let conv = gemm_conv(layer, g, *pad)?;
