@@ -812,13 +812,23 @@ fn lookup_table_bounds_are_exact() {
         for (fan_in, expect_tables) in [(last, entry_bound <= 127), (last + 1, false)] {
             let (layer, _) = bound_layer(weight_bits, 2, |_| conv(fan_in));
             let packed = PackedLayer::new(&layer).unwrap();
-            let (n, side) = (2, 3);
-            let input = vec![3; n * fan_in * side * side];
-            let expected = reference::conv2d(&layer, &input, n, side, side).unwrap();
             let what = format!("w{weight_bits} x2, K = {fan_in}, e = {entry_bound}");
+            // Three columns (panels gathered, indices from the byte panel) and eight (each
+            // half a run: indices read straight from the image), pooled too.
+            for (n, height, width) in [(2, 3, 3), (2, 3, 8)] {
+                let input = vec![3; n * fan_in * height * width];
+                let expected = reference::conv2d(&layer, &input, n, height, width).unwrap();
+                let codes = reference::requantize(&layer, &expected, height * width).unwrap();
+                let pooled = reference::max_pool_2x2(&codes, n * 3, height, width).unwrap();
+                for kernel in common::kernels::all() {
+                    let got = kernels::conv2d(kernel, &packed, &input, n, height, width);
+                    assert_eq!(got.unwrap(), expected, "{what} {width} wide {kernel}");
+                    let fused =
+                        kernels::conv2d_requant_pool(kernel, &packed, &input, n, height, width);
+                    assert_eq!(fused.unwrap(), pooled, "{what} {width} wide {kernel}");
+                }
+            }
             for kernel in common::kernels::all() {
-                let got = kernels::conv2d(kernel, &packed, &input, n, side, side).unwrap();
-                assert_eq!(got, expected, "{what} {kernel}");
                 let tables = packed.gemm_form(kernel).unwrap() == GemmForm::Tables;
                 let expect = expect_tables && kernel == KernelChoice::Avx2Maddubs;
                 assert_eq!(tables, expect, "{what} {kernel}");

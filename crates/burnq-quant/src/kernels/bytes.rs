@@ -303,6 +303,12 @@ pub(crate) trait TableIsa: Copy {
     /// [`super::lut::index_panel`] (`⌈K/4⌉·32` bytes from `⌈K/4⌉·64`).
     fn index_panel(self, panel: &[u8], out: &mut [u8]);
 
+    /// The same indices read straight from the plan's image `input`, for a column panel whose
+    /// halves are the runs `runs` ([`super::direct::half_runs`]): `out[32g + 16h + c] =
+    /// x(4g + 2h, c) + 4·x(4g + 2h + 1, c)` with `x(k, c) = input[runs[c / 8] + c % 8 + k_off[k]]`
+    /// (`0` for `k ≥ K`), `k_off` the plan's offsets.
+    fn index_runs(self, input: &[u8], plan: &Im2col, runs: [usize; 2], out: &mut [u8]);
+
     /// One table tile: `acc[r][c] = bias + Σ_g Σ_h T_r,2g+h[idx[g][16h + c]] (+ outer)` for
     /// `r < rows` (`1..=MRL`), `c < NR`, written to `out`. `tables` is one row panel of
     /// [`LutForm::tables`], `idx` one index panel, `steps` is [`LutForm::steps`].
@@ -326,6 +332,10 @@ pub(crate) enum Absent {}
 
 impl TableIsa for Absent {
     fn index_panel(self, _: &[u8], _: &mut [u8]) {
+        match self {}
+    }
+
+    fn index_runs(self, _: &[u8], _: &Im2col, _: [usize; 2], _: &mut [u8]) {
         match self {}
     }
 

@@ -1,5 +1,5 @@
 //! The AVX2 direct convolution tile ([`super::direct`]): pair panels built by byte interleaves
-//! of 8-byte loads, and a tile of up to [`MRB`] rows whose sums stay in `i16` for the whole
+//! of 8-byte loads from the image (and, the same way, the table GEMM's indices), and a tile of up to [`MRB`] rows whose sums stay in `i16` for the whole
 //! reduction — per pair and row one broadcast, one `vpmaddubsw` and one `vpaddw` for sixteen
 //! positions' two products — widened once at its end.
 //!
@@ -10,6 +10,7 @@ use std::arch::x86_64::*;
 use super::avx2;
 use super::direct::{DirectIsa, PAIR_BYTES};
 use super::isa::{TileBias, TileOut};
+use super::lut::TABLES;
 use super::maddubs::Maddubs;
 use super::pack::{Im2col, MRB};
 
@@ -32,36 +33,75 @@ impl DirectIsa for Maddubs {
     }
 }
 
-/// [`DirectIsa::pair_panel`]: per pair and run, the two taps' eight codes loaded and
-/// interleaved (`vpunpcklbw`), the second run's in the upper 128-bit lane. The loads are
-/// bounds-checked once per panel, against the farthest byte any of them reads.
+/// `load(start, k)`: the eight codes of tap `k` of the run at `start` (in the low half), for
+/// the runs of one panel of `plan`'s image `input`; zeros for `k ≥ K`. Bounds-checked once, here,
+/// against the farthest byte any load reads.
+#[inline]
 #[target_feature(enable = "avx2")]
-fn pair_panel(input: &[u8], plan: &Im2col, runs: [usize; 2], out: &mut [u8]) {
+fn run_codes<'a>(
+    input: &'a [u8],
+    plan: &'a Im2col,
+    runs: [usize; 2],
+) -> impl Fn(usize, usize) -> __m128i + 'a {
     let k_off = plan.k_offsets();
     let end = runs[0].max(runs[1]) + plan.max_k_offset() + 8;
     assert!(
         end <= input.len(),
-        "a pair panel reads up to byte {end} of {}",
+        "a panel reads up to byte {end} of {}",
         input.len()
     );
     let base = input.as_ptr();
-    // SAFETY: `start` is one of `runs` and `off` one of `k_off`, so the eight bytes read end
-    // at or before `end`, within `input` (asserted above).
-    let codes = |start: usize, off: usize| unsafe { _mm_loadl_epi64(base.add(start + off).cast()) };
-    let pair = |(a, b): (usize, Option<usize>)| {
-        let half = |start| {
-            let second = b.map_or(_mm_setzero_si128(), |b| codes(start, b));
-            _mm_unpacklo_epi8(codes(start, a), second)
-        };
-        _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(half(runs[0])), half(runs[1]))
-    };
-    let (taps, odd) = k_off.as_chunks::<2>();
-    let pairs = taps.iter().map(|&[a, b]| (a, Some(b)));
-    let pairs = pairs.chain(odd.first().map(|&a| (a, None)));
+    move |start, k| match k_off.get(k) {
+        // SAFETY: `start` is one of `runs` and `off` one of the plan's offsets, so the eight
+        // bytes read end at or before `end`, within `input` (asserted above); `loadl_epi64`
+        // needs SSE2, which AVX2 (this function's feature, its caller's) implies.
+        Some(&off) => unsafe { _mm_loadl_epi64(base.add(start + off).cast()) },
+        None => _mm_setzero_si128(),
+    }
+}
+
+/// [`DirectIsa::pair_panel`]: per pair and run, the two taps' eight codes loaded and
+/// interleaved (`vpunpcklbw`), the second run's in the upper 128-bit lane.
+#[target_feature(enable = "avx2")]
+fn pair_panel(input: &[u8], plan: &Im2col, runs: [usize; 2], out: &mut [u8]) {
+    let codes = run_codes(input, plan, runs);
     let (dst, _) = out.as_chunks_mut::<PAIR_BYTES>();
-    for (taps, dst) in pairs.zip(dst) {
+    for (j, dst) in dst[..plan.k_offsets().len().div_ceil(2)]
+        .iter_mut()
+        .enumerate()
+    {
+        let half = |start| _mm_unpacklo_epi8(codes(start, 2 * j), codes(start, 2 * j + 1));
+        let both =
+            _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(half(runs[0])), half(runs[1]));
         // SAFETY: `dst` is 32 writable bytes; `storeu` has no alignment requirement.
-        unsafe { _mm256_storeu_si256(dst.as_mut_ptr().cast(), pair(taps)) }
+        unsafe { _mm256_storeu_si256(dst.as_mut_ptr().cast(), both) }
+    }
+}
+
+/// [`super::bytes::TableIsa::index_runs`]: per pair and run, `x_2p + 4·x_2p+1` of the two taps'
+/// eight codes (`vpsllw` by 2 cannot carry across bytes: codes are at most 3), the runs side by
+/// side (`vpunpcklqdq`), a group's two pairs in the two 128-bit lanes.
+#[target_feature(enable = "avx2")]
+pub(super) fn index_runs(input: &[u8], plan: &Im2col, runs: [usize; 2], out: &mut [u8]) {
+    let codes = run_codes(input, plan, runs);
+    let pair = |p: usize| {
+        let half = |start| {
+            _mm_add_epi8(
+                codes(start, 2 * p),
+                _mm_slli_epi16::<2>(codes(start, 2 * p + 1)),
+            )
+        };
+        _mm_unpacklo_epi64(half(runs[0]), half(runs[1]))
+    };
+    let (dst, _) = out.as_chunks_mut::<TABLES>();
+    for (g, dst) in dst[..plan.k_offsets().len().div_ceil(4)]
+        .iter_mut()
+        .enumerate()
+    {
+        let both =
+            _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(pair(2 * g)), pair(2 * g + 1));
+        // SAFETY: `dst` is 32 writable bytes; `storeu` has no alignment requirement.
+        unsafe { _mm256_storeu_si256(dst.as_mut_ptr().cast(), both) }
     }
 }
 

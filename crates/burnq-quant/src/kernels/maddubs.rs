@@ -34,6 +34,7 @@ use std::arch::x86_64::*;
 use super::avx2;
 use super::bytes::{ByteForm, ByteIsa, Codes, NibbleIsa, Outer, TableIsa};
 use super::choice::KernelChoice;
+use super::direct_avx2;
 use super::isa::{TileBias, TileOut};
 use super::lut::{MRL, TABLES};
 use super::pack::{GROUP, Im2col, MRB, NR};
@@ -182,10 +183,14 @@ impl NibbleIsa for Maddubs {
     }
 }
 
-// SAFETY (both `unsafe` blocks): the callees need AVX2, which a `Maddubs` value proves.
+// SAFETY (every `unsafe` block): the callees need AVX2, which a `Maddubs` value proves.
 impl TableIsa for Maddubs {
     fn index_panel(self, panel: &[u8], out: &mut [u8]) {
         unsafe { index_panel(panel, out) }
+    }
+
+    fn index_runs(self, input: &[u8], plan: &Im2col, runs: [usize; 2], out: &mut [u8]) {
+        unsafe { direct_avx2::index_runs(input, plan, runs, out) }
     }
 
     fn lut_tile(

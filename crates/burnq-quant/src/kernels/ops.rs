@@ -203,10 +203,12 @@ fn conv_tiles_bytes<B: ByteIsa, C: AsRef<[usize]>>(
         &mut scratch.pairs,
         direct.map_or(0, |(_, d)| d.pairs * PAIR_BYTES),
     );
+    let tables = isa.tables(form).zip(form.lut.as_ref());
     let mut sums = [0; NR];
     for (cols, at) in panels {
         let cols = cols.as_ref();
-        if let (Some((tile, d)), Some(runs)) = (direct, half_runs(cols)) {
+        let runs = half_runs(cols);
+        if let (Some((tile, d)), Some(runs)) = (direct, runs) {
             tile.pair_panel(image, plan, runs, pairs);
             for i in 0..out.div_ceil(MRB) {
                 let rows = (out - i * MRB).min(MRB);
@@ -216,9 +218,21 @@ fn conv_tiles_bytes<B: ByteIsa, C: AsRef<[usize]>>(
             }
             continue;
         }
-        isa.im2col_bytes(image, plan, cols, panel);
-        if form.centre_shift.is_some() {
-            isa.col_sums(panel, &mut sums);
+        // Table indices straight from the image where the halves are runs and no code sums
+        // are needed; else from the byte panel, which the byte tile reads too.
+        match (tables, runs) {
+            (Some((tab, _)), Some(runs)) if form.centre_shift.is_none() => {
+                tab.index_runs(image, plan, runs, indices);
+            }
+            _ => {
+                isa.im2col_bytes(image, plan, cols, panel);
+                if form.centre_shift.is_some() {
+                    isa.col_sums(panel, &mut sums);
+                }
+                if let Some((tab, _)) = tables {
+                    tab.index_panel(panel, indices);
+                }
+            }
         }
         // Row panel `i` of `mr` rows: its row count, bias and correction.
         let rows_of = |i: usize, mr: usize| {
@@ -229,8 +243,7 @@ fn conv_tiles_bytes<B: ByteIsa, C: AsRef<[usize]>>(
             });
             (rows, TileBias::Rows(&form.bias[i * mr..][..rows]), outer)
         };
-        if let (Some(tab), Some(lut)) = (isa.tables(form), &form.lut) {
-            tab.index_panel(panel, indices);
+        if let Some((tab, lut)) = tables {
             for i in 0..out.div_ceil(MRL) {
                 let (rows, bias, outer) = rows_of(i, MRL);
                 let dst = dest.tile(&mut c[i * MRL * ld + at..], ld, cols.len());
