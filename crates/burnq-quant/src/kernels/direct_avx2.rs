@@ -10,7 +10,6 @@ use std::arch::x86_64::*;
 use super::avx2;
 use super::direct::{DirectIsa, PAIR_BYTES};
 use super::isa::{TileBias, TileOut};
-use super::lut::TABLES;
 use super::maddubs::Maddubs;
 use super::pack::{Im2col, MRB};
 
@@ -33,17 +32,16 @@ impl DirectIsa for Maddubs {
     }
 }
 
-/// `load(start, k)`: the eight codes of tap `k` of the run at `start` (in the low half), for
-/// the runs of one panel of `plan`'s image `input`; zeros for `k ≥ K`. Bounds-checked once, here,
-/// against the farthest byte any load reads.
+/// `load(start, off)`: the eight codes at `start + off` (in the low half), for `start` one of
+/// `runs` and `off` one of `plan`'s offsets, in `plan`'s image `input`. Bounds-checked once,
+/// here, against the farthest byte any such load reads.
 #[inline]
 #[target_feature(enable = "avx2")]
 fn run_codes<'a>(
     input: &'a [u8],
-    plan: &'a Im2col,
+    plan: &Im2col,
     runs: [usize; 2],
 ) -> impl Fn(usize, usize) -> __m128i + 'a {
-    let k_off = plan.k_offsets();
     let end = runs[0].max(runs[1]) + plan.max_k_offset() + 8;
     assert!(
         end <= input.len(),
@@ -51,12 +49,37 @@ fn run_codes<'a>(
         input.len()
     );
     let base = input.as_ptr();
-    move |start, k| match k_off.get(k) {
-        // SAFETY: `start` is one of `runs` and `off` one of the plan's offsets, so the eight
-        // bytes read end at or before `end`, within `input` (asserted above); `loadl_epi64`
-        // needs SSE2, which AVX2 (this function's feature, its caller's) implies.
-        Some(&off) => unsafe { _mm_loadl_epi64(base.add(start + off).cast()) },
-        None => _mm_setzero_si128(),
+    // SAFETY: `start + off + 8 ≤ end ≤ input.len()` for the arguments this closure is
+    // documented for (asserted above); `loadl_epi64` needs only SSE2, which AVX2 implies.
+    move |start, off| unsafe { _mm_loadl_epi64(base.add(start + off).cast()) }
+}
+
+/// Writes `chunk(codes)` to each 32-byte piece of `out`, one per chunk of `N` of the plan's
+/// taps, `codes(start, i)` loading the eight codes of the chunk's tap `i` for the run at
+/// `start` (zeros past the last tap, in a last partial chunk).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn per_chunk<const N: usize>(
+    input: &[u8],
+    plan: &Im2col,
+    runs: [usize; 2],
+    out: &mut [u8],
+    chunk: impl Fn(&dyn Fn(usize, usize) -> __m128i) -> __m256i,
+) {
+    let load = run_codes(input, plan, runs);
+    let (whole, rest) = plan.k_offsets().as_chunks::<N>();
+    let (dst, _) = out.as_chunks_mut::<32>();
+    let (dst, tail) = dst.split_at_mut(whole.len());
+    let store = |dst: &mut [u8; 32], v| {
+        // SAFETY: `dst` is 32 writable bytes; `storeu` has no alignment requirement.
+        unsafe { _mm256_storeu_si256(dst.as_mut_ptr().cast(), v) }
+    };
+    for (taps, dst) in whole.iter().zip(dst) {
+        store(dst, chunk(&|start, i| load(start, taps[i])));
+    }
+    if !rest.is_empty() {
+        let codes = |start, i| rest.get(i).map_or(_mm_setzero_si128(), |&o| load(start, o));
+        store(&mut tail[0], chunk(&codes));
     }
 }
 
@@ -64,18 +87,10 @@ fn run_codes<'a>(
 /// interleaved (`vpunpcklbw`), the second run's in the upper 128-bit lane.
 #[target_feature(enable = "avx2")]
 fn pair_panel(input: &[u8], plan: &Im2col, runs: [usize; 2], out: &mut [u8]) {
-    let codes = run_codes(input, plan, runs);
-    let (dst, _) = out.as_chunks_mut::<PAIR_BYTES>();
-    for (j, dst) in dst[..plan.k_offsets().len().div_ceil(2)]
-        .iter_mut()
-        .enumerate()
-    {
-        let half = |start| _mm_unpacklo_epi8(codes(start, 2 * j), codes(start, 2 * j + 1));
-        let both =
-            _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(half(runs[0])), half(runs[1]));
-        // SAFETY: `dst` is 32 writable bytes; `storeu` has no alignment requirement.
-        unsafe { _mm256_storeu_si256(dst.as_mut_ptr().cast(), both) }
-    }
+    per_chunk::<2>(input, plan, runs, out, |codes| {
+        let half = |start| _mm_unpacklo_epi8(codes(start, 0), codes(start, 1));
+        _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(half(runs[0])), half(runs[1]))
+    });
 }
 
 /// [`super::bytes::TableIsa::index_runs`]: per pair and run, `x_2p + 4·x_2p+1` of the two taps'
@@ -83,26 +98,13 @@ fn pair_panel(input: &[u8], plan: &Im2col, runs: [usize; 2], out: &mut [u8]) {
 /// side (`vpunpcklqdq`), a group's two pairs in the two 128-bit lanes.
 #[target_feature(enable = "avx2")]
 pub(super) fn index_runs(input: &[u8], plan: &Im2col, runs: [usize; 2], out: &mut [u8]) {
-    let codes = run_codes(input, plan, runs);
-    let pair = |p: usize| {
-        let half = |start| {
-            _mm_add_epi8(
-                codes(start, 2 * p),
-                _mm_slli_epi16::<2>(codes(start, 2 * p + 1)),
-            )
+    per_chunk::<4>(input, plan, runs, out, |codes| {
+        let pair = |a, b| {
+            let half = |start| _mm_add_epi8(codes(start, a), _mm_slli_epi16::<2>(codes(start, b)));
+            _mm_unpacklo_epi64(half(runs[0]), half(runs[1]))
         };
-        _mm_unpacklo_epi64(half(runs[0]), half(runs[1]))
-    };
-    let (dst, _) = out.as_chunks_mut::<TABLES>();
-    for (g, dst) in dst[..plan.k_offsets().len().div_ceil(4)]
-        .iter_mut()
-        .enumerate()
-    {
-        let both =
-            _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(pair(2 * g)), pair(2 * g + 1));
-        // SAFETY: `dst` is 32 writable bytes; `storeu` has no alignment requirement.
-        unsafe { _mm256_storeu_si256(dst.as_mut_ptr().cast(), both) }
-    }
+        _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(pair(0, 1)), pair(2, 3))
+    });
 }
 
 /// [`DirectIsa::pair_tile`] for `rows` rows.
