@@ -5,8 +5,9 @@
 //! them. The convolutions are timed twice — im2col + GEMM alone (`kernels::conv2d`, the
 //! accumulators) and fused with the requantization and 2×2 max pool
 //! (`kernels::conv2d_requant_pool`, what the engine runs) — so the difference is the
-//! requantization + pooling; fc1 runs its GEMM with the requantization fused, fc2 its GEMM to the
-//! accumulators. Each figure is the median over `runs` calls, divided by `BATCH`: microseconds
+//! requantization + pooling (0 where the fused call is the faster: it stores only vertical
+//! maxima); fc1 runs its GEMM with the requantization fused, fc2 its GEMM to the accumulators.
+//! Each figure is the median over `runs` calls, divided by `BATCH`: microseconds
 //! per image. (The entry points allocate their outputs, which the engine does not, so the sum
 //! is a little above the engine's own time per image.)
 
