@@ -840,9 +840,11 @@ fn lookup_table_bounds_are_exact() {
 /// Convolutions whose whole reduction fits one `i16` sum (`K·qmax_in·max|s| ≤ 32767`) at that
 /// bound ([`bound_layer`]'s zero points, every code `qmax_in` and every weight at the far end of
 /// its range, so a channel's sum is the bound itself): `avx2-maddubs` runs them
-/// directly on pair panels (taken at the last such `K`, refused one term later, and never for
-/// two-bit inputs whose tables it prefers), and every kernel equals the reference there, both
-/// the accumulators and the fused requantization and 2×2 max pool.
+/// directly on pair panels when the reduction is shorter than 16 groups of four (taken at the
+/// last such `K`, refused one term later, and never for two-bit inputs whose tables it
+/// prefers), and every kernel equals the reference there, both the accumulators and the fused
+/// requantization and 2×2 max pool. Width pairs whose `vpmaddubsw` pairs could saturate (which
+/// the byte GEMM, and with it the direct tile, refuses) are left to `byte_gemm_bounds_are_exact`.
 #[test]
 fn direct_convolution_is_exact_at_its_bound() {
     let conv = |fan_in| LayerKind::Conv2d {
@@ -851,12 +853,17 @@ fn direct_convolution_is_exact_at_its_bound() {
         kernel: 1,
     };
     let mut direct = 0;
-    for weight_bits in 2..=5u8 {
+    for weight_bits in 2..=7u8 {
         for input_bits in 2..=8u8 {
             let (_, pair) = bound_layer(weight_bits, input_bits, conv);
+            if pair > 32767 {
+                continue;
+            }
             // `pair = 2·qmax_in·max|s|`: the last direct `K` is `⌊32767 / (qmax_in·max|s|)⌋`.
             let last = usize::try_from(32767 / (pair / 2)).unwrap();
             for (fan_in, within) in [(last, true), (last + 1, false)] {
+                // The direct tile takes reductions shorter than 16 groups of four.
+                let short = fan_in.div_ceil(4) < 16;
                 let (layer, _) = bound_layer(weight_bits, input_bits, |_| conv(fan_in));
                 // Every weight at the far end (at these widths the centre is the zero point):
                 // a channel's sum is then `K·qmax_in·max|s|` exactly.
@@ -882,8 +889,10 @@ fn direct_convolution_is_exact_at_its_bound() {
                         kernels::conv2d_requant_pool(kernel, &packed, &input, n, height, width);
                     assert_eq!(fused.unwrap(), pooled, "{what} {kernel}");
                     let form = packed.gemm_form(kernel).unwrap();
-                    let expect =
-                        within && kernel == KernelChoice::Avx2Maddubs && form != GemmForm::Tables;
+                    let expect = within
+                        && short
+                        && kernel == KernelChoice::Avx2Maddubs
+                        && form != GemmForm::Tables;
                     assert_eq!(
                         form == GemmForm::Direct,
                         expect,
@@ -895,7 +904,7 @@ fn direct_convolution_is_exact_at_its_bound() {
         }
     }
     if common::kernels::all().contains(&KernelChoice::Avx2Maddubs) {
-        assert!(direct >= 20, "only {direct} direct layers");
+        assert!(direct >= 15, "only {direct} direct layers");
     }
 }
 

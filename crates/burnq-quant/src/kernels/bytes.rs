@@ -219,8 +219,9 @@ pub(crate) trait ByteIsa: Copy {
     /// This implementation's direct convolution tile ([`Absent`] if it has none).
     type Direct: DirectIsa;
 
-    /// The direct tile to run `form`'s convolution with, if this implementation has one, the
-    /// layer has a [`DirectForm`] and no table form (which looks products up faster).
+    /// The direct tile to run `form`'s convolution with, if this implementation has one for it:
+    /// the layer has a [`DirectForm`] and no table form (which looks products up faster), and
+    /// the implementation may decline reductions its byte tile runs faster.
     fn direct(self, form: &ByteForm) -> Option<Self::Direct>;
 
     /// [`pack::im2col_bytes`] of the plan's offsets.

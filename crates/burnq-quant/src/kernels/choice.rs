@@ -27,7 +27,7 @@ pub enum KernelChoice {
     /// exact (`2·qmax_in·max|q_w − c| ≤ 32767`, decided when packing) runs a `u8 × i8` GEMM
     /// with it, adding several products in `i16` at low bit widths, and each convolution on
     /// two-bit inputs whose table bounds allow it looks its products up (`vpshufb`), and each
-    /// other convolution whose whole reduction fits one `i16` sum runs directly on pairs of taps
+    /// other short convolution whose whole reduction fits one `i16` sum runs directly on pairs of taps
     /// ([`super::direct`]); the others run the `i16` GEMM.
     Avx2Maddubs,
     /// x86-64 AVX-512 VNNI (with F, BW, VL): every layer runs a 10×16 `u8 × i8` GEMM with

@@ -21,8 +21,8 @@ pub enum GemmForm {
     Bytes,
     /// Two-bit inputs, products looked up in per-channel tables (`vpshufb`).
     Tables,
-    /// A convolution whose whole reduction fits one `i16` sum, on pair panels built from the
-    /// image (`vpmaddubsw`; [`super::direct`]); column panels whose halves are not runs of eight
+    /// A short convolution whose whole reduction fits one `i16` sum, on pair panels built from
+    /// the image (`vpmaddubsw`; [`super::direct`]); column panels whose halves are not runs of eight
     /// positions (an output width not a multiple of eight) take the byte tile.
     Direct,
 }

@@ -16,8 +16,8 @@
 //! instead ([`super::lut`]): per group of four `k` and row, one table load, one `vpshufb`
 //! looking up sixteen columns of two pairs, and one `vpaddb`.
 //!
-//! **Direct.** A convolution whose whole reduction fits one `i16` sum (and has no tables) runs
-//! the direct tile instead ([`super::direct`], in `direct_avx2`): no im2col matrix of groups,
+//! **Direct.** A convolution whose whole reduction fits one `i16` sum, shorter than
+//! [`MIN_GROUPS`] groups (and without tables), runs the direct tile instead ([`super::direct`], in `direct_avx2`): no im2col matrix of groups,
 //! one `vpmaddubsw` per pair of taps and row, one widening per tile.
 //!
 //! **Nibbles.** A linear layer whose pair sums could saturate (8-bit codes against 7- or 8-bit
@@ -46,7 +46,9 @@ use crate::QuantError;
 /// `K = 25`, ran slower than with the `i16` GEMM when its reduction took two chains). A
 /// shorter reduction runs here only as one chain (`chain ≥ groups`: 4-bit weights or fewer
 /// against 8-bit pixels), one widening per tile, which measured 5 % faster for the whole
-/// tutorial network at w4a4 and w2a2 on one image.
+/// tutorial network at w4a4 and w2a2 on one image. It is also the most groups a convolution
+/// runs directly ([`super::direct`]): on longer reductions (conv2 at w3a3, 125 groups) the byte
+/// tile measured 2–3 % faster.
 const MIN_GROUPS: usize = 16;
 
 /// Rows per pass of a tile: five rows of two `i16` chain sums and two `i32` sums, with the two
@@ -119,7 +121,8 @@ impl ByteIsa for Maddubs {
     type Direct = Self;
 
     fn direct(self, form: &ByteForm) -> Option<Self> {
-        (form.direct.is_some() && form.lut.is_none()).then_some(self)
+        let short = form.groups < MIN_GROUPS;
+        (form.direct.is_some() && form.lut.is_none() && short).then_some(self)
     }
 
     fn im2col_bytes(self, input: &[u8], plan: &Im2col, cols: &[usize], out: &mut [u8]) {

@@ -21,7 +21,7 @@
 //!   - **direct** (`direct`): for a convolution whose whole reduction fits one `i16` sum (a
 //!     first layer on 8-bit pixels with 2- or 3-bit weights), the byte form's products taken
 //!     in pairs of taps read straight from the image, summed in `i16` to the end; run by
-//!     `maddubs` where no table form exists.
+//!     `maddubs` for short reductions where no table form exists.
 //!
 //!   Which form a layer runs is decided per layer by the kernel ([`KernelChoice`]) and the
 //!   layer's bounds: a layer the byte GEMM cannot run exactly falls back to the `i16` GEMM.
