@@ -1,7 +1,9 @@
 //! The direct form of a convolution whose whole reduction fits one `i16` sum: the products of
 //! each output position are added pairwise by `vpmaddubsw` and then in `i16`, never widened
-//! until the tile's end, and its operand is built from the image in registers-sized pieces
-//! (pairs of taps side by side) instead of an im2col matrix of groups of four.
+//! until the tile's end, and its operand is built from the image one panel at a time (pairs of
+//! taps side by side) instead of an im2col matrix of groups of four. The `vpmaddubsw`
+//! implementation runs it for short reductions (the first layer), where the byte tile's fixed
+//! costs weigh most.
 //!
 //! # Math
 //! The byte form's reduction ([`super::bytes`]: `Σ_k x_k·s_o,k`, `x` the input codes,
@@ -19,13 +21,14 @@
 //!
 //! # Exactness
 //! Every code is at most `qmax_in` (the kernels reject larger ones) and every `|s| ≤ max|s|`,
-//! so a pair sum is at most `2·qmax_in·max|s|` and any partial sum of the `K` products at most
-//! `K·qmax_in·max|s|`. The form exists only when that is `≤ 32767`: then no `vpmaddubsw` pair
+//! so every pair sum (two of the `K` products, or one) and every partial sum of them is at most
+//! `K·qmax_in·max|s|` in magnitude. The form exists only when that is `≤ 32767`: then no `vpmaddubsw` pair
 //! saturates and no `vpaddw` wraps, and the `i16` sums are the exact reduction, widened once
 //! into the `i32` accumulators that start at the byte form's `bias'`. It also requires every
 //! centre to be the channel's zero point (always so at seven weight bits or fewer), so that no
-//! code-sum correction is needed. With 8-bit input codes this admits 2- and 3-bit weights on a
-//! 5×5 single-channel convolution (`25·255·3 = 19,125`), the tutorial's conv1 at two bits.
+//! code-sum correction is needed. With 8-bit input codes on a 5×5 single-channel convolution
+//! (the tutorial's conv1) this admits 2-bit weights (`|s| ≤ 3`: `25·255·3 = 19,125`) and 3-bit
+//! weights whose zero points lie mid-range (`|s| ≤ 4`: `25,500`).
 
 use super::bytes::Absent;
 use super::isa::{TileBias, TileOut};
