@@ -170,33 +170,44 @@ vectorized! {
     }
 }
 
-/// `out.extend_from_slice(src)` for `out` with room for `src`, copied in blocks of [`BLOCK`]
-/// elements by inline vector moves, the last block overlapping the one before (rows shorter
-/// than a block are appended as usual). `extend_from_slice` calls `memcpy`, whose call
-/// overhead dominated im2col's many 8- and 24-element rows (a twentieth of a training profile).
+/// `out.extend_from_slice(src)`, for the short rows of im2col (the tutorial's are 24 and 8
+/// elements): a row shorter than [`SHORT`] is copied as its binary decomposition into
+/// fixed-size pieces (16, 8, 4, 2, 1 elements), each an inline vector move, with no loop the
+/// compiler could turn back into a `memcpy` call; `extend_from_slice` called `memcpy` for
+/// every row, and the calls were a twentieth of a training profile. Longer rows (and an `out`
+/// without room) take `extend_from_slice`.
 #[inline(always)]
 fn append_row(out: &mut Vec<f32>, src: &[f32]) {
     let (start, n) = (out.len(), src.len());
-    if n < BLOCK || out.capacity() - start < n {
+    if n >= SHORT || out.capacity() - start < n {
         out.extend_from_slice(src);
         return;
     }
     let dst = &mut out.spare_capacity_mut()[..n];
-    let block = |d: &mut [MaybeUninit<f32>], s: &[f32]| {
-        for (d, s) in d.iter_mut().zip(&s[..BLOCK]).take(BLOCK) {
-            d.write(*s);
-        }
-    };
-    for (d, s) in dst.chunks_exact_mut(BLOCK).zip(src.chunks_exact(BLOCK)) {
-        block(d, s);
-    }
-    block(&mut dst[n - BLOCK..], &src[n - BLOCK..]);
-    // SAFETY: the blocks wrote `dst[0..n]`, the `n` elements after `start`.
+    let mut at = 0;
+    piece::<16>(dst, src, &mut at);
+    piece::<8>(dst, src, &mut at);
+    piece::<4>(dst, src, &mut at);
+    piece::<2>(dst, src, &mut at);
+    piece::<1>(dst, src, &mut at);
+    // SAFETY: the pieces wrote `dst[0..n]` (n < 32 is the sum of the pieces taken), the `n`
+    // elements after `start`.
     unsafe { out.set_len(start + n) };
 }
 
-/// Elements per block of [`append_row`] (one AVX register of `f32`).
-const BLOCK: usize = 8;
+/// Rows of at least this many elements are appended by `extend_from_slice` ([`append_row`]).
+const SHORT: usize = 32;
+
+/// Copies `src[*at..][..B]` to `dst[*at..]` and advances `at`, when `B` elements remain.
+#[inline(always)]
+fn piece<const B: usize>(dst: &mut [MaybeUninit<f32>], src: &[f32], at: &mut usize) {
+    if src.len() - *at >= B {
+        let s: &[f32; B] = src[*at..][..B].try_into().expect("B elements");
+        let d: &mut [MaybeUninit<f32>; B] = (&mut dst[*at..][..B]).try_into().expect("B elements");
+        *d = s.map(MaybeUninit::new);
+        *at += B;
+    }
+}
 
 vectorized! {
     /// The NCHW input gradient from the patch-matrix gradient `dcols[K, Q]`: the adjoint of
