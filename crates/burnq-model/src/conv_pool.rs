@@ -154,15 +154,15 @@ pub struct OutputGrad {
     pub rows: Option<Vec<f32>>,
     /// `G[O, Q]`.
     pub columns: Option<Vec<f32>>,
-    /// `∂L/∂b[o] = Σ_q G[o, q]`, each image's plane summed ([`lane_sum`]), then the images in
-    /// order, as [`conv_gemm::bias_grad`] sums it.
+    /// `∂L/∂b[o] = Σ_q G[o, q]`, summed in the order of [`conv_gemm::bias_grad`] (each
+    /// image's plane in running lanes, then the images in order).
     pub bias: Option<Vec<f32>>,
 }
 
 vectorized! {
     /// `G` from `conv = (Y[O, Q], bias)` and `pooled = (z, dz)`, the pooled output and its
-    /// gradient (both NCHW):
-    /// plane by plane into a buffer ([`backward_plane`]), then copied where `wanted` says.
+    /// gradient (both NCHW): plane by plane into a buffer (the pooling's backward pass, as
+    /// [`train_pool::backward`] computes it), then copied where `wanted` says.
     pub fn backward / backward_at(
         g: &Geometry,
         pg: &PoolGeometry,
