@@ -155,7 +155,7 @@ vectorized! {
             let at = |j: usize| row + j * sw + v - left;
             if !padded {
                 if sw == 1 {
-                    cols.extend_from_slice(&x[at(0)..][..ow]);
+                    append_row(&mut cols, &x[at(0)..][..ow]);
                 } else {
                     cols.extend((0..ow).map(|j| x[at(j)]));
                 }
@@ -167,6 +167,45 @@ vectorized! {
             }
         });
         cols
+    }
+}
+
+/// `out.extend_from_slice(src)`, for the short rows of im2col (the tutorial's are 24 and 8
+/// elements): a row shorter than [`SHORT`] is copied as its binary decomposition into
+/// fixed-size pieces (16, 8, 4, 2, 1 elements), each an inline vector move, with no loop the
+/// compiler could turn back into a `memcpy` call; `extend_from_slice` called `memcpy` for
+/// every row, and the calls were a twentieth of a training profile. Longer rows (and an `out`
+/// without room) take `extend_from_slice`.
+#[inline(always)]
+fn append_row(out: &mut Vec<f32>, src: &[f32]) {
+    let (start, n) = (out.len(), src.len());
+    if n >= SHORT || out.capacity() - start < n {
+        out.extend_from_slice(src);
+        return;
+    }
+    let dst = &mut out.spare_capacity_mut()[..n];
+    let mut at = 0;
+    piece::<16>(dst, src, &mut at);
+    piece::<8>(dst, src, &mut at);
+    piece::<4>(dst, src, &mut at);
+    piece::<2>(dst, src, &mut at);
+    piece::<1>(dst, src, &mut at);
+    // SAFETY: the pieces wrote `dst[0..n]` (n < 32 is the sum of the pieces taken), the `n`
+    // elements after `start`.
+    unsafe { out.set_len(start + n) };
+}
+
+/// Rows of at least this many elements are appended by `extend_from_slice` ([`append_row`]).
+const SHORT: usize = 32;
+
+/// Copies `src[*at..][..B]` to `dst[*at..]` and advances `at`, when `B` elements remain.
+#[inline(always)]
+fn piece<const B: usize>(dst: &mut [MaybeUninit<f32>], src: &[f32], at: &mut usize) {
+    if src.len() - *at >= B {
+        let s: &[f32; B] = src[*at..][..B].try_into().expect("B elements");
+        let d: &mut [MaybeUninit<f32>; B] = (&mut dst[*at..][..B]).try_into().expect("B elements");
+        *d = s.map(MaybeUninit::new);
+        *at += B;
     }
 }
 
@@ -199,9 +238,14 @@ vectorized! {
 
 /// The convolution's output `y[N, O, OH, OW]` from the patch matrix: `W · X`, bias added.
 pub fn forward(g: &Geometry, cols: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+    from_columns(g, &forward_columns(g, cols, w), bias)
+}
+
+/// `Y[O, Q] = W · X`, the output without bias with the batch in its columns: image `n`'s
+/// channel `o` is the plane `Y[o, n·OH·OW ..][.. OH·OW]`.
+pub fn forward_columns(g: &Geometry, cols: &[f32], w: &[f32]) -> Vec<f32> {
     let (o, k, q) = (g.out_channels, g.patch(), g.columns());
-    let yq = product([o, q, k], [q, 1], (w, [k, 1]), (cols, [q, 1]));
-    from_columns(g, &yq, bias)
+    product([o, q, k], [q, 1], (w, [k, 1]), (cols, [q, 1]))
 }
 
 vectorized! {
@@ -256,11 +300,15 @@ vectorized! {
 /// packs a left factor whose summed index is innermost element by element (a fifth of the
 /// training time with `G` itself), and `Gᵀ` is the cheap one to lay out.
 pub fn weight_grad(g: &Geometry, grad: &[f32], cols: &[f32]) -> Vec<f32> {
-    let (o, k, q) = (g.out_channels, g.patch(), g.columns());
-    let gt = to_rows(g, grad);
+    weight_grad_rows(g, &to_rows(g, grad), cols)
+}
 
+/// `∂L/∂W[O, K] = G · Xᵀ` from `Gᵀ[Q, O]`, the output gradient with the channels innermost
+/// (see [`weight_grad`]).
+pub fn weight_grad_rows(g: &Geometry, gt: &[f32], cols: &[f32]) -> Vec<f32> {
+    let (o, k, q) = (g.out_channels, g.patch(), g.columns());
     // dwt[r, o] (column-major as O×K: element (o, r) at r·O + o) = Σ_q Gᵀ[q, o] X[r, q]
-    let dwt = product([o, k, q], [1, o], (&gt, [1, o]), (cols, [1, q]));
+    let dwt = product([o, k, q], [1, o], (gt, [1, o]), (cols, [1, q]));
     from_transposed(g, &dwt)
 }
 
@@ -295,7 +343,7 @@ vectorized! {
 /// `Σ values`, in [`LANES`] running sums (so that it vectorizes) added up at the end; the
 /// order depends only on the length.
 #[inline(always)]
-fn lane_sum(values: &[f32]) -> f32 {
+pub(crate) fn lane_sum(values: &[f32]) -> f32 {
     let mut lanes = [0.0f32; LANES];
     let chunks = values.chunks_exact(LANES);
     let tail: f32 = chunks.remainder().iter().sum();
@@ -312,9 +360,14 @@ const LANES: usize = 16;
 
 /// `∂L/∂x` (NCHW) for the NCHW output gradient `grad`: `Wᵀ · G`, then [`col2im`].
 pub fn input_grad(g: &Geometry, grad: &[f32], w: &[f32]) -> Vec<f32> {
+    input_grad_columns(g, &to_columns(g, grad), w)
+}
+
+/// `∂L/∂x` (NCHW) from `G[O, Q]`, the output gradient with the batch in its columns (see
+/// [`input_grad`]).
+pub fn input_grad_columns(g: &Geometry, gq: &[f32], w: &[f32]) -> Vec<f32> {
     let (o, k, q) = (g.out_channels, g.patch(), g.columns());
-    let gq = to_columns(g, grad);
-    let dcols = product([k, q, o], [q, 1], (w, [1, k]), (&gq, [q, 1]));
+    let dcols = product([k, q, o], [q, 1], (w, [1, k]), (gq, [q, 1]));
     col2im(g, &dcols)
 }
 

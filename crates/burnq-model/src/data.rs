@@ -62,19 +62,35 @@ pub struct ImageBatch {
 /// Turns items into an [`ImageBatch`], normalizing pixels.
 #[derive(Debug, Clone)]
 pub struct ImageBatcher {
-    norm: Normalization,
+    /// `norm.apply(p)` for every byte `p`: looked up, since batching runs on the training
+    /// loop's thread while the data-parallel shards wait (two divisions per pixel were 4 % of
+    /// a two-thread epoch).
+    table: [f32; 256],
 }
 
 impl ImageBatcher {
     /// A batcher normalizing with `norm`.
     pub fn new(norm: Normalization) -> Self {
-        Self { norm }
+        Self {
+            table: std::array::from_fn(|p| norm.apply(p as u8)),
+        }
     }
 
     /// Normalizes raw pixels of `n` images into a `[n, 1, 28, 28]` tensor on `device`.
     pub fn images(&self, pixels: &[u8], device: &Device) -> Tensor<4> {
-        let n = pixels.len() / IMAGE_PIXELS;
-        let values: Vec<f32> = pixels.iter().map(|&p| self.norm.apply(p)).collect();
+        let mut values = Vec::with_capacity(pixels.len());
+        self.normalize_into(&mut values, pixels);
+        self.tensor(values, device)
+    }
+
+    /// Appends the normalized `pixels` to `values`.
+    fn normalize_into(&self, values: &mut Vec<f32>, pixels: &[u8]) {
+        values.extend(pixels.iter().map(|&p| self.table[usize::from(p)]));
+    }
+
+    /// Normalized pixels of whole images as a `[n, 1, 28, 28]` tensor on `device`.
+    fn tensor(&self, values: Vec<f32>, device: &Device) -> Tensor<4> {
+        let n = values.len() / IMAGE_PIXELS;
         Tensor::from_data(
             TensorData::new(values, [n, 1, IMAGE_SIDE, IMAGE_SIDE]),
             device,
@@ -84,14 +100,14 @@ impl ImageBatcher {
 
 impl Batcher<ImageItem, ImageBatch> for ImageBatcher {
     fn batch(&self, items: Vec<ImageItem>, device: &Device) -> ImageBatch {
-        let pixels: Vec<u8> = items
-            .iter()
-            .flat_map(|i| i.pixels.iter().copied())
-            .collect();
+        let mut values = Vec::with_capacity(items.len() * IMAGE_PIXELS);
+        for item in &items {
+            self.normalize_into(&mut values, &item.pixels);
+        }
         let targets: Vec<i64> = items.iter().map(|i| i64::from(i.label)).collect();
         let n = targets.len();
         ImageBatch {
-            images: self.images(&pixels, device),
+            images: self.tensor(values, device),
             targets: Tensor::from_data(TensorData::new(targets, [n]), device),
         }
     }

@@ -6,8 +6,10 @@
 //! - [`data`]: Burn [`Dataset`](burn::data::dataset::Dataset) and batcher over the raw
 //!   `u8` images of `burnq-data`, with the normalization in one place;
 //! - [`train_conv`]: the convolution used while training on flex, a custom autodiff operation
-//!   whose forward pass and gradients are GEMMs ([`conv_gemm`] holds their arithmetic), and
-//!   [`train_pool`]: max pooling (fused with the ReLU before it) as another;
+//!   whose forward pass and gradients are GEMMs ([`conv_gemm`] holds their arithmetic),
+//!   [`train_pool`]: max pooling (fused with the ReLU before it) as another, and [`conv_pool`]:
+//!   the two (convolution, ReLU, pooling) as one;
+//! - [`sgd`]: SGD with momentum as one pass per parameter, Burn's update bit for bit;
 //! - [`training`]: the tutorial's SGD loop, deterministic for a given seed and backend;
 //! - [`eval`]: test loss and accuracy;
 //! - [`export`]: weights and biases as plain `f32` arrays (the integer engine never sees Burn);
@@ -27,6 +29,7 @@ pub mod arch_net;
 pub mod backend;
 pub mod checkpoint;
 pub mod conv_gemm;
+pub mod conv_pool;
 pub mod data;
 pub mod error;
 pub mod eval;
@@ -35,6 +38,7 @@ pub mod import;
 pub mod import_arch;
 pub mod model;
 pub mod predict;
+pub mod sgd;
 pub mod simd;
 pub mod train_conv;
 pub mod train_pool;

@@ -7,8 +7,7 @@ use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::{log_softmax, relu};
 
-use crate::train_conv::conv2d;
-use crate::train_pool::max_pool2d;
+use crate::conv_pool::conv_relu_pool;
 
 /// Layer sizes of the network; the defaults are the tutorial's.
 #[derive(Config, Debug)]
@@ -104,8 +103,8 @@ impl Net {
     /// # Shapes
     /// - input: `[n, 1, 28, 28]`, normalized pixels
     pub fn forward_taps(&self, images: Tensor<4>) -> Taps {
-        let conv2_in = max_pool2d(&self.pool, conv2d(&self.conv1, images.clone()), true);
-        let pooled = max_pool2d(&self.pool, conv2d(&self.conv2, conv2_in.clone()), true);
+        let conv2_in = conv_relu_pool(&self.conv1, &self.pool, images.clone());
+        let pooled = conv_relu_pool(&self.conv2, &self.pool, conv2_in.clone());
         let fc1_in: Tensor<2> = pooled.flatten(1, 3);
         let fc2_in = relu(self.fc1.forward(fc1_in.clone()));
         let logits = self.fc2.forward(fc2_in.clone());

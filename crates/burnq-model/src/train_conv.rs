@@ -22,6 +22,7 @@ use burn::nn::conv::Conv2d;
 use burn::prelude::*;
 use burn::tensor::DType;
 use burn_autodiff::Autodiff;
+use burn_autodiff::NodeId;
 use burn_autodiff::checkpoint::base::Checkpointer;
 use burn_autodiff::checkpoint::strategy::NoCheckpointing;
 use burn_autodiff::grads::Gradients;
@@ -141,12 +142,17 @@ fn gemm_conv(conv: &Conv2d, x: &Tensor<4>, g: Geometry) -> Option<Tensor<4>> {
     Some(Tensor::from_primitive::<Ad>(out))
 }
 
-/// Registers the operation (with its backward state when a parent needs a gradient).
-fn finish<const N: usize>(
-    prep: OpsPrep<ConvBackward, Flex, Saved, NoCheckpointing, N>,
-    saved: Saved,
+/// Registers an operation with output `y` (with its backward state when a parent needs a
+/// gradient).
+pub(crate) fn finish<Op, S, const N: usize>(
+    prep: OpsPrep<Op, Flex, S, NoCheckpointing, N>,
+    saved: S,
     y: FlexTensor,
-) -> FloatTensor<Ad> {
+) -> FloatTensor<Ad>
+where
+    Op: Backward<Flex, N, State = S>,
+    S: Clone + Send + std::fmt::Debug + 'static,
+{
     match prep.compute_bound().stateful() {
         OpsKind::Tracked(prep) => prep.finish(saved, y),
         OpsKind::UnTracked(prep) => prep.finish(y),
@@ -196,24 +202,63 @@ impl<const N: usize> Backward<Flex, N> for ConvBackward {
             weight,
         } = ops.state;
         let grad = values(&grads.consume::<Flex>(&ops.node));
+        let ids = parent_ids!(ops);
+        let [x, w, b] = ids.map(|id| id.is_some());
+        let computed = ConvGrads {
+            dx: weight
+                .filter(|_| x)
+                .map(|weight| conv_gemm::input_grad(&g, &grad, &values(&weight))),
+            dw: w.then(|| conv_gemm::weight_grad(&g, &grad, &cols)),
+            db: b.then(|| conv_gemm::bias_grad(&g, &grad)),
+        };
+        computed.register(&g, ids, grads);
+    }
+}
+
+/// The node ids of a convolution's parents `[x, weight, bias]` in `ops` (`None` for one that
+/// needs no gradient or is absent): a macro, as burn-autodiff does not export the nodes' type.
+macro_rules! parent_ids {
+    ($ops:expr) => {
+        [0, 1, 2].map(|i| $ops.parents.get(i).and_then(Option::as_ref).map(|n| n.id))
+    };
+}
+pub(crate) use parent_ids;
+
+/// A convolution's gradients, each computed only where its parent needs it.
+#[derive(Debug)]
+pub(crate) struct ConvGrads {
+    /// `∂L/∂x`, NCHW.
+    pub dx: Option<Vec<f32>>,
+    /// `∂L/∂W[O, C, KH, KW]`.
+    pub dw: Option<Vec<f32>>,
+    /// `∂L/∂b[O]`.
+    pub db: Option<Vec<f32>>,
+}
+
+impl ConvGrads {
+    /// Registers each gradient for its parent among `[x, weight, bias]` ([`parent_ids`]).
+    pub(crate) fn register(
+        self,
+        g: &Geometry,
+        parents: [Option<NodeId>; 3],
+        grads: &mut Gradients,
+    ) {
         let [kh, kw] = g.kernel;
         let [h, w] = g.input;
-        let tensor = |v: Vec<f32>, shape: &[usize]| {
-            FlexTensor::from_data(TensorData::new(v, shape.to_vec()))
-        };
-        if let Some(node) = &ops.parents[1] {
-            let dw = conv_gemm::weight_grad(&g, &grad, &cols);
-            let shape = [g.out_channels, g.channels, kh, kw];
-            grads.register::<Flex>(node.id, tensor(dw, &shape));
-        }
-        if let Some(node) = ops.parents.get(2).and_then(Option::as_ref) {
-            let db = conv_gemm::bias_grad(&g, &grad);
-            grads.register::<Flex>(node.id, tensor(db, &[g.out_channels]));
-        }
-        if let (Some(node), Some(weight)) = (&ops.parents[0], weight) {
-            let dx = conv_gemm::input_grad(&g, &grad, &values(&weight));
-            let shape = [g.batch, g.channels, h, w];
-            grads.register::<Flex>(node.id, tensor(dx, &shape));
+        let shapes = [
+            vec![g.batch, g.channels, h, w],
+            vec![g.out_channels, g.channels, kh, kw],
+            vec![g.out_channels],
+        ];
+        for ((grad, node), shape) in [self.dx, self.dw, self.db]
+            .into_iter()
+            .zip(parents)
+            .zip(shapes)
+        {
+            if let (Some(grad), Some(node)) = (grad, node) {
+                let grad = FlexTensor::from_data(TensorData::new(grad, shape));
+                grads.register::<Flex>(node, grad);
+            }
         }
     }
 }

@@ -79,6 +79,15 @@ pub fn max_pool2d(pool: &MaxPool2d, x: Tensor<4>, fuse_relu: bool) -> Tensor<4> 
 
 /// The geometry of `pool` applied to `x` when the fused pooling supports it.
 pub fn plan(pool: &MaxPool2d, x: &Tensor<4>) -> Result<PoolGeometry, Unsupported> {
+    if x.dtype() != DType::F32 {
+        return Err(Unsupported::NotF32);
+    }
+    plan_shape(pool, x.dims())
+}
+
+/// The geometry of `pool` applied to an `f32` tensor of shape `[n, c, h, w]` when the fused
+/// pooling supports it.
+pub fn plan_shape(pool: &MaxPool2d, [n, c, h, w]: [usize; 4]) -> Result<PoolGeometry, Unsupported> {
     if pool.dilation != [1, 1] {
         return Err(Unsupported::Dilation(pool.dilation));
     }
@@ -90,10 +99,6 @@ pub fn plan(pool: &MaxPool2d, x: &Tensor<4>) -> Result<PoolGeometry, Unsupported
     if !unpadded || pool.ceil_mode {
         return Err(Unsupported::PoolPadding);
     }
-    if x.dtype() != DType::F32 {
-        return Err(Unsupported::NotF32);
-    }
-    let [n, c, h, w] = x.dims();
     let ([kh, kw], stride) = (pool.kernel_size, pool.stride);
     if h < kh || w < kw || kh * kw > 64 || [kh, kw].contains(&0) || stride.contains(&0) {
         return Err(Unsupported::PoolShapes {
@@ -113,57 +118,108 @@ pub fn plan(pool: &MaxPool2d, x: &Tensor<4>) -> Result<PoolGeometry, Unsupported
 /// A quiet NaN's bits: OR-ing them into any `f32` makes it a NaN.
 const QUIET_NAN: u32 = 0x7fc0_0000;
 
-/// The offset of each window entry `(u, v)` from the window's corner, in window order.
-fn window_offsets(g: &PoolGeometry) -> Vec<usize> {
-    let ([kh, kw], w) = (g.kernel, g.input[1]);
-    (0..kh)
-        .flat_map(|u| (0..kw).map(move |v| u * w + v))
-        .collect()
-}
-
 vectorized! {
     /// The pooled planes `y[N·C, OH, OW]` (ReLU applied when `fuse_relu`).
-    ///
-    /// Per output row: the maximum over the window's rows of every input column (contiguous, so
-    /// it vectorizes), then over each window's columns. Branch-free: `f32::max`, NaNs tracked
-    /// apart and OR-ed in, integer masks (the data would mispredict branches half the time).
     pub fn forward / forward_at(g: &PoolGeometry, x: &[f32], fuse_relu: bool) -> Vec<f32> {
-        let ([h, w], [kh, kw], [sh, sw], [oh, ow]) = (g.input, g.kernel, g.stride, g.output);
-        let mut y = Vec::with_capacity(g.planes * oh * ow);
-        let (mut column, mut nan) = (vec![0.0f32; w], vec![false; w]);
-        let (mut max, mut any) = (vec![0.0f32; ow], vec![false; ow]);
-        for plane in x.chunks_exact(h * w).take(g.planes) {
-            for i in 0..oh {
-                column.fill(f32::NEG_INFINITY);
-                nan.fill(false);
-                for row in plane[i * sh * w..][..kh * w].chunks_exact(w) {
-                    for ((c, n), &e) in column.iter_mut().zip(&mut nan).zip(row) {
-                        *c = c.max(e);
-                        *n |= e.is_nan();
-                    }
-                }
-                // Each window's columns in order, for all windows of the row at once; with the
-                // common width 2 a constant, so that the compiler vectorizes it.
-                match (kw, sw) {
-                    (2, 2) => window_maxima(&column, &nan, [2, 2], &mut max, &mut any),
-                    _ => window_maxima(&column, &nan, [kw, sw], &mut max, &mut any),
-                }
-                y.extend(max.iter().zip(&any).map(|(&m, &any_nan)| {
-                    let any_nan = u32::from(any_nan);
-                    let m = m.to_bits() | (QUIET_NAN & any_nan.wrapping_neg());
-                    let keep = u32::from(!fuse_relu | (f32::from_bits(m) > 0.0) | (any_nan != 0));
-                    f32::from_bits(m & keep.wrapping_neg())
-                }));
-            }
+        let ([h, w], [oh, ow]) = (g.input, g.output);
+        let (mut y, mut rows) = (vec![0.0f32; g.planes * oh * ow], Rows::new(g));
+        for (plane, out) in x.chunks_exact(h * w).zip(y.chunks_exact_mut(oh * ow)) {
+            forward_plane(g, plane, |m| m, fuse_relu, &mut rows, out);
         }
         y
     }
 }
 
+/// Buffers of [`forward_plane`], one input or output row long.
+pub(crate) struct Rows {
+    column: Vec<f32>,
+    nan: Vec<bool>,
+    max: Vec<f32>,
+    any: Vec<bool>,
+}
+
+impl Rows {
+    /// Buffers for planes of `g`.
+    pub(crate) fn new(g: &PoolGeometry) -> Self {
+        let ([_, w], [_, ow]) = (g.input, g.output);
+        Self {
+            column: vec![0.0; w],
+            nan: vec![false; w],
+            max: vec![0.0; ow],
+            any: vec![false; ow],
+        }
+    }
+}
+
+/// Pools `plane` into `out` (`OH·OW`): each window's maximum `m`, then `bias(m)` (the
+/// identity, or `m + b` for a convolution's bias `b`: `max(e) + b = max(e + b)`, rounding
+/// being monotone), then ReLU when `fuse_relu`. `bias` is a closure so that each form
+/// compiles to its own branch-free loop.
+///
+/// 2×2 windows with stride 2 (the tutorial's) are read directly, window by window. Other
+/// windows, per output row: the maximum over the window's rows of every input column
+/// (contiguous, so it vectorizes), then over each window's columns. Branch-free: `f32::max`,
+/// NaNs tracked apart and OR-ed in, integer masks (the data would mispredict branches half
+/// the time).
+#[inline(always)]
+pub(crate) fn forward_plane(
+    g: &PoolGeometry,
+    plane: &[f32],
+    bias: impl Fn(f32) -> f32 + Copy,
+    fuse_relu: bool,
+    rows: &mut Rows,
+    out: &mut [f32],
+) {
+    let ([_, w], [kh, kw], [sh, sw], [oh, ow]) = (g.input, g.kernel, g.stride, g.output);
+    let out_rows = out.chunks_exact_mut(ow).take(oh);
+    if [kh, kw, sh, sw] == [2; 4] {
+        for (i, out) in out_rows.enumerate() {
+            let (top, bottom) = plane[2 * i * w..][..2 * w].split_at(w);
+            let windows = top.chunks_exact(2).zip(bottom.chunks_exact(2));
+            for (o, (t, b)) in out.iter_mut().zip(windows) {
+                let m = t[0].max(t[1]).max(b[0].max(b[1]));
+                let nan = t[0].is_nan() | t[1].is_nan() | b[0].is_nan() | b[1].is_nan();
+                *o = pooled(bias(m), nan, fuse_relu);
+            }
+        }
+        return;
+    }
+    let Rows {
+        column,
+        nan,
+        max,
+        any,
+    } = rows;
+    for (i, out) in out_rows.enumerate() {
+        column.fill(f32::NEG_INFINITY);
+        nan.fill(false);
+        for row in plane[i * sh * w..][..kh * w].chunks_exact(w) {
+            for ((c, n), &e) in column.iter_mut().zip(nan.iter_mut()).zip(row) {
+                *c = c.max(e);
+                *n |= e.is_nan();
+            }
+        }
+        window_maxima(column, nan, [kw, sw], max, any);
+        for ((o, &m), &any_nan) in out.iter_mut().zip(max.iter()).zip(any.iter()) {
+            *o = pooled(bias(m), any_nan, fuse_relu);
+        }
+    }
+}
+
+/// A window's output from its (biased) maximum `m` (`f32::max` ignores NaNs) and whether it
+/// holds a NaN: NaN if it does, else `m`, or `relu(m)` when `fuse_relu`; branch-free.
+#[inline(always)]
+fn pooled(m: f32, any_nan: bool, fuse_relu: bool) -> f32 {
+    let any_nan = u32::from(any_nan);
+    let m = m.to_bits() | (QUIET_NAN & any_nan.wrapping_neg());
+    let keep = u32::from(!fuse_relu | (f32::from_bits(m) > 0.0) | (any_nan != 0));
+    f32::from_bits(m & keep.wrapping_neg())
+}
+
 vectorized! {
     /// `∂L/∂x` from the input `x`, the output `y` and its gradient: each output's gradient added
     /// to its window's first entry equal to `y` (none where, fused, `y` is 0, or where the window
-    /// holds a NaN). The first entry is the lowest bit of a mask of equal entries.
+    /// holds a NaN).
     pub fn backward / backward_at(
         g: &PoolGeometry,
         x: &[f32],
@@ -171,26 +227,125 @@ vectorized! {
         grad: &[f32],
         fuse_relu: bool,
     ) -> Vec<f32> {
-        let ([h, w], [kh, kw], [sh, sw]) = (g.input, g.kernel, g.stride);
-        let hw = h * w;
-        if [kh, kw] == [sh, sw] {
-            return tiled_backward(g, x, y, grad, fuse_relu);
+        let ([h, w], [oh, ow]) = (g.input, g.output);
+        let mut scratch = BackwardScratch::new(g);
+        let mut dx = vec![0.0f32; g.planes * h * w];
+        for (p, dx) in dx.chunks_exact_mut(h * w).enumerate() {
+            let at = p * oh * ow..(p + 1) * oh * ow;
+            let planes = (&x[p * h * w..][..h * w], &y[at.clone()], &grad[at]);
+            backward_plane(g, planes, |e| e, fuse_relu, &mut scratch, dx);
         }
-        let offsets = window_offsets(g);
-        let mut dx = vec![0.0f32; g.planes * hw];
-        for_each_window(g, |at, p, corner| {
-            let window = &x[p * hw + corner..];
+        dx
+    }
+}
+
+/// Planes narrower than this (one AVX-512 register of `f32`) take [`backward_plane`]'s
+/// window-by-window loop for 2×2 windows (on the tutorial's 8-wide second pooling it took half
+/// the time of the row loop; on the 24-wide first one, 1.2 times as long).
+const NARROW: usize = 16;
+
+/// Buffers of [`backward_plane`].
+pub(crate) struct BackwardScratch {
+    /// The window entries' offsets from the window's corner, in window order.
+    offsets: Vec<usize>,
+    /// Per window of an output row: whether an entry so far equals the output.
+    taken: Vec<bool>,
+    /// Per window of an output row: the gradient it passes on.
+    flow: Vec<f32>,
+}
+
+impl BackwardScratch {
+    /// Buffers for planes of `g`.
+    pub(crate) fn new(g: &PoolGeometry) -> Self {
+        let ([kh, kw], w, ow) = (g.kernel, g.input[1], g.output[1]);
+        Self {
+            offsets: (0..kh)
+                .flat_map(|u| (0..kw).map(move |v| u * w + v))
+                .collect(),
+            taken: vec![false; ow],
+            flow: vec![0.0; ow],
+        }
+    }
+}
+
+/// One plane's `∂L/∂x` into `dx` (the whole plane is written): each output's gradient goes to
+/// its window's first entry `e` with `bias(e) = y`, as [`forward_plane`] computed `y`.
+///
+/// `planes` holds the plane's input, output and output gradient. Where windows tile the plane
+/// (stride = window, the usual 2×2) every input element lies in at most one window, so `dx`
+/// is written once, with the first equal entry receiving `0.0 + d` (the sum a scatter into
+/// zeros forms, so `-0.0` becomes `0.0`) and the others `0.0`: window by window for 2×2
+/// windows on planes narrower than [`NARROW`], row by row otherwise ([`first_maxima_row`],
+/// which vectorizes along the row but costs more per row). Otherwise `dx` is zeroed and the
+/// gradient added to the first entry of a mask of equal entries (its lowest bit).
+#[inline(always)]
+pub(crate) fn backward_plane(
+    g: &PoolGeometry,
+    (x, y, grad): (&[f32], &[f32], &[f32]),
+    bias: impl Fn(f32) -> f32 + Copy,
+    fuse_relu: bool,
+    scratch: &mut BackwardScratch,
+    dx: &mut [f32],
+) {
+    let ([_, w], [kh, kw], [sh, sw], [oh, ow]) = (g.input, g.kernel, g.stride, g.output);
+    if [kh, kw] != [sh, sw] {
+        dx.fill(0.0);
+        let offsets = &scratch.offsets;
+        for (at, corner) in
+            (0..oh).flat_map(|i| (0..ow).map(move |j| (i * ow + j, i * sh * w + j * sw)))
+        {
+            let window = &x[corner..];
             let mut equal = 0u64;
             for (k, &o) in offsets.iter().enumerate() {
-                equal |= u64::from(window[o] == y[at]) << k;
+                equal |= u64::from(bias(window[o]) == y[at]) << k;
             }
             let flows = u32::from((!fuse_relu | (y[at] != 0.0)) & (equal != 0));
             let first = (equal.trailing_zeros() as usize).min(offsets.len() - 1);
             let d = f32::from_bits(grad[at].to_bits() & flows.wrapping_neg());
-            dx[p * hw + corner + offsets[first]] += d;
-        });
-        dx
+            dx[corner + offsets[first]] += d;
+        }
+        return;
     }
+    if [kh, kw] == [2, 2] && w < NARROW {
+        for i in 0..oh {
+            let (top, bottom) = x[2 * i * w..][..2 * w].split_at(w);
+            let (dtop, dbottom) = dx[2 * i * w..][..2 * w].split_at_mut(w);
+            let windows = top.chunks_exact(2).zip(bottom.chunks_exact(2));
+            let outs = dtop.chunks_exact_mut(2).zip(dbottom.chunks_exact_mut(2));
+            let pooled = y[i * ow..][..ow].iter().zip(&grad[i * ow..][..ow]);
+            for (((t, b), (dt, db)), (&y, &g)) in windows.zip(outs).zip(pooled) {
+                let flows = u32::from(!fuse_relu | (y != 0.0));
+                let f = (0.0 + f32::from_bits(g.to_bits() & flows.wrapping_neg())).to_bits();
+                let [e0, e1, e2, e3] = [t[0], t[1], b[0], b[1]].map(|e| bias(e) == y);
+                let hits = [e0, e1 & !e0, e2 & !(e0 | e1), e3 & !(e0 | e1 | e2)];
+                let [d0, d1, d2, d3] =
+                    hits.map(|hit| f32::from_bits(f & u32::from(hit).wrapping_neg()));
+                (dt[0], dt[1], db[0], db[1]) = (d0, d1, d2, d3);
+            }
+            dtop[2 * ow..].fill(0.0);
+            dbottom[2 * ow..].fill(0.0);
+        }
+        dx[2 * oh * w..].fill(0.0);
+        return;
+    }
+    let BackwardScratch { taken, flow, .. } = scratch;
+    for i in 0..oh {
+        let (y, grad) = (&y[i * ow..][..ow], &grad[i * ow..][..ow]);
+        for ((f, &y), &g) in flow.iter_mut().zip(y).zip(grad) {
+            let flows = u32::from(!fuse_relu | (y != 0.0));
+            *f = 0.0 + f32::from_bits(g.to_bits() & flows.wrapping_neg());
+        }
+        taken.fill(false);
+        let rows = x[i * kh * w..][..kh * w].chunks_exact(w);
+        for (row, out) in rows.zip(dx[i * kh * w..][..kh * w].chunks_exact_mut(w)) {
+            match kw {
+                2 => first_maxima_row(row, y, flow, [2, ow], bias, taken, out),
+                _ => first_maxima_row(row, y, flow, [kw, ow], bias, taken, out),
+            }
+        }
+    }
+    // Rows below the last window.
+    dx[oh * kh * w..].fill(0.0);
 }
 
 /// What the backward pass needs from the forward pass.
@@ -230,20 +385,6 @@ impl Backward<Flex, 1> for PoolBackward {
     }
 }
 
-/// Calls `f(at, p, corner)` for every output of every input plane `p`, with `at` the
-/// output's index and `corner` the index in the plane of its window's first entry.
-#[inline(always)]
-fn for_each_window(g: &PoolGeometry, mut f: impl FnMut(usize, usize, usize)) {
-    let ([_, w], [sh, sw], [oh, ow]) = (g.input, g.stride, g.output);
-    for p in 0..g.planes {
-        for i in 0..oh {
-            for j in 0..ow {
-                f((p * oh + i) * ow + j, p, i * sh * w + j * sw);
-            }
-        }
-    }
-}
-
 /// `max[j]`, the maximum of `column` over window `j`'s columns `j·sw .. j·sw + kw` (in
 /// order, from `-∞`), and `any[j]`, whether `nan` is set in one of them.
 #[inline(always)]
@@ -272,68 +413,30 @@ fn window_maxima(
     }
 }
 
-/// [`backward`] for windows that tile the plane (stride = window, the usual 2×2): every
-/// input element lies in at most one window, so `dx` is written once, row by row and in
-/// order, instead of zero-filled and scattered into.
-///
-/// Per window, `taken` records whether an entry before the current one (in window order)
-/// equals the output; the first equal entry receives `0.0 + d` (the sum the scatter forms,
-/// so `-0.0` becomes `0.0`), with `d` the output gradient or `0.0` where ReLU's is 0. A
-/// window holding a NaN has no equal entry: its gradient is dropped, as in [`backward`].
-#[inline(always)]
-fn tiled_backward(
-    g: &PoolGeometry,
-    x: &[f32],
-    y: &[f32],
-    grad: &[f32],
-    fuse_relu: bool,
-) -> Vec<f32> {
-    let ([h, w], [kh, kw], [oh, ow]) = (g.input, g.kernel, g.output);
-    let mut dx = Vec::with_capacity(g.planes * h * w);
-    let (mut taken, mut flow) = (vec![false; ow], vec![0.0f32; ow]);
-    for (p, plane) in x.chunks_exact(h * w).take(g.planes).enumerate() {
-        for i in 0..oh {
-            let at = (p * oh + i) * ow;
-            let (y, grad) = (&y[at..][..ow], &grad[at..][..ow]);
-            for ((f, &y), &g) in flow.iter_mut().zip(y).zip(grad) {
-                let flows = u32::from(!fuse_relu | (y != 0.0));
-                *f = 0.0 + f32::from_bits(g.to_bits() & flows.wrapping_neg());
-            }
-            taken.fill(false);
-            for row in plane[i * kh * w..][..kh * w].chunks_exact(w) {
-                let start = dx.len();
-                dx.resize(start + w, 0.0);
-                let out = &mut dx[start..];
-                match kw {
-                    2 => first_maxima_row(row, y, &flow, 2, &mut taken, out),
-                    _ => first_maxima_row(row, y, &flow, kw, &mut taken, out),
-                }
-            }
-        }
-        // Rows below the last window.
-        dx.resize((p + 1) * h * w, 0.0);
-    }
-    dx
-}
-
-/// One input row of [`tiled_backward`]: `out[j·kw + v] = flow[j]` where `row[j·kw + v]` is
-/// the first entry of window `j` so far equal to `y[j]`, else `0.0`.
+/// One input row of a tiled [`backward_plane`]: `out[j·kw + v] = flow[j]` where
+/// `bias(row[j·kw + v])` is the first entry of window `j` so far equal to `y[j]`, else
+/// `0.0` (`0.0` too in the columns right of the last window). `taken[j]` records whether an
+/// earlier entry was; the first equal one receives `0.0 + d` (the sum a scatter into zeros
+/// forms, so `-0.0` becomes `0.0`). A window holding a NaN has no equal entry: its gradient
+/// is dropped.
 #[inline(always)]
 fn first_maxima_row(
     row: &[f32],
     y: &[f32],
     flow: &[f32],
-    kw: usize,
+    [kw, ow]: [usize; 2],
+    bias: impl Fn(f32) -> f32,
     taken: &mut [bool],
     out: &mut [f32],
 ) {
     let windows = row.chunks_exact(kw).zip(out.chunks_exact_mut(kw));
     for (((entries, out), (&y, &f)), t) in windows.zip(y.iter().zip(flow)).zip(taken) {
         for (&e, o) in entries.iter().zip(out) {
-            let equal = e == y;
+            let equal = bias(e) == y;
             let hit = equal & !*t;
             *t |= equal;
             *o = f32::from_bits(f.to_bits() & u32::from(hit).wrapping_neg());
         }
     }
+    out[ow * kw..].fill(0.0);
 }

@@ -9,8 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use burn::data::dataloader::DataLoaderBuilder;
-use burn::optim::momentum::MomentumConfig;
-use burn::optim::{GradientsAccumulator, GradientsParams, SgdConfig};
+use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 use burnq_arch::Plan;
@@ -20,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::{ImageBatch, ImageBatcher, ImageDataset};
 use crate::eval::{EvalResult, evaluate_with, nll_loss};
+use crate::sgd::FusedSgd;
 use crate::{ArchNet, ModelError, Net, NetConfig};
 
 /// Hyper-parameters; defaults reproduce the tutorial.
@@ -251,13 +251,10 @@ pub fn fit<M: Classifier>(
     }
     let batcher = ImageBatcher::new(train_set.kind.normalization());
     let ad_device = device.clone().autodiff();
-    let mut optim = SgdConfig::new()
-        .with_momentum(Some(MomentumConfig {
-            momentum: config.momentum,
-            dampening: 0.0,
-            nesterov: false,
-        }))
-        .init();
+    let mut optim = ModuleOptimizer::from(FusedSgd {
+        momentum: config.momentum,
+        dampening: 0.0,
+    });
     let n_train = train_set.len();
     let loader = DataLoaderBuilder::new(batcher.clone())
         .batch_size(config.batch_size.max(1))
@@ -420,7 +417,13 @@ mod tests {
             images: Tensor::from_data(TensorData::new(pixels.clone(), [n, 1, 28, 28]), &device),
             targets: Tensor::from_data(TensorData::new(targets.clone(), [n]), &device),
         };
-        let step = |grads| flat(&SgdConfig::new().init().step(1.0, model.clone(), grads));
+        let step = |grads| {
+            flat(
+                &burn::optim::SgdConfig::new()
+                    .init()
+                    .step(1.0, model.clone(), grads),
+            )
+        };
         let whole_batch = batch();
         let loss = nll_loss(model.log_probs(whole_batch.images), whole_batch.targets);
         let whole_loss = loss.clone().into_scalar::<f32>();

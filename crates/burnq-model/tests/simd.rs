@@ -6,6 +6,7 @@
 //! `0.0 +` would show.
 
 use burnq_model::conv_gemm::{self, Geometry};
+use burnq_model::conv_pool::{self, Wanted};
 use burnq_model::simd::Level;
 use burnq_model::train_pool::{self, PoolGeometry};
 use burnq_testkit::Rng;
@@ -116,6 +117,83 @@ fn convolution_loops_are_bit_identical_at_every_level() {
             assert_eq!(bits(&dx_at), bits(&dx), "col2im, {case}");
             let db_at = conv_gemm::bias_grad_at(level, &g, &grad);
             assert_eq!(bits(&db_at), bits(&db), "bias gradient, {case}");
+        }
+    }
+}
+
+/// The fused block's pooling of `Y[O, Q]` and its gradient layouts, at every level; the
+/// layouts also equal the unfused pooling's gradient rearranged.
+#[test]
+fn fused_block_loops_are_bit_identical_at_every_level() {
+    let mut rng = Rng::new(13);
+    // input [n, c, h, w], weights [o, c, kh, kw], pooling window and stride
+    let cases = [
+        ([8, 1, 28, 28], [20, 1, 5, 5], [2, 2], [2, 2]),
+        ([8, 20, 12, 12], [50, 20, 5, 5], [2, 2], [2, 2]),
+        ([3, 2, 12, 11], [4, 2, 2, 3], [3, 2], [2, 1]),
+    ];
+    for (x_shape, w_shape, kernel, stride) in cases {
+        let g = Geometry::new(x_shape, w_shape, [1, 1], [(0, 0), (0, 0)]).unwrap();
+        let [oh, ow] = g.output;
+        let pg = PoolGeometry {
+            planes: g.batch * g.out_channels,
+            input: [oh, ow],
+            kernel,
+            stride,
+            output: [
+                (oh - kernel[0]) / stride[0] + 1,
+                (ow - kernel[1]) / stride[1] + 1,
+            ],
+        };
+        for (nans, bias) in [(false, true), (true, true), (false, false)] {
+            let yq = values(&mut rng, g.out_channels * g.columns(), nans);
+            let b = bias.then(|| values(&mut rng, g.out_channels, false));
+            let z = conv_pool::forward_at(Level::Portable, &g, &pg, &yq, b.as_deref());
+            let dz = values(&mut rng, z.len(), false);
+            let wanted = Wanted {
+                rows: true,
+                columns: true,
+                bias: true,
+            };
+            let conv = (yq.as_slice(), b.as_deref());
+            let grad = conv_pool::backward_at(Level::Portable, &g, &pg, conv, (&z, &dz), wanted);
+            // The unfused pooling of the NCHW convolution output `y = Y + b`.
+            let (o, p, q) = (g.out_channels, g.positions(), g.columns());
+            let y: Vec<f32> = (0..g.batch * o * p)
+                .map(|i| {
+                    let (n, oc, pos) = (i / (o * p), i / p % o, i % p);
+                    let v = yq[oc * q + n * p + pos];
+                    b.as_ref().map_or(v, |b| v + b[oc])
+                })
+                .collect();
+            let case = format!("{g:?} {pg:?} NaNs {nans} bias {bias}");
+            let pooled: Vec<u32> = bits(&train_pool::forward(&pg, &y, true))
+                .into_iter()
+                .map(|b| if b == 0x8000_0000 { 0 } else { b })
+                .collect();
+            assert_eq!(bits(&z), pooled, "forward as unfused, {case}");
+            let dy = train_pool::backward(&pg, &y, &z, &dz, true);
+            let columns: Vec<f32> = (0..o * q)
+                .map(|i| dy[(i % q / p * o + i / q) * p + i % p])
+                .collect();
+            let rows: Vec<f32> = (0..q * o)
+                .map(|i| dy[(i / o / p * o + i % o) * p + i / o % p])
+                .collect();
+            assert_eq!(
+                grad.columns.as_deref().map(bits),
+                Some(bits(&columns)),
+                "{case}"
+            );
+            assert_eq!(grad.rows.as_deref().map(bits), Some(bits(&rows)), "{case}");
+            let db = conv_gemm::bias_grad(&g, &dy);
+            assert_eq!(grad.bias.as_deref().map(bits), Some(bits(&db)), "{case}");
+            for level in LEVELS {
+                let at = format!("{case} at {level:?}");
+                let z_at = conv_pool::forward_at(level, &g, &pg, &yq, b.as_deref());
+                assert_eq!(bits(&z_at), bits(&z), "forward, {at}");
+                let grad_at = conv_pool::backward_at(level, &g, &pg, conv, (&z, &dz), wanted);
+                assert_eq!(grad_at, grad, "backward, {at}");
+            }
         }
     }
 }
