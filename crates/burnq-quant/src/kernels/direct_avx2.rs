@@ -1,7 +1,8 @@
 //! The AVX2 direct convolution tile ([`super::direct`]): pair panels built by byte interleaves
-//! of 8-byte loads from the image (and, the same way, the table GEMM's indices), and a tile of up to [`MRB`] rows whose sums stay in `i16` for the whole
-//! reduction — per pair and row one broadcast, one `vpmaddubsw` and one `vpaddw` for sixteen
-//! positions' two products — widened once at its end.
+//! of 8-byte loads from the image (and, the same way, the table GEMM's indices), and a tile of
+//! up to [`MRB`] rows whose sums stay in `i16` for the whole reduction — per pair and row one
+//! broadcast, one `vpmaddubsw` and one `vpaddw` for sixteen positions' two products — widened
+//! once at its end.
 //!
 //! Every function here needs AVX2, and runs only through a [`Maddubs`] token.
 
@@ -32,14 +33,14 @@ impl DirectIsa for Maddubs {
     }
 }
 
-/// `load(start, off)`: the eight codes at `start + off` (in the low half), for `start` one of
-/// `runs` and `off` one of `plan`'s offsets, in `plan`'s image `input`. Bounds-checked once,
-/// here, against the farthest byte any such load reads.
+/// `load(run, k)`: the eight codes of tap `k` of run `run` (`0` or `1`: the run starting at
+/// `runs[run]`) of `plan`'s image `input`, in the low half; zeros for `k ≥ K`. The image is
+/// bounds-checked once, here, against the farthest byte any load can read.
 #[inline]
 #[target_feature(enable = "avx2")]
 fn run_codes<'a>(
     input: &'a [u8],
-    plan: &Im2col,
+    plan: &'a Im2col,
     runs: [usize; 2],
 ) -> impl Fn(usize, usize) -> __m128i + 'a {
     let end = runs[0].max(runs[1]) + plan.max_k_offset() + 8;
@@ -48,15 +49,19 @@ fn run_codes<'a>(
         "a panel reads up to byte {end} of {}",
         input.len()
     );
-    let base = input.as_ptr();
-    // SAFETY: `start + off + 8 ≤ end ≤ input.len()` for the arguments this closure is
-    // documented for (asserted above); `loadl_epi64` needs only SSE2, which AVX2 implies.
-    move |start, off| unsafe { _mm_loadl_epi64(base.add(start + off).cast()) }
+    let (base, k_off) = (input.as_ptr(), plan.k_offsets());
+    move |run, k| match k_off.get(k) {
+        // SAFETY: `runs[run]` (indexing checked) is at most `max(runs)` and `off` at most the
+        // plan's largest offset, so the eight bytes read end at or before `end ≤ input.len()`
+        // (asserted above); `loadl_epi64` needs only SSE2, which AVX2 implies.
+        Some(&off) => unsafe { _mm_loadl_epi64(base.add(runs[run] + off).cast()) },
+        None => _mm_setzero_si128(),
+    }
 }
 
 /// Writes `chunk(codes)` to each 32-byte piece of `out`, one per chunk of `N` of the plan's
-/// taps, `codes(start, i)` loading the eight codes of the chunk's tap `i` for the run at
-/// `start` (zeros past the last tap, in a last partial chunk).
+/// taps (the last one possibly partial), `codes(run, i)` loading the eight codes of the
+/// chunk's tap `i` for run `run` (zeros past the last tap).
 #[inline]
 #[target_feature(enable = "avx2")]
 fn per_chunk<const N: usize>(
@@ -67,19 +72,12 @@ fn per_chunk<const N: usize>(
     chunk: impl Fn(&dyn Fn(usize, usize) -> __m128i) -> __m256i,
 ) {
     let load = run_codes(input, plan, runs);
-    let (whole, rest) = plan.k_offsets().as_chunks::<N>();
+    let chunks = plan.k_offsets().len().div_ceil(N);
     let (dst, _) = out.as_chunks_mut::<32>();
-    let (dst, tail) = dst.split_at_mut(whole.len());
-    let store = |dst: &mut [u8; 32], v| {
+    for (c, dst) in dst[..chunks].iter_mut().enumerate() {
+        let v = chunk(&|run, i| load(run, N * c + i));
         // SAFETY: `dst` is 32 writable bytes; `storeu` has no alignment requirement.
         unsafe { _mm256_storeu_si256(dst.as_mut_ptr().cast(), v) }
-    };
-    for (taps, dst) in whole.iter().zip(dst) {
-        store(dst, chunk(&|start, i| load(start, taps[i])));
-    }
-    if !rest.is_empty() {
-        let codes = |start, i| rest.get(i).map_or(_mm_setzero_si128(), |&o| load(start, o));
-        store(&mut tail[0], chunk(&codes));
     }
 }
 
@@ -88,8 +86,8 @@ fn per_chunk<const N: usize>(
 #[target_feature(enable = "avx2")]
 fn pair_panel(input: &[u8], plan: &Im2col, runs: [usize; 2], out: &mut [u8]) {
     per_chunk::<2>(input, plan, runs, out, |codes| {
-        let half = |start| _mm_unpacklo_epi8(codes(start, 0), codes(start, 1));
-        _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(half(runs[0])), half(runs[1]))
+        let half = |run| _mm_unpacklo_epi8(codes(run, 0), codes(run, 1));
+        _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(half(0)), half(1))
     });
 }
 
@@ -100,8 +98,8 @@ fn pair_panel(input: &[u8], plan: &Im2col, runs: [usize; 2], out: &mut [u8]) {
 pub(super) fn index_runs(input: &[u8], plan: &Im2col, runs: [usize; 2], out: &mut [u8]) {
     per_chunk::<4>(input, plan, runs, out, |codes| {
         let pair = |a, b| {
-            let half = |start| _mm_add_epi8(codes(start, a), _mm_slli_epi16::<2>(codes(start, b)));
-            _mm_unpacklo_epi64(half(runs[0]), half(runs[1]))
+            let half = |run| _mm_add_epi8(codes(run, a), _mm_slli_epi16::<2>(codes(run, b)));
+            _mm_unpacklo_epi64(half(0), half(1))
         };
         _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(pair(0, 1)), pair(2, 3))
     });
