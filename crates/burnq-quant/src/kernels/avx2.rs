@@ -130,9 +130,8 @@ fn load_i16(v: &[i16; 16]) -> __m256i {
 }
 
 /// Eight bytes from memory, in the low half.
-#[inline]
 #[target_feature(enable = "avx2")]
-pub(super) fn load_u8x8(v: &[u8; 8]) -> __m128i {
+fn load_u8x8(v: &[u8; 8]) -> __m128i {
     // SAFETY: `v` is 8 readable bytes, what `loadl_epi64` reads, unaligned.
     unsafe { _mm_loadl_epi64(v.as_ptr().cast()) }
 }
@@ -469,7 +468,14 @@ fn im2col_panel(input: &[u8], k_off: &[usize], cols: &[usize], z: i32, out: &mut
 pub(super) fn im2col_bytes(input: &[u8], plan: &Im2col, cols: &[usize], out: &mut [u8]) {
     let k_off = plan.k_offsets();
     let runs = cols.len() == NR && (1..NR).all(|c| c == NR / 2 || cols[c] == cols[c - 1] + 1);
-    if !runs || plan.max_k_offset() + cols[0].max(cols[NR / 2]) + 8 > input.len() {
+    // The farthest byte a run reads, computed without overflow (only for whole panels).
+    let fits = || {
+        (plan.max_k_offset())
+            .checked_add(cols[0].max(cols[NR / 2]))
+            .and_then(|end| end.checked_add(8))
+            .is_some_and(|end| end <= input.len())
+    };
+    if !runs || !fits() {
         return pack::im2col_bytes(input, k_off, cols, out);
     }
     let (first, second) = (cols[0], cols[NR / 2]);

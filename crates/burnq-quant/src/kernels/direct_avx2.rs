@@ -43,17 +43,20 @@ fn run_codes<'a>(
     plan: &'a Im2col,
     runs: [usize; 2],
 ) -> impl Fn(usize, usize) -> __m128i + 'a {
-    let end = runs[0].max(runs[1]) + plan.max_k_offset() + 8;
+    let end = (runs[0].max(runs[1]))
+        .checked_add(plan.max_k_offset())
+        .and_then(|end| end.checked_add(8));
     assert!(
-        end <= input.len(),
-        "a panel reads up to byte {end} of {}",
+        end.is_some_and(|end| end <= input.len()),
+        "a panel reads up to byte {end:?} of {}",
         input.len()
     );
     let (base, k_off) = (input.as_ptr(), plan.k_offsets());
     move |run, k| match k_off.get(k) {
         // SAFETY: `runs[run]` (indexing checked) is at most `max(runs)` and `off` at most the
         // plan's largest offset, so the eight bytes read end at or before `end ≤ input.len()`
-        // (asserted above); `loadl_epi64` needs only SSE2, which AVX2 implies.
+        // (computed without overflow and asserted above); `loadl_epi64` needs only SSE2, which
+        // AVX2 implies.
         Some(&off) => unsafe { _mm_loadl_epi64(base.add(runs[run] + off).cast()) },
         None => _mm_setzero_si128(),
     }
@@ -165,6 +168,60 @@ fn pair_rows<const R: usize>(
             let mut acc = avx2::init::<R>(bias);
             avx2::add_i16_sums(&mut acc, &sums);
             avx2::finish(&acc, out);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::bytes::TableIsa;
+    use crate::kernels::direct::half_runs;
+
+    /// Pair panels and image-read table indices equal their definitions
+    /// ([`DirectIsa::pair_panel`], [`TableIsa::index_runs`]) on random two-bit codes: odd and
+    /// even reductions, one and many channels, panels whose halves are rows apart, a short last
+    /// panel.
+    #[test]
+    fn pair_panels_and_indices_follow_their_definitions() {
+        let Ok(isa) = Maddubs::new() else {
+            return;
+        };
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        for (channels, kernel, height, width) in
+            [(1, 5, 28, 28), (3, 3, 6, 10), (20, 5, 12, 12), (2, 1, 3, 8)]
+        {
+            let plan = Im2col::new(channels, kernel, height, width);
+            let input: Vec<u8> = (0..plan.image_len)
+                .map(|_| {
+                    seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                    (seed >> 62) as u8
+                })
+                .collect();
+            let k_off = plan.k_offsets();
+            let mut panels = 0;
+            for cols in plan.panels() {
+                let runs = half_runs(cols).expect("output widths here are multiples of eight");
+                let x = |k: usize, c: usize| match k_off.get(k) {
+                    Some(&off) => input[runs[c / 8] + c % 8 + off],
+                    None => 0,
+                };
+                let mut pairs = vec![0xAA; k_off.len().div_ceil(2) * PAIR_BYTES];
+                isa.pair_panel(&input, &plan, runs, &mut pairs);
+                for (i, &got) in pairs.iter().enumerate() {
+                    let (j, c, h) = (i / 32, i % 32 / 2, i % 2);
+                    assert_eq!(got, x(2 * j + h, c), "pair byte {i}");
+                }
+                let mut indices = vec![0xAA; k_off.len().div_ceil(4) * 32];
+                isa.index_runs(&input, &plan, runs, &mut indices);
+                for (i, &got) in indices.iter().enumerate() {
+                    let (g, h, c) = (i / 32, i % 32 / 16, i % 16);
+                    let k = 4 * g + 2 * h;
+                    assert_eq!(got, x(k, c) + 4 * x(k + 1, c), "index byte {i}");
+                }
+                panels += 1;
+            }
+            assert!(panels > 0);
         }
     }
 }

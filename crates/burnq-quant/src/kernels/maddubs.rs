@@ -17,8 +17,9 @@
 //! looking up sixteen columns of two pairs, and one `vpaddb`.
 //!
 //! **Direct.** A convolution whose whole reduction fits one `i16` sum, shorter than
-//! [`MIN_GROUPS`] groups (and without tables), runs the direct tile instead ([`super::direct`], in `direct_avx2`): no im2col matrix of groups,
-//! one `vpmaddubsw` per pair of taps and row, one widening per tile.
+//! [`MIN_GROUPS`] groups (and without tables), runs the direct tile instead ([`super::direct`],
+//! in `direct_avx2`): no im2col matrix of groups, one `vpmaddubsw` per pair of taps and row,
+//! one widening per tile.
 //!
 //! **Nibbles.** A linear layer whose pair sums could saturate (8-bit codes against 7- or 8-bit
 //! weights), run on one or two rows (one image's fully connected layers), takes the nibble tile
@@ -46,8 +47,8 @@ use crate::QuantError;
 /// `K = 25`, ran slower than with the `i16` GEMM when its reduction took two chains). A
 /// shorter reduction runs here only as one chain (`chain ≥ groups`: 4-bit weights or fewer
 /// against 8-bit pixels), one widening per tile, which measured 5 % faster for the whole
-/// tutorial network at w4a4 and w2a2 on one image. It is also the most groups a convolution
-/// runs directly ([`super::direct`]): on longer reductions (conv2 at w3a3, 125 groups) the byte
+/// tutorial network at w4a4 and w2a2 on one image. A convolution runs directly
+/// ([`super::direct`]) only below it: on longer reductions (conv2 at w3a3, 125 groups) the byte
 /// tile measured 2–3 % faster.
 const MIN_GROUPS: usize = 16;
 

@@ -4,8 +4,8 @@
 //! their loads and stores).
 //!
 //! # Design
-//! - Every layer is a GEMM `C[r][c] = bias + Σ_k A[r][k]·B[k][c]`, in one of two forms
-//!   (`pack`), both packed once per layer by [`PackedLayer::new`]:
+//! - Every layer is a GEMM `C[r][c] = bias + Σ_k A[r][k]·B[k][c]`, in one of the forms below
+//!   (`pack`, `lut`, `direct`), all packed once per layer by [`PackedLayer::new`]:
 //!   - **`i16`**: offsets `q − Z` on both sides (zero points subtracted once, when packing),
 //!     multiplied with `vpmaddwd`, which adds two `i16` products into an `i32` without
 //!     saturating for offsets within ±255. Exact for every layer.
