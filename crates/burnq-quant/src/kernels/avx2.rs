@@ -25,6 +25,7 @@ use std::arch::x86_64::*;
 
 use super::bytes::{ByteForm, ByteIsa, NoBytes, Outer};
 use super::choice::KernelChoice;
+use super::direct::half_runs;
 use super::generic;
 use super::isa::{Isa, TileBias, TileOut};
 use super::pack::{self, GROUP, Im2col, MR, MRB, NR};
@@ -467,18 +468,17 @@ fn im2col_panel(input: &[u8], k_off: &[usize], cols: &[usize], z: i32, out: &mut
 #[target_feature(enable = "avx2")]
 pub(super) fn im2col_bytes(input: &[u8], plan: &Im2col, cols: &[usize], out: &mut [u8]) {
     let k_off = plan.k_offsets();
-    let runs = cols.len() == NR && (1..NR).all(|c| c == NR / 2 || cols[c] == cols[c - 1] + 1);
-    // The farthest byte a run reads, computed without overflow (only for whole panels).
-    let fits = || {
+    let runs = half_runs(cols).filter(|_| cols.len() == NR);
+    // The farthest byte a run reads, computed without overflow.
+    let fits = |[first, second]: [usize; 2]| {
         (plan.max_k_offset())
-            .checked_add(cols[0].max(cols[NR / 2]))
+            .checked_add(first.max(second))
             .and_then(|end| end.checked_add(8))
             .is_some_and(|end| end <= input.len())
     };
-    if !runs || !fits() {
+    let Some([first, second]) = runs.filter(|&runs| fits(runs)) else {
         return pack::im2col_bytes(input, k_off, cols, out);
-    }
-    let (first, second) = (cols[0], cols[NR / 2]);
+    };
     // SAFETY: every row reads 8 bytes from `k_off[k] + first` and from `k_off[k] + second`
     // (16 from `k_off[k] + first` when `second = first + 8`), within `input` by the check
     // above.

@@ -97,6 +97,7 @@ impl DirectForm {
 /// offsets of their first positions, if its halves are runs: `cols` (the panel's source offsets)
 /// is sixteen offsets whose halves are each consecutive, or eight consecutive ones (a last
 /// short panel, whose second half then repeats the first and is discarded).
+#[inline]
 pub(crate) fn half_runs(cols: &[usize]) -> Option<[usize; 2]> {
     let half = NR / 2;
     let run = |h: &[usize]| h.iter().enumerate().all(|(i, &c)| c == h[0] + i);

@@ -29,7 +29,21 @@ impl DirectIsa for Maddubs {
         bias: TileBias<'_>,
         out: TileOut<'_>,
     ) {
-        unsafe { pair_tile(rows, weights, panel, pairs, bias, out) }
+        unsafe {
+            match rows {
+                1 => pair_rows::<1>(weights, panel, pairs, bias, out),
+                2 => pair_rows::<2>(weights, panel, pairs, bias, out),
+                3 => pair_rows::<3>(weights, panel, pairs, bias, out),
+                4 => pair_rows::<4>(weights, panel, pairs, bias, out),
+                5 => pair_rows::<5>(weights, panel, pairs, bias, out),
+                6 => pair_rows::<6>(weights, panel, pairs, bias, out),
+                7 => pair_rows::<7>(weights, panel, pairs, bias, out),
+                8 => pair_rows::<8>(weights, panel, pairs, bias, out),
+                9 => pair_rows::<9>(weights, panel, pairs, bias, out),
+                MRB => pair_rows::<MRB>(weights, panel, pairs, bias, out),
+                _ => panic!("a direct tile has 1 to {MRB} rows, not {rows}"),
+            }
+        }
     }
 }
 
@@ -106,31 +120,6 @@ pub(super) fn index_runs(input: &[u8], plan: &Im2col, runs: [usize; 2], out: &mu
         };
         _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(pair(0, 1)), pair(2, 3))
     });
-}
-
-/// [`DirectIsa::pair_tile`] for `rows` rows.
-#[target_feature(enable = "avx2")]
-fn pair_tile(
-    rows: usize,
-    weights: &[i32],
-    panel: &[u8],
-    pairs: usize,
-    bias: TileBias<'_>,
-    out: TileOut<'_>,
-) {
-    match rows {
-        1 => pair_rows::<1>(weights, panel, pairs, bias, out),
-        2 => pair_rows::<2>(weights, panel, pairs, bias, out),
-        3 => pair_rows::<3>(weights, panel, pairs, bias, out),
-        4 => pair_rows::<4>(weights, panel, pairs, bias, out),
-        5 => pair_rows::<5>(weights, panel, pairs, bias, out),
-        6 => pair_rows::<6>(weights, panel, pairs, bias, out),
-        7 => pair_rows::<7>(weights, panel, pairs, bias, out),
-        8 => pair_rows::<8>(weights, panel, pairs, bias, out),
-        9 => pair_rows::<9>(weights, panel, pairs, bias, out),
-        MRB => pair_rows::<MRB>(weights, panel, pairs, bias, out),
-        _ => panic!("a direct tile has 1 to {MRB} rows, not {rows}"),
-    }
 }
 
 /// `R` rows of a direct tile: `i16` sums of sixteen positions per row, one `vpmaddubsw` of the
