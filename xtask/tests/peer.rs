@@ -9,8 +9,9 @@
 mod common;
 
 use std::path::Path;
+use std::process::Command;
 
-use burnq_testkit::onnxruntime::onnxruntime_available;
+use burnq_testkit::onnxruntime::{onnxruntime_available, python};
 use common::{json, text, xtask, xtask_ok};
 use serde_json::Value;
 
@@ -225,6 +226,35 @@ fn bench_times_burnq_per_width_against_onnxruntime_in_the_same_run() {
         md.contains("quantize_static") && md.contains("(timed)"),
         "{md}"
     );
+
+    // ONNX Runtime restricted to its AVX2 code paths by tools/ort-avx2 (a launcher whose
+    // ONNX Runtime sees CPUID without AVX-512 and VNNI): the report says so, rows measured.
+    if !cfg!(target_arch = "x86_64") {
+        return;
+    }
+    let masked = dir.path().join("ort-avx2");
+    let setup =
+        Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("../tools/ort-avx2/setup.sh"))
+            .arg(python())
+            .arg(&masked)
+            .output()
+            .unwrap();
+    assert!(setup.status.success(), "{}", text(&setup));
+    let launcher = masked.join("python");
+    let avx2 = dir.path().join("bench-avx2");
+    let report = bench(
+        out,
+        avx2.to_str().unwrap(),
+        Some(launcher.to_str().unwrap()),
+    );
+    let runtime = report["onnxruntime"].as_str().unwrap();
+    assert!(runtime.contains("AVX2 only: tools/ort-avx2"), "{runtime}");
+    let ort = rows(&report, "onnxruntime");
+    assert_eq!(ort.len(), 6);
+    for r in &ort {
+        assert!(r["note"].is_null(), "{r}");
+        assert!(f(&r["full_test_images_per_s"]) > 0.0, "{r}");
+    }
 }
 
 /// burnq's rows: the saved w8a8 model and w4a4, each at 1 and 2 threads, bit-exact with

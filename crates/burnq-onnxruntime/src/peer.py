@@ -13,6 +13,7 @@
 #   single-image calls after 20 untimed ones (µs each), RUNS passes in batches of 64, RUNS - 1
 #   more whole-set passes. Prints one JSON object with the raw figures; writes the classes of
 #   the first thread count to OUT_DIR/class.bin (i64).
+import ctypes
 import json
 import os
 import sys
@@ -64,6 +65,18 @@ def quantize(src, calib, images, dst, fmt, per_channel, weight_type):
     print(f"onnxruntime {ort.__version__}")
 
 
+def runtime():
+    """ONNX Runtime's version, and whether tools/ort-avx2's CPUID mask (an LD_PRELOAD library
+    exporting `cpuidmask_hits`) made it see an AVX2-only CPU."""
+    try:
+        hits = ctypes.c_long.in_dll(ctypes.CDLL(None), "cpuidmask_hits").value
+    except ValueError:
+        return f"onnxruntime {ort.__version__}"
+    if hits == 0:
+        return f"onnxruntime {ort.__version__} (CPUID mask loaded, but no call emulated: it sees the whole CPU)"
+    return f"onnxruntime {ort.__version__} (AVX2 only: tools/ort-avx2, {hits} cpuid calls emulated)"
+
+
 def timing(model, px, images, out_dir, threads, runs, calls, batch):
     x = pixels(px, images)
     results = []
@@ -106,7 +119,7 @@ def timing(model, px, images, out_dir, threads, runs, calls, batch):
             }
         )
     classes.tofile(os.path.join(out_dir, "class.bin"))
-    print(json.dumps({"versions": f"onnxruntime {ort.__version__}", "timings": results}))
+    print(json.dumps({"versions": runtime(), "timings": results}))
 
 
 if sys.argv[1] == "quantize":
