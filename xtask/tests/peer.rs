@@ -321,5 +321,22 @@ fn check_burnq_rows(report: &Value) {
             .filter_map(|l| l["macs_per_image"].as_u64())
             .sum();
         assert_eq!(macs, report["macs_per_image"].as_u64().unwrap(), "{width}");
+        // Each GEMM stage names the instruction that bounds its form on this kernel and its
+        // share of that instruction's limit on one core, measured in the same run.
+        if report["kernel"] == "generic" {
+            continue;
+        }
+        let limits = &report["instruction_limits"];
+        assert!(f(&limits["clock_ghz"]) > 0.0, "{limits}");
+        let measured = limits["instructions"].as_array().unwrap();
+        for l in stages.iter().filter(|l| !l["macs_per_image"].is_null()) {
+            let name = l["instruction"].as_str().unwrap();
+            let limit = measured
+                .iter()
+                .find(|i| i["instruction"] == name)
+                .unwrap_or_else(|| panic!("{name} not measured: {limits}"));
+            assert!(f(&limit["gmacs"]) > 0.0, "{limit}");
+            assert!(f(&l["share_of_limit"]) > 0.0, "{l}");
+        }
     }
 }

@@ -126,6 +126,7 @@ pub(super) fn run_arch(mut args: BenchArgs, arch: &Architecture) -> anyhow::Resu
         onnxruntime_int8_candidates: Vec::new(),
         onnxruntime_int8_choice: None,
         layers: Vec::new(),
+        instruction_limits: None,
         notes: vec![format!(
             "{}: {} parameters, {} MAC per image; ONNX Runtime is timed on the tutorial network \
              only (`cargo xtask export-onnx --arch {} --verify` runs this network under it)",

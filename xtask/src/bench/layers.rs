@@ -13,6 +13,7 @@
 
 use std::time::Instant;
 
+use burnq_quant::kernels::limits::MachineLimits;
 use burnq_quant::kernels::{self, KernelChoice, PackedLayer};
 use burnq_quant::{IMAGE_SIDE, LayerKind, QuantModel, macs_per_image};
 use serde::Serialize;
@@ -40,6 +41,12 @@ pub(super) struct LayerTime {
     /// whose reduction fits one `i16` sum, `vpmaddubsw` on pair panels) or `i16` (`vpmaddwd`,
     /// or the portable loop).
     pub gemm: &'static str,
+    /// The multiply instruction that bounds that GEMM on this kernel (`vpmaddwd ymm`, …;
+    /// none for the portable kernel).
+    pub instruction: Option<&'static str>,
+    /// The stage's GMAC/s as a share of that instruction's measured limit on one core
+    /// ([`MachineLimits`]; GEMM stages only).
+    pub share_of_limit: Option<f64>,
 }
 
 /// Median seconds of `runs` calls of `f`.
@@ -56,13 +63,15 @@ fn time<T>(runs: usize, mut f: impl FnMut() -> anyhow::Result<T>) -> anyhow::Res
 }
 
 /// The stages of `model` (labelled `width`) on `kernel`, on the first [`BATCH`] of `pixels`
-/// (28×28 codes per image), each the median of `runs` calls.
+/// (28×28 codes per image), each the median of `runs` calls, the GEMM stages compared with
+/// `limits`.
 pub(super) fn layer_times(
     width: &str,
     model: &QuantModel,
     kernel: KernelChoice,
     pixels: &[u8],
     runs: usize,
+    limits: Option<&MachineLimits>,
 ) -> anyhow::Result<Vec<LayerTime>> {
     let n = BATCH.min(pixels.len() / (IMAGE_SIDE * IMAGE_SIDE));
     anyhow::ensure!(n > 0, "no test image to time the layers on");
@@ -79,15 +88,24 @@ pub(super) fn layer_times(
     let per_image = |seconds: f64| seconds * 1e6 / n as f64;
     let forms = packed
         .iter()
-        .map(|p| Ok(p.gemm_form(kernel)?.name()))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let row = |i: usize, stage, seconds: f64, with_macs: bool| LayerTime {
-        width: width.into(),
-        layer: layers[i].name.clone(),
-        stage,
-        us_per_image: per_image(seconds),
-        macs_per_image: with_macs.then(|| macs(i)),
-        gemm: forms[i],
+        .map(|p| p.gemm_form(kernel))
+        .collect::<Result<Vec<_>, _>>()?;
+    let row = |i: usize, stage, seconds: f64, with_macs: bool| {
+        let instruction = forms[i].instruction(kernel);
+        let macs_per_image = with_macs.then(|| macs(i));
+        let limit = instruction.and_then(|name| limits?.of(name));
+        LayerTime {
+            width: width.into(),
+            layer: layers[i].name.clone(),
+            stage,
+            us_per_image: per_image(seconds),
+            macs_per_image,
+            gemm: forms[i].name(),
+            instruction,
+            share_of_limit: macs_per_image
+                .zip(limit)
+                .map(|(m, l)| m as f64 / per_image(seconds) / 1e3 / l.gmacs),
+        }
     };
     let mut rows = Vec::new();
     let mut input = pixels[..n * IMAGE_SIDE * IMAGE_SIDE].to_vec();

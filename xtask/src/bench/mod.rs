@@ -25,6 +25,7 @@ use burnq_model::{BackendChoice, NetConfig};
 use burnq_onnx::ExportInfo;
 use burnq_qat::float_network;
 use burnq_quant::kernels::KernelChoice;
+use burnq_quant::kernels::limits::MachineLimits;
 use burnq_quant::{ConvertOptions, Engine, QuantModel, Workspace};
 use serde::Serialize;
 
@@ -206,6 +207,9 @@ struct Report {
     /// The fast engine's time per layer and stage of each width, one thread (tutorial network
     /// only; empty for `--arch`).
     layers: Vec<layers::LayerTime>,
+    /// The multiply instructions' issue limits on one core and the clock, measured in this run
+    /// (null off x86-64, without AVX2, or with the portable kernel).
+    instruction_limits: Option<MachineLimits>,
     notes: Vec<String>,
 }
 
@@ -422,6 +426,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         ));
     }
     let ratios = ratios(&rows, &main_width, threads);
+    let instruction_limits = MachineLimits::measure().filter(|_| kernel != KernelChoice::Generic);
     let mut layer_rows = Vec::new();
     for (label, model) in &width_models {
         layer_rows.extend(layers::layer_times(
@@ -430,6 +435,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             kernel,
             &set.pixels,
             LAYER_RUNS,
+            instruction_limits.as_ref(),
         )?);
     }
     let (onnxruntime, onnxruntime_int8_candidates, onnxruntime_int8_choice) = match peer_results {
@@ -454,6 +460,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         onnxruntime_int8_candidates,
         onnxruntime_int8_choice,
         layers: layer_rows,
+        instruction_limits,
         notes,
     };
     write_outputs(&report, &args)

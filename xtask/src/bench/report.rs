@@ -167,12 +167,16 @@ fn layer_table(report: &Report) -> String {
                 l.macs_per_image.map_or("—".into(), |m| {
                     format!("{:.1}", m as f64 / l.us_per_image / 1e3)
                 }),
+                match (l.instruction, l.share_of_limit) {
+                    (Some(name), Some(share)) => format!("{:.0}% of {name}", 100.0 * share),
+                    _ => "—".into(),
+                },
             ]
         })
         .collect();
     format!(
         "\nThe fast engine per layer and stage ({} kernel, 1 thread, {} test images per call, \
-         median of {LAYER_RUNS} calls; µs per image):\n\n{}",
+         median of {LAYER_RUNS} calls; µs per image):\n\n{}{}",
         report.kernel,
         layers::BATCH,
         markdown(
@@ -183,10 +187,37 @@ fn layer_table(report: &Report) -> String {
                 "GEMM",
                 "µs/image",
                 "share",
-                "GMAC/s"
+                "GMAC/s",
+                "of the limit"
             ],
             &rows
-        )
+        ),
+        limits_line(report)
+    )
+}
+
+/// The measured instruction limits the last column divides by, as one sentence.
+fn limits_line(report: &Report) -> String {
+    let Some(limits) = &report.instruction_limits else {
+        return String::new();
+    };
+    let each: Vec<String> = limits
+        .instructions
+        .iter()
+        .map(|l| {
+            format!(
+                "{} {:.2}/cycle × {} products = {:.0} GMAC/s",
+                l.instruction, l.per_cycle, l.products, l.gmacs
+            )
+        })
+        .collect();
+    format!(
+        "\nLimits of one core, measured in this run (`burnq_quant::kernels::limits`: {} \
+         independent instructions per loop, the fastest of three): clock {:.2} GHz (dependent \
+         adds); {}.\n",
+        burnq_quant::kernels::limits::CHAINS,
+        limits.clock_ghz,
+        each.join("; ")
     )
 }
 

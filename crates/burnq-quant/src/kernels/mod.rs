@@ -1,7 +1,7 @@
 //! The fast integer kernels: the same arithmetic as the [`reference`](crate::reference)
 //! engine, bit for bit, as packed GEMMs. This module is the only place in the crate with
 //! `unsafe` code (in `avx2`, `maddubs`, `direct_avx2` and `vnni`, for the SIMD intrinsics and
-//! their loads and stores).
+//! their loads and stores, and in `limits`, whose timed loops are inline assembly).
 //!
 //! # Design
 //! - Every layer is a GEMM `C[r][c] = bias + Σ_k A[r][k]·B[k][c]`, in one of the forms below
@@ -48,6 +48,7 @@ mod direct;
 mod generic;
 mod isa;
 mod layer;
+pub mod limits;
 mod lut;
 mod ops;
 mod pack;
