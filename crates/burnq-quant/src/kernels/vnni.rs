@@ -153,7 +153,12 @@ fn tile<const R: usize, const W: usize, const A_CODES: bool>(
             };
         }
     };
+    // The first way's sums start at the bias, the others at zero.
     let mut acc = [[_mm512_setzero_si512(); R]; W];
+    acc[0] = match bias {
+        TileBias::Rows(bias) => std::array::from_fn(|r| _mm512_set1_epi32(bias[r])),
+        TileBias::Cols(bias) => [load(bias); R],
+    };
     let (a, _) = a.as_chunks::<MRB>();
     let (b, _) = b.as_chunks::<{ GROUP * NR }>();
     let (a_ways, a_rest) = a.as_chunks::<W>();
@@ -166,29 +171,19 @@ fn tile<const R: usize, const W: usize, const A_CODES: bool>(
     for (a, b) in a_rest.iter().zip(b_rest) {
         step(&mut acc[0], a, b);
     }
-    let mut sums: [__m512i; R] = std::array::from_fn(|r| {
-        acc[1..]
+    // Row by row, a fixed number of them: the sums stay in registers.
+    let outer = outer.map(|o| (o.rows, load(o.cols)));
+    let sums: [__m512i; R] = std::array::from_fn(|r| {
+        let sum = acc[1..]
             .iter()
-            .fold(acc[0][r], |sum, way| _mm512_add_epi32(sum, way[r]))
-    });
-    match bias {
-        TileBias::Rows(bias) => {
-            for (sum, &b) in sums.iter_mut().zip(bias) {
-                *sum = _mm512_add_epi32(*sum, _mm512_set1_epi32(b));
+            .fold(acc[0][r], |sum, way| _mm512_add_epi32(sum, way[r]));
+        match outer {
+            Some((rows, cols)) => {
+                _mm512_add_epi32(sum, _mm512_mullo_epi32(_mm512_set1_epi32(rows[r]), cols))
             }
+            None => sum,
         }
-        TileBias::Cols(bias) => {
-            let bias = load(bias);
-            sums.iter_mut()
-                .for_each(|sum| *sum = _mm512_add_epi32(*sum, bias));
-        }
-    }
-    if let Some(outer) = outer {
-        let cols = load(outer.cols);
-        for (sum, &f) in sums.iter_mut().zip(outer.rows) {
-            *sum = _mm512_add_epi32(*sum, _mm512_mullo_epi32(_mm512_set1_epi32(f), cols));
-        }
-    }
+    });
     let store_row = |sum: __m512i, dst: &mut [i32; NR]| {
         // SAFETY: `dst` is 64 writable bytes; `storeu` has no alignment requirement.
         unsafe { _mm512_storeu_si512(dst.as_mut_ptr().cast(), sum) }
