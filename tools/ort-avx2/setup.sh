@@ -7,6 +7,12 @@
 set -euo pipefail
 [ $# -eq 2 ] || { echo "usage: $0 PYTHON OUT" >&2; exit 2; }
 python=$(command -v "$1") || { echo "$0: no such interpreter: $1" >&2; exit 1; }
+# Absolute, but not through the venv's symlink (the venv's python finds its packages by its path).
+case $python in /*) ;; *) python="$(cd "$(dirname "$python")" && pwd)/$(basename "$python")" ;; esac
+# Both paths go into a shell script and LD_PRELOAD (split on spaces and colons): plain ones only.
+for path in "$python" "$2"; do
+  case $path in *[!A-Za-z0-9_./+-]*) echo "$0: use a path of letters, digits and _./+- only: $path" >&2; exit 1 ;; esac
+done
 out=$(mkdir -p "$2" && cd "$2" && pwd)
 here=$(cd "$(dirname "$0")" && pwd)
 for tool in cc objdump; do
@@ -18,7 +24,7 @@ package=$("$python" -c 'import onnxruntime, os; print(os.path.dirname(onnxruntim
 cc -O2 -shared -fPIC -o "$out/cpuidmask.so" "$here/cpuidmask.c"
 rm -rf "$out/site" && mkdir -p "$out/site"
 cp -r "$package" "$out/site/onnxruntime"
-python3 "$here/patch_cpuid.py" "$out"/site/onnxruntime/capi/*.so*
+"$python" "$here/patch_cpuid.py" "$out"/site/onnxruntime/capi/*.so*
 
 cat >"$out/python" <<LAUNCHER
 #!/bin/sh
@@ -35,7 +41,7 @@ import ctypes, os, sys
 import numpy as np
 import onnxruntime as ort
 from onnx import TensorProto, helper
-assert ort.__file__.startswith(sys.argv[1]), f"imported {ort.__file__}, not the patched copy"
+assert ort.__file__.startswith(os.path.join(sys.argv[1], "site", "")), f"imported {ort.__file__}, not the patched copy"
 x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
 g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "check", [x],
                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])

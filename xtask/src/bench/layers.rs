@@ -44,8 +44,8 @@ pub(super) struct LayerTime {
     /// The multiply instruction that bounds that GEMM on this kernel (`vpmaddwd ymm`, …;
     /// none for the portable kernel).
     pub instruction: Option<&'static str>,
-    /// The stage's GMAC/s as a share of that instruction's measured limit on one core
-    /// ([`MachineLimits`]; GEMM stages only).
+    /// The stage's GMAC/s over that instruction's measured limit on one core, a fraction
+    /// (0.73 = 73 %; [`MachineLimits`]; GEMM stages only).
     pub share_of_limit: Option<f64>,
 }
 

@@ -8,10 +8,11 @@
 //! throughput), sized to about 4 ms and timed three times, the fastest kept: its rate
 //! `r` (instructions per ns, one core) times the products `p` one instruction multiplies and
 //! adds is the ceiling `r·p` GMAC/s that no GEMM built on it can pass on one core. The clock
-//! is a chain of dependent 64-bit `add`s, one cycle each on every x86-64 core of the last
-//! fifteen years: `adds / ns = GHz` (the boosted clock while one core is busy); `r / GHz` is
-//! the instruction's issue rate per cycle. The figures are only meaningful on an otherwise idle
-//! machine.
+//! is a chain of dependent register-to-register 64-bit `add`s, one cycle each (a register
+//! operand, not an immediate: recent Intel cores fold small add-immediates at rename):
+//! `adds / ns = GHz` (the clock while one core runs scalar code; CPUs that lower it for 512-bit
+//! work make `vpdpbusd`'s per-cycle rate read low); `r / GHz` is the instruction's issue rate
+//! per cycle. The figures are only meaningful on an otherwise idle machine.
 
 use std::time::Instant;
 
@@ -78,11 +79,13 @@ pub struct InstructionLimit {
 pub struct MachineLimits {
     /// Dependent `add`s per nanosecond: the clock in GHz while one core is busy.
     pub clock_ghz: f64,
+    /// Each multiply instruction this CPU has, in the order `vpmaddwd`, `vpmaddubsw`,
+    /// `vpshufb`, then `vpdpbusd` where VNNI exists.
     pub instructions: Vec<InstructionLimit>,
 }
 
 impl MachineLimits {
-    /// Measures the clock and each instruction the CPU has (about 50 ms); `None` off x86-64
+    /// Measures the clock and each instruction the CPU has (about 0.1 s); `None` off x86-64
     /// or without AVX2.
     pub fn measure() -> Option<Self> {
         let timers = x86::timers()?;
@@ -154,19 +157,20 @@ mod x86 {
         Some(timers)
     }
 
-    /// `12·n` dependent `add`s.
+    /// `12·n` dependent register `add`s.
     pub(super) fn dependent_adds(n: u64) {
         // SAFETY: integer instructions on registers only (nomem, nostack); `n ≥ 1` (the loop
         // counts down to zero).
         unsafe {
             asm!(
                 "2:",
-                "add {x}, 1", "add {x}, 1", "add {x}, 1", "add {x}, 1",
-                "add {x}, 1", "add {x}, 1", "add {x}, 1", "add {x}, 1",
-                "add {x}, 1", "add {x}, 1", "add {x}, 1", "add {x}, 1",
+                "add {x}, {one}", "add {x}, {one}", "add {x}, {one}", "add {x}, {one}",
+                "add {x}, {one}", "add {x}, {one}", "add {x}, {one}", "add {x}, {one}",
+                "add {x}, {one}", "add {x}, {one}", "add {x}, {one}", "add {x}, {one}",
                 "dec {n}",
                 "jnz 2b",
                 x = inout(reg) 0u64 => _,
+                one = in(reg) 1u64,
                 n = inout(reg) n.max(1) => _,
                 options(nomem, nostack),
             );
@@ -187,6 +191,8 @@ mod x86 {
                         $(concat!($op, " ", $dst, ", ", $a, ", ", $b),)+
                         "dec {n}",
                         "jnz 2b",
+                        // Clean upper halves for the SSE code that follows.
+                        "vzeroupper",
                         n = inout(reg) n.max(1) => _,
                         $(out($dst) _,)+
                         options(nomem, nostack),
