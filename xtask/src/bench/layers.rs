@@ -49,6 +49,14 @@ pub(super) struct LayerTime {
     pub share_of_limit: Option<f64>,
 }
 
+impl LayerTime {
+    /// The stage's multiply-accumulates per second, in GMAC/s (GEMM stages only).
+    pub fn gmac_per_s(&self) -> Option<f64> {
+        self.macs_per_image
+            .map(|m| m as f64 / self.us_per_image / 1e3)
+    }
+}
+
 /// Median seconds of `runs` calls of `f`.
 fn time<T>(runs: usize, mut f: impl FnMut() -> anyhow::Result<T>) -> anyhow::Result<(f64, T)> {
     let mut samples = Vec::with_capacity(runs);
@@ -92,20 +100,19 @@ pub(super) fn layer_times(
         .collect::<Result<Vec<_>, _>>()?;
     let row = |i: usize, stage, seconds: f64, with_macs: bool| {
         let instruction = forms[i].instruction(kernel);
-        let macs_per_image = with_macs.then(|| macs(i));
-        let limit = instruction.and_then(|name| limits?.of(name));
-        LayerTime {
+        let mut time = LayerTime {
             width: width.into(),
             layer: layers[i].name.clone(),
             stage,
             us_per_image: per_image(seconds),
-            macs_per_image,
+            macs_per_image: with_macs.then(|| macs(i)),
             gemm: forms[i].name(),
             instruction,
-            share_of_limit: macs_per_image
-                .zip(limit)
-                .map(|(m, l)| m as f64 / per_image(seconds) / 1e3 / l.gmacs),
-        }
+            share_of_limit: None,
+        };
+        let limit = instruction.and_then(|name| limits?.of(name));
+        time.share_of_limit = time.gmac_per_s().zip(limit).map(|(g, l)| g / l.gmacs);
+        time
     };
     let mut rows = Vec::new();
     let mut input = pixels[..n * IMAGE_SIDE * IMAGE_SIDE].to_vec();

@@ -164,9 +164,7 @@ fn layer_table(report: &Report) -> String {
                 l.gemm.into(),
                 format!("{:.2}", l.us_per_image),
                 format!("{:.0}%", 100.0 * l.us_per_image / total(&l.width)),
-                l.macs_per_image.map_or("—".into(), |m| {
-                    format!("{:.1}", m as f64 / l.us_per_image / 1e3)
-                }),
+                l.gmac_per_s().map_or("—".into(), |g| format!("{g:.1}")),
                 match (l.instruction, l.share_of_limit) {
                     (Some(name), Some(share)) => format!("{:.0}% of {name}", 100.0 * share),
                     _ => "—".into(),

@@ -429,11 +429,9 @@ fn pool_pairs(rows: &[i32], requant: &Requant, out: &mut [u8], codes: impl Fn(__
 /// algorithm, compiled with AVX2.
 #[target_feature(enable = "avx2")]
 fn im2col_panel(input: &[u8], k_off: &[usize], cols: &[usize], z: i32, out: &mut [i16]) {
-    let runs = cols.len() == NR && (1..NR).all(|c| c == NR / 2 || cols[c] == cols[c - 1] + 1);
-    if !runs {
+    let Some([first, second]) = half_runs(cols).filter(|_| cols.len() == NR) else {
         return pack::im2col_panel(input, k_off, cols, z, out);
-    }
-    let (first, second) = (cols[0], cols[NR / 2]);
+    };
     let zero_point = _mm256_set1_epi16(z as i16);
     // Row k of the panel: 16 offsets q − z as i16.
     let row = |k: usize| {

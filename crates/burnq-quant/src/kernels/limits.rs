@@ -32,18 +32,9 @@ pub const VPSHUFB: &str = "vpshufb ymm";
 /// `avx512-vnni`).
 pub const VPDPBUSD: &str = "vpdpbusd zmm";
 
-/// An instruction and its timed loop (`CHAINS·n` instructions for `n`).
-type Timer = (&'static str, fn(u64));
-
-/// Products one instruction multiplies and adds.
-fn products(instruction: &str) -> u32 {
-    match instruction {
-        VPMADDWD => 16,
-        VPMADDUBSW => 32,
-        VPSHUFB | VPDPBUSD => 64,
-        other => unreachable!("no limit is measured for {other}"),
-    }
-}
+/// An instruction, the products one of it multiplies and adds, and its timed loop
+/// (`CHAINS·n` instructions for `n`).
+type Timer = (&'static str, u32, fn(u64));
 
 impl GemmForm {
     /// The multiply instruction that bounds this form on `kernel` (one of the constants of
@@ -92,9 +83,8 @@ impl MachineLimits {
         let clock_ghz = rate(x86::dependent_adds);
         let instructions = timers
             .into_iter()
-            .map(|(instruction, timer)| {
+            .map(|(instruction, products, timer)| {
                 let per_ns = rate(timer);
-                let products = products(instruction);
                 InstructionLimit {
                     instruction,
                     products,
@@ -147,12 +137,12 @@ mod x86 {
             return None;
         }
         let mut timers: Vec<Timer> = vec![
-            (VPMADDWD, vpmaddwd),
-            (VPMADDUBSW, vpmaddubsw),
-            (VPSHUFB, vpshufb),
+            (VPMADDWD, 16, vpmaddwd),
+            (VPMADDUBSW, 32, vpmaddubsw),
+            (VPSHUFB, 64, vpshufb),
         ];
         if avx512_vnni_detected() {
-            timers.push((VPDPBUSD, vpdpbusd));
+            timers.push((VPDPBUSD, 64, vpdpbusd));
         }
         Some(timers)
     }
